@@ -1,0 +1,231 @@
+"""The one shape data takes on its way through the suite: modality specs, `Batch`, `MultimodalData`.
+
+Every dataset (embedded, feature file, user factory) ends up as a `MultimodalData`: whole-split
+tensors in memory plus the modality specs. The engine walks it in `Batch`es on the model's device.
+Sample ids are stable (they do not depend on batch size or sharding), which is what lets common
+random numbers give every sample the same perturbation in every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+KINDS = ("vector", "image", "sequence", "audio", "tokens")
+
+# Reserved token ids for the `tokens` kind: 0 pads, 1 is the unknown/blank word.
+PAD_ID = 0
+UNK_ID = 1
+
+
+@dataclass
+class ModalitySpec:
+    """What one modality looks like, per sample.
+
+    shape : per-sample shape. vector (D,), image (C, H, W), sequence (T, D), audio (N,), tokens (L,).
+    mean, std : train-split statistics (float tensors broadcastable to `shape`; per feature for
+        vector, per pixel for image, per channel D for sequence, scalar for audio; None for tokens).
+        Used by mean/noise fills and by corruptions that scale noise to the data's own spread.
+    value_range : valid (low, high) of the values, kept by every corruption (None = unbounded).
+    vocab_size : number of token ids for `tokens` (ids 0 = pad and 1 = unknown are reserved).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    value_range: tuple[float, float] | None = None
+    vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"modality {self.name!r}: unknown kind {self.kind!r}; expected one of: {', '.join(KINDS)}")
+        self.shape = tuple(int(s) for s in self.shape)
+        if self.kind == "tokens" and not self.vocab_size:
+            raise InputError(f"modality {self.name!r}: kind 'tokens' needs vocab_size")
+
+    def to_dict(self) -> dict:
+        """Plain types and tensors only, so checkpoints load with weights_only=True."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "mean": None if self.mean is None else self.mean.detach().cpu().clone(),
+            "std": None if self.std is None else self.std.detach().cpu().clone(),
+            "value_range": None if self.value_range is None else [float(v) for v in self.value_range],
+            "vocab_size": self.vocab_size,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModalitySpec":
+        vr = d.get("value_range")
+        return cls(
+            name=d["name"],
+            kind=d["kind"],
+            shape=tuple(d["shape"]),
+            mean=d.get("mean"),
+            std=d.get("std"),
+            value_range=None if vr is None else (float(vr[0]), float(vr[1])),
+            vocab_size=d.get("vocab_size"),
+        )
+
+    def compatible_with(self, other: "ModalitySpec") -> str | None:
+        """None when a model built for `self` can take data shaped like `other`, else why not."""
+        if self.kind != other.kind:
+            return f"kind {other.kind!r} but the model expects {self.kind!r}"
+        if self.shape != other.shape:
+            return f"shape {other.shape} but the model expects {self.shape}"
+        if self.kind == "tokens" and (other.vocab_size or 0) > (self.vocab_size or 0):
+            return f"vocab_size {other.vocab_size} but the model's embedding has {self.vocab_size}"
+        return None
+
+
+@dataclass
+class Batch:
+    """One batch: modality -> tensor (B, *shape), labels (B,), stable sample ids (B,), presence.
+
+    present[name] is a bool tensor (B,) that is False where the modality was removed; models
+    that accept a presence mask use it, others only see the filled values.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    ids: torch.Tensor
+    present: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.present:
+            self.present = {
+                name: torch.ones(len(self.ids), dtype=torch.bool, device=self.ids.device) for name in self.inputs
+            }
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.ids.device
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            inputs={k: v.to(device, non_blocking=True) for k, v in self.inputs.items()},
+            labels=self.labels.to(device, non_blocking=True),
+            ids=self.ids.to(device, non_blocking=True),
+            present={k: v.to(device, non_blocking=True) for k, v in self.present.items()},
+        )
+
+    def with_modality(self, name: str, value: torch.Tensor, present: torch.Tensor | None = None) -> "Batch":
+        """A new Batch with one modality replaced; the original is never mutated."""
+        inputs = dict(self.inputs)
+        inputs[name] = value
+        presence = dict(self.present)
+        if present is not None:
+            presence[name] = present
+        return replace(self, inputs=inputs, present=presence)
+
+
+@dataclass
+class MultimodalData:
+    """One split of a dataset, in memory: tensors for every sample plus the modality specs.
+
+    task : "classification" (labels int64 class ids, `num_classes` set) or "regression" (float).
+    ids : int64 (N,) stable sample ids, unique within the dataset.
+    source : how it was loaded (e.g. "mfeat", "synthetic:seed=0", a file path) for manifests.
+    """
+
+    name: str
+    split: str
+    specs: dict[str, ModalitySpec]
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    ids: torch.Tensor
+    task: str = "classification"
+    num_classes: int | None = None
+    source: str = ""
+    class_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = int(self.labels.shape[0])
+        if set(self.inputs) != set(self.specs):
+            raise InputError(f"dataset {self.name!r}: inputs {sorted(self.inputs)} do not match specs {sorted(self.specs)}")
+        for name, x in self.inputs.items():
+            if x.shape[0] != n:
+                raise InputError(f"dataset {self.name!r}: modality {name!r} has {x.shape[0]} samples, labels have {n}")
+            if tuple(x.shape[1:]) != self.specs[name].shape:
+                raise InputError(
+                    f"dataset {self.name!r}: modality {name!r} has per-sample shape {tuple(x.shape[1:])}, "
+                    f"spec says {self.specs[name].shape}"
+                )
+        if self.ids.shape != (n,):
+            raise InputError(f"dataset {self.name!r}: ids must have shape ({n},), got {tuple(self.ids.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.specs)
+
+    def select(self, modalities: list[str]) -> "MultimodalData":
+        """The same samples with only the named modalities, in that order."""
+        unknown = [m for m in modalities if m not in self.specs]
+        if unknown:
+            raise InputError(
+                f"dataset {self.name!r} has no modality {unknown[0]!r}; available: {', '.join(self.specs)}"
+            )
+        return replace(
+            self,
+            specs={m: self.specs[m] for m in modalities},
+            inputs={m: self.inputs[m] for m in modalities},
+        )
+
+    def subset(self, index: torch.Tensor) -> "MultimodalData":
+        """The samples at `index` (ids kept, so common random numbers still match)."""
+        return replace(
+            self,
+            inputs={k: v[index] for k, v in self.inputs.items()},
+            labels=self.labels[index],
+            ids=self.ids[index],
+        )
+
+    def batches(
+        self,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> Iterator[Batch]:
+        """Every sample of this rank's shard exactly once, in id order, remainder batch included.
+
+        Shards are contiguous blocks, so concatenating the shards of ranks 0..world_size-1 gives
+        the samples in the same order as one process.
+        """
+        if batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        n = len(self)
+        start = (n * rank) // world_size
+        stop = (n * (rank + 1)) // world_size
+        for lo in range(start, stop, batch_size):
+            hi = min(lo + batch_size, stop)
+            yield Batch(
+                inputs={k: v[lo:hi] for k, v in self.inputs.items()},
+                labels=self.labels[lo:hi],
+                ids=self.ids[lo:hi],
+            ).to(device)
+
+    def fingerprint(self) -> str:
+        """SHA-256 over ids, labels and every modality's bytes (for manifests and resume checks)."""
+        h = hashlib.sha256()
+        h.update(f"{self.name}|{self.split}|{self.task}".encode())
+        for t in [self.ids, self.labels] + [self.inputs[k] for k in sorted(self.inputs)]:
+            a = t.detach().cpu().contiguous().numpy()
+            h.update(str(a.dtype).encode() + str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
