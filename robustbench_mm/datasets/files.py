@@ -1,0 +1,462 @@
+"""Arrays to `MultimodalData`: the user's feature files (.npz / .pt dict), `module:factory` datasets,
+and the split/statistics helpers the embedded datasets share.
+
+A feature file holds one array per modality (first axis = samples), `labels` (integer class ids ->
+classification, float -> regression), optionally `split` (strings train/val/test or ints 0/1/2)
+and `ids` (unique integers). Kinds are inferred from shape and dtype:
+
+    2-D float -> vector     3-D float -> sequence     4-D float or integer -> image (B, C, H, W)
+    2-D integer -> tokens   (`kinds={"name": "audio"}` turns a 2-D float array into audio)
+
+Statistics (mean/std for mean-fill and noise scaling) come from the train split when the file has
+one, else from the data itself; every split carries the same statistics.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, one_of
+from .batch import KINDS, UNK_ID, ModalitySpec, MultimodalData
+
+SPLITS = ("train", "val", "test")
+RESERVED = ("labels", "split", "ids")
+# A std this small relative to max(1, |mean|) marks a feature constant in the train split; it is
+# replaced by 1.0 (scikit-learn's StandardScaler convention), so standardising neither divides by
+# zero nor blows a perturbation of that feature up by orders of magnitude.
+CONSTANT_STD_REL = 1e-8
+
+
+# --------------------------------------------------------------------------- splits and statistics
+
+
+def stratified_split(labels: np.ndarray, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> dict[str, np.ndarray]:
+    """Row indices of train/val/test, stratified by class, sorted; identical on any machine.
+
+    Each class's rows are permuted with `numpy.random.default_rng(seed)` (classes in increasing
+    order) and cut at round(fraction * class size). Regression labels (float) are split unstratified.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
+        raise InputError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if labels.dtype.kind in "iu" else [np.arange(len(labels))]
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for rows in groups:
+        rows = rows[rng.permutation(len(rows))]
+        n_train = int(round(fractions[0] * len(rows)))
+        n_val = int(round((fractions[0] + fractions[1]) * len(rows))) - n_train
+        parts["train"].append(rows[:n_train])
+        parts["val"].append(rows[n_train : n_train + n_val])
+        parts["test"].append(rows[n_train + n_val :])
+    return {s: np.sort(np.concatenate(p)).astype(np.int64) for s, p in parts.items()}
+
+
+def train_stats(x: np.ndarray, kind: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Mean and std (float32) over the samples of `x` (N, *shape), shaped as `ModalitySpec` says.
+
+    vector: per feature (D,); image: per pixel (C, H, W); sequence: per channel (D,); audio: one
+    scalar (0-d); tokens: none. Population std (ddof=0); constant features get std 1.0.
+    """
+    if kind == "tokens":
+        return None, None
+    x = x.astype(np.float64)
+    axes = {"vector": (0,), "image": (0,), "sequence": (0, 1), "audio": None}[kind]
+    mean = x.mean(axis=axes)
+    std = x.std(axis=axes)
+    std = np.where(std <= CONSTANT_STD_REL * np.maximum(1.0, np.abs(mean)), 1.0, std)
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+def build_splits(
+    name: str,
+    source: str,
+    arrays: dict[str, np.ndarray],
+    kinds: dict[str, str],
+    labels: np.ndarray,
+    ids: np.ndarray,
+    split_rows: dict[str, np.ndarray],
+    *,
+    stats_rows: np.ndarray | None = None,
+    value_ranges: dict[str, tuple[float, float] | None] | None = None,
+    vocab_sizes: dict[str, int] | None = None,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, MultimodalData]:
+    """One `MultimodalData` per entry of `split_rows`, all carrying the same specs.
+
+    arrays : modality -> (N, *shape) array, already checked; float arrays become float32 tensors,
+        tokens int64. stats_rows : rows the mean/std come from (the train split; all rows if None).
+    """
+    value_ranges = value_ranges or {}
+    vocab_sizes = vocab_sizes or {}
+    specs = {}
+    for m, x in arrays.items():
+        rows = stats_rows if stats_rows is not None else slice(None)
+        mean, std = train_stats(x[rows], kinds[m])
+        specs[m] = ModalitySpec(
+            name=m,
+            kind=kinds[m],
+            shape=x.shape[1:],
+            mean=mean,
+            std=std,
+            value_range=value_ranges.get(m),
+            vocab_size=vocab_sizes.get(m),
+        )
+    regression = labels.dtype.kind == "f"
+    out = {}
+    for split, rows in split_rows.items():
+        out[split] = MultimodalData(
+            name=name,
+            split=split,
+            specs=dict(specs),
+            inputs={m: _to_tensor(x[rows], kinds[m]) for m, x in arrays.items()},
+            labels=torch.from_numpy(np.ascontiguousarray(labels[rows])).to(torch.float32 if regression else torch.int64),
+            ids=torch.from_numpy(np.ascontiguousarray(ids[rows]).astype(np.int64)),
+            task="regression" if regression else "classification",
+            num_classes=None if regression else num_classes,
+            source=source,
+            class_names=class_names,
+        )
+    return out
+
+
+def _to_tensor(x: np.ndarray, kind: str) -> torch.Tensor:
+    dtype = torch.int64 if kind == "tokens" else torch.float32
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+
+
+# --------------------------------------------------------------------------- checking user arrays
+
+
+def parse_kind_overrides(items: list[str] | None) -> dict[str, str]:
+    """The CLI's repeatable `--kind NAME=KIND` -> {name: kind} (kinds checked here, names on load)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, kind = item.partition("=")
+        name, kind = name.strip(), kind.strip()
+        if not sep or not name or not kind:
+            raise InputError(f"--kind {item!r}: expected NAME=KIND, e.g. --kind wave=audio")
+        if kind not in KINDS:
+            raise one_of(f"kind in --kind {item!r}", kind, KINDS)
+        if name in out and out[name] != kind:
+            raise InputError(f"--kind gives modality {name!r} two kinds ({out[name]!r} and {kind!r}); expected one")
+        out[name] = kind
+    return out
+
+
+def infer_kind(where: str, name: str, x: np.ndarray, override: str | None) -> str:
+    """The kind of modality `name` from its array (N, ...) and an optional override."""
+    if x.dtype.kind not in "iuf":
+        raise InputError(f"{where}: modality {name!r} has dtype {x.dtype}; expected float (or integer ids for tokens)")
+    integer = x.dtype.kind in "iu"
+    if override is not None:
+        if override not in KINDS:
+            raise one_of(f"kind for modality {name!r} in {where}", override, KINDS)
+        ndim = {"vector": 2, "audio": 2, "tokens": 2, "sequence": 3, "image": 4}[override]
+        ok = x.ndim == ndim or (override == "image" and x.ndim == 3)
+        if not ok:
+            raise InputError(
+                f"{where}: modality {name!r} has shape {x.shape}, which cannot be kind {override!r} "
+                f"(expected {ndim}-D{' or 3-D (N, H, W)' if override == 'image' else ''})"
+            )
+        if override == "tokens" and not integer:
+            raise InputError(f"{where}: modality {name!r} has dtype {x.dtype}; kind 'tokens' expects integer ids")
+        return override
+    if integer and x.ndim == 2:
+        return "tokens"
+    if x.ndim == 4:
+        return "image"
+    if integer:
+        raise InputError(
+            f"{where}: modality {name!r} is a {x.ndim}-D integer array; expected 2-D token ids or a 4-D image, "
+            "or float features"
+        )
+    if x.ndim in (2, 3):
+        return "vector" if x.ndim == 2 else "sequence"
+    raise InputError(f"{where}: modality {name!r} has shape {x.shape}; expected 2-D, 3-D or 4-D (samples first)")
+
+
+def check_arrays(where: str, raw: dict[str, Any], kinds: dict[str, str] | None) -> dict[str, Any]:
+    """Validate a loaded dict of arrays; return modalities, kinds, labels, ids, split rows, extras."""
+    raw = {k: _as_numpy(where, k, v) for k, v in raw.items()}
+    if "labels" not in raw:
+        raise InputError(f"{where}: no 'labels' array; expected one array per modality plus 'labels'")
+    labels = raw["labels"]
+    if labels.ndim == 2 and labels.shape[1] == 1 and labels.dtype.kind == "f":
+        labels = labels[:, 0]
+    if labels.ndim != 1 or labels.dtype.kind not in "iuf":
+        raise InputError(
+            f"{where}: 'labels' has shape {labels.shape} and dtype {labels.dtype}; "
+            "expected 1-D integer class ids (classification) or float targets (regression)"
+        )
+    n = len(labels)
+    if labels.dtype.kind == "f":
+        bad = int((~np.isfinite(labels)).sum())
+        if bad:
+            raise InputError(f"{where}: 'labels' has {bad} NaN/Inf values; expected finite targets")
+        labels = labels.astype(np.float32)
+    else:
+        if n and labels.min() < 0:
+            raise InputError(f"{where}: 'labels' has negative class ids (min {labels.min()}); expected ids 0..C-1")
+        labels = labels.astype(np.int64)
+    modality_names = [k for k in raw if k not in RESERVED]
+    if not modality_names:
+        raise InputError(f"{where}: no modality arrays besides {', '.join(k for k in raw if k in RESERVED)}")
+    kinds = dict(kinds or {})
+    unknown = [k for k in kinds if k not in modality_names]
+    if unknown:
+        raise InputError(f"{where}: kind override for {unknown[0]!r}, which is not a modality; modalities: {', '.join(modality_names)}")
+    arrays: dict[str, np.ndarray] = {}
+    inferred: dict[str, str] = {}
+    for m in modality_names:
+        x = raw[m]
+        if x.ndim == 0 or x.shape[0] != n:
+            raise InputError(f"{where}: modality {m!r} has {x.shape[0] if x.ndim else 0} samples but 'labels' has {n}")
+        kind = infer_kind(where, m, x, kinds.get(m))
+        if x.dtype.kind == "f":
+            bad = int((~np.isfinite(x)).sum())
+            if bad:
+                raise InputError(f"{where}: modality {m!r} has {bad} NaN/Inf values; expected finite numbers")
+        if kind == "image" and x.ndim == 3:
+            x = x[:, None]
+        if kind == "tokens" and n and x.min() < 0:
+            raise InputError(f"{where}: modality {m!r} has negative token ids (min {x.min()}); expected ids >= 0 (0 = pad, 1 = unknown)")
+        arrays[m] = x
+        inferred[m] = kind
+    ids = raw.get("ids")
+    if ids is None:
+        ids = np.arange(n, dtype=np.int64)
+    elif ids.shape != (n,) or ids.dtype.kind not in "iu" or len(np.unique(ids)) != n:
+        raise InputError(f"{where}: 'ids' must be {n} unique integers (one per sample), got shape {ids.shape} dtype {ids.dtype}")
+    split = raw.get("split")
+    split_rows = None if split is None else _split_rows(where, split, n)
+    return {"arrays": arrays, "kinds": inferred, "labels": labels, "ids": ids.astype(np.int64), "split_rows": split_rows}
+
+
+def _as_numpy(where: str, key: str, value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)) and key == "split":
+        return np.asarray(value)
+    if isinstance(value, np.ndarray):
+        return value
+    raise InputError(f"{where}: entry {key!r} is a {type(value).__name__}; expected an array or tensor")
+
+
+def _split_rows(where: str, split: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    if split.shape != (n,):
+        raise InputError(f"{where}: 'split' has shape {split.shape}; expected ({n},), one entry per sample")
+    if split.dtype.kind in "iu":
+        names = np.array(SPLITS)
+        if n and (split.min() < 0 or split.max() > 2):
+            raise InputError(f"{where}: 'split' has values outside 0/1/2 (= train/val/test)")
+        split = names[split]
+    elif split.dtype.kind in "US":
+        split = split.astype(str)
+        unknown = sorted(set(np.unique(split).tolist()) - set(SPLITS))
+        if unknown:
+            raise InputError(f"{where}: 'split' has value {unknown[0]!r}; expected train, val or test (or 0/1/2)")
+    else:
+        raise InputError(f"{where}: 'split' has dtype {split.dtype}; expected strings train/val/test or ints 0/1/2")
+    return {s: np.flatnonzero(split == s).astype(np.int64) for s in SPLITS}
+
+
+# --------------------------------------------------------------------------- feature files
+
+
+def read_feature_file(path: str | Path) -> dict[str, Any]:
+    """The arrays of a .npz (no pickles) or a .pt dict (torch.load with weights_only=True)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"feature file {str(p)!r} not found; expected a .npz or .pt file")
+    if p.suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise InputError(f"feature file {str(p)!r} is not a readable .npz without pickled objects ({e})") from None
+    if p.suffix in (".pt", ".pth"):
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for truncated or unsafe files
+            raise InputError(f"feature file {str(p)!r} is not a readable weights-only .pt file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"feature file {str(p)!r} holds a {type(obj).__name__}; expected a dict of tensors")
+        return obj
+    raise InputError(f"feature file {str(p)!r}: unknown suffix {p.suffix!r}; expected .npz or .pt")
+
+
+def assemble(
+    where: str, source: str, raw: dict[str, Any], kinds: dict[str, str] | None, name: str, seed: int | None = None
+) -> dict[str, MultimodalData]:
+    """Checked arrays -> splits. With a `split` array: train/val/test (stats from train). Without
+    it: {"test": the whole set} (stats from all of it), or, when `seed` is given (training), a
+    60/20/20 `stratified_split` with that seed (stats from its train part)."""
+    checked = check_arrays(where, raw, kinds)
+    arrays, labels = checked["arrays"], checked["labels"]
+    split_rows = checked["split_rows"]
+    if split_rows is None and seed is None:
+        split_rows = {"test": np.arange(len(labels), dtype=np.int64)}
+        stats_rows = None
+    else:
+        if split_rows is None:
+            split_rows = stratified_split(labels, seed)
+        stats_rows = split_rows["train"] if len(split_rows["train"]) else None
+    regression = labels.dtype.kind == "f"
+    num_classes = None if regression else int(labels.max()) + 1 if len(labels) else 0
+    value_ranges = {}
+    vocab_sizes = {}
+    for m, x in arrays.items():
+        kind = checked["kinds"][m]
+        if kind == "tokens":
+            vocab_sizes[m] = max(int(x.max()) + 1 if x.size else 0, UNK_ID + 1)
+        elif kind == "audio" and x.size and np.abs(x).max() <= 1.0:
+            value_ranges[m] = (-1.0, 1.0)
+        elif kind == "image" and x.dtype == np.uint8:
+            value_ranges[m] = (0.0, 255.0)
+        elif kind == "image" and x.size and x.min() >= 0.0 and x.max() <= 1.0:
+            value_ranges[m] = (0.0, 1.0)
+    return build_splits(
+        name,
+        source,
+        arrays,
+        checked["kinds"],
+        labels,
+        checked["ids"],
+        split_rows,
+        stats_rows=stats_rows,
+        value_ranges=value_ranges,
+        vocab_sizes=vocab_sizes,
+        num_classes=num_classes,
+    )
+
+
+def load_file_splits(path: str | Path, kinds: dict[str, str] | None = None, seed: int | None = None) -> dict[str, MultimodalData]:
+    """A feature file as splits: train/val/test from its `split` array; without one, {"test":
+    everything}, or a seeded 60/20/20 stratified split when `seed` is given (for training)."""
+    raw = read_feature_file(path)
+    return assemble(str(path), str(path), raw, kinds, name=Path(path).stem, seed=seed)
+
+
+# --------------------------------------------------------------------------- module:factory
+
+
+def resolve_factory(source: str):
+    """Import `module:factory` (the working directory on sys.path) and return the callable."""
+    module_name, _, attr = source.rpartition(":")
+    if not module_name or not attr or not all(part.isidentifier() for part in module_name.split(".") + attr.split(".")):
+        raise InputError(f"dataset {source!r}: expected 'module:factory' (dotted module path, colon, function name)")
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    importlib.invalidate_caches()  # a module file written after start-up must still be found
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise InputError(f"dataset {source!r}: cannot import module {module_name!r} ({type(e).__name__}: {e})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise InputError(f"dataset {source!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise InputError(f"dataset {source!r}: {attr!r} is not callable; expected a function returning a Dataset")
+    return obj
+
+
+def _accepts_split(factory) -> bool:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "split" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def collate_dataset(source: str, dataset) -> dict[str, Any]:
+    """A Dataset of dict samples -> dict of stacked arrays ({modality: (N, ...), labels, [ids]})."""
+    try:
+        samples = [dataset[i] for i in range(len(dataset))] if hasattr(dataset, "__len__") else list(dataset)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"dataset {source!r}: reading its samples failed ({type(e).__name__}: {e})") from None
+    if not samples:
+        raise InputError(f"dataset {source!r}: the factory returned an empty dataset")
+    columns: dict[str, list] = {}
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, dict):
+            raise InputError(f"dataset {source!r}: sample {i} is a {type(sample).__name__}; expected a dict {{modality: tensor, 'label': ...}}")
+        sample = dict(sample)
+        if "label" in sample:
+            sample["labels"] = sample.pop("label")
+        if "id" in sample:
+            sample["ids"] = sample.pop("id")
+        if "labels" not in sample:
+            raise InputError(f"dataset {source!r}: sample {i} has no 'label'; keys: {', '.join(map(str, sample))}")
+        if i and set(sample) != set(columns):
+            raise InputError(f"dataset {source!r}: sample {i} has keys {sorted(sample)}, sample 0 has {sorted(columns)}")
+        for k, v in sample.items():
+            columns.setdefault(k, []).append(v)
+    out = {}
+    for k, values in columns.items():
+        try:
+            out[k] = np.stack([np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v) for v in values])
+        except ValueError:
+            shapes = sorted({tuple(np.shape(v)) for v in values})
+            raise InputError(f"dataset {source!r}: {k!r} has differing shapes across samples {shapes[:3]}; expected one shape") from None
+    return out
+
+
+def load_factory_splits(source: str, kinds: dict[str, str] | None = None, seed: int | None = None) -> dict[str, MultimodalData]:
+    """`module:factory` as splits. A factory taking `split=` is called for train, val and test
+    (stats from train); one without it gives one set, handled like a file without `split`."""
+    factory = resolve_factory(source)
+    name = source.rpartition(":")[2]
+    if not _accepts_split(factory):
+        return assemble(source, source, collate_dataset(source, _call(source, factory)), kinds, name=name, seed=seed)
+    raws = {s: collate_dataset(f"{source} (split={s})", _call(source, factory, split=s)) for s in SPLITS}
+    # One table with a split column, so the checks and statistics are those of a feature file.
+    keys = set(raws["train"])
+    for s, raw in raws.items():
+        if set(raw) != keys:
+            raise InputError(f"dataset {source!r}: split {s!r} has keys {sorted(raw)}, train has {sorted(keys)}")
+    merged = {k: np.concatenate([raws[s][k] for s in SPLITS]) for k in keys}
+    merged["split"] = np.concatenate([np.full(len(raws[s]["labels"]), s) for s in SPLITS])
+    if "ids" not in merged:
+        # Stable ids without a user id: split index * 10^9 + position in that split.
+        merged["ids"] = np.concatenate([i * 1_000_000_000 + np.arange(len(raws[s]["labels"])) for i, s in enumerate(SPLITS)])
+    return assemble(source, source, merged, kinds, name=name)
+
+
+def _call(source: str, factory, **kwargs):
+    try:
+        return factory(**kwargs)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"dataset {source!r}: the factory raised {type(e).__name__}: {e}") from None
+
+
+__all__ = [
+    "SPLITS",
+    "assemble",
+    "build_splits",
+    "check_arrays",
+    "collate_dataset",
+    "infer_kind",
+    "load_factory_splits",
+    "load_file_splits",
+    "parse_kind_overrides",
+    "read_feature_file",
+    "resolve_factory",
+    "stratified_split",
+    "train_stats",
+]

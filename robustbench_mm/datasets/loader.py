@@ -1,0 +1,122 @@
+"""One entry point for every dataset source: `load_dataset` (one split) and `load_splits` (all three).
+
+Sources: "mfeat" (pix+fou+fac), "mfeat-all" (six views), "synthetic" or "synthetic:key=value,...",
+a .npz/.pt feature file, or "module:factory". Built-in sources also take options after a colon
+("mfeat:seed=1"); the keyword `seed` is the split seed (and the generator seed of synthetic)
+unless the source string sets one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError, one_of
+from .batch import MultimodalData
+from .files import SPLITS, load_factory_splits, load_file_splits
+from .mfeat import mfeat_splits
+from .synthetic import SyntheticConfig, synthetic_splits
+
+BUILTIN = ("mfeat", "mfeat-all", "synthetic")
+SOURCE_CHOICES = BUILTIN + ("PATH.npz", "PATH.pt", "module:factory")
+FILE_SUFFIXES = (".npz", ".pt", ".pth")
+
+
+def describe_sources() -> dict[str, str]:
+    """Dataset sources and one line on each (for `rbmm list datasets`)."""
+    return {
+        "mfeat": "UCI Multiple Features digits (embedded): 2,000 samples, 10 classes; pix (image 1x16x15) + fou + fac; "
+        "'mfeat:seed=N' sets the 60/20/20 split seed",
+        "mfeat-all": "the same digits with all six views: fou, fac, kar, pix (image), zer, mor",
+        "synthetic": "seeded sequence + audio + tokens set; options 'synthetic:" + ",".join(
+            f"{k}={v}" for k, v in SyntheticConfig().__dict__.items()
+        ) + "' (info=x sets all info_*)",
+        "PATH.npz / PATH.pt": "your features: one array per modality + labels [+ split, ids]; kinds inferred, --kind NAME=KIND overrides",
+        "module:factory": "a function (taking split= optionally) returning a torch Dataset of dict samples",
+    }
+
+
+def parse_options(text: str, where: str) -> dict[str, str]:
+    """"a=1,b=x" -> {"a": "1", "b": "x"} (empty text -> {})."""
+    options: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"dataset {where!r}: option {item!r} is not KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _int_option(options: dict[str, str], key: str, default: int, where: str) -> int:
+    if key not in options:
+        return default
+    try:
+        return int(options[key])
+    except ValueError:
+        raise InputError(f"dataset {where!r}: option {key}={options[key]!r} is not an integer") from None
+
+
+def _all_splits(
+    source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool
+) -> tuple[dict[str, MultimodalData], bool]:
+    """(splits, selected): `selected` is True when `modalities` was already applied.
+
+    Evaluation of a feature file or factory without its own split gives {"test": everything}.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise one_of("dataset", source, SOURCE_CHOICES)
+    source = source.strip()
+    base, _, opts = source.partition(":")
+    if base in BUILTIN:
+        if kinds:
+            raise InputError(f"dataset {base!r}: --kind overrides apply to feature files and factories only")
+        options = parse_options(opts, source)
+        if base == "synthetic":
+            return synthetic_splits(options, seed=seed), False
+        unknown = [k for k in options if k != "seed"]
+        if unknown:
+            raise one_of(f"option of dataset {base!r}", unknown[0], ["seed"])
+        split_seed = _int_option(options, "seed", seed, source)
+        return mfeat_splits(modalities, seed=split_seed, all_views=base == "mfeat-all"), True
+    if Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
+        return load_file_splits(source, kinds, seed=seed if training else None), False
+    if ":" in source:
+        return load_factory_splits(source, kinds, seed=seed if training else None), False
+    raise one_of("dataset", source, SOURCE_CHOICES)
+
+
+def _select(data: MultimodalData, modalities, selected: bool) -> MultimodalData:
+    return data if selected or not modalities else data.select(list(modalities))
+
+
+def load_splits(
+    source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0
+) -> dict[str, MultimodalData]:
+    """{"train", "val", "test"} of a source, train statistics on every split's specs (for training).
+
+    A feature file or factory without its own split is split 60/20/20 per class with `seed`.
+    """
+    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=True)
+    empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
+    if empty:
+        raise InputError(f"dataset {source!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
+    return {s: _select(splits[s], modalities, selected) for s in SPLITS}
+
+
+def load_dataset(
+    source: str,
+    split: str = "test",
+    *,
+    modalities: list[str] | None = None,
+    kinds: dict[str, str] | None = None,
+    seed: int = 0,
+) -> MultimodalData:
+    """One split of a source. A feature file or factory without its own split is one evaluation
+    set: split "test" is the whole of it."""
+    if split not in SPLITS:
+        raise one_of("split", split, SPLITS)
+    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=False)
+    if split not in splits:
+        raise InputError(f"dataset {source!r} has no 'split' array, so all of it is the evaluation set; ask for split 'test'")
+    if len(splits[split]) == 0:
+        raise InputError(f"dataset {source!r}: its 'split' has no {split!r} samples")
+    return _select(splits[split], modalities, selected)
