@@ -14,8 +14,9 @@ spec : the modality's `ModalitySpec` (value range, train statistics, vocabulary)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -24,11 +25,19 @@ from ..errors import InputError, one_of
 from .rng import SampleRandom
 
 CorruptionFn = Callable[[torch.Tensor, float, SampleRandom, ModalitySpec], torch.Tensor]
+SpecCheck = Callable[[ModalitySpec], "str | None"]
 
 
 @dataclass(frozen=True)
 class CorruptionSpec:
-    """A registered corruption: its function and the facts a protocol and a report need about it."""
+    """A registered corruption: its function and the facts a protocol and a report need about it.
+
+    severity : the table for levels 1-5 (of the first kind when the table differs per kind).
+    tables : kind -> table, when a corruption has one table per modality kind (same name, units
+        natural to each kind, e.g. gaussian_noise: value-range fraction for images, train std for
+        vectors). Empty when one table serves every kind.
+    check : optional extra requirement on the modality (e.g. 3 channels), returning why not or None.
+    """
 
     name: str
     kinds: tuple[str, ...]
@@ -38,17 +47,46 @@ class CorruptionSpec:
     fn: CorruptionFn
     identity: float = 0.0
     source: str = "builtin"
+    tables: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    check: SpecCheck | None = None
 
-    def param(self, level: float) -> float:
-        """The parameter for a level: the table at 1..5, linear in between, `identity` at 0."""
+    def table(self, kind: str | None = None) -> tuple[float, ...]:
+        """The severity table for levels 1-5 of `kind` (the default table when kind is None)."""
+        return tuple(self.tables.get(kind, self.severity)) if kind is not None else self.severity
+
+    def param(self, level: float, kind: str | None = None) -> float:
+        """The parameter for a level: the table at 1..5, linear in between, `identity` at 0.
+
+        An infinite identity marks a dB quantity (SNR): between levels 0 and 1 the corruption's
+        amplitude then grows linearly, i.e. param = table[0] - 20*log10(level).
+        """
         if not 0.0 <= level <= 5.0:
             raise InputError(f"corruption {self.name!r}: level {level} out of range; expected 0 to 5")
-        points = (self.identity,) + tuple(self.severity)
+        table = self.table(kind)
+        if level < 1.0 and math.isinf(self.identity):
+            return self.identity if level == 0.0 else float(table[0] - 20.0 * math.log10(level))
+        points = (self.identity,) + tuple(table)
         low = min(int(level), 4)
         frac = level - low
         return float(points[low] + frac * (points[low + 1] - points[low]))
 
+    def supports(self, spec: ModalitySpec) -> str | None:
+        """None when this corruption applies to the modality, else a one-line reason."""
+        if spec.kind not in self.kinds:
+            return (
+                f"corruption {self.name!r} does not apply to modality {spec.name!r} of kind {spec.kind!r}; "
+                f"it supports: {', '.join(self.kinds)}"
+            )
+        if self.check is not None:
+            why = self.check(spec)
+            if why:
+                return f"corruption {self.name!r} does not apply to modality {spec.name!r}: {why}"
+        return None
+
     def __call__(self, x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+        """fn(x, param, rng, spec); the identity parameter returns an exact copy (level 0 is the identity)."""
+        if param == self.identity:
+            return x.clone()
         return self.fn(x, param, rng, spec)
 
 
@@ -59,18 +97,30 @@ def corruption(
     name: str,
     *,
     kinds: tuple[str, ...] | list[str],
-    severity: tuple[float, ...] | list[float],
+    severity: Sequence[float] | Mapping[str, Sequence[float]],
     unit: str,
     description: str,
     identity: float = 0.0,
+    check: SpecCheck | None = None,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
-    """Register `fn` as corruption `name` for the given modality kinds and severity table (levels 1-5)."""
+    """Register `fn` as corruption `name` for the given modality kinds and severity table (levels 1-5).
+
+    `severity` is one table of 5 values, or a mapping kind -> table covering every kind in `kinds`.
+    """
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise InputError(f"corruption {name!r}: unknown modality kind {bad[0]!r}; expected one of: {', '.join(KINDS)}")
-    if len(severity) != 5:
-        raise InputError(f"corruption {name!r}: severity table needs 5 values (levels 1-5), got {len(severity)}")
+    if isinstance(severity, Mapping):
+        if set(severity) != set(kinds):
+            raise InputError(f"corruption {name!r}: severity tables given for {sorted(severity)}, kinds are {sorted(kinds)}")
+        tables = {k: tuple(float(v) for v in severity[k]) for k in kinds}
+    else:
+        tables = {k: tuple(float(v) for v in severity) for k in kinds}
+    for k, t in tables.items():
+        if len(t) != 5:
+            raise InputError(f"corruption {name!r}: severity table needs 5 values (levels 1-5), got {len(t)} for {k!r}")
+    distinct = len({t for t in tables.values()}) > 1
 
     def register(fn: CorruptionFn) -> CorruptionFn:
         source = getattr(fn, "__module__", "builtin")
@@ -79,12 +129,14 @@ def corruption(
         _REGISTRY[name] = CorruptionSpec(
             name=name,
             kinds=kinds,
-            severity=tuple(float(s) for s in severity),
+            severity=tables[kinds[0]],
             unit=unit,
             description=description,
             fn=fn,
             identity=float(identity),
             source="builtin" if source.startswith("robustbench_mm.") else source,
+            tables=tables if distinct else {},
+            check=check,
         )
         return fn
 
@@ -106,3 +158,10 @@ def list_corruptions(kind: str | None = None) -> list[CorruptionSpec]:
 def unregister(name: str) -> None:
     """Remove a corruption (used when a plug-in fails its contract check at load)."""
     _REGISTRY.pop(name, None)
+
+
+def set_source(name: str, source: str) -> None:
+    """Record where a registered corruption came from (a plug-in's file or entry point)."""
+    from dataclasses import replace
+
+    _REGISTRY[name] = replace(_REGISTRY[name], source=source)

@@ -1,0 +1,217 @@
+"""Throughput of our batched corruption kernels vs. per-sample references, in one run.
+
+References, on the same images:
+  (a) a per-sample numpy/PIL/scipy loop written here (the usual way such code is written);
+  (b) the ImageNet-C package `imagecorruptions` (PyPI 1.1.2), if importable. It needs
+      `setuptools<70` (pkg_resources); install it in its own environment, e.g.
+        python -m venv --system-site-packages /tmp/bench-venv
+        /tmp/bench-venv/bin/pip install "setuptools<70" imagecorruptions==1.1.2
+        PYTHONPATH=. /tmp/bench-venv/bin/python benchmarks/bench_corruptions.py
+Images: N synthetic smooth RGB images 3x64x64 (seeded), and the mfeat `pix` view (1x16x15,
+grey levels 0-6; imagecorruptions refuses images under 32 px, which the script reports).
+Throughput is images per second; the ratio is ours / reference. Timings are the best of
+--repeat runs of the corruption call alone (inputs already in each library's native format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFilter
+from scipy import ndimage
+
+from robustbench_mm.corruptions import SampleRandom, get_corruption
+from robustbench_mm.datasets import ModalitySpec
+
+try:
+    from imagecorruptions import corrupt as ic_corrupt
+
+    IC_ERROR = None
+except Exception as exc:  # noqa: BLE001 - report why the reference is missing
+    ic_corrupt = None
+    IC_ERROR = f"{type(exc).__name__}: {exc}"
+
+# our name -> imagecorruptions name
+IC_NAMES = {
+    "gaussian_noise": "gaussian_noise", "shot_noise": "shot_noise", "impulse_noise": "impulse_noise",
+    "speckle_noise": "speckle_noise", "gaussian_blur": "gaussian_blur", "defocus_blur": "defocus_blur",
+    "motion_blur": "motion_blur", "contrast": "contrast", "brightness": "brightness", "desaturate": "saturate",
+    "pixelate": "pixelate", "jpeg": "jpeg_compression", "elastic": "elastic_transform",
+}
+
+
+# --- (a) per-sample reference loop: one image (H, W, C) float in [0, 1] at a time ----------------------
+
+def _loop_gaussian_noise(img, p, rs):
+    return np.clip(img + rs.normal(size=img.shape) * p, 0, 1)
+
+
+def _loop_shot_noise(img, p, rs):
+    return np.clip(rs.poisson(img / p) * p, 0, 1)
+
+
+def _loop_impulse_noise(img, p, rs):
+    out = img.copy()
+    hit = rs.random(img.shape) < p
+    out[hit] = (rs.random(int(hit.sum())) < 0.5).astype(img.dtype)
+    return out
+
+
+def _loop_speckle_noise(img, p, rs):
+    return np.clip(img + img * rs.normal(size=img.shape) * p, 0, 1)
+
+
+def _pil(img):
+    return Image.fromarray((img * 255).round().astype(np.uint8).squeeze(-1) if img.shape[-1] == 1 else (img * 255).round().astype(np.uint8))
+
+
+def _np(im, c):
+    a = np.asarray(im, dtype=np.float64) / 255.0
+    return a[..., None] if c == 1 else a
+
+
+def _loop_gaussian_blur(img, p, rs):
+    return _np(_pil(img).filter(ImageFilter.GaussianBlur(p)), img.shape[-1])
+
+
+def _loop_defocus_blur(img, p, rs):
+    r = int(np.ceil(p))
+    t = np.arange(-r, r + 1)
+    disk = np.clip(p + 0.5 - np.hypot(t[:, None], t[None, :]), 0, 1)
+    disk /= disk.sum()
+    return np.stack([ndimage.convolve(img[..., c], disk, mode="nearest") for c in range(img.shape[-1])], -1)
+
+
+def _loop_motion_blur(img, p, rs):
+    r = max(1, int(np.ceil(p / 2)))
+    t = np.arange(-r, r + 1)
+    a = rs.random() * np.pi
+    along = t[None, :] * np.cos(a) + t[:, None] * np.sin(a)
+    across = -t[None, :] * np.sin(a) + t[:, None] * np.cos(a)
+    k = np.clip(1 - np.abs(across), 0, None) * np.clip(p / 2 + 0.5 - np.abs(along), 0, 1)
+    k /= k.sum()
+    return np.stack([ndimage.convolve(img[..., c], k, mode="nearest") for c in range(img.shape[-1])], -1)
+
+
+def _loop_contrast(img, p, rs):
+    m = img.mean()
+    return (img - m) * (1 - p) + m
+
+
+def _loop_brightness(img, p, rs):
+    return np.clip(img + p, 0, 1)
+
+
+def _loop_desaturate(img, p, rs):
+    return _np(ImageEnhance.Color(_pil(img)).enhance(1 - p), 3)
+
+
+def _loop_pixelate(img, p, rs):
+    b = int(np.floor(p + 0.5))
+    h, w = img.shape[:2]
+    im = _pil(img)
+    small = im.resize((max(1, w // b), max(1, h // b)), Image.BOX)
+    return _np(small.resize((w, h), Image.NEAREST), img.shape[-1])
+
+
+def _loop_jpeg(img, p, rs):
+    buf = io.BytesIO()
+    _pil(img).save(buf, "JPEG", quality=int(100 - p))
+    return _np(Image.open(buf), img.shape[-1])
+
+
+def _loop_elastic(img, p, rs):
+    h, w = img.shape[:2]
+    dx = ndimage.gaussian_filter(rs.normal(size=(h, w)), max(h, w) / 8)
+    dy = ndimage.gaussian_filter(rs.normal(size=(h, w)), max(h, w) / 8)
+    scale = p / max(np.sqrt((dx**2 + dy**2).mean() / 2), 1e-6)
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    coords = [yy + dy * scale, xx + dx * scale]
+    return np.stack([ndimage.map_coordinates(img[..., c], coords, order=1, mode="nearest") for c in range(img.shape[-1])], -1)
+
+
+LOOPS = {name[len("_loop_"):]: fn for name, fn in globals().items() if name.startswith("_loop_")}
+
+
+def _best(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def smooth_images(n: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, c, h // 8, w // 8, generator=g)
+    fine = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    return (fine + 0.05 * torch.randn(n, c, h, w, generator=g)).clamp(0, 1)
+
+
+def bench(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repeat: int, device: str) -> None:
+    n, c = x.shape[0], x.shape[1]
+    lo, hi = spec.value_range
+    unit_np = ((x - lo) / (hi - lo)).permute(0, 2, 3, 1).double().numpy()  # (N, H, W, C) in [0, 1]
+    uint8 = [(im * 255).round().astype(np.uint8).squeeze(-1) if c == 1 else (im * 255).round().astype(np.uint8) for im in unit_np]
+    xd = x.to(device)
+    ids = torch.arange(n, device=device)
+    print(f"\n## {label}: {n} images {tuple(x.shape[1:])}, level {level}, device {device}, torch threads {torch.get_num_threads()}")
+    print(f"{'corruption':16s} {'ours img/s':>12s} {'loop img/s':>12s} {'ratio':>8s} {'imagecorr img/s':>16s} {'ratio':>8s}")
+    ratios_loop, ratios_ic = [], []
+    for name, ic_name in IC_NAMES.items():
+        spec_c = get_corruption(name)
+        if spec_c.supports(spec):
+            continue
+        param = spec_c.param(level, "image")
+
+        def ours():
+            y = spec_c(xd, param, SampleRandom(ids, 0, name), spec)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            return y
+
+        ours()  # warm-up (kernel building, allocator)
+        t_ours = _best(ours, repeat)
+        rs = np.random.default_rng(0)
+        loop = LOOPS[name]
+        t_loop = _best(lambda: [loop(im, param, rs) for im in unit_np], max(1, repeat // 2))
+        ic_text, r_ic = "-", None
+        if ic_corrupt is not None:
+            try:
+                t_ic = _best(lambda: [ic_corrupt(im, corruption_name=ic_name, severity=int(round(level))) for im in uint8], 1)
+                r_ic = t_ic / t_ours
+                ic_text = f"{n / t_ic:16.0f} {r_ic:7.1f}x"
+                ratios_ic.append(r_ic)
+            except Exception as exc:  # noqa: BLE001 - the reference's own failures are part of the result
+                ic_text = f"{'fails: ' + type(exc).__name__ + ': ' + str(exc)[:48]}"
+        r_loop = t_loop / t_ours
+        ratios_loop.append(r_loop)
+        print(f"{name:16s} {n / t_ours:12.0f} {n / t_loop:12.0f} {r_loop:7.1f}x {ic_text}")
+    gm = lambda r: float(np.exp(np.mean(np.log(r)))) if r else float("nan")  # noqa: E731
+    print(f"geometric mean ratio: vs loop {gm(ratios_loop):.1f}x"
+          + (f", vs imagecorruptions {gm(ratios_ic):.1f}x over {len(ratios_ic)} corruptions" if ratios_ic else ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=256, help="number of 3x64x64 images")
+    ap.add_argument("--level", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    print("imagecorruptions:", "available" if ic_corrupt else f"NOT available ({IC_ERROR}); only the loop reference is timed")
+    rgb = ModalitySpec("rgb", "image", (3, 64, 64), value_range=(0.0, 1.0))
+    bench("RGB", smooth_images(args.n, 3, 64, 64), rgb, args.level, args.repeat, args.device)
+    from robustbench_mm.datasets import load_dataset
+
+    mfeat = load_dataset("mfeat", "test")
+    bench("mfeat pix", mfeat.inputs["pix"].float(), mfeat.specs["pix"], args.level, args.repeat, args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Waveform corruptions on (B, N) batches in [-1, 1] (the value range is kept).
+
+Noise levels are signal-to-noise ratios in dB relative to each sample's own power; filters work
+in the frequency domain on the whole batch with torch.fft.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..datasets.batch import ModalitySpec
+from ._util import clip
+from .registry import corruption
+from .rng import SampleRandom
+
+_SNR_TABLE = (20.0, 15.0, 10.0, 5.0, 0.0)
+
+
+def _power(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean(dim=-1, keepdim=True)
+
+
+def _add_at_snr(x: torch.Tensor, noise: torch.Tensor, snr_db: float, spec: ModalitySpec) -> torch.Tensor:
+    """x + noise scaled so that power(x) / power(noise) = 10^(snr/10), per sample."""
+    if math.isinf(snr_db) and snr_db > 0:
+        return x.clone()
+    gain = torch.sqrt(_power(x) / _power(noise).clamp(min=1e-12) * 10.0 ** (-snr_db / 10.0))
+    return clip(x + gain * noise, spec)
+
+
+def _colored(rng: SampleRandom, n: int, exponent: float, dtype: torch.dtype) -> torch.Tensor:
+    """Noise with power spectrum 1/f^exponent (1 = pink, 2 = brown), shape (B, n)."""
+    white = rng.normal(n, dtype=torch.float64)
+    spectrum = torch.fft.rfft(white, dim=-1)
+    f = torch.arange(spectrum.shape[-1], device=white.device, dtype=torch.float64)
+    shaping = f.clamp(min=1.0) ** (-exponent / 2)
+    shaping[0] = 0.0
+    return torch.fft.irfft(spectrum * shaping, n=n, dim=-1).to(dtype)
+
+
+@corruption(
+    "white_noise",
+    kinds=("audio",),
+    severity=_SNR_TABLE,
+    identity=math.inf,
+    unit="SNR in dB (per sample)",
+    description="additive white Gaussian noise at a target signal-to-noise ratio",
+)
+def white_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    return _add_at_snr(x, rng.normal(x.shape[-1], dtype=x.dtype), param, spec)
+
+
+@corruption(
+    "pink_noise",
+    kinds=("audio",),
+    severity=_SNR_TABLE,
+    identity=math.inf,
+    unit="SNR in dB (per sample)",
+    description="additive pink (1/f) noise at a target signal-to-noise ratio",
+)
+def pink_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    return _add_at_snr(x, _colored(rng, x.shape[-1], 1.0, x.dtype), param, spec)
+
+
+@corruption(
+    "brown_noise",
+    kinds=("audio",),
+    severity=_SNR_TABLE,
+    identity=math.inf,
+    unit="SNR in dB (per sample)",
+    description="additive brown (1/f^2) noise at a target signal-to-noise ratio",
+)
+def brown_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    return _add_at_snr(x, _colored(rng, x.shape[-1], 2.0, x.dtype), param, spec)
+
+
+@corruption(
+    "clipping",
+    kinds=("audio",),
+    severity=(0.3, 0.5, 0.7, 0.8, 0.9),
+    unit="fraction of each sample's peak amplitude cut off",
+    description="hard clipping at (1 - param) x the sample's peak",
+)
+def clipping(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    limit = x.abs().amax(dim=-1, keepdim=True) * (1.0 - param)
+    return torch.minimum(torch.maximum(x, -limit), limit)
+
+
+@corruption(
+    "time_mask",
+    kinds=("audio",),
+    severity=(0.1, 0.2, 0.3, 0.4, 0.5),
+    unit="fraction of the duration silenced (in 1/32-length segments)",
+    description="dropouts: random segments set to silence",
+)
+def time_mask(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    n = x.shape[-1]
+    segments = min(32, n)
+    drop = rng.uniform(segments, dtype=torch.float64) < param
+    seg_of = torch.arange(n, device=x.device) * segments // n
+    return torch.where(drop[:, seg_of], torch.zeros_like(x), x)
+
+
+@corruption(
+    "gain",
+    kinds=("audio",),
+    severity=(3.0, 6.0, 10.0, 15.0, 20.0),
+    unit="attenuation in dB",
+    description="gain change: the waveform attenuated by param dB",
+)
+def gain(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    return x * 10.0 ** (-param / 20.0)
+
+
+@corruption(
+    "lowpass",
+    kinds=("audio",),
+    severity=(0.5, 0.7, 0.8, 0.9, 0.95),
+    unit="fraction of the band removed (cutoff = (1 - param) x Nyquist)",
+    description="band-limiting: ideal low-pass filter in the frequency domain",
+)
+def lowpass(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    if param <= 0:
+        return x.clone()
+    n = x.shape[-1]
+    spectrum = torch.fft.rfft(x, dim=-1)
+    keep = torch.arange(spectrum.shape[-1], device=x.device) <= (1.0 - param) * (spectrum.shape[-1] - 1)
+    return clip(torch.fft.irfft(spectrum * keep, n=n, dim=-1).to(x.dtype), spec)
+
+
+@corruption(
+    "reverb",
+    kinds=("audio",),
+    severity=(0.01, 0.02, 0.04, 0.08, 0.16),
+    unit="reverberation decay time constant, fraction of the clip length",
+    description="echo/reverberation: convolution with a decaying random impulse response, peak kept",
+)
+def reverb(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    if param <= 0:
+        return x.clone()
+    n = x.shape[-1]
+    tau = param * n
+    length = min(n, max(2, math.ceil(5 * tau)))
+    k = torch.arange(length, device=x.device, dtype=torch.float64)
+    ir = 0.3 * rng.normal(length, dtype=torch.float64) * torch.exp(-k / tau)
+    ir[:, 0] = 1.0
+    size = n + length
+    wet = torch.fft.irfft(torch.fft.rfft(x.to(torch.float64), n=size) * torch.fft.rfft(ir, n=size), n=size)[..., :n]
+    peak_in = x.abs().amax(dim=-1, keepdim=True).to(torch.float64)
+    peak_out = wet.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+    return clip((wet * (peak_in / peak_out)).to(x.dtype), spec)

@@ -1,0 +1,330 @@
+"""Image corruptions on (B, C, H, W) batches of any size (mfeat's 1x16x15, 3x64x64, ...).
+
+Each kernel draws its per-sample parameters from `rng` and then applies them to the whole batch in
+one vectorised call (conv2d with built kernels, block-DCT matrix products, grid_sample). Values are
+interpreted in the modality's value range (`spec.value_range`, default [0, 1]) and clipped back
+into it. Units follow ImageNet-C where they translate to small images; blur sizes are in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..datasets.batch import ModalitySpec
+from ._util import per_sample
+from .registry import corruption
+from .rng import SampleRandom
+
+
+def _range(spec: ModalitySpec) -> tuple[float, float]:
+    return spec.value_range if spec.value_range is not None else (0.0, 1.0)
+
+
+def _to_unit(x: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+    lo, hi = _range(spec)
+    return (x - lo) / (hi - lo)
+
+
+def _from_unit(u: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+    lo, hi = _range(spec)
+    return u.clamp(0.0, 1.0) * (hi - lo) + lo
+
+
+def _three_channels(spec: ModalitySpec) -> str | None:
+    return None if spec.shape[0] == 3 else f"needs 3 colour channels, the image has {spec.shape[0]}"
+
+
+@corruption(
+    "shot_noise",
+    kinds=("image",),
+    severity=(1 / 60, 1 / 25, 1 / 12, 1 / 5, 1 / 3),
+    unit="photon noise scale 1/c: variance = pixel * param, pixels in [0, 1] (ImageNet-C c = 60..3)",
+    description="signal-dependent (Poisson-like, Gaussian approximation) sensor noise",
+)
+def shot_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    u = _to_unit(x, spec)
+    z = rng.normal(*x.shape[1:], dtype=x.dtype)
+    return _from_unit(u + torch.sqrt(u.clamp(min=0.0) * param) * z, spec)
+
+
+@corruption(
+    "impulse_noise",
+    kinds=("image",),
+    severity=(0.03, 0.06, 0.09, 0.17, 0.27),
+    unit="fraction of pixel values set to the range's min or max",
+    description="salt-and-pepper noise",
+)
+def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    lo, hi = _range(spec)
+    hit = rng.uniform(*x.shape[1:], dtype=torch.float64) < param
+    salt = rng.uniform(*x.shape[1:], dtype=torch.float64) < 0.5
+    value = torch.where(salt, torch.full_like(x, hi), torch.full_like(x, lo))
+    return torch.where(hit, value, x)
+
+
+@corruption(
+    "speckle_noise",
+    kinds=("image",),
+    severity=(0.15, 0.2, 0.35, 0.45, 0.6),
+    unit="sigma of multiplicative noise, pixels in [0, 1]",
+    description="multiplicative Gaussian (speckle) noise",
+)
+def speckle_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    u = _to_unit(x, spec)
+    z = rng.normal(*x.shape[1:], dtype=x.dtype)
+    return _from_unit(u + u * z * param, spec)
+
+
+def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve every channel of every image with one 2-D kernel (k, k), replicate padding."""
+    b, c, h, w = x.shape
+    k = kernel.shape[-1]
+    pad = k // 2
+    y = F.pad(x.reshape(b * c, 1, h, w), (pad, pad, pad, pad), mode="replicate")
+    return F.conv2d(y, kernel.reshape(1, 1, k, k).to(x.dtype)).reshape(b, c, h, w)
+
+
+@corruption(
+    "gaussian_blur",
+    kinds=("image",),
+    severity=(0.5, 1.0, 1.5, 2.0, 3.0),
+    unit="sigma in pixels",
+    description="Gaussian blur (separable convolution)",
+)
+def gaussian_blur(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    if param <= 0:
+        return x.clone()
+    radius = max(1, math.ceil(3 * param))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
+    g = torch.exp(-0.5 * (t / param) ** 2)
+    g = (g / g.sum()).to(x.dtype)
+    b, c, h, w = x.shape
+    y = F.pad(x.reshape(b * c, 1, h, w), (radius, radius, radius, radius), mode="replicate")
+    y = F.conv2d(y, g.reshape(1, 1, 1, -1))
+    y = F.conv2d(y, g.reshape(1, 1, -1, 1))
+    return y.reshape(b, c, h, w)
+
+
+@corruption(
+    "defocus_blur",
+    kinds=("image",),
+    severity=(1.0, 1.5, 2.0, 3.0, 4.0),
+    unit="disk radius in pixels",
+    description="defocus blur: convolution with an anti-aliased disk",
+)
+def defocus_blur(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    if param <= 0:
+        return x.clone()
+    radius = math.ceil(param)
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
+    dist = torch.sqrt(t[:, None] ** 2 + t[None, :] ** 2)
+    disk = (param + 0.5 - dist).clamp(0.0, 1.0)
+    return _depthwise(x, disk / disk.sum())
+
+
+@corruption(
+    "motion_blur",
+    kinds=("image",),
+    severity=(3.0, 5.0, 7.0, 9.0, 13.0),
+    unit="blur length in pixels (direction drawn per sample)",
+    description="linear motion blur at a random angle per sample (grouped convolution)",
+)
+def motion_blur(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    if param <= 0:
+        return x.clone()
+    b, c, h, w = x.shape
+    radius = max(1, math.ceil(param / 2))
+    angle = rng.uniform(dtype=torch.float64) * math.pi
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
+    yy, xx = t[:, None], t[None, :]
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    along = xx * cos + yy * sin
+    across = -xx * sin + yy * cos
+    weight = (1 - across.abs()).clamp(min=0) * (param / 2 + 0.5 - along.abs()).clamp(0, 1)
+    weight = weight / weight.sum(dim=(1, 2), keepdim=True)
+    k = 2 * radius + 1
+    kernels = weight.to(x.dtype).repeat_interleave(c, dim=0).reshape(b * c, 1, k, k)
+    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
+    return F.conv2d(y, kernels, groups=b * c).reshape(b, c, h, w)
+
+
+@corruption(
+    "contrast",
+    kinds=("image",),
+    severity=(0.6, 0.7, 0.8, 0.9, 0.95),
+    unit="contrast reduction 1 - c (ImageNet-C c = 0.4..0.05)",
+    description="contrast reduced towards each image's mean",
+)
+def contrast(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (1.0 - param) + mean
+
+
+@corruption(
+    "brightness",
+    kinds=("image",),
+    severity=(0.1, 0.2, 0.3, 0.4, 0.5),
+    unit="fraction of the value range added",
+    description="brightness shift, clipped to the value range",
+)
+def brightness(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    return _from_unit(_to_unit(x, spec) + param, spec)
+
+
+@corruption(
+    "desaturate",
+    kinds=("image",),
+    severity=(0.2, 0.4, 0.6, 0.8, 1.0),
+    unit="fraction of saturation removed (1 = grayscale); 3-channel images only",
+    description="saturation reduced towards the luma (gray) image",
+    check=_three_channels,
+)
+def desaturate(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
+    gray = (x * luma).sum(dim=1, keepdim=True)
+    return gray + (x - gray) * (1.0 - param)
+
+
+@corruption(
+    "pixelate",
+    kinds=("image",),
+    severity=(2.0, 3.0, 4.0, 5.0, 6.0),
+    identity=1.0,
+    unit="block size in pixels (rounded to an integer)",
+    description="pixelation: each block x block tile replaced by its mean",
+)
+def pixelate(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    block = max(1, math.floor(param + 0.5))
+    if block == 1:
+        return x.clone()
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % block, (-w) % block
+    tiles = F.avg_pool2d(F.pad(x, (0, pw, 0, ph), mode="replicate"), block)
+    up = tiles.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
+    return up[..., :h, :w]
+
+
+_JPEG_LUMA = torch.tensor(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    dtype=torch.float64,
+)
+
+
+def _dct_matrix(n: int = 8) -> torch.Tensor:
+    k = torch.arange(n, dtype=torch.float64)
+    m = torch.cos(math.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * math.sqrt(2.0 / n)
+    m[0] /= math.sqrt(2.0)
+    return m
+
+
+@corruption(
+    "jpeg",
+    kinds=("image",),
+    severity=(20.0, 50.0, 70.0, 85.0, 93.0),
+    unit="JPEG quality lost, 100 - q (q = 80, 50, 30, 15, 7)",
+    description="JPEG-like compression: 8x8 block DCT quantised with the standard luminance table",
+)
+def jpeg(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    quality = 100.0 - param
+    if quality >= 100.0:
+        return x.clone()
+    quality = max(quality, 1.0)
+    scale = 50.0 / quality if quality < 50 else (200.0 - 2 * quality) / 100.0
+    step = (_JPEG_LUMA * scale).clamp(min=1.0).to(device=x.device, dtype=x.dtype)
+    d = _dct_matrix().to(device=x.device, dtype=x.dtype)
+    b, c, h, w = x.shape
+    ph, pw = (-h) % 8, (-w) % 8
+    y = F.pad(_to_unit(x, spec) * 255.0 - 128.0, (0, pw, 0, ph), mode="replicate")
+    blocks = y.reshape(b, c, (h + ph) // 8, 8, (w + pw) // 8, 8)
+    coef = torch.einsum("ij,bcyjxk,lk->bcyixl", d, blocks, d)
+    coef = torch.round(coef / step[:, None, :]) * step[:, None, :]
+    back = torch.einsum("ji,bcyjxk,kl->bcyixl", d, coef, d).reshape(b, c, h + ph, w + pw)
+    return _from_unit((back[..., :h, :w] + 128.0) / 255.0, spec)
+
+
+@corruption(
+    "occlusion",
+    kinds=("image",),
+    severity=(0.05, 0.1, 0.2, 0.3, 0.4),
+    unit="fraction of the image area erased",
+    description="random erasing: one rectangle per sample filled with uniform noise",
+)
+def occlusion(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    b, c, h, w = x.shape
+    lo, hi = _range(spec)
+    aspect = torch.exp((rng.uniform(dtype=torch.float64) - 0.5) * math.log(3.0))  # 1/sqrt3..sqrt3
+    rh = torch.sqrt(param * h * w * aspect).clamp(max=h)
+    rw = (param * h * w / rh.clamp(min=1e-9)).clamp(max=w)
+    top = rng.uniform(dtype=torch.float64) * (h - rh)
+    left = rng.uniform(dtype=torch.float64) * (w - rw)
+    rows = torch.arange(h, device=x.device, dtype=torch.float64) + 0.5
+    cols = torch.arange(w, device=x.device, dtype=torch.float64) + 0.5
+    in_rows = (rows[None, :] >= top[:, None]) & (rows[None, :] < (top + rh)[:, None])
+    in_cols = (cols[None, :] >= left[:, None]) & (cols[None, :] < (left + rw)[:, None])
+    inside = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+    fill = lo + (hi - lo) * rng.uniform(c, h, w, dtype=x.dtype)
+    return torch.where(inside, fill, x)
+
+
+@corruption(
+    "affine",
+    kinds=("image",),
+    severity=(5.0, 10.0, 15.0, 20.0, 30.0),
+    unit="rotation in degrees (sign per sample); shift and zoom of param/150 of the size",
+    description="affine jitter: rotation, translation and zoom-in via grid_sample",
+)
+def affine(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    if param <= 0:
+        return x.clone()
+    b, c, h, w = x.shape
+    sign = torch.where(rng.uniform(dtype=torch.float64) < 0.5, -1.0, 1.0)
+    theta_r = sign * math.radians(param)
+    direction = rng.uniform(dtype=torch.float64) * 2 * math.pi
+    shift = 2.0 * param / 150.0
+    zoom = 1.0 - param / 150.0
+    cos, sin = torch.cos(theta_r) * zoom, torch.sin(theta_r) * zoom
+    # rotation in pixel space: normalised coordinates are scaled by the aspect ratio
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin * h / w, shift * torch.cos(direction)], dim=1),
+            torch.stack([sin * w / h, cos, shift * torch.sin(direction)], dim=1),
+        ],
+        dim=1,
+    ).to(x.dtype)
+    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@corruption(
+    "elastic",
+    kinds=("image",),
+    severity=(0.5, 1.0, 1.5, 2.0, 3.0),
+    unit="displacement amplitude in pixels (field smoothed at 1/8 of the image size)",
+    description="elastic deformation: smooth random displacement field via grid_sample",
+)
+def elastic(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    if param <= 0:
+        return x.clone()
+    b, c, h, w = x.shape
+    coarse = (max(2, h // 8 + 1), max(2, w // 8 + 1))
+    field = rng.normal(2, coarse[0], coarse[1], dtype=x.dtype)
+    field = F.interpolate(field, size=(h, w), mode="bicubic", align_corners=True)
+    field = field / field.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-6)
+    dx = field[:, 0] * param * 2.0 / w
+    dy = field[:, 1] * param * 2.0 / h
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * 2.0 / h - 1.0
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) * 2.0 / w - 1.0
+    grid = torch.stack([xs[None, None, :] + dx, ys[None, :, None] + dy], dim=-1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,0 +1,186 @@
+"""Plug-in corruptions: discovered from files and entry points, contract-checked before use.
+
+Sources, in order: every `*.py` (not starting with `_`) in the `corruptions/` folder of the
+working directory, each extra path (a file or a folder of such files), and the entry-point group
+`robustbench_mm.corruptions` of installed packages. A plug-in registers with the same
+`@corruption` decorator as the built-ins. Each newly registered corruption is run on small
+inputs of every kind it claims and rejected (unregistered, `InputError` naming the file and the
+rule) when it breaks the contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from ..datasets.batch import PAD_ID, ModalitySpec
+from ..errors import InputError
+from .registry import CorruptionSpec, get_corruption, list_corruptions, set_source, unregister
+from .rng import SampleRandom
+
+ENTRY_POINT_GROUP = "robustbench_mm.corruptions"
+_LOADED: dict[str, list[str]] = {}
+
+
+def example_input(kind: str, spec_check=None, batch: int = 6) -> tuple[torch.Tensor, ModalitySpec]:
+    """A small deterministic input of a kind, with its spec (for contract checks and tests)."""
+    g = torch.Generator().manual_seed(1234)
+    if kind == "vector":
+        spec = ModalitySpec("v", "vector", (7,), mean=torch.zeros(7), std=torch.full((7,), 1.5))
+        return torch.randn(batch, 7, generator=g) * 1.5, spec
+    if kind == "image":
+        for c in (3, 1):
+            spec = ModalitySpec("img", "image", (c, 12, 10), value_range=(0.0, 1.0),
+                                mean=torch.full((c, 12, 10), 0.5), std=torch.full((c, 12, 10), 0.25))
+            if spec_check is None or not spec_check(spec):
+                break
+        coarse = torch.rand(batch, spec.shape[0], 4, 4, generator=g)
+        x = torch.nn.functional.interpolate(coarse, size=(12, 10), mode="bilinear", align_corners=False)
+        return x.clamp(0, 1), spec
+    if kind == "sequence":
+        spec = ModalitySpec("seq", "sequence", (16, 3), mean=torch.zeros(3), std=torch.ones(3))
+        return torch.randn(batch, 16, 3, generator=g).cumsum(1) * 0.3, spec
+    if kind == "audio":
+        spec = ModalitySpec("wav", "audio", (128,), value_range=(-1.0, 1.0), mean=torch.zeros(()), std=torch.full((), 0.3))
+        t = torch.arange(128, dtype=torch.float32)
+        freq = 0.05 + 0.3 * torch.rand(batch, 1, generator=g)
+        return 0.6 * torch.sin(t * freq) + 0.05 * torch.randn(batch, 128, generator=g), spec
+    if kind == "tokens":
+        spec = ModalitySpec("tok", "tokens", (14,), vocab_size=30)
+        x = torch.randint(2, 30, (batch, 14), generator=g)
+        lengths = torch.randint(6, 15, (batch, 1), generator=g)
+        return torch.where(torch.arange(14)[None, :] < lengths, x, torch.full_like(x, PAD_ID)), spec
+    raise InputError(f"unknown modality kind {kind!r}")
+
+
+def contract_violation(spec: CorruptionSpec) -> str | None:
+    """The first contract rule `spec` breaks on small inputs of each claimed kind, or None."""
+    for kind in spec.kinds:
+        x, mspec = example_input(kind, spec.check)
+        if spec.check is not None and spec.check(mspec):
+            continue
+        before = x.clone()
+        ids = torch.arange(100, 100 + x.shape[0])
+        try:
+            ident = spec.fn(x, spec.param(0.0, kind), SampleRandom(ids, 0, "contract"), mspec)
+            param = spec.param(3.0, kind)
+            y = spec(x, param, SampleRandom(ids, 0, "contract"), mspec)
+            y2 = spec(x, param, SampleRandom(ids, 0, "contract"), mspec)
+        except Exception as exc:  # noqa: BLE001 - any failure of foreign code is a contract breach
+            return f"raises on a valid {kind} input: {type(exc).__name__}: {exc}".replace("\n", " ")
+        where = f" ({kind})"
+        if not torch.equal(x, before):
+            return "never mutate the input" + where
+        for out in (ident, y):
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
+                return f"preserve shape and dtype (expected {tuple(x.shape)} {x.dtype})" + where
+            if out.device != x.device:
+                return "stay on the input's device" + where
+        if x.is_floating_point() and not bool(torch.isfinite(y).all()):
+            return "outputs must be finite (no NaN/Inf)" + where
+        if not torch.equal(y, y2):
+            return "deterministic under the same SampleRandom (no global RNG)" + where
+        if not torch.allclose(ident.double(), x.double(), atol=1e-6, rtol=0):
+            return "level 0 (the identity parameter) must return the input unchanged" + where
+        if mspec.value_range is not None:
+            lo, hi = mspec.value_range
+            if bool((y < lo).any()) or bool((y > hi).any()):
+                return f"keep the value range [{lo}, {hi}]" + where
+        if kind == "tokens":
+            if bool((y < 0).any()) or bool((y >= mspec.vocab_size).any()):
+                return f"token ids must stay in [0, {mspec.vocab_size})" + where
+            if not torch.equal(y[x == PAD_ID], x[x == PAD_ID]):
+                return "PAD positions must not change" + where
+    return None
+
+
+def _module_name(path: Path) -> str:
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return f"robustbench_mm_plugins.{path.stem}_{digest}"
+
+
+def _accept_new(before: set[str], origin: str) -> list[str]:
+    """Contract-check corruptions registered since `before`; unregister all of them on a breach."""
+    new = sorted({s.name for s in list_corruptions()} - before)
+    for name in new:
+        set_source(name, origin)
+    for name in new:
+        rule = contract_violation(get_corruption(name))
+        if rule:
+            for n in new:
+                unregister(n)
+            raise InputError(f"plug-in {origin}: corruption {name!r} rejected: it must {rule}")
+    return new
+
+
+def _load_file(path: Path) -> list[str]:
+    key = str(path.resolve())
+    if key in _LOADED:
+        return _LOADED[key]
+    before = {s.name for s in list_corruptions()}
+    name = _module_name(path.resolve())
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - report any import failure as one line
+        sys.modules.pop(name, None)
+        for n in {s.name for s in list_corruptions()} - before:
+            unregister(n)
+        if isinstance(exc, InputError):
+            raise InputError(f"plug-in {path}: {exc}") from None
+        msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        raise InputError(f"plug-in {path} failed to import: {msg}") from None
+    _LOADED[key] = _accept_new(before, str(path))
+    return _LOADED[key]
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
+    if path.is_file() and path.suffix == ".py":
+        return [path]
+    raise InputError(f"plug-in path {path} not found; expected a .py file or a folder of them")
+
+
+def load_plugins(paths: list[str] | None = None, *, entry_points: bool = True) -> list[str]:
+    """Discover and register plug-in corruptions; returns the names they registered (sorted).
+
+    Looks in ./corruptions/ (if present), in each of `paths` (files or folders), and in the
+    `robustbench_mm.corruptions` entry-point group. Loading is idempotent per file.
+    """
+    files: list[Path] = []
+    local = Path.cwd() / "corruptions"
+    if local.is_dir():
+        files += _files(local)
+    for p in paths or []:
+        files += _files(Path(p))
+    names: list[str] = []
+    seen: set[str] = set()
+    for f in files:
+        if str(f.resolve()) not in seen:
+            seen.add(str(f.resolve()))
+            names += _load_file(f)
+    if entry_points:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            origin = f"entry point {ep.name} = {ep.value}"
+            if origin in _LOADED:
+                names += _LOADED[origin]
+                continue
+            before = {s.name for s in list_corruptions()}
+            try:
+                ep.load()
+            except Exception as exc:  # noqa: BLE001
+                for n in {s.name for s in list_corruptions()} - before:
+                    unregister(n)
+                msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                raise InputError(f"plug-in {origin} failed to import: {msg}") from None
+            _LOADED[origin] = _accept_new(before, origin)
+            names += _LOADED[origin]
+    return sorted(set(names))

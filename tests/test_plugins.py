@@ -1,0 +1,99 @@
+"""Plug-in discovery and the contract check at load: good plug-ins register, bad ones are rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustbench_mm.corruptions import get_corruption, list_corruptions
+from robustbench_mm.corruptions.plugins import load_plugins
+from robustbench_mm.errors import InputError
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+
+HEADER = "import torch\nfrom robustbench_mm.corruptions import corruption\n"
+
+
+def _plugin(tmp_path: Path, name: str, body: str, kinds: str = '("vector",)') -> Path:
+    path = tmp_path / f"{name}.py"
+    lines = [
+        f'@corruption("{name}", kinds={kinds}, severity=(1, 2, 3, 4, 5), unit="u", description="d")',
+        "def fn(x, param, rng, spec):",
+    ] + ["    " + line for line in body.splitlines()]
+    path.write_text(HEADER + "\n".join(lines) + "\n")
+    return path
+
+
+def test_example_plugin_is_discovered_in_the_working_directory(monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert "rain" in load_plugins(entry_points=False)
+    spec = get_corruption("rain")
+    assert spec.source.endswith("corruptions/rain.py") and spec.kinds == ("image",)
+    assert "rain" in [s.name for s in list_corruptions("image")]
+
+
+def test_good_plugin_from_a_path_registers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./corruptions/ here: only the given path is loaded
+    path = _plugin(tmp_path, "tp_offset", "return x + 0.1 * param * rng.normal(*x.shape[1:], dtype=x.dtype)")
+    assert load_plugins([str(tmp_path)], entry_points=False) == ["tp_offset"]
+    assert get_corruption("tp_offset").source == str(path)
+    assert load_plugins([str(path)], entry_points=False) == ["tp_offset"], "loading twice is a no-op"
+
+
+@pytest.mark.parametrize(
+    "name,body,rule",
+    [
+        ("tp_shape", "return x[:, :-1]", "preserve shape and dtype"),
+        ("tp_nan", "return x + param * float('nan')", "finite"),
+        ("tp_mutate", "x.add_(param)\nreturn x", "never mutate the input"),
+        ("tp_global_rng", "return x + param * torch.randn_like(x)", "deterministic under the same SampleRandom"),
+        ("tp_not_identity", "return x + 1.0", "level 0 .* must return the input unchanged"),
+        ("tp_raises", "raise RuntimeError('boom')", "raises on a valid vector input: RuntimeError: boom"),
+    ],
+)
+def test_contract_breaking_plugin_is_rejected_and_unregistered(tmp_path, name, body, rule):
+    path = _plugin(tmp_path, name, body)
+    with pytest.raises(InputError, match=f"plug-in {path}: corruption '{name}' rejected: it must .*{rule}"):
+        load_plugins([str(path)], entry_points=False)
+    assert name not in [s.name for s in list_corruptions()]
+
+
+def test_value_range_is_checked_on_the_kinds_a_plugin_claims(tmp_path):
+    path = _plugin(tmp_path, "tp_range", "return x + param", kinds='("audio",)')
+    with pytest.raises(InputError, match=r"keep the value range \[-1.0, 1.0\] \(audio\)"):
+        load_plugins([str(path)], entry_points=False)
+
+
+def test_import_failure_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("import not_a_module_xyz\n")
+    with pytest.raises(InputError) as err:
+        load_plugins([str(path)], entry_points=False)
+    assert str(err.value) == f"plug-in {path} failed to import: ModuleNotFoundError: No module named 'not_a_module_xyz'"
+    with pytest.raises(InputError, match="plug-in path .*nowhere.py not found"):
+        load_plugins([str(tmp_path / "nowhere.py")], entry_points=False)
+
+
+def test_bad_decorator_arguments_name_the_file(tmp_path):
+    path = tmp_path / "badkind.py"
+    path.write_text(HEADER + '@corruption("tp_bad", kinds=("video",), severity=(1,2,3,4,5), unit="u", description="d")\n'
+                    "def f(x, p, r, s):\n    return x\n")
+    with pytest.raises(InputError, match=f"plug-in {path}: corruption 'tp_bad': unknown modality kind 'video'"):
+        load_plugins([str(path)], entry_points=False)
+
+
+def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
+    """A pip-installed package: a dist-info folder on sys.path declaring the entry-point group."""
+    pkg = tmp_path / "tp_pkg_mod.py"
+    pkg.write_text(HEADER + '@corruption("tp_entry", kinds=("tokens",), severity=(1,2,3,4,5), unit="u", description="d")\n'
+                   "def f(x, p, r, s):\n    return x.clone()\n")
+    info = tmp_path / "tp_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tp-pkg\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[robustbench_mm.corruptions]\ntp = tp_pkg_mod\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "tp_entry" in load_plugins()
+    assert get_corruption("tp_entry").source == "entry point tp = tp_pkg_mod"
