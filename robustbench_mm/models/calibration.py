@@ -1,0 +1,81 @@
+"""Pre-fusion calibration (after arXiv 2606.02679): gate each modality by its cross-modal support.
+
+Between the encoders and an unchanged fusion backbone. For every modality m:
+
+1. summary s_m = unit-normalised projection of its pooled features (B, r);
+2. cues: the summary s_m itself (B, r) and, against the other *present* modalities n != m
+   (averaged over them):
+   agreement  = cos(s_m, s_n)                (B, 1)   support
+   products   = s_m * s_n                    (B, r)   which directions agree
+   conflicts  = |s_m - s_n|                  (B, r)   which directions disagree
+   plus the fraction of other modalities present (B, 1);
+3. a small shared network (with a learned modality embedding) maps the cues to an
+   instance-wise gate g_m (B, 1) and a dimension-wise gate d_m (B, dim), both 1 + tanh(.);
+4. the ORIGINAL features are rescaled: f_m * g_m * d_m (the same gate for every token).
+
+The last layer starts at zero, so at initialisation every gate is exactly 1 and the model
+computes exactly what the same backbone without calibration computes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .encoders import pool
+
+
+class PreFusionCalibration(nn.Module):
+    """Instance- and dimension-wise gates from cross-modal agreement/conflict cues."""
+
+    def __init__(self, modalities: list[str], dim: int, summary: int | None = None, hidden: int | None = None):
+        super().__init__()
+        self.modalities = list(modalities)
+        r = summary or max(4, dim // 8)
+        h = hidden or max(8, dim // 4)
+        self.dim = dim
+        self.project = nn.ModuleList(nn.Linear(dim, r) for _ in self.modalities)
+        self.modality_embedding = nn.Parameter(torch.zeros(len(self.modalities), h))
+        self.cues_net = nn.Linear(3 * r + 2, h)
+        self.gates = nn.Linear(h, 1 + dim)
+        nn.init.zeros_(self.gates.weight)
+        nn.init.zeros_(self.gates.bias)
+
+    def cues(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, M, 3r + 2): [summary, agreement, products, conflicts, fraction of others present].
+
+        features[m] : (B, dim) or (B, T, dim); present[m] : bool (B,). Only present other
+        modalities enter the averages; with none present the comparison cues are zero.
+        """
+        names = self.modalities
+        s = torch.stack(
+            [F.normalize(self.project[i](pool(features[m])), dim=-1) for i, m in enumerate(names)], dim=1
+        )  # (B, M, r)
+        mask = torch.stack([present[m] for m in names], dim=1).to(s.dtype)  # (B, M)
+        others = mask.unsqueeze(1) * (1.0 - torch.eye(len(names), dtype=s.dtype, device=s.device))  # (B, M, M)
+        count = others.sum(-1, keepdim=True)  # (B, M, 1)
+        weight = others / count.clamp(min=1.0)
+        prod = s.unsqueeze(2) * s.unsqueeze(1)  # (B, M, M, r)
+        agree = torch.einsum("bmn,bmn->bm", weight, prod.sum(-1)).unsqueeze(-1)
+        products = torch.einsum("bmn,bmnr->bmr", weight, prod)
+        conflicts = torch.einsum("bmn,bmnr->bmr", weight, (s.unsqueeze(2) - s.unsqueeze(1)).abs())
+        frac = count / max(len(names) - 1, 1)
+        return torch.cat([s, agree, products, conflicts, frac], dim=-1)
+
+    def compute_gates(
+        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """m -> (instance gate (B,), dimension gate (B, dim)), each in (0, 2)."""
+        hidden = F.gelu(self.cues_net(self.cues(features, present)) + self.modality_embedding)
+        gates = 1.0 + torch.tanh(self.gates(hidden))  # (B, M, 1 + dim)
+        return {m: (gates[:, i, 0], gates[:, i, 1:]) for i, m in enumerate(self.modalities)}
+
+    def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The original features rescaled by their gates (token features: same gate per token)."""
+        out = {}
+        for m, (instance, channel) in self.compute_gates(features, present).items():
+            scale = instance.unsqueeze(-1) * channel
+            f = features[m]
+            out[m] = f * (scale.unsqueeze(1) if f.dim() == 3 else scale)
+        return out

@@ -1,0 +1,266 @@
+"""Checkpoints: save ours as one self-describing file; load ours, TorchScript, factories, pickles.
+
+Our file is a plain dict `{"format": "robustbench-mm", "config", "state_dict", "metrics"}` that
+`torch.load(weights_only=True)` reads without running code; the config alone rebuilds the model.
+Anything that would need code execution to unpickle is refused unless the caller passes
+`trust=True` (the CLI's --trust-checkpoint), because a pickle can run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import os
+import pickle
+import pickletools
+import re
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import InputError
+from .base import Reencodable
+
+FORMAT = "robustbench-mm"
+KINDS = ("robustbench-mm", "torchscript", "factory", "pickle")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation plus what a manifest needs to identify it.
+
+    kind : "robustbench-mm" | "torchscript" | "factory" | "pickle".
+    sha256 : of the checkpoint file (the weights file for a factory; of the spec without one).
+    reencodable : the module has `encode`/`fuse`, so the engine may re-encode single modalities.
+    """
+
+    module: nn.Module
+    name: str
+    config: dict
+    sha256: str
+    reencodable: bool
+    kind: str
+    source: str = ""
+    metrics: dict = field(default_factory=dict)
+
+
+def _plain(value):
+    """Tensors to CPU, tuples to lists: what weights_only=True can read back."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "to_dict"):  # ModalitySpec
+        return _plain(value.to_dict())
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint config")
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, config: dict | None = None, metrics: dict | None = None) -> Path:
+    """Write `model` to `path` (atomically: temp file + rename) and return the path.
+
+    config : extra metadata (dataset, split_seed, seed, training hyper-parameters...) merged over
+        the model's own build config, so `load_model` can rebuild it with no other input.
+    """
+    path = Path(path)
+    full = dict(getattr(model, "config", {}))
+    full.update(config or {})
+    full.setdefault("version", __version__)
+    if "fusion" not in full or "specs" not in full:
+        raise InputError("save_checkpoint: the config needs 'fusion' and 'specs' to rebuild the model")
+    payload = {
+        "format": FORMAT,
+        "config": _plain(full),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metrics": _plain(metrics or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise InputError(f"file {path}: cannot read ({e.strerror or e})") from None
+    return h.hexdigest()
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a `code/` folder and `constants.pkl`."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _is_valid_pickle(path: Path) -> bool:
+    """Whether the file (or a torch zip archive's data.pkl) is a well-formed pickle stream.
+
+    Called after a weights-only load failed: a well-formed pickle was refused because it needs
+    code execution; anything else is a corrupt file.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+        stream = io.BytesIO(data)
+        ops = 0
+        while stream.tell() < len(data):  # legacy torch.save files hold several pickles
+            ops += sum(1 for _ in pickletools.genops(stream))
+        return ops > 0
+    except Exception:  # any parse failure means: not a pickle
+        return False
+
+
+def _torch_load(path: Path, trust: bool, device: str):
+    """torch.load with weights_only unless trusted; every failure becomes one InputError line."""
+    try:
+        return torch.load(path, map_location=device, weights_only=not trust)
+    except pickle.UnpicklingError:
+        if not trust and _is_valid_pickle(path):
+            raise InputError(
+                f"checkpoint {path}: contains pickled code objects that can execute arbitrary code when loaded; "
+                "expected a robustbench-mm checkpoint, a TorchScript file or a state dict "
+                "(pass --trust-checkpoint only if you created or fully trust this file)"
+            ) from None
+        raise InputError(f"checkpoint {path}: corrupt or truncated (cannot be unpickled); expected a torch.save file") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError, OSError) as e:
+        # the file was readable (it was hashed first), so an OSError here is a broken archive
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"checkpoint {path}: corrupt or truncated ({first[:120]})") from None
+    except (AttributeError, ModuleNotFoundError, ImportError) as e:  # trusted pickle of code we lack
+        raise InputError(f"checkpoint {path}: pickled object needs code that is not importable here ({e})") from None
+
+
+def _load_ours(obj: dict, path: Path, device: str) -> tuple[nn.Module, dict, dict]:
+    from .fusion import build_model
+
+    config, state = obj.get("config"), obj.get("state_dict")
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise InputError(f"checkpoint {path}: robustbench-mm file without a config or state_dict")
+    model = build_model(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise InputError(
+            f"checkpoint {path}: state dict does not match its config (fusion {config.get('fusion')!r}): {detail}"
+        ) from None
+    return model, config, obj.get("metrics") or {}
+
+
+def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> LoadedModel:
+    module_name, attr = spec.split(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InputError(f"model {spec!r}: cannot import module {module_name!r} ({e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise InputError(f"model {spec!r}: module {module_name!r} has no callable {attr!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model {spec!r}: factory returned {type(model).__name__}; expected a torch.nn.Module")
+    digest = hashlib.sha256(spec.encode()).hexdigest()
+    if weights is not None:
+        wpath = Path(weights)
+        if not wpath.is_file():
+            raise InputError(f"weights file {weights}: no such file")
+        wdigest = _sha256(wpath)
+        state = _torch_load(wpath, trust, "cpu")
+        if isinstance(state, dict) and state.get("format") == FORMAT:
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise InputError(f"weights file {weights}: expected a state dict, found {type(state).__name__}")
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            detail = " ".join(str(e).split())[:200]
+            raise InputError(f"weights file {weights}: does not match the model from {spec!r}: {detail}") from None
+        digest = wdigest
+    config = dict(getattr(model, "config", {}) or {})
+    return LoadedModel(
+        module=model.to(device).eval(),
+        name=spec,
+        config=config,
+        sha256=digest,
+        reencodable=isinstance(model, Reencodable),
+        kind="factory",
+        source=spec,
+    )
+
+
+def load_model(
+    path_or_spec: str | Path, *, trust: bool = False, device: str = "cpu", weights: str | Path | None = None
+) -> LoadedModel:
+    """Load a model for evaluation, in eval mode on `device`.
+
+    path_or_spec : a robustbench-mm checkpoint, a TorchScript file, `module:factory` (a function
+        returning an nn.Module; the working directory is importable; `weights` a state-dict file),
+        or, only with trust=True, a full pickle of an nn.Module.
+    """
+    spec = str(path_or_spec)
+    path = Path(spec)
+    if not path.exists() and _FACTORY.match(spec):
+        return _load_factory(spec, None if weights is None else str(weights), trust, device)
+    if weights is not None:
+        raise InputError(f"--weights {weights}: only used with a module:factory model, not with the file {spec}")
+    if not path.exists():
+        raise InputError(f"checkpoint {spec}: no such file; expected a checkpoint path or module:factory")
+    if not path.is_file():
+        raise InputError(f"checkpoint {spec}: not a file")
+    digest = _sha256(path)
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location=device)
+        except (RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"TorchScript file {path}: cannot be loaded ({first[:120]})") from None
+        return LoadedModel(module.eval(), path.stem, {}, digest, False, "torchscript", source=spec)
+    obj = _torch_load(path, trust, "cpu")
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        model, config, metrics = _load_ours(obj, path, device)
+        return LoadedModel(
+            model.to(device).eval(), path.stem, config, digest, isinstance(model, Reencodable), FORMAT, spec, metrics
+        )
+    if isinstance(obj, nn.Module):  # only reachable with trust=True
+        config = dict(getattr(obj, "config", {}) or {})
+        return LoadedModel(obj.to(device).eval(), path.stem, config, digest, isinstance(obj, Reencodable), "pickle", spec)
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(
+            f"checkpoint {path}: a bare state dict without an architecture; "
+            "load it as MODULE:FACTORY with --weights pointing at this file"
+        )
+    raise InputError(
+        f"checkpoint {path}: holds a {type(obj).__name__}; expected a robustbench-mm checkpoint, "
+        "a TorchScript file or a state dict for --weights"
+    )

@@ -1,0 +1,160 @@
+"""Pre-fusion calibration: identity at init, small, 2..6 modalities, presence-aware cues, token-wise gates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from robustbench_mm.datasets.batch import ModalitySpec
+from robustbench_mm.models import FUSIONS, PreFusionCalibration, build_model
+
+B = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+MIXED = [
+    ModalitySpec("img", "image", (1, 8, 7)),
+    ModalitySpec("vec", "vector", (10,)),
+    ModalitySpec("seq", "sequence", (12, 3)),
+    ModalitySpec("aud", "audio", (200,)),
+    ModalitySpec("tok", "tokens", (9,), vocab_size=20),
+    ModalitySpec("vec2", "vector", (5,)),
+]
+MFEAT = [ModalitySpec("pix", "image", (1, 16, 15)), ModalitySpec("fou", "vector", (76,)), ModalitySpec("fac", "vector", (216,))]
+MFEAT_ALL = MFEAT + [ModalitySpec("kar", "vector", (64,)), ModalitySpec("zer", "vector", (47,)), ModalitySpec("mor", "vector", (6,))]
+
+
+def inputs(specs, n=B, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        s.name: torch.randint(0, s.vocab_size, (n, *s.shape), generator=g) if s.kind == "tokens" else torch.randn((n, *s.shape), generator=g)
+        for s in specs
+    }
+
+
+def model(fusion, specs, calibration, seed=0, **extra):
+    torch.manual_seed(seed)
+    config = {"fusion": fusion, "calibration": calibration, "specs": specs, "num_classes": 5, "dim": 16, "width": 16, "hidden": 16}
+    config.update(extra)
+    return build_model(config).eval()
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_calibration_is_exactly_the_identity_at_initialisation(fusion):
+    plain, calibrated = model(fusion, MIXED, False), model(fusion, MIXED, True)
+    shared = plain.state_dict()
+    calibrated_state = calibrated.state_dict()
+    assert all(torch.equal(v, calibrated_state[k]) for k, v in shared.items())  # same other weights
+    assert set(calibrated_state) - set(shared) and all(k.startswith("calibrate.") for k in set(calibrated_state) - set(shared))
+    x = inputs(MIXED)
+    present = {"vec": torch.arange(B) % 3 != 0, "tok": torch.arange(B) % 2 == 0}
+    with torch.no_grad():
+        assert torch.equal(plain(x), calibrated(x))
+        assert torch.equal(plain(x, present), calibrated(x, present))
+
+
+def test_every_gate_is_one_at_initialisation():
+    m = model("concat", MIXED, True)
+    with torch.no_grad():
+        features = {k: m.encode(k, v) for k, v in inputs(MIXED).items()}
+        gates = m.calibrate.compute_gates(features, m.presence(features, None))
+    for instance, channel in gates.values():
+        assert torch.equal(instance, torch.ones(B)) and torch.equal(channel, torch.ones(B, 16))
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("specs", [MFEAT, MFEAT_ALL, MIXED], ids=["mfeat", "mfeat-all", "mixed"])
+def test_calibration_has_under_ten_percent_of_the_backbone_parameters(fusion, specs):
+    """At the default widths (the ones that get trained), for 3 and 6 modalities."""
+    torch.manual_seed(0)
+    config = {"fusion": fusion, "specs": specs, "num_classes": 10}
+    backbone = sum(p.numel() for p in build_model(config).parameters())
+    calibrated = build_model(dict(config, calibration=True))
+    extra = sum(p.numel() for p in calibrated.calibrate.parameters())
+    assert extra == sum(p.numel() for p in calibrated.parameters()) - backbone
+    assert 0 < extra < 0.10 * backbone, (extra, backbone)
+
+
+@pytest.mark.parametrize("count", [2, 3, 4, 5, 6])
+def test_works_for_two_to_six_modalities_and_learns_sample_wise_gates(count):
+    specs = MIXED[:count]
+    m = model("transformer", specs, True).train()
+    x, labels = inputs(specs), torch.arange(B) % 5
+    opt = torch.optim.Adam(m.calibrate.parameters(), lr=0.05)
+    for step in range(3):
+        opt.zero_grad()
+        m.training_loss(x, {}, labels, torch.Generator().manual_seed(step)).backward()
+        if step > 0:  # after the zero-initialised last layer moved, every part gets gradient
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.calibrate.parameters())
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        features = {k: m.encode(k, v) for k, v in x.items()}
+        gates = m.calibrate.compute_gates(features, m.presence(features, None))
+        assert torch.isfinite(m(x)).all()
+    assert set(gates) == {s.name for s in specs}
+    for instance, channel in gates.values():
+        assert instance.shape == (B,) and channel.shape == (B, 16)
+        assert ((instance > 0) & (instance < 2)).all()
+        assert instance.std() > 1e-4  # instance-wise: differs between samples
+
+
+def test_agreement_cue_is_the_mean_cosine_to_present_other_modalities():
+    torch.manual_seed(0)
+    cal = PreFusionCalibration(["a", "b", "c", "d"], dim=12, summary=6)
+    features = {"a": torch.randn(B, 12), "b": torch.randn(B, 5, 12), "c": torch.randn(B, 12), "d": torch.randn(B, 12)}
+    present = {"a": torch.ones(B, dtype=torch.bool), "b": torch.ones(B, dtype=torch.bool),
+               "c": torch.arange(B) % 2 == 0, "d": torch.ones(B, dtype=torch.bool)}
+    with torch.no_grad():
+        cues = cal.cues(features, present)
+        summaries = {m: cal.project[i](features[m].mean(1) if features[m].dim() == 3 else features[m]) for i, m in enumerate(cal.modalities)}
+    r = 6
+    for i in range(B):
+        others = [n for n in "bcd" if present[n][i]]
+        expected = sum(F.cosine_similarity(summaries["a"][i], summaries[n][i], dim=0) for n in others) / len(others)
+        assert torch.allclose(cues[i, 0, r], expected, atol=1e-5)
+        assert torch.allclose(cues[i, 0, -1], torch.tensor(len(others) / 3))
+        conflict = sum((F.normalize(summaries["a"][i], dim=0) - F.normalize(summaries[n][i], dim=0)).abs() for n in others) / len(others)
+        assert torch.allclose(cues[i, 0, 2 * r + 1 : 3 * r + 1], conflict, atol=1e-5)
+
+
+def test_an_absent_modality_does_not_change_the_gates_of_the_others():
+    torch.manual_seed(0)
+    cal = PreFusionCalibration(["a", "b", "c"], dim=8)
+    torch.nn.init.normal_(cal.gates.weight, std=0.5)
+    features = {m: torch.randn(B, 8) for m in "abc"}
+    present = {"a": torch.ones(B, dtype=torch.bool), "b": torch.zeros(B, dtype=torch.bool), "c": torch.ones(B, dtype=torch.bool)}
+    changed = dict(features, b=torch.randn(B, 8) * 10)
+    with torch.no_grad():
+        g1, g2 = cal.compute_gates(features, present), cal.compute_gates(changed, present)
+        g3 = cal.compute_gates(changed, {m: torch.ones(B, dtype=torch.bool) for m in "abc"})
+    for m in "ac":
+        assert torch.equal(g1[m][0], g2[m][0]) and torch.equal(g1[m][1], g2[m][1])
+        assert not torch.allclose(g1[m][0], g3[m][0])  # once b is present it does count
+
+
+def test_gates_rescale_the_original_features_the_same_way_for_every_token():
+    torch.manual_seed(0)
+    cal = PreFusionCalibration(["seq", "vec"], dim=8)
+    torch.nn.init.normal_(cal.gates.weight, std=0.5)
+    features = {"seq": torch.randn(B, 5, 8), "vec": torch.randn(B, 8)}
+    present = {m: torch.ones(B, dtype=torch.bool) for m in features}
+    with torch.no_grad():
+        out = cal(features, present)
+        gates = cal.compute_gates(features, present)
+    for m, f in features.items():
+        instance, channel = gates[m]
+        scale = instance[:, None] * channel
+        expected = f * (scale[:, None, :] if f.dim() == 3 else scale)
+        assert torch.allclose(out[m], expected)
+    ratio = out["seq"] / features["seq"]
+    assert torch.allclose(ratio, ratio[:, :1, :].expand_as(ratio), atol=1e-5)
