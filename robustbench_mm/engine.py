@@ -1,0 +1,545 @@
+"""The evaluation loop: every model x seed x condition cell of a protocol, fast and resumable.
+
+Batch outer, condition inner: a batch is moved to the device once, perturbed once per condition,
+and every model sees the same perturbed tensors. Models that are `Reencodable` encode the clean
+batch once and re-encode only the modalities a condition touches; other models run a full
+forward pass per condition. Randomness comes only from common random numbers keyed on
+(protocol seed + seed offset, condition, sample id), so results do not depend on the batch size,
+on the order of cells or on the number of processes.
+
+Cells are processed in chunks (a group of conditions whose per-sample records fit in
+`buffer_mb`); each chunk is one pass over the data, and each finished cell is written atomically
+before the next chunk starts. A restarted run skips the cells already on disk, so an
+interrupted run ends bit-identical to an uninterrupted one. Under `torchrun` each rank evaluates
+a contiguous shard of the samples and rank 0 gathers the records and writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import platform
+import re
+import sys
+import time
+import zipfile
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .corruptions import Condition, DonorPool, affected_mask, apply_condition
+from .datasets.batch import Batch, ModalitySpec, MultimodalData
+from .errors import InputError
+from .models import Reencodable, check_inputs, check_tensors
+from .protocols import Protocol, load_protocol
+from .results import Run, atomic_write, csv_bytes, json_bytes, npz_bytes
+
+_RECORD_BYTES = 48  # upper bound of one sample's record in one cell (ids..affected), for chunking
+_MAX_CHUNK_COLUMNS = 64  # conditions per pass at most: bounds the work an interruption loses
+
+
+@dataclass
+class _Model:
+    """What the engine needs of a model, whatever it was loaded from."""
+
+    name: str
+    module: nn.Module
+    sha256: str
+    reencodable: bool
+    takes_present: bool
+    specs: object = None  # the modality specs the model was built for, when it says
+    facts: dict = field(default_factory=dict)  # JSON-safe config facts for the manifest (fusion, calibration...)
+
+
+def _module_sha256(module: nn.Module) -> str:
+    h = hashlib.sha256(type(module).__name__.encode())
+    for key, t in module.state_dict().items():
+        a = t.detach().cpu().contiguous()
+        h.update(key.encode() + str(a.dtype).encode() + str(tuple(a.shape)).encode())
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+    return h.hexdigest()
+
+
+def _takes_present(module: nn.Module) -> bool:
+    try:
+        return "present" in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_model(m: object) -> _Model:
+    """A LoadedModel (.module/.name/.sha256/.reencodable) or a bare nn.Module."""
+    if isinstance(m, nn.Module):
+        module, name, sha, reenc = m, type(m).__name__.lower(), _module_sha256(m), isinstance(m, Reencodable)
+    elif hasattr(m, "module") and hasattr(m, "name"):
+        module, name = m.module, str(m.name)
+        sha = getattr(m, "sha256", None) or _module_sha256(module)
+        reenc = bool(getattr(m, "reencodable", isinstance(module, Reencodable)))
+    else:
+        raise InputError(f"cannot evaluate {type(m).__name__!r}: expected a torch nn.Module or a loaded model (load_model)")
+    config = getattr(m, "config", None) or {}
+    specs = config.get("specs") if isinstance(config, dict) else None
+    facts = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))} if isinstance(config, dict) else {}
+    facts["kind"] = str(getattr(m, "kind", "module"))
+    return _Model(
+        name=name, module=module, sha256=sha, reencodable=reenc, takes_present=_takes_present(module),
+        specs=specs or getattr(module, "specs", None), facts=facts,
+    )
+
+
+def cell_id(model: str, seed: int, condition: Condition) -> str:
+    """File-safe, human-readable, unique within a run (condition keys are unique in a protocol)."""
+    parts = [model, f"s{seed}", condition.family, condition.name, "+".join(condition.modalities) or "-", f"l{condition.level:g}"]
+    if condition.param is not None:
+        parts.append(f"p{condition.param:g}")
+    parts.append(f"r{condition.rate:g}")
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", "__".join(parts))
+
+
+def _resolve_device(device: str | torch.device, local_rank: int) -> torch.device:
+    if str(device) == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+class _Dist:
+    """Rank, world size and the two collectives the engine needs (no-ops on one process)."""
+
+    def __init__(self, backend_device: torch.device | None = None):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owned = False
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                use_nccl = torch.cuda.is_available() and os.environ.get("RBMM_DIST_BACKEND", "") != "gloo"
+                dist.init_process_group("nccl" if use_nccl else "gloo")
+                self.owned = True
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def broadcast(self, obj: object) -> object:
+        if self.world_size == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: object) -> list[object] | None:
+        """Objects from every rank, in rank order, on rank 0 (None elsewhere)."""
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world_size if self.rank == 0 else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def close(self) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _check_compatible(models: list[_Model], data: MultimodalData, device: torch.device, amp: bool) -> None:
+    """Modality names/kinds/shapes (when a model states them) and finite data, then one tiny real batch."""
+    check_tensors(data.specs, data.inputs, data=f"dataset {data.name!r}")
+    for m in models:
+        if m.specs:
+            check_inputs(m.specs, data.specs, model=f"model {m.name!r}", data=f"for model {m.name!r}, dataset {data.name!r}")
+    probe = next(data.subset(torch.arange(min(2, len(data)))).batches(2, device))
+    for m in models:
+        try:
+            with torch.inference_mode(), _autocast(device, amp):
+                out = _forward_full(m, probe)
+        except InputError:
+            raise
+        except Exception as e:  # a foreign model fails in its own way; say which model and data
+            raise InputError(
+                f"model {m.name!r} failed on dataset {data.name!r} ({', '.join(f'{k} {tuple(v.shape[1:])}' for k, v in probe.inputs.items())}): "
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
+        b = len(probe)
+        if data.task == "classification":
+            if out.dim() != 2 or out.shape[0] != b or (data.num_classes and out.shape[1] != data.num_classes):
+                raise InputError(
+                    f"model {m.name!r}: output shape {tuple(out.shape)}, expected ({b}, {data.num_classes}) "
+                    f"for dataset {data.name!r} with {data.num_classes} classes"
+                )
+        elif out.shape not in ((b,), (b, 1)):
+            raise InputError(f"model {m.name!r}: output shape {tuple(out.shape)}, expected ({b},) for regression")
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+def _forward_full(m: _Model, batch: Batch) -> torch.Tensor:
+    if m.takes_present:
+        return m.module(batch.inputs, batch.present)
+    return m.module(batch.inputs)
+
+
+def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
+    """Per-sample record tensors of one batch (on the device)."""
+    if task == "classification":
+        p = torch.softmax(out.float(), dim=-1)
+        conf, pred = p.max(dim=-1)
+        target = batch.labels.long()
+        return {
+            "ids": batch.ids,
+            "target": target,
+            "pred": pred,
+            "conf": conf,
+            "p_true": p.gather(1, target[:, None].clamp(0, p.shape[1] - 1))[:, 0],
+            "sq_prob": (p * p).sum(-1),
+            "entropy": torch.special.entr(p).sum(-1),
+            "affected": affected,
+        }
+    return {"ids": batch.ids, "target": batch.labels.float(), "output": out.float().reshape(-1), "affected": affected}
+
+
+def _cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:
+    from .metrics import cell_metrics
+
+    return cell_metrics(record, task, num_classes)
+
+
+@dataclass
+class _Column:
+    """One (seed, condition) of the grid and the model cells it still has to produce."""
+
+    seed: int
+    index: int
+    condition: Condition
+    cells: dict[int, str]  # model position -> cell id (pending only)
+
+
+def evaluate(
+    models: Sequence[object] | object,
+    data: MultimodalData,
+    protocol: Protocol | str,
+    *,
+    out: str | Path,
+    device: str | torch.device = "auto",
+    batch_size: int = 256,
+    seeds: Sequence[int] | None = None,
+    amp: bool = False,
+    progress: bool | None = None,
+    overwrite: bool = False,
+    reuse_encoders: bool = True,
+    buffer_mb: float = 512.0,
+    on_cell: Callable[[str], None] | None = None,
+) -> Run | None:
+    """Evaluate `models` on `data` under every condition of `protocol`; write and return the run.
+
+    models : loaded models (`load_model`) or nn.Modules; all see the same perturbed inputs.
+    seeds : evaluation seed offsets (default: the protocol's `seeds`); cell randomness uses
+        `protocol.seed + offset`.
+    progress : True/False forces the progress bar on/off; None shows it when stderr is a TTY.
+    reuse_encoders : re-encode only touched modalities for Reencodable models (same predictions).
+    buffer_mb : bound on the per-sample records held in memory before cells are written.
+    on_cell : called with each cell id after that cell is safely on disk.
+    Returns the `Run` on rank 0 (None on other ranks under torchrun).
+    """
+    started = time.time()
+    dist = _Dist()
+    try:
+        return _evaluate(
+            models, data, protocol, Path(out), device, batch_size, seeds, amp, progress, overwrite,
+            reuse_encoders, buffer_mb, on_cell, dist, started,
+        )
+    finally:
+        dist.close()
+
+
+def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progress, overwrite,
+              reuse_encoders, buffer_mb, on_cell, dist: _Dist, started: float) -> Run | None:
+    if isinstance(protocol, (str, Path)):
+        protocol = load_protocol(protocol)
+    models = [_as_model(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    if not models:
+        raise InputError("no model to evaluate")
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise InputError(f"two models share the name {next(n for n in names if names.count(n) > 1)!r}; give each a distinct name")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    seeds = list(protocol.seeds if seeds is None else seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds must be distinct integers, got {seeds}")
+    dev = _resolve_device(device, dist.local_rank)
+    for m in models:
+        m.module.to(dev).eval()
+    conditions = protocol.expand(data.specs)
+    _check_compatible(models, data, dev, amp)
+
+    identity = {
+        "protocol": {"name": protocol.name, "hash": protocol.hash, "source": protocol.source},
+        "models": [{"name": m.name, "sha256": m.sha256, "config": m.facts} for m in models],
+        "dataset": {
+            "name": data.name, "split": data.split, "source": data.source, "fingerprint": data.fingerprint(), "n": len(data),
+            "task": data.task, "num_classes": data.num_classes,
+            "modalities": {k: {"kind": v.kind, "shape": list(v.shape)} for k, v in data.specs.items()},
+        },
+        "seeds": seeds,
+        "amp": bool(amp),
+    }
+    grid = [(s, ci, c) for s in seeds for ci, c in enumerate(conditions)]
+    all_cells = [(cell_id(m.name, s, c), mi, s, c) for s, ci, c in grid for mi, m in enumerate(models)]
+    if len({c[0] for c in all_cells}) != len(all_cells):
+        raise InputError("model names collide after making them file-safe; use names of letters, digits, . _ -")
+
+    store = None
+    plan: object
+    if dist.rank == 0:
+        try:
+            store = _Store(out, identity, overwrite)
+            store.load_rows(all_cells, data)
+            done = set(store.rows)
+            plan = [
+                _Column(s, ci, c, {mi: cell_id(m.name, s, c) for mi, m in enumerate(models) if cell_id(m.name, s, c) not in done})
+                for s, ci, c in grid
+            ]
+        except InputError as e:
+            plan = e
+    else:
+        plan = None
+    plan = dist.broadcast(plan)
+    if isinstance(plan, InputError):
+        raise plan
+    pending = [col for col in plan if col.cells]
+
+    donors = DonorPool.from_data(data, dev) if any(c.family == "conflict" for c in conditions) else None
+    shard = _shard(data, batch_size, dist)
+    n_local = len(shard)
+    per_column = max(1, n_local * len(models) * _RECORD_BYTES)
+    chunk_size = int(max(1, min(_MAX_CHUNK_COLUMNS, buffer_mb * 2**20 // per_column)))
+    chunks = [pending[i : i + chunk_size] for i in range(0, len(pending), chunk_size)]
+
+    show = (sys.stderr.isatty() if progress is None else progress) and dist.rank == 0
+    from tqdm.auto import tqdm
+
+    total_cells = sum(len(col.cells) for col in pending)
+    bar = tqdm(total=len(pending) * n_local, unit="sample", disable=not show, desc=f"{protocol.name}", dynamic_ncols=True)
+    cells_done = 0
+    try:
+        for chunk in chunks:
+            records, seconds = _run_chunk(chunk, models, shard, data.specs, protocol, dev, batch_size, amp, reuse_encoders, donors, bar)
+            gathered = dist.gather(records)
+            if dist.rank == 0:
+                for col in chunk:
+                    for mi, cid in col.cells.items():
+                        parts = [g[cid] for g in gathered]
+                        record = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                        store.write_cell(cid, record, seconds[cid])
+                        cells_done += 1
+                        if on_cell is not None:
+                            on_cell(cid)
+                    bar.set_postfix_str(f"cells {cells_done}/{total_cells}")
+                store.write_tables(protocol, started, complete=False)
+    finally:
+        bar.close()
+    if dist.rank != 0:
+        return None
+    store.write_tables(protocol, started, complete=True, device=dev, batch_size=batch_size, world_size=dist.world_size)
+    return Run(out)
+
+
+def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData:
+    """This rank's samples: a contiguous block of whole batches of the one-process order.
+
+    Sharding at batch boundaries means every rank sees exactly the batches one process would
+    see, so model outputs (whose last bits can depend on the batch's composition) are identical.
+    """
+    if dist.world_size == 1:
+        return data
+    n_batches = -(-len(data) // batch_size)
+    start = min(len(data), n_batches * dist.rank // dist.world_size * batch_size)
+    stop = min(len(data), n_batches * (dist.rank + 1) // dist.world_size * batch_size)
+    return replace(
+        data, inputs={k: v[start:stop] for k, v in data.inputs.items()}, labels=data.labels[start:stop], ids=data.ids[start:stop]
+    )
+
+
+def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData, specs: dict[str, ModalitySpec],
+               protocol: Protocol, dev: torch.device, batch_size: int, amp: bool, reuse: bool, donors, bar):
+    """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy)."""
+    buffers: dict[str, list[dict[str, torch.Tensor]]] = {cid: [] for col in chunk for cid in col.cells.values()}
+    seconds: dict[str, float] = {cid: 0.0 for cid in buffers}
+    reusing = [reuse and m.reencodable for m in models]
+    with torch.inference_mode(), _autocast(dev, amp):
+        for batch in data.batches(batch_size, dev):
+            clean_features: dict[int, dict[str, torch.Tensor]] = {}
+            for col in chunk:
+                t0 = time.perf_counter()
+                seed = protocol.seed + col.seed
+                perturbed = apply_condition(batch, col.condition, specs, seed, donors)
+                affected = affected_mask(batch.ids, col.condition, seed)
+                share = (time.perf_counter() - t0) / len(col.cells)
+                for mi, cid in col.cells.items():
+                    t1 = time.perf_counter()
+                    m = models[mi]
+                    if reusing[mi]:
+                        if mi not in clean_features:
+                            clean_features[mi] = {k: m.module.encode(k, v) for k, v in batch.inputs.items()}
+                        features = dict(clean_features[mi])
+                        for k in col.condition.touched:
+                            features[k] = m.module.encode(k, perturbed.inputs[k])
+                        output = m.module.fuse(features, perturbed.present)
+                    else:
+                        output = _forward_full(m, perturbed)
+                    buffers[cid].append(_records(output, batch, affected, data.task))
+                    seconds[cid] += share + time.perf_counter() - t1
+                bar.update(len(batch))
+    records = {
+        cid: {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]} if parts else _empty_record(data.task)
+        for cid, parts in buffers.items()
+    }
+    return records, seconds
+
+
+def _empty_record(task: str) -> dict[str, np.ndarray]:
+    """The record of a rank that holds no samples (more ranks than samples)."""
+    if task == "classification":
+        return {
+            "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.int64), "pred": np.zeros(0, np.int64),
+            "conf": np.zeros(0, np.float32), "p_true": np.zeros(0, np.float32), "sq_prob": np.zeros(0, np.float32),
+            "entropy": np.zeros(0, np.float32), "affected": np.zeros(0, bool),
+        }
+    return {"ids": np.zeros(0, np.int64), "target": np.zeros(0, np.float32), "output": np.zeros(0, np.float32), "affected": np.zeros(0, bool)}
+
+
+class _Store:
+    """The run folder on rank 0: refuses a folder holding a different run, records finished cells."""
+
+    def __init__(self, out: Path, identity: dict, overwrite: bool):
+        self.out = out
+        self.identity = identity
+        self.samples = out / "samples"
+        self.manifest_path = out / "manifest.json"
+        self.seconds: dict[str, float] = {}
+        self.rows: dict[str, dict] = {}
+        self.started_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create output folder {out}: {e.strerror or e}; choose a writable --out") from None
+        if not os.access(out, os.W_OK):
+            raise InputError(f"output folder {out} is not writable; choose a writable --out")
+        previous = None
+        if self.manifest_path.is_file():
+            try:
+                previous = json.loads(self.manifest_path.read_text())
+            except (OSError, ValueError):
+                previous = None
+                if not overwrite:
+                    raise InputError(f"{self.manifest_path} is unreadable; use --overwrite to start over or another --out") from None
+        elif any(p.name not in ("samples",) and not p.name.startswith(".") for p in out.iterdir()) and not overwrite:
+            raise InputError(f"output folder {out} is not empty and holds no run (no manifest.json); use another --out")
+        if overwrite:
+            for p in self.samples.glob("*.npz") if self.samples.is_dir() else []:
+                p.unlink()
+            for name in ("cells.csv", "manifest.json"):
+                (out / name).unlink(missing_ok=True)
+        elif previous is not None:
+            changed = [k for k in identity if previous.get("identity", {}).get(k) != identity[k]]
+            if changed:
+                raise InputError(
+                    f"{out} holds a different run (changed: {', '.join(changed)}); use --overwrite to replace it or another --out"
+                )
+            self.seconds = dict(previous.get("cell_seconds", {}))
+            self.started_iso = previous.get("started", self.started_iso)
+        for leftover in [*out.glob(".*.tmp*"), *self.samples.glob(".*.tmp*")]:  # a killed run's half-written files
+            leftover.unlink()
+        try:
+            self.samples.mkdir(exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create {self.samples}: {e.strerror or e}; choose a writable --out") from None
+
+    def finished(self) -> set[str]:
+        return {p.name[: -len(".npz")] for p in self.samples.glob("*.npz")}
+
+    def _kept(self) -> str:
+        return f"the {len(self.rows)} finished cells in {self.out} are kept"
+
+    def load_rows(self, all_cells, data: MultimodalData) -> None:
+        """Rows of the cells already on disk (a resumed run), from their records."""
+        self.cell_meta = {cid: (mi, seed, c) for cid, mi, seed, c in all_cells}
+        self.order = [cid for cid, *_ in all_cells]
+        self.data = data
+        for cid in sorted(self.finished() & set(self.cell_meta)):
+            path = self.samples / f"{cid}.npz"
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    record = {k: z[k] for k in z.files}
+            except (OSError, ValueError, zipfile.BadZipFile):  # damaged (e.g. power loss): evaluate again
+                path.unlink()
+                continue
+            self.rows[cid] = self._row(cid, record)
+
+    def _row(self, cid: str, record: dict[str, np.ndarray]) -> dict:
+        mi, seed, c = self.cell_meta[cid]
+        row = {
+            "cell_id": cid, "model": self.identity["models"][mi]["name"], "seed": seed, "condition": c.key,
+            "family": c.family, "name": c.name, "modalities": "+".join(c.modalities), "level": c.level,
+            "param": np.nan if c.param is None else c.param, "rate": c.rate, "group": c.group,
+            "n": int(record["ids"].shape[0]),
+        }
+        row.update(_cell_metrics(record, self.data.task, self.data.num_classes))
+        return row
+
+    def write_cell(self, cid: str, record: dict[str, np.ndarray], seconds: float) -> None:
+        row = self._row(cid, record)
+        atomic_write(self.samples / f"{cid}.npz", npz_bytes(record), self._kept())
+        self.rows[cid] = row
+        self.seconds[cid] = seconds
+
+    def write_tables(self, protocol: Protocol, started: float, complete: bool,
+                     device: torch.device | None = None, batch_size: int | None = None, world_size: int = 1) -> None:
+        """cells.csv (grid order) and the manifest, both atomic."""
+        rows = [dict(self.rows[cid], seconds=self.seconds.get(cid, np.nan)) for cid in self.order if cid in self.rows]
+        atomic_write(self.out / "cells.csv", csv_bytes(rows), self._kept())
+        manifest = {
+            "identity": self.identity,
+            "status": "complete" if complete else "running",
+            "package": {"robustbench_mm": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+            "protocol": {"name": protocol.name, "hash": protocol.hash, "seed": protocol.seed, "metrics": list(protocol.metrics)},
+            "models": self.identity["models"],
+            "dataset": self.identity["dataset"],
+            "seeds": self.identity["seeds"],
+            "started": self.started_iso,
+            "cells": len(rows),
+            "cell_seconds": {k: self.seconds[k] for k in sorted(self.seconds)},
+        }
+        if complete:
+            manifest.update(
+                finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                wall_seconds=time.time() - started,
+                device=str(device) if device is not None else None,
+                device_name=torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else platform.processor() or platform.machine(),
+                batch_size=batch_size,
+                world_size=world_size,
+            )
+        atomic_write(self.manifest_path, json_bytes(manifest), self._kept())

@@ -1,0 +1,368 @@
+"""Protocols: declarative TOML files that expand into the grid of `Condition`s a run evaluates.
+
+A protocol is named by a path or a name: the shipped ones (`robustbench_mm/protocols/*.toml`,
+package data, linked from the top-level `protocols/` folder) come first, then `NAME.toml` in the
+working directory's `protocols/` folder (the user's own). A protocol file holds:
+
+    name = "quick"                 # how `rbmm eval --protocol` and `rbmm show protocol` name it
+    description = "..."            # first line is the summary `rbmm list protocols` prints
+    seed = 0                       # base seed of every perturbation (common random numbers)
+    seeds = [0]                    # optional: evaluation seed offsets repeated by default
+    metrics = ["accuracy", "nll"]  # metric columns a report should lead with
+
+    [[corruption]]                 # registered corruptions x target modalities x levels
+    group = "noise"                # label for reports (defaults to the table's kind)
+    corruptions = ["gaussian_noise"]   # or "all", or "kind:image"
+    targets = ["each"]             # modality names, "kind:image" or "each" (one modality at a time);
+                                   # a nested list ["a", "b"] corrupts those modalities together
+    levels = [1, 3, 5]             # severities 0-5 (floats interpolate the corruption's table)
+    # params = [0.1, 0.2]          # or raw parameters in the corruption's own units (presets)
+    # param_levels = [5, 10]       # with params: the level numbers reports show (default 1..n)
+    rates = [1.0]                  # fraction of samples affected (per-sample, common random numbers)
+
+    [[removal]]                    # modalities removed and filled
+    subsets = "leave-one-out"      # "all" (every non-empty proper subset), "keep-one", or [["a"], ["a", "b"]]
+    fills = ["zero", "mean"]       # zero | mean | noise | mask
+    rates = [1.0]
+
+    [[conflict]]                   # a modality replaced by that of a different-class sample
+    targets = ["each"]
+    rates = [0.1, 0.5]
+
+`Protocol.expand(specs)` turns this into Conditions, clean first. A corruption that does not
+apply to a modality's kind is skipped with a note when the target was chosen by kind or `each`,
+and is an error when the modality was named explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .corruptions import CLEAN, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, list_corruptions, removal_subsets
+from .datasets.batch import KINDS, ModalitySpec
+from .errors import InputError
+
+_TOP_KEYS = {"name", "description", "seed", "seeds", "metrics", "corruption", "removal", "conflict"}
+_GROUP_KEYS = {
+    "corruption": {"group", "corruptions", "targets", "levels", "params", "param_levels", "rates"},
+    "removal": {"group", "subsets", "fills", "rates"},
+    "conflict": {"group", "targets", "rates"},
+}
+
+
+def _builtin_dir():
+    return resources.files("robustbench_mm") / "protocols"
+
+
+def _local_dir() -> Path:
+    """The working directory's `protocols/` folder: the user's own protocols, found by name."""
+    return Path.cwd() / "protocols"
+
+
+def _names(folder) -> set[str]:
+    return {p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml")} if folder.is_dir() else set()
+
+
+def list_protocols() -> list[str]:
+    """Names of the shipped protocols and of those in ./protocols/, sorted."""
+    return sorted(_names(_builtin_dir()) | _names(_local_dir()))
+
+
+def load_protocol(name_or_path: str | Path) -> "Protocol":
+    """A shipped protocol by name (`quick`, `standard`, ...) or a TOML file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise InputError(f"protocol file {text!r} does not exist")
+        return parse_protocol(path.read_text(encoding="utf-8"), source=str(path))
+    if text in _names(_builtin_dir()):
+        resource = _builtin_dir() / f"{text}.toml"
+        return parse_protocol(resource.read_text(encoding="utf-8"), source=f"{text}.toml")
+    if text in _names(_local_dir()):
+        local = _local_dir() / f"{text}.toml"
+        return parse_protocol(local.read_text(encoding="utf-8"), source=str(local))
+    raise InputError(f"unknown protocol {text!r}; expected a .toml path or one of: {', '.join(list_protocols())}")
+
+
+def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
+    """Validate TOML text into a Protocol; errors name `source`, the key and what was expected."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"protocol {source}: not valid TOML: {e}") from None
+    err = _Errors(source)
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise err(unknown[0], f"a known key ({', '.join(sorted(_TOP_KEYS))})", unknown[0])
+    for key in ("name", "description"):
+        if not isinstance(doc.get(key), str) or not doc[key].strip():
+            raise err(key, "a non-empty string", doc.get(key))
+    seed = doc.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise err("seed", "an integer", seed)
+    seeds = doc.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise err("seeds", "a non-empty list of integers", seeds)
+    if len(set(seeds)) != len(seeds):
+        raise err("seeds", "distinct integers", seeds)
+    metrics = doc.get("metrics", ["accuracy"])
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise err("metrics", "a non-empty list of metric names", metrics)
+    groups: list[dict] = []
+    for kind in ("corruption", "removal", "conflict"):
+        tables = doc.get(kind, [])
+        if not isinstance(tables, list):
+            raise err(kind, f"an array of tables ([[{kind}]])", tables)
+        for i, table in enumerate(tables):
+            groups.append(_check_group(kind, i, table, err))
+    canonical = json.dumps(
+        {"name": doc["name"], "seed": seed, "seeds": seeds, "metrics": metrics, "groups": groups},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return Protocol(
+        name=doc["name"],
+        description=doc["description"].strip(),
+        seed=seed,
+        seeds=tuple(seeds),
+        metrics=tuple(metrics),
+        groups=tuple(groups),
+        source=source,
+        hash=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
+
+
+class _Errors:
+    """Builds InputErrors that name the file, the key and what was expected."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __call__(self, key: str, expected: str, got: object) -> InputError:
+        return InputError(f"protocol {self.source}: key {key!r}: expected {expected}, got {got!r}")
+
+
+def _number_list(value: object, key: str, err: _Errors, lo: float, hi: float, lo_open: bool = False) -> list[float]:
+    what = f"a non-empty list of numbers in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    if not isinstance(value, list) or not value:
+        raise err(key, what, value)
+    for v in value:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (lo < v if lo_open else lo <= v) or v > hi:
+            raise err(key, what, v)
+    return [float(v) for v in value]
+
+
+def _targets(value: object, key: str, err: _Errors) -> list:
+    """A list of selectors: "each", "kind:K", a name, or a list of names (joint target)."""
+    if isinstance(value, str):
+        value = [value]
+    what = 'a list of modality names, "kind:KIND", "each", or lists of names'
+    if not isinstance(value, list) or not value:
+        raise err(key, what, value)
+    for t in value:
+        if isinstance(t, list):
+            if not t or not all(isinstance(m, str) for m in t):
+                raise err(key, what, t)
+        elif not isinstance(t, str):
+            raise err(key, what, t)
+        elif t.startswith("kind:") and t[5:] not in KINDS:
+            raise err(key, f"a modality kind after 'kind:' ({', '.join(KINDS)})", t)
+    return value
+
+
+def _check_group(kind: str, index: int, table: object, err: _Errors) -> dict:
+    where = f"{kind}[{index}]"
+    if not isinstance(table, dict):
+        raise err(where, "a table", table)
+    unknown = sorted(set(table) - _GROUP_KEYS[kind])
+    if unknown:
+        raise err(f"{where}.{unknown[0]}", f"one of {', '.join(sorted(_GROUP_KEYS[kind]))}", unknown[0])
+    group = table.get("group", kind)
+    if not isinstance(group, str) or not group:
+        raise err(f"{where}.group", "a non-empty string", group)
+    out: dict = {"kind": kind, "group": group, "where": where}
+    out["rates"] = _number_list(table.get("rates", [1.0]), f"{where}.rates", err, 0.0, 1.0, lo_open=True)
+    if kind == "corruption":
+        names = table.get("corruptions")
+        if isinstance(names, str):
+            if names != "all" and not names.startswith("kind:"):
+                names = [names]
+        if isinstance(names, str):
+            if names.startswith("kind:") and names[5:] not in KINDS:
+                raise err(f"{where}.corruptions", f"a kind after 'kind:' ({', '.join(KINDS)})", names)
+        elif not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise err(f"{where}.corruptions", 'a list of corruption names, "all" or "kind:KIND"', names)
+        else:
+            for n in names:
+                try:
+                    get_corruption(n)
+                except InputError as e:
+                    raise InputError(f"protocol {err.source}: key {where + '.corruptions'!r}: {e}") from None
+        out["corruptions"] = names
+        out["targets"] = _targets(table.get("targets", "each"), f"{where}.targets", err)
+        if ("levels" in table) == ("params" in table):
+            raise err(where, "exactly one of 'levels' or 'params'", sorted(k for k in ("levels", "params") if k in table))
+        if "levels" in table:
+            out["levels"] = _number_list(table["levels"], f"{where}.levels", err, 0.0, 5.0)
+        else:
+            params = table["params"]
+            if not isinstance(params, list) or not params or not all(
+                isinstance(p, (int, float)) and not isinstance(p, bool) for p in params
+            ):
+                raise err(f"{where}.params", "a non-empty list of numbers (the corruption's own units)", params)
+            shown = table.get("param_levels", list(range(1, len(params) + 1)))
+            if not isinstance(shown, list) or len(shown) != len(params) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in shown
+            ):
+                raise err(f"{where}.param_levels", f"a list of {len(params)} numbers (one per param)", shown)
+            out["params"] = [float(p) for p in params]
+            out["param_levels"] = [float(v) for v in shown]
+    elif kind == "removal":
+        subsets = table.get("subsets", "all")
+        if isinstance(subsets, str):
+            if subsets not in SUBSET_SHORTCUTS:
+                raise err(f"{where}.subsets", f"one of {', '.join(SUBSET_SHORTCUTS)} or a list of lists of names", subsets)
+        elif not isinstance(subsets, list) or not subsets or not all(
+            isinstance(s, list) and s and all(isinstance(m, str) for m in s) for s in subsets
+        ):
+            raise err(f"{where}.subsets", f"one of {', '.join(SUBSET_SHORTCUTS)} or a list of lists of names", subsets)
+        out["subsets"] = subsets
+        fills = table.get("fills", ["zero"])
+        if isinstance(fills, str):
+            fills = [fills]
+        if not isinstance(fills, list) or not fills or any(f not in FILLS for f in fills):
+            raise err(f"{where}.fills", f"a list of fills from {', '.join(FILLS)}", fills)
+        out["fills"] = fills
+    else:
+        out["targets"] = _targets(table.get("targets", "each"), f"{where}.targets", err)
+    return out
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated protocol; `expand(specs)` gives its grid on one dataset.
+
+    seeds : default evaluation seed offsets (the randomness seed of a cell is `seed + offset`).
+    hash : SHA-256 of the canonical content (name, seeds, metrics, groups), not of the file's text,
+        so comments and formatting do not invalidate earlier results.
+    """
+
+    name: str
+    description: str
+    seed: int
+    seeds: tuple[int, ...]
+    metrics: tuple[str, ...]
+    groups: tuple[dict, ...] = field(repr=False)
+    source: str
+    hash: str
+
+    def expand(self, specs: dict[str, ModalitySpec]) -> list[Condition]:
+        """The conditions on data with these modality specs: clean first, then the groups in order."""
+        return self.expand_with_notes(specs)[0]
+
+    def expand_with_notes(self, specs: dict[str, ModalitySpec]) -> tuple[list[Condition], list[str]]:
+        """Conditions plus notes on what was skipped (a corruption that does not fit a modality's kind)."""
+        conditions = [CLEAN]
+        notes: list[str] = []
+        for g in self.groups:
+            if g["kind"] == "corruption":
+                conditions += self._expand_corruption(g, specs, notes)
+            elif g["kind"] == "removal":
+                conditions += self._expand_removal(g, specs)
+            else:
+                for mods, _ in self._resolve_targets(g, specs):
+                    conditions += [
+                        Condition(family="conflict", name="conflict", modalities=mods, rate=r, group=g["group"])
+                        for r in g["rates"]
+                    ]
+        seen: set[str] = set()
+        unique = []
+        for c in conditions:
+            if c.key not in seen:
+                seen.add(c.key)
+                unique.append(c)
+        return unique, notes
+
+    def _error(self, key: str, message: str) -> InputError:
+        return InputError(f"protocol {self.source}: key {key!r}: {message}")
+
+    def _resolve_targets(self, g: dict, specs: dict[str, ModalitySpec]) -> list[tuple[tuple[str, ...], bool]]:
+        """(modalities, explicit) pairs; explicit when the user named the modalities."""
+        out = []
+        key = f"{g['where']}.targets"
+        for t in g["targets"]:
+            if isinstance(t, list):
+                missing = [m for m in t if m not in specs]
+                if missing:
+                    raise self._error(key, f"modality {missing[0]!r} is not in the data; expected one of: {', '.join(specs)}")
+                out.append((tuple(t), True))
+            elif t == "each":
+                out += [((m,), False) for m in specs]
+            elif t.startswith("kind:"):
+                out += [((m,), False) for m, s in specs.items() if s.kind == t[5:]]
+            elif t in specs:
+                out.append(((t,), True))
+            else:
+                raise self._error(key, f"modality {t!r} is not in the data; expected one of: {', '.join(specs)}")
+        return out
+
+    def _expand_corruption(self, g: dict, specs: dict[str, ModalitySpec], notes: list[str]) -> list[Condition]:
+        names = g["corruptions"]
+        if names == "all":
+            cspecs = list_corruptions()
+        elif isinstance(names, str):
+            cspecs = list_corruptions(names[5:])
+        else:
+            cspecs = [get_corruption(n) for n in names]
+        out = []
+        for cspec in cspecs:
+            for mods, explicit in self._resolve_targets(g, specs):
+                why = next((w for w in (cspec.supports(specs[m]) for m in mods) if w), None)
+                if why:
+                    if explicit and isinstance(names, list):
+                        raise self._error(f"{g['where']}.targets", why)
+                    notes.append(f"{g['where']}: skipped: {why}")
+                    continue
+                if "levels" in g:
+                    pairs = [(lv, None) for lv in g["levels"]]
+                else:
+                    pairs = list(zip(g["param_levels"], g["params"]))
+                for level, param in pairs:
+                    for r in g["rates"]:
+                        out.append(
+                            Condition(
+                                family="corruption", name=cspec.name, modalities=mods, level=level,
+                                param=param, rate=r, group=g["group"],
+                            )
+                        )
+        return out
+
+    def _expand_removal(self, g: dict, specs: dict[str, ModalitySpec]) -> list[Condition]:
+        if isinstance(g["subsets"], str):
+            try:
+                subsets = removal_subsets(list(specs), g["subsets"])
+            except InputError as e:
+                raise self._error(f"{g['where']}.subsets", str(e)) from None
+        else:
+            subsets = []
+            for s in g["subsets"]:
+                missing = [m for m in s if m not in specs]
+                if missing:
+                    raise self._error(
+                        f"{g['where']}.subsets", f"modality {missing[0]!r} is not in the data; expected one of: {', '.join(specs)}"
+                    )
+                if len(set(s)) == len(specs):
+                    raise self._error(f"{g['where']}.subsets", f"{s} removes every modality; at least one must stay")
+                subsets.append(tuple(s))
+        return [
+            Condition(family="removal", name=f, modalities=tuple(s), rate=r, group=g["group"])
+            for s in subsets
+            for f in g["fills"]
+            for r in g["rates"]
+        ]

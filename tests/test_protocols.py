@@ -1,0 +1,162 @@
+"""Protocol files: the shipped presets load and expand, validation names file/key/expectation,
+and the paper presets' units map to the kernels' units as documented."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustbench_mm.corruptions import Condition, apply_condition, get_corruption
+from robustbench_mm.datasets.batch import Batch, ModalitySpec
+from robustbench_mm.errors import InputError
+from robustbench_mm.protocols import list_protocols, load_protocol, parse_protocol
+
+MFEAT_LIKE = {
+    "pix": ModalitySpec("pix", "image", (1, 16, 15), value_range=(0.0, 6.0)),
+    "fou": ModalitySpec("fou", "vector", (76,)),
+    "fac": ModalitySpec("fac", "vector", (216,)),
+}
+ALL_KINDS = {
+    "rgb": ModalitySpec("rgb", "image", (3, 8, 8), value_range=(0.0, 1.0)),
+    "seq": ModalitySpec("seq", "sequence", (10, 4)),
+    "wav": ModalitySpec("wav", "audio", (256,), value_range=(-1.0, 1.0)),
+    "txt": ModalitySpec("txt", "tokens", (12,), vocab_size=50),
+    "vec": ModalitySpec("vec", "vector", (5,)),
+}
+
+BASE = """
+name = "t"
+description = "test"
+seed = 3
+"""
+
+
+def test_shipped_protocols_are_listed_and_expand_clean_first():
+    names = list_protocols()
+    assert {"quick", "standard", "missing", "noise-sweep", "conflict", "qmf", "udml"} <= set(names)
+    for name in names:
+        protocol = load_protocol(name)
+        assert protocol.name == name
+        for specs in (MFEAT_LIKE, ALL_KINDS):
+            conditions = protocol.expand(specs)
+            assert conditions[0].family == "clean"
+            assert len({c.key for c in conditions}) == len(conditions)
+
+
+def test_quick_on_mfeat_counts_cells_by_kind():
+    # gaussian_noise fits image+vector (3 modalities), gaussian_blur and occlusion the image,
+    # feature_dropout the two vectors; 3 levels each; + 3 leave-one-out removals + clean
+    expected = 1 + 3 * (3 + 1 + 1 + 2) + 3
+    conditions, notes = load_protocol("quick").expand_with_notes(MFEAT_LIKE)
+    assert len(conditions) == expected
+    assert any("blank" in n and "tokens" in n for n in notes)
+
+
+def test_standard_covers_every_catalog_entry_and_every_subset():
+    conditions = load_protocol("standard").expand(ALL_KINDS)
+    names = {c.name for c in conditions if c.family == "corruption"}
+    from robustbench_mm.corruptions import list_corruptions
+
+    assert names == {s.name for s in list_corruptions() if any(s.supports(m) is None for m in ALL_KINDS.values())}
+    removals = [c for c in conditions if c.family == "removal"]
+    assert len(removals) == (2**5 - 2) * 2  # every non-empty proper subset x (zero, mean)
+
+
+def test_missing_protocol_grid():
+    conditions = load_protocol("missing").expand(MFEAT_LIKE)
+    assert len(conditions) == 1 + (2**3 - 2) * 4 * 6
+
+
+def test_qmf_units_map_to_kernel_units():
+    qmf = load_protocol("qmf")
+    assert qmf.seeds == (0, 1, 2, 3, 4)
+    conditions = qmf.expand(ALL_KINDS)
+    image = [c for c in conditions if c.name == "gaussian_noise"]
+    assert [(c.level, c.param, c.rate, c.modalities) for c in image] == [
+        (5.0, 50 / 255, 0.5, ("rgb",)), (10.0, 100 / 255, 0.5, ("rgb",))
+    ]
+    words = [c for c in conditions if c.name == "blank"]
+    assert [(c.level, c.param) for c in words] == [(5.0, 0.5), (10.0, 1.0)]
+    assert load_protocol("qmf-rgbd").expand(ALL_KINDS)[1].param == pytest.approx(5 / 255)
+
+
+def test_udml_sigma_is_level_squared_on_the_0_255_scale():
+    """An independent check of the unit: a grey image on [0, 255] gets noise of std level**2."""
+    spec = ModalitySpec("img", "image", (1, 64, 64), value_range=(0.0, 255.0))
+    conditions = load_protocol("udml").expand({"img": spec, "v": ModalitySpec("v", "vector", (3,))})
+    level3 = next(c for c in conditions if c.level == 3)
+    x = torch.full((4, 1, 64, 64), 128.0)
+    batch = Batch(inputs={"img": x, "v": torch.zeros(4, 3)}, labels=torch.zeros(4, dtype=torch.int64), ids=torch.arange(4))
+    y = apply_condition(batch, level3, {"img": spec, "v": ModalitySpec("v", "vector", (3,))}, seed=0).inputs["img"]
+    assert (y - x).std().item() == pytest.approx(9.0, rel=0.03)
+
+
+def test_noise_sweep_intensity_ten_matches_catalog_level_five():
+    conditions = load_protocol("noise-sweep").expand(ALL_KINDS)
+    top = {c.modalities[0]: c.param for c in conditions if c.level == 10}
+    table = get_corruption("gaussian_noise").tables
+    assert top["vec"] == pytest.approx(table["vector"][4])
+    assert top["rgb"] == pytest.approx(table["image"][4], abs=0.02)
+    assert top["txt"] == pytest.approx(1.0)
+
+
+def test_hash_ignores_formatting_but_not_content():
+    text = BASE + '[[conflict]]\ntargets = "each"\nrates = [0.5]\n'
+    a = parse_protocol(text)
+    b = parse_protocol("# a comment\n" + text.replace("rates = [0.5]", "rates = [ 0.5 ]  # half"))
+    c = parse_protocol(text.replace("0.5", "0.25"))
+    assert a.hash == b.hash != c.hash
+
+
+def test_load_by_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(BASE + '[[removal]]\nsubsets = [["fou"], ["fou", "fac"]]\nfills = ["mask"]\n')
+    conditions = load_protocol(path).expand(MFEAT_LIKE)
+    assert conditions[1:] == [
+        Condition("removal", "mask", ("fou",), group="removal"),
+        Condition("removal", "mask", ("fou", "fac"), group="removal"),
+    ]
+
+
+def test_joint_targets_and_kind_selectors():
+    p = parse_protocol(BASE + '[[corruption]]\ncorruptions = ["gaussian_noise"]\ntargets = [["fou", "fac"], "kind:image"]\nlevels = [2]\n')
+    assert [c.modalities for c in p.expand(MFEAT_LIKE)[1:]] == [("fou", "fac"), ("pix",)]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('[[corruption]]\ncorruptions = ["gaussian_nose"]\nlevels = [1]\n', r"t.toml: key 'corruption\[0\].corruptions': unknown corruption 'gaussian_nose'; expected one of: .*gaussian_noise"),
+        ('[[corruption]]\ncorruptions = ["gaussian_noise"]\nlevels = [6]\n', r"key 'corruption\[0\].levels': expected a non-empty list of numbers in \[0, 5\], got 6"),
+        ('[[corruption]]\ncorruptions = ["gaussian_noise"]\n', r"key 'corruption\[0\]': expected exactly one of 'levels' or 'params'"),
+        ('[[removal]]\nfills = ["average"]\n', r"key 'removal\[0\].fills': expected a list of fills from zero, mean, noise, mask"),
+        ('[[removal]]\nsubsets = "two"\n', r"key 'removal\[0\].subsets': expected one of all, leave-one-out, keep-one"),
+        ('[[conflict]]\nrates = [0]\n', r"key 'conflict\[0\].rates': expected a non-empty list of numbers in \(0, 1\]"),
+        ('[[conflict]]\nrate = [0.5]\n', r"key 'conflict\[0\].rate': expected one of group, rates, targets"),
+        ("levels = [1]\n", r"key 'levels': expected a known key"),
+        ('[[corruption]]\ncorruptions = ["gaussian_noise"]\ntargets = ["kind:video"]\nlevels = [1]\n', r"expected a modality kind after 'kind:'"),
+        ("name = \n", r"t.toml: not valid TOML"),
+    ],
+)
+def test_validation_names_file_key_and_expectation(body, message):
+    with pytest.raises(InputError, match=message):
+        parse_protocol(BASE + body, source="t.toml")
+
+
+def test_modality_errors_at_expansion():
+    named = parse_protocol(BASE + '[[corruption]]\ncorruptions = ["gaussian_blur"]\ntargets = ["fou"]\nlevels = [1]\n', source="t.toml")
+    with pytest.raises(InputError, match=r"t.toml: key 'corruption\[0\].targets': corruption 'gaussian_blur' does not apply to modality 'fou' of kind 'vector'"):
+        named.expand(MFEAT_LIKE)
+    unknown = parse_protocol(BASE + '[[conflict]]\ntargets = ["depth"]\n', source="t.toml")
+    with pytest.raises(InputError, match=r"modality 'depth' is not in the data; expected one of: pix, fou, fac"):
+        unknown.expand(MFEAT_LIKE)
+    everything = parse_protocol(BASE + '[[removal]]\nsubsets = [["pix", "fou", "fac"]]\n', source="t.toml")
+    with pytest.raises(InputError, match="removes every modality"):
+        everything.expand(MFEAT_LIKE)
+
+
+def test_unknown_protocol_name_lists_choices():
+    with pytest.raises(InputError, match=r"unknown protocol 'quik'; expected a .toml path or one of: .*quick"):
+        load_protocol("quik")
+    with pytest.raises(InputError, match="does not exist"):
+        load_protocol("nowhere/p.toml")
