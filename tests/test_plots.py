@@ -1,0 +1,114 @@
+"""Plots draw what their table says: one panel per group, one line/bar per model, PNG and SVG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from robustbench_mm import plots
+from robustbench_mm.errors import InputError
+
+MODELS = ["concat", "concat+cal", "late"]
+PANELS = [("gaussian", "pix"), ("gaussian", "fou"), ("dropout", "fac")]
+
+
+def _curve_points(with_bands: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for model in MODELS:
+        for name, mods in PANELS:
+            for level in range(6):
+                value = 0.95 - 0.1 * level + rng.normal(0, 0.01)
+                rows.append(dict(model=model, name=name, modalities=mods, level=level, value=value,
+                                 low=value - 0.02, high=value + 0.02))
+    frame = pd.DataFrame(rows)
+    return frame if with_bands else frame.drop(columns=["low", "high"])
+
+
+def test_level_curves_one_panel_per_corruption_and_modality_one_line_per_model():
+    fig = plots.level_curves(_curve_points())
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == len(PANELS)
+    for ax in fig.axes:
+        assert len(ax.lines) == len(MODELS)
+        assert len(ax.collections) == len(MODELS)  # one band per model
+        assert [line.get_label() for line in ax.lines] == MODELS
+        assert list(ax.lines[0].get_xdata()) == list(range(6))
+    titles = sorted(ax.get_title() for ax in fig.axes)
+    assert titles == sorted(f"{n} on {m}" for n, m in PANELS)
+
+
+def test_level_curves_without_intervals_draws_no_bands_and_keeps_model_colours():
+    fig = plots.level_curves(_curve_points(with_bands=False))
+    colours = plots.model_colors(MODELS)
+    for ax in fig.axes:
+        assert len(ax.collections) == 0
+        assert [to_hex(line.get_color()) for line in ax.lines] == [colours[m][0].lower() for m in MODELS]
+
+
+def test_level_curves_names_a_missing_column():
+    with pytest.raises(InputError, match="level"):
+        plots.level_curves(_curve_points().drop(columns=["level"]))
+
+
+def test_gain_heatmap_hatches_exactly_the_non_significant_cells():
+    rows = []
+    for backbone in ["concat", "late"]:
+        for name, mods in PANELS:
+            for level in range(1, 6):
+                rows.append(dict(backbone=backbone, name=name, modalities=mods, level=level,
+                                 diff=0.01 * level, significant=level >= 3))
+    fig = plots.gain_heatmap(pd.DataFrame(rows))
+    panels = [ax for ax in fig.axes if ax.get_title() in ("concat", "late")]
+    assert len(panels) == 2  # plus one colour-bar axes
+    for ax in panels:
+        hatched = [p for p in ax.patches if p.get_hatch()]
+        assert len(hatched) == len(PANELS) * 2  # levels 1 and 2 in each row
+        assert len(ax.texts) == len(PANELS) * 5
+
+
+def test_removal_bars_one_bar_per_model_and_subset_with_error_bars():
+    subsets = ["none removed", "pix removed", "fou removed", "pix+fou removed"]
+    rows = [dict(model=m, subset=s, value=0.9 - 0.1 * i, low=0.85 - 0.1 * i, high=0.95 - 0.1 * i)
+            for m in MODELS for i, s in enumerate(subsets)]
+    fig = plots.removal_bars(pd.DataFrame(rows))
+    (ax,) = fig.axes
+    assert len(ax.patches) == len(MODELS) * len(subsets)
+    assert [t.get_text() for t in ax.get_yticklabels()] == subsets
+    widths = sorted({round(p.get_width(), 6) for p in ax.patches})
+    assert widths == sorted({round(0.9 - 0.1 * i, 6) for i in range(len(subsets))})
+
+
+def test_cd_cliques_join_models_within_the_critical_difference():
+    ranks = {"a": 1.2, "b": 1.9, "c": 2.6, "d": 4.3}
+    # a-b-c span 1.4 < 1.5, c-d span 1.7 > 1.5: one bar over a, b, c; d stands alone
+    assert plots._cd_cliques(sorted(ranks.values()), 1.5, sorted(ranks, key=ranks.get)) == [["a", "b", "c"]]
+    fig = plots.critical_difference(ranks, 1.5)
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.texts]
+    assert "CD = 1.50" in labels
+    assert any(t.startswith("a (1.20)") for t in labels) and any(t.endswith("d") for t in labels)
+
+
+def test_reliability_diagram_bins_match_an_independent_count():
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.1, 1.0, 500)
+    correct = rng.uniform(size=500) < conf
+    fig = plots.reliability_diagram({"clean": (conf, correct), "worst": (conf * 0.5, correct)},
+                                    ece={"clean": 0.01})
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert "ECE = 0.010" in ax.get_title()
+    # first bar container = per-bin accuracy; check the top bin against a direct computation
+    in_top = conf > 14 / 15
+    top_bar = max(ax.containers[0].patches, key=lambda p: p.get_x())
+    assert top_bar.get_height() == pytest.approx(correct[in_top].mean())
+
+
+def test_save_figure_writes_png_and_svg(tmp_path):
+    paths = plots.save_figure(plots.level_curves(_curve_points()), tmp_path / "figs" / "curves")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in paths["svg"].read_bytes()[:2000]

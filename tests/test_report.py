@@ -1,0 +1,306 @@
+"""The report: self-contained HTML, escaped user strings, every section present or explained.
+
+Runs are written by `write_fake_run` in the results format (manifest.json, cells.csv,
+samples/<cell_id>.npz) from a seeded generator, so no model is trained here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustbench_mm.errors import InputError
+from robustbench_mm.metrics import cell_metrics
+from robustbench_mm.report import compare_runs, format_comparison, write_report
+
+MODALITIES = ("pix", "fou", "fac")
+N = 300
+CLASSES = 10
+
+# accuracy of each fake model under each condition family; the "+cal" model is better under
+# corruption of pix at high levels, so the calibration section has significant and null cells
+BASE = {"concat": 0.92, "concat+cal": 0.93, "late": 0.88, "<script>alert(1)</script>": 0.85}
+
+
+def _accuracy(model: str, family: str, name: str, mods: tuple[str, ...], level: float) -> float:
+    acc = BASE[model]
+    if family == "corruption":
+        drop = 0.08 * level if "pix" in mods else 0.03 * level
+        if model.endswith("+cal") and "pix" in mods:
+            drop *= 0.5
+        acc -= drop
+    elif family == "removal":
+        acc -= {"pix": 0.25, "fou": 0.05, "fac": 0.1}[mods[0]] * len(mods) ** 1.2 if len(mods) == 1 else 0.0
+        if len(mods) > 1:
+            acc = 0.9 / (1 + len(mods)) + (0.1 if "pix" not in mods else 0.0)
+    elif family == "conflict":
+        acc -= 0.3
+    return float(np.clip(acc, 0.05, 0.99))
+
+
+def _conditions() -> list[dict]:
+    conds = [dict(family="clean", name="clean", modalities=(), level=0.0, group="clean")]
+    for mod in ("pix", "fou"):
+        for level in range(1, 6):
+            conds.append(dict(family="corruption", name="gaussian", modalities=(mod,), level=float(level),
+                              group="noise"))
+    for subset in [("pix",), ("fou",), ("fac",), ("pix", "fou"), ("pix", "fac"), ("fou", "fac")]:
+        conds.append(dict(family="removal", name="zero", modalities=subset, level=0.0, group="removal"))
+    conds.append(dict(family="conflict", name="conflict", modalities=("pix",), level=0.0, group="conflict"))
+    return conds
+
+
+def _key(c: dict) -> str:
+    return f"{c['family']}|{c['name']}|{'+'.join(c['modalities']) or '-'}|l={c['level']:g}|r=1"
+
+
+def _record(rng: np.random.Generator, target: np.ndarray, acc: float, affected: bool) -> dict[str, np.ndarray]:
+    correct = rng.uniform(size=N) < acc
+    pred = np.where(correct, target, (target + 1 + rng.integers(0, CLASSES - 1, N)) % CLASSES)
+    conf = np.clip(np.where(correct, rng.beta(8, 2, N), rng.beta(3, 3, N)), 1 / CLASSES + 1e-3, 1.0)
+    p_true = np.where(correct, conf, (1 - conf) * rng.uniform(0.1, 0.9, N))
+    rest = 1 - conf
+    sq = conf**2 + rest**2 / (CLASSES - 1)
+    entropy = -(conf * np.log(conf)) - rest * np.log(np.maximum(rest / (CLASSES - 1), 1e-12))
+    return dict(
+        ids=np.arange(N, dtype=np.int64),
+        target=target.astype(np.int64),
+        pred=pred.astype(np.int64),
+        conf=conf.astype(np.float32),
+        p_true=p_true.astype(np.float32),
+        sq_prob=sq.astype(np.float32),
+        entropy=entropy.astype(np.float32),
+        affected=np.full(N, affected),
+    )
+
+
+def write_fake_run(path: Path, models: list[str], *, seeds=(0,), training_seed: int = 0,
+                   families=("clean", "corruption", "removal", "conflict")) -> Path:
+    """A run folder in the results format: the same targets for every cell, per-sample records."""
+    path.mkdir(parents=True)
+    (path / "samples").mkdir()
+    target = np.random.default_rng(1234).integers(0, CLASSES, N)
+    rows = []
+    for m_idx, model in enumerate(models):
+        for seed in seeds:
+            for c in _conditions():
+                if c["family"] not in families:
+                    continue
+                stream = int.from_bytes(hashlib.sha256(f"{model}{seed}{training_seed}{_key(c)}".encode()).digest()[:4],
+                                        "little")
+                rng = np.random.default_rng(stream)
+                acc = _accuracy(model, c["family"], c["name"], c["modalities"], c["level"])
+                record = _record(rng, target, acc, c["family"] != "clean")
+                cell_id = f"m{m_idx}-s{seed}-" + hashlib.sha256(_key(c).encode()).hexdigest()[:10]
+                np.savez_compressed(path / "samples" / f"{cell_id}.npz", **record)
+                rows.append(dict(
+                    cell_id=cell_id, model=model, seed=seed, condition=_key(c), family=c["family"],
+                    name=c["name"], modalities="+".join(c["modalities"]), level=c["level"], param=np.nan,
+                    rate=1.0, group=c["group"], n=N,
+                    **cell_metrics(record, "classification", CLASSES),
+                    seconds=0.01,
+                ))
+    pd.DataFrame(rows).to_csv(path / "cells.csv", index=False)
+    manifest = {
+        "package_version": "0.1.0",
+        "versions": {"python": "3.11", "torch": "2.13.0", "numpy": np.__version__},
+        "device": "cpu",
+        "task": "classification",
+        "num_classes": CLASSES,
+        "protocol": {"name": "fake-<b>protocol</b>", "hash": "ab" * 32, "seed": 0,
+                     "description": "gaussian noise on pix & fou; removal <subsets>"},
+        "dataset": {"name": "mfeat", "sha256": "cd" * 32, "modalities": list(MODALITIES), "split": "test", "n": N},
+        "models": [
+            {
+                "name": model,
+                "sha256": hashlib.sha256(model.encode()).hexdigest(),
+                "path": f"/ckpt/{model}.pt",
+                "config": {"fusion": model.split("+")[0] if model in ("concat", "concat+cal", "late") else "late",
+                           "calibration": model.endswith("+cal"), "seed": training_seed},
+            }
+            for model in models
+        ],
+        "plugins": [{"name": "my_blur", "source": "corruptions/my_blur.py", "description": "blur <i>kernel</i>"}],
+        "seeds": list(seeds),
+        "started": "2026-11-23T10:00:00+00:00",
+        "finished": "2026-11-23T10:01:00+00:00",
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def three_model_run(tmp_path_factory) -> Path:
+    return write_fake_run(tmp_path_factory.mktemp("runs") / "zoo", ["concat", "concat+cal", "late"])
+
+
+@pytest.fixture(scope="module")
+def report_dir(three_model_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reports") / "zoo"
+    write_report([three_model_run], out, title="Zoo <on> mfeat")
+    return out
+
+
+
+SECTIONS = ["setup", "headline", "calibration", "curves", "removal", "reliance", "reliability", "ranking", "raw"]
+
+
+def test_report_html_is_self_contained_with_every_image_a_data_uri(report_dir):
+    page = (report_dir / "index.html").read_text()
+    images = re.findall(r"<img [^>]*>", page)
+    assert len(images) == 5  # calibration gain, curves, removal, reliability, critical difference
+    for tag in images:
+        assert re.search(r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', tag), tag[:80]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
+    assert "<link" not in page and "<script" not in page.lower()
+    for anchor in SECTIONS:
+        assert f'<section id="{anchor}">' in page
+
+
+def test_report_writes_markdown_figures_and_csv_tables(report_dir):
+    md = (report_dir / "report.md").read_text()
+    for heading in ["## Setup", "## Headline", "## With vs without calibration", "## Statistical ranking"]:
+        assert heading in md
+    for link in re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", md):
+        assert (report_dir / link).is_file()
+    assert (report_dir / "figures" / "curves.svg").is_file()
+    cells = pd.read_csv(report_dir / "tables" / "cells.csv")
+    assert len(cells) == 3 * 18  # 3 models x (clean + 2 x 5 corruption levels + 6 removal subsets + conflict)
+
+
+def test_headline_numbers_match_an_independent_computation(three_model_run, report_dir):
+    headline = pd.read_csv(report_dir / "tables" / "headline.csv").set_index("model")
+    cells = pd.read_csv(three_model_run / "cells.csv")
+    for model in ["concat", "concat+cal", "late"]:
+        own = cells[cells["model"] == model]
+        clean = own[own["family"] == "clean"].iloc[0]
+        rec = np.load(three_model_run / "samples" / f"{clean['cell_id']}.npz")
+        accuracy = (rec["pred"] == rec["target"]).mean()
+        assert headline.loc[model, "clean"] == pytest.approx(accuracy)
+        assert headline.loc[model, "clean_low"] < accuracy < headline.loc[model, "clean_high"]
+        corrupted = own[own["family"] == "corruption"]["accuracy"].mean()
+        assert headline.loc[model, "corrupted"] == pytest.approx(corrupted)
+        assert headline.loc[model, "worst_removal"] == pytest.approx(own[own["family"] == "removal"]["accuracy"].min())
+    # mCE against the first model: CE_c = sum_s (1 - a) / sum_s (1 - a_ref), mean over the two corruptions
+    corr = cells[cells["family"] == "corruption"]
+    err = corr.assign(e=1 - corr["accuracy"]).groupby(["model", "modalities"])["e"].sum()
+    expected = (err["late"] / err["concat"]).mean()
+    assert headline.loc["late", "mce"] == pytest.approx(expected)
+    assert headline.loc["concat", "mce"] == pytest.approx(1.0)
+
+
+def test_calibration_pairs_come_from_configs_and_holm_is_applied(report_dir):
+    table = pd.read_csv(report_dir / "tables" / "calibration.csv")
+    assert set(table["backbone"]) == {"concat"}
+    assert set(table["with"]) == {"concat+cal"} and set(table["without"]) == {"concat"}
+    # Holm over m cells: the smallest adjusted p is m times the smallest raw p
+    m = len(table)
+    assert table["p_holm"].min() == pytest.approx(min(1.0, m * table["p"].min()))
+    assert (table["p_holm"] >= table["p"] - 1e-12).all()
+    # the fake "+cal" model halves the drop on pix at high levels: the level-5 pix cell is significant
+    strong = table[(table["name"] == "gaussian") & (table["modalities"] == "pix") & (table["level"] == 5)]
+    assert strong["significant"].all() and (strong["diff"] > 0).all()
+
+
+def test_calibration_pairing_rule_falls_back_to_name_suffix_only_without_config():
+    from robustbench_mm.report import calibration_pairs
+
+    configs = {"a": {"fusion": "late", "calibration": False}, "b": {"fusion": "late", "calibration": True}}
+    assert calibration_pairs(["a", "b"], configs) == [("late", "a", "b")]
+    assert calibration_pairs(["x", "x-cal", "y+cal"], {}) == [("x", "x", "x-cal")]
+    # a config says "not calibrated" even when the name ends in +cal
+    assert calibration_pairs(["x", "x+cal"], {"x+cal": {"fusion": "y", "calibration": False}}) == []
+
+
+def test_user_strings_are_escaped_and_missing_sections_say_why(tmp_path):
+    evil = "<script>alert(1)</script>"
+    run = write_fake_run(tmp_path / "evil", ["concat", evil], families=("clean", "corruption"))
+    out = tmp_path / "report"
+    write_report([run], out, title="<img src=x onerror=alert(2)>")
+    page = (out / "index.html").read_text()
+    assert evil not in page and "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "fake-&lt;b&gt;protocol&lt;/b&gt;" in page and "<b>protocol" not in page
+    assert "blur &lt;i&gt;kernel&lt;/i&gt;" in page and "<i>kernel" not in page
+    assert evil not in (out / "report.md").read_text()
+    for anchor in ["removal", "reliance"]:
+        section = page.split(f'<section id="{anchor}">')[1].split("</section>")[0]
+        assert "Not computed: the runs have no modality-removal cells" in section
+    ranking = page.split('<section id="ranking">')[1].split("</section>")[0]
+    assert "needs at least 3 models; these runs have 2" in ranking
+
+
+def test_several_runs_are_replicates_with_bands_across_them(tmp_path):
+    runs = [write_fake_run(tmp_path / f"seed{k}", ["concat", "concat+cal"], training_seed=k,
+                           families=("clean", "corruption")) for k in range(2)]
+    out = tmp_path / "report"
+    write_report(runs, out, reference="concat")
+    headline = pd.read_csv(out / "tables" / "headline.csv").set_index("model")
+    per_run = [pd.read_csv(r / "cells.csv") for r in runs]
+    clean = [f[(f["model"] == "concat") & (f["family"] == "clean")]["accuracy"].iloc[0] for f in per_run]
+    half = 12.706205 * np.std(clean, ddof=1) / np.sqrt(2)  # t_{0.975, 1}
+    assert headline.loc["concat", "clean"] == pytest.approx(np.mean(clean))
+    assert headline.loc["concat", "clean_high"] == pytest.approx(np.mean(clean) + half)
+    assert "across replicates" in (out / "index.html").read_text()
+
+
+def test_unknown_reference_model_is_an_input_error(three_model_run, tmp_path):
+    with pytest.raises(InputError, match="reference model 'nope'"):
+        write_report([three_model_run], tmp_path / "r", reference="nope")
+
+
+def test_compare_runs_finds_the_real_difference_and_formats_it(tmp_path):
+    a = write_fake_run(tmp_path / "a", ["concat"])
+    b = write_fake_run(tmp_path / "b", ["concat+cal"])
+    df = compare_runs(a, b)
+    assert len(df) == 18  # the single model of each run, every condition matched
+    assert (df["p_holm"] >= df["p"] - 1e-12).all()
+    row = df[df["condition"] == "corruption|gaussian|pix|l=5|r=1"].iloc[0]
+    assert row["diff"] == pytest.approx(row["b"] - row["a"]) and row["low"] < row["diff"] < row["high"]
+    assert row["significant"]
+    text = format_comparison(df)
+    assert text.splitlines()[0].startswith(f"{int(df['significant'].sum())} of 18 matched cells")
+    assert "corruption|gaussian|pix|l=5|r=1" in text
+    assert "clean|clean" not in text  # the clean cells do not differ significantly
+    same = compare_runs(a, a)
+    assert not same["significant"].any() and "0 of 18" in format_comparison(same)
+
+
+def test_compare_runs_without_shared_models_is_an_input_error(tmp_path):
+    a = write_fake_run(tmp_path / "a", ["concat", "late"], families=("clean",))
+    b = write_fake_run(tmp_path / "b", ["concat+cal"], families=("clean",))
+    with pytest.raises(InputError, match="share no model"):
+        compare_runs(a, b)
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package `chromium`); "
+                    "install it to check that the report renders")
+def test_report_renders_in_headless_chromium_with_its_images(report_dir, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--screenshot={shot}", "--window-size=1280,3200", (report_dir / "index.html").resolve().as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[:2] == (3200, 1280)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # not a blank page of one colour
+    # the embedded figures are drawn, not broken-image icons: the second model's Okabe-Ito orange
+    # (#E69F00, used by no CSS rule) covers many pixels of the curves and removal figures
+    orange = (np.abs(pixels - np.array([0xE6, 0x9F, 0x00])).sum(axis=2) < 30).sum()
+    assert orange > 500
