@@ -4,6 +4,7 @@ from . import audio, image, noise, sequence, tokens, vector  # noqa: F401  (regi
 from .apply import affected_mask, apply_condition, condition_random
 from .condition import CLEAN, FAMILIES, Condition
 from .conflict import DonorPool
+from .plugins import load_plugins
 from .registry import CorruptionSpec, corruption, get_corruption, list_corruptions
 from .removal import FILLS, SUBSET_SHORTCUTS, fill, removal_subsets
 from .rng import SampleRandom
@@ -11,5 +12,5 @@ from .rng import SampleRandom
 __all__ = [
     "CLEAN", "FAMILIES", "FILLS", "SUBSET_SHORTCUTS", "Condition", "CorruptionSpec", "DonorPool",
     "SampleRandom", "affected_mask", "apply_condition", "condition_random", "corruption", "fill",
-    "get_corruption", "list_corruptions", "removal_subsets",
+    "get_corruption", "list_corruptions", "load_plugins", "removal_subsets",
 ]
