@@ -69,12 +69,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     protocol = load_protocol(args.name)
     data = _load_data(args, args.data, args.split)
-    conditions = protocol.expand(data.specs)
-    print(f"protocol {protocol.name} (hash {protocol.hash[:12]}), seed {protocol.seed}")
+    conditions, notes = protocol.expand_with_notes(data.specs)
+    seeds = len(protocol.seeds)
+    print(f"protocol {protocol.name} (hash {protocol.hash[:12]}), seed {protocol.seed}, {seeds} evaluation seed(s)")
     print(protocol.description)
-    print(f"on {data.name} ({', '.join(data.modalities)}): {len(conditions)} conditions per model and seed")
+    print(
+        f"on {data.name} ({', '.join(data.modalities)}): {len(conditions)} conditions x {seeds} seed(s) "
+        f"= {len(conditions) * seeds} cells per model"
+    )
     for condition in conditions:
         print(f"  {condition.group:<16} {condition.key}")
+    for note in notes:
+        print(f"  note: {note}")
     return 0
 
 
@@ -287,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rbmm: {'error' if isinstance(e, InputError) else 'gate failed'}: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("rbmm: interrupted; finished cells are saved, run the same command again to resume", file=sys.stderr)
         return 130
