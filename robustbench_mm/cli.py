@@ -133,7 +133,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         progress=False if args.quiet else None,
         overwrite=args.overwrite,
     )
-    print(results.summary())
+    if results is not None:  # under torchrun only rank 0 holds the run
+        print(results.summary())
     return 0
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from robustbench_mm.cli import main
@@ -87,3 +88,23 @@ def test_plugin_from_the_working_directory_appears_in_list(tmp_path, capsys, mon
     monkeypatch.chdir(tmp_path)
     assert main(["list", "corruptions"]) == 0
     assert "dim_light_cli_test" in capsys.readouterr().out
+
+
+def test_eval_under_torchrun_matches_one_process(tmp_path):
+    """The README's multi-process command: 2 CPU ranks (gloo) give the single-process cells."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RBMM_DIST_BACKEND": "gloo"}
+    common = ["eval", str(CHECKPOINT), "--protocol", "quick", "--quiet", "--device", "cpu"]
+    dist = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "robustbench_mm",
+         *common, "--out", str(tmp_path / "dist")],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )
+    assert dist.returncode == 0, dist.stderr[-2000:]
+    assert main([*common, "--out", str(tmp_path / "single")]) == 0
+    dist_cells = pd.read_csv(tmp_path / "dist" / "cells.csv").drop(columns="seconds")
+    single_cells = pd.read_csv(tmp_path / "single" / "cells.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(dist_cells, single_cells)
+    files = sorted(p.name for p in (tmp_path / "single" / "samples").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "dist" / "samples").iterdir()) and len(files) == len(single_cells)
+    for name in files:
+        assert (tmp_path / "dist" / "samples" / name).read_bytes() == (tmp_path / "single" / "samples" / name).read_bytes()
