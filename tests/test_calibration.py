@@ -12,15 +12,6 @@ from robustbench_mm.models import FUSIONS, PreFusionCalibration, build_model
 B = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 MIXED = [
     ModalitySpec("img", "image", (1, 8, 7)),
     ModalitySpec("vec", "vector", (10,)),

@@ -18,7 +18,6 @@ from robustbench_mm.corruptions.plugins import example_input, load_plugins
 from robustbench_mm.datasets import Batch, ModalitySpec
 from robustbench_mm.errors import InputError
 
-torch.set_num_threads(1)  # tiny tensors: threads only add contention on the shared 2-core runner
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "corruptions"
 load_plugins([str(PLUGIN_DIR)], entry_points=False)

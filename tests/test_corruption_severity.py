@@ -112,7 +112,6 @@ def _train_reference(splits: dict[str, MultimodalData], modality: str) -> Refere
 
 @pytest.fixture(scope="module")
 def references() -> dict[str, Reference]:
-    torch.set_num_threads(1)  # small matrices; threads only add contention on the shared runner
     splits = {source: load_splits(source) for source in {s for s, _ in MODALITIES.values()}}
     return {m: _train_reference(splits[source], m) for m, (source, _) in MODALITIES.items()}
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from robustbench_mm.engine import evaluate
 from robustbench_mm.protocols import parse_protocol
@@ -26,17 +25,6 @@ from robustbench_mm.protocols import parse_protocol
 data = tiny_data()
 evaluate(tiny_models(data), data, parse_protocol(PROTOCOL), out={out!r}, device="cpu", batch_size=8, progress=False)
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The workers run one thread each; so does the one-process reference."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_two_ranks_match_one_process(tmp_path):

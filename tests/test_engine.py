@@ -118,15 +118,6 @@ def cells_without_seconds(path: Path):
     return load_run(path).cells.drop(columns=["seconds"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine they spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def protocol():
     return parse_protocol(PROTOCOL, source="tiny.toml")

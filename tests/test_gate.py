@@ -93,7 +93,6 @@ def test_cell_interval_matches_the_paired_bootstrap_of_stats(degraded_run):
     row = run.cells[run.cells["condition"] == check.name.split(" ", 1)[1]].iloc[0]
     current = run.samples(row["cell_id"])
     order = np.argsort(current["ids"])
-    ids = current["ids"][order]
     cur_rec = {k: v[order] for k, v in current.items()}
     # the baseline as a record with the baseline's correctness: right where it was right, else off by one
     target = cur_rec["target"]

@@ -13,15 +13,6 @@ from robustbench_mm.models.fusion import PredictionHead
 B = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def all_kind_specs() -> list[ModalitySpec]:
     """One modality of every kind, small shapes, non-trivial train statistics."""
     g = torch.Generator().manual_seed(1)

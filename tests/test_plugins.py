@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from robustbench_mm.corruptions import get_corruption, list_corruptions
 from robustbench_mm.corruptions.plugins import load_plugins
 from robustbench_mm.errors import InputError
 
-torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 HEADER = "import torch\nfrom robustbench_mm.corruptions import corruption\n"

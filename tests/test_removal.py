@@ -11,7 +11,6 @@ from robustbench_mm.corruptions import (
 from robustbench_mm.datasets import ModalitySpec, MultimodalData
 from robustbench_mm.errors import InputError
 
-torch.set_num_threads(1)
 
 
 def _data(n: int = 40, task: str = "classification") -> MultimodalData:

@@ -14,11 +14,6 @@ def clip(y: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
     return y.clamp(spec.value_range[0], spec.value_range[1])
 
 
-def per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape a (B,) tensor to broadcast against x of shape (B, ...)."""
-    return v.reshape((-1,) + (1,) * (x.dim() - 1)).to(x.dtype)
-
-
 def train_std(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:
     """The train std broadcastable to x's per-sample shape (ones when the spec has none)."""
     if spec.std is None:

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.batch import ModalitySpec
-from ._util import per_sample
 from .registry import corruption
 from .rng import SampleRandom
 
