@@ -215,6 +215,14 @@ class _UnimodalHeads(FusionModel):
             for _ in self.modalities
         )
 
+    def calibrated_features(self, inputs, present):
+        """Training-time encode -> presence -> calibration (absent features are masked in the losses)."""
+        features = {m: self.encode(m, inputs[m]) for m in self.modalities}
+        present = self.presence(features, present)
+        if self.calibrate is not None:
+            features = self.calibrate(features, present)
+        return features, present
+
     def unimodal_outputs(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, M, outputs): each modality's own prediction."""
         return torch.stack([self.unimodal[i](pool(features[m])) for i, m in enumerate(self.modalities)], dim=1)
@@ -257,10 +265,7 @@ class LateFusion(_UnimodalHeads):
         return self.combine(outputs, mask / mask.sum(1, keepdim=True))
 
     def training_loss(self, inputs, present, labels, generator):
-        features = {m: self.encode(m, inputs[m]) for m in self.modalities}
-        present = self.presence(features, present)
-        if self.calibrate is not None:
-            features = self.calibrate(features, present)
+        features, present = self.calibrated_features(inputs, present)
         outputs = self.unimodal_outputs(features)
         return self.unimodal_loss(outputs, self._mask(present, self.modalities, outputs), labels)
 
@@ -317,10 +322,7 @@ class DynamicFusion(_UnimodalHeads):
         return x + scale * std * noise
 
     def training_loss(self, inputs, present, labels, generator):
-        features = {m: self.encode(m, inputs[m]) for m in self.modalities}
-        present = self.presence(features, present)
-        if self.calibrate is not None:
-            features = self.calibrate(features, present)
+        features, present = self.calibrated_features(inputs, present)
         outputs = self.unimodal_outputs(features)
         mask = self._mask(present, self.modalities, outputs)
         loss = self.unimodal_loss(outputs, mask, labels)
