@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .corruptions import Condition, DonorPool, affected_mask, apply_condition
+from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition
 from .datasets.batch import Batch, ModalitySpec, MultimodalData
 from .errors import InputError
 from .models import Reencodable, check_inputs, check_tensors
@@ -305,6 +305,7 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
         },
         "seeds": seeds,
         "amp": bool(amp),
+        "rng": RNG_VERSION,
     }
     grid = [(s, ci, c) for s in seeds for ci, c in enumerate(conditions)]
     all_cells = [(cell_id(m.name, s, c), mi, s, c) for s, ci, c in grid for mi, m in enumerate(models)]
@@ -529,6 +530,7 @@ class _Store:
             "models": self.identity["models"],
             "dataset": self.identity["dataset"],
             "seeds": self.identity["seeds"],
+            "rng": self.identity["rng"],
             "started": self.started_iso,
             "cells": len(rows),
             "cell_seconds": {k: self.seconds[k] for k in sorted(self.seconds)},

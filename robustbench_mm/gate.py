@@ -28,7 +28,7 @@ from .results import Run
 from .stats import bootstrap_counts
 
 BASELINE_SCHEMA = "robustbench-mm/baseline"
-BASELINE_VERSION = 1
+BASELINE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,7 @@ def _fingerprint(run: Run) -> dict:
         "protocol": {"name": manifest["protocol"]["name"], "hash": manifest["protocol"]["hash"]},
         "dataset": {"name": dataset["name"], "sha256": dataset["fingerprint"], "modalities": sorted(dataset["modalities"])},
         "task": dataset["task"],
+        "rng": manifest.get("rng", "lowbias32/1"),  # runs before the field existed used version 1
     }
 
 
@@ -169,13 +170,18 @@ def load_baseline(path: str | Path) -> dict:
         raise InputError(f"baseline {path}: field 'schema' must be {BASELINE_SCHEMA!r}")
     if data.get("version") != BASELINE_VERSION:
         raise InputError(f"baseline {path}: field 'version' must be {BASELINE_VERSION}, got {data.get('version')!r}")
-    for key in ("protocol", "dataset", "task", "ids", "cells"):
+    for key in ("protocol", "dataset", "task", "rng", "ids", "cells"):
         if key not in data:
             raise InputError(f"baseline {path}: missing field {key!r}")
     return data
 
 
 def _check_comparable(baseline: dict, facts: dict, source: str) -> None:
+    if baseline["rng"] != facts["rng"]:
+        raise InputError(
+            f"{source}: corruptions were drawn with random-number generator {facts['rng']!r}, the baseline's with "
+            f"{baseline['rng']!r}; record a new baseline with this version"
+        )
     if baseline["protocol"]["hash"] != facts["protocol"]["hash"]:
         raise InputError(
             f"{source}: protocol {facts['protocol']['name']!r} differs from the baseline's "

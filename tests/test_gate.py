@@ -118,6 +118,11 @@ def test_other_protocol_or_broken_baseline_exits_2(fresh_run, tmp_path, capsys):
     assert main(["gate", str(fresh_run), "--baseline", str(bad)]) == 2
     assert "schema" in capsys.readouterr().err
     assert main(["gate", str(fresh_run), "--baseline", str(tmp_path / "missing.json")]) == 2
+    capsys.readouterr()
+    other_rng = tmp_path / "other-rng.json"  # corruptions drawn by another generator version: not comparable
+    other_rng.write_text(json.dumps(dict(json.loads(BASELINE.read_text()), rng="lowbias32/1")))
+    assert main(["gate", str(fresh_run), "--baseline", str(other_rng)]) == 2
+    assert "random-number generator" in capsys.readouterr().err
 
 
 def test_baseline_round_trip_is_compact_and_exact(fresh_run):

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from robustbench_mm.corruptions import rng as rng_module
 from robustbench_mm.corruptions.rng import SampleRandom, hash32, key32
 
 
@@ -19,7 +20,27 @@ def _lowbias32_reference(x: int) -> int:
 def test_hash_matches_pure_python_bit_for_bit():
     xs = torch.randint(0, 2**32, (2000,), dtype=torch.int64, generator=torch.Generator().manual_seed(0))
     xs = torch.cat([xs, torch.tensor([0, 1, 2**32 - 1, 2**31, 2**31 - 1])])
-    assert [int(v) for v in hash32(xs)] == [_lowbias32_reference(int(v)) for v in xs]
+    as_int32 = torch.where(xs >= 2**31, xs - 2**32, xs).to(torch.int32)
+    hashed = hash32(as_int32).to(torch.int64) & 0xFFFFFFFF
+    assert [int(v) for v in hashed] == [_lowbias32_reference(int(v)) for v in xs]
+
+
+def test_values_do_not_depend_on_how_the_block_is_chunked(monkeypatch):
+    """CPU draws run in cache-sized chunks; any chunking, even ragged ones, gives the same bits."""
+    ids = torch.arange(13) * 7919
+    whole = SampleRandom(ids, 3, "chunks")
+    expected = [whole.normal(3, 17, 19), whole.uniform(5000, dtype=torch.float64), whole.uniform(2, 3)]
+    for chunk in (61, 97, 5000, 2**12):
+        monkeypatch.setattr(rng_module, "_CPU_CHUNK", chunk)
+        again = SampleRandom(ids, 3, "chunks")
+        got = [again.normal(3, 17, 19), again.uniform(5000, dtype=torch.float64), again.uniform(2, 3)]
+        assert all(torch.equal(a, b) for a, b in zip(expected, got)), chunk
+
+
+def test_low_precision_uniforms_stay_inside_the_open_interval():
+    for dtype in (torch.float16, torch.bfloat16):
+        u = SampleRandom(torch.arange(400), 0, "half").uniform(4000, dtype=dtype)
+        assert u.dtype == dtype and 0 < u.min() and u.max() < 1
 
 
 def test_sample_values_do_not_depend_on_the_batch_they_are_in():
@@ -50,6 +71,12 @@ def test_uniform_and_normal_follow_their_distributions():
     assert 0.0 < u.min() and u.max() < 1.0
     assert stats.kstest(u, "uniform").pvalue > 1e-3
     assert stats.kstest(z, "norm").pvalue > 1e-3
+    z64 = rng.normal(501, dtype=torch.float64).flatten().numpy()
+    assert stats.kstest(z64, "norm").pvalue > 1e-3
+    assert stats.kstest(rng.uniform(500, dtype=torch.float64).flatten().numpy(), "uniform").pvalue > 1e-3
+    # the tails are there: about 2 * 0.00135 of the draws beyond 3 sigma, 6.3e-5 beyond 4
+    big = rng.normal(10_000).flatten().numpy()
+    assert 0.0022 < np.mean(np.abs(big) > 3) < 0.0032 and 2e-5 < np.mean(np.abs(big) > 4) < 1.3e-4
     # neighbouring samples and neighbouring elements are uncorrelated
     grid = rng.normal(64).numpy()
     assert abs(np.corrcoef(grid[:-1].ravel(), grid[1:].ravel())[0, 1]) < 0.05

@@ -7,10 +7,10 @@ from .conflict import DonorPool
 from .plugins import load_plugins
 from .registry import CorruptionSpec, corruption, get_corruption, list_corruptions
 from .removal import FILLS, SUBSET_SHORTCUTS, fill, removal_subsets
-from .rng import SampleRandom
+from .rng import RNG_VERSION, SampleRandom
 
 __all__ = [
-    "CLEAN", "FAMILIES", "FILLS", "SUBSET_SHORTCUTS", "Condition", "CorruptionSpec", "DonorPool",
+    "CLEAN", "FAMILIES", "FILLS", "RNG_VERSION", "SUBSET_SHORTCUTS", "Condition", "CorruptionSpec", "DonorPool",
     "SampleRandom", "affected_mask", "apply_condition", "condition_random", "corruption", "fill",
     "get_corruption", "list_corruptions", "load_plugins", "removal_subsets",
 ]
