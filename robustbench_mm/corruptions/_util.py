@@ -7,11 +7,14 @@ import torch
 from ..datasets.batch import ModalitySpec
 
 
-def clip(y: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
-    """Clamp to the modality's valid value range (no-op when unbounded)."""
+def clip_(y: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+    """Clamp to the modality's valid value range, in place (no-op when unbounded).
+
+    In place saves a pass over the batch; pass only a tensor the kernel itself created.
+    """
     if spec.value_range is None:
         return y
-    return y.clamp(spec.value_range[0], spec.value_range[1])
+    return y.clamp_(spec.value_range[0], spec.value_range[1])
 
 
 def train_std(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..datasets.batch import ModalitySpec
-from ._util import clip
+from ._util import clip_
 from .registry import corruption
 from .rng import SampleRandom
 
@@ -27,7 +27,7 @@ def _add_at_snr(x: torch.Tensor, noise: torch.Tensor, snr_db: float, spec: Modal
     if math.isinf(snr_db) and snr_db > 0:
         return x.clone()
     gain = torch.sqrt(_power(x) / _power(noise).clamp(min=1e-12) * 10.0 ** (-snr_db / 10.0))
-    return clip(x + gain * noise, spec)
+    return clip_(x + gain * noise, spec)
 
 
 def _colored(rng: SampleRandom, n: int, exponent: float, dtype: torch.dtype) -> torch.Tensor:
@@ -127,27 +127,31 @@ def lowpass(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec
     n = x.shape[-1]
     spectrum = torch.fft.rfft(x, dim=-1)
     keep = torch.arange(spectrum.shape[-1], device=x.device) <= (1.0 - param) * (spectrum.shape[-1] - 1)
-    return clip(torch.fft.irfft(spectrum * keep, n=n, dim=-1).to(x.dtype), spec)
+    return clip_(torch.fft.irfft(spectrum * keep, n=n, dim=-1).to(x.dtype), spec)
 
 
 @corruption(
     "reverb",
     kinds=("audio",),
-    severity=(0.01, 0.02, 0.04, 0.08, 0.16),
-    unit="reverberation decay time constant, fraction of the clip length",
-    description="echo/reverberation: convolution with a decaying random impulse response, peak kept",
+    severity=(0.1, 0.3, 1.0, 3.0, 10.0),
+    unit="energy of the reverberant tail relative to the direct sound (direct-to-reverberant ratio +10 ... -10 dB)",
+    description="echo/reverberation: convolution with a random exponentially decaying impulse response, peak kept",
 )
 def reverb(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    """The decay is fixed (time constant 5% of the clip) and severity is the wet/dry energy ratio:
+    a longer decay at a fixed wet level changes little for spectral features, a louder tail always hurts."""
     if param <= 0:
         return x.clone()
     n = x.shape[-1]
-    tau = param * n
+    tau = max(1.0, 0.05 * n)
     length = min(n, max(2, math.ceil(5 * tau)))
     k = torch.arange(length, device=x.device, dtype=torch.float64)
-    ir = 0.3 * rng.normal(length, dtype=torch.float64) * torch.exp(-k / tau)
+    ir = rng.normal(length, dtype=torch.float64) * torch.exp(-k / tau)
+    ir[:, 0] = 0.0
+    ir = ir * torch.sqrt(param / ir.square().sum(dim=1, keepdim=True).clamp(min=1e-12))
     ir[:, 0] = 1.0
     size = n + length
     wet = torch.fft.irfft(torch.fft.rfft(x.to(torch.float64), n=size) * torch.fft.rfft(ir, n=size), n=size)[..., :n]
     peak_in = x.abs().amax(dim=-1, keepdim=True).to(torch.float64)
     peak_out = wet.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
-    return clip((wet * (peak_in / peak_out)).to(x.dtype), spec)
+    return clip_((wet * (peak_in / peak_out)).to(x.dtype), spec)

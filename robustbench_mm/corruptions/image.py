@@ -23,13 +23,16 @@ def _range(spec: ModalitySpec) -> tuple[float, float]:
 
 
 def _to_unit(x: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+    """x on [0, 1]; x itself (not a copy) when the range already is [0, 1], so never modify the result in place."""
     lo, hi = _range(spec)
-    return (x - lo) / (hi - lo)
+    return x if (lo, hi) == (0.0, 1.0) else (x - lo) / (hi - lo)
 
 
-def _from_unit(u: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+def _from_unit_(u: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+    """Clip a [0, 1] tensor the kernel owns and map it back to the value range, in place."""
     lo, hi = _range(spec)
-    return u.clamp(0.0, 1.0) * (hi - lo) + lo
+    u.clamp_(0.0, 1.0)
+    return u if (lo, hi) == (0.0, 1.0) else u.mul_(hi - lo).add_(lo)
 
 
 def _three_channels(spec: ModalitySpec) -> str | None:
@@ -46,7 +49,7 @@ def _three_channels(spec: ModalitySpec) -> str | None:
 def shot_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     u = _to_unit(x, spec)
     z = rng.normal(*x.shape[1:], dtype=x.dtype)
-    return _from_unit(u + torch.sqrt(u.clamp(min=0.0) * param) * z, spec)
+    return _from_unit_(z.mul_(u.clamp(min=0.0).mul_(param).sqrt_()).add_(u), spec)
 
 
 @corruption(
@@ -58,10 +61,8 @@ def shot_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalityS
 )
 def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     lo, hi = _range(spec)
-    hit = rng.uniform(*x.shape[1:], dtype=torch.float64) < param
-    salt = rng.uniform(*x.shape[1:], dtype=torch.float64) < 0.5
-    value = torch.where(salt, torch.full_like(x, hi), torch.full_like(x, lo))
-    return torch.where(hit, value, x)
+    u = rng.uniform(*x.shape[1:])  # one draw decides both: u < param/2 salt, param/2 <= u < param pepper
+    return torch.where(u < param, torch.where(u < param / 2, hi, lo), x)
 
 
 @corruption(
@@ -74,16 +75,25 @@ def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modali
 def speckle_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     u = _to_unit(x, spec)
     z = rng.normal(*x.shape[1:], dtype=x.dtype)
-    return _from_unit(u + u * z * param, spec)
+    return _from_unit_(z.mul_(param).add_(1.0).mul_(u), spec)
 
 
-def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Convolve every channel of every image with one 2-D kernel (k, k), replicate padding."""
+def _depthwise(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Convolve every channel of every image with an odd (kh, kw) kernel, replicate padding.
+
+    `kernels` is (kh, kw), shared by all images, or (B, kh, kw), one per image. Every plane is
+    its own group of one batch entry: on CPU this depthwise layout runs about 15x faster than
+    planes stacked as a batch of single-channel images.
+    """
     b, c, h, w = x.shape
-    k = kernel.shape[-1]
-    pad = k // 2
-    y = F.pad(x.reshape(b * c, 1, h, w), (pad, pad, pad, pad), mode="replicate")
-    return F.conv2d(y, kernel.reshape(1, 1, k, k).to(x.dtype)).reshape(b, c, h, w)
+    kh, kw = kernels.shape[-2:]
+    kernels = kernels.to(x.dtype)
+    if kernels.dim() == 3:
+        per_plane = kernels.repeat_interleave(c, dim=0)
+    else:
+        per_plane = kernels.expand(b * c, kh, kw)
+    y = F.pad(x.reshape(1, b * c, h, w), (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate")
+    return F.conv2d(y, per_plane.reshape(b * c, 1, kh, kw), groups=b * c).reshape(b, c, h, w)
 
 
 @corruption(
@@ -99,12 +109,8 @@ def gaussian_blur(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modali
     radius = max(1, math.ceil(3 * param))
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
     g = torch.exp(-0.5 * (t / param) ** 2)
-    g = (g / g.sum()).to(x.dtype)
-    b, c, h, w = x.shape
-    y = F.pad(x.reshape(b * c, 1, h, w), (radius, radius, radius, radius), mode="replicate")
-    y = F.conv2d(y, g.reshape(1, 1, 1, -1))
-    y = F.conv2d(y, g.reshape(1, 1, -1, 1))
-    return y.reshape(b, c, h, w)
+    g = g / g.sum()
+    return _depthwise(_depthwise(x, g[None, :]), g[:, None])
 
 
 @corruption(
@@ -134,7 +140,6 @@ def defocus_blur(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modalit
 def motion_blur(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     if param <= 0:
         return x.clone()
-    b, c, h, w = x.shape
     radius = max(1, math.ceil(param / 2))
     angle = rng.uniform(dtype=torch.float64) * math.pi
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
@@ -143,11 +148,7 @@ def motion_blur(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modality
     along = xx * cos + yy * sin
     across = -xx * sin + yy * cos
     weight = (1 - across.abs()).clamp(min=0) * (param / 2 + 0.5 - along.abs()).clamp(0, 1)
-    weight = weight / weight.sum(dim=(1, 2), keepdim=True)
-    k = 2 * radius + 1
-    kernels = weight.to(x.dtype).repeat_interleave(c, dim=0).reshape(b * c, 1, k, k)
-    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
-    return F.conv2d(y, kernels, groups=b * c).reshape(b, c, h, w)
+    return _depthwise(x, weight / weight.sum(dim=(1, 2), keepdim=True))
 
 
 @corruption(
@@ -170,7 +171,7 @@ def contrast(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpe
     description="brightness shift, clipped to the value range",
 )
 def brightness(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
-    return _from_unit(_to_unit(x, spec) + param, spec)
+    return _from_unit_(_to_unit(x, spec) + param, spec)
 
 
 @corruption(
@@ -199,11 +200,12 @@ def pixelate(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpe
     block = max(1, math.floor(param + 0.5))
     if block == 1:
         return x.clone()
-    h, w = x.shape[-2:]
+    b, c, h, w = x.shape
     ph, pw = (-h) % block, (-w) % block
-    tiles = F.avg_pool2d(F.pad(x, (0, pw, 0, ph), mode="replicate"), block)
-    up = tiles.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
-    return up[..., :h, :w]
+    tiles = F.avg_pool2d(F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x, block)
+    th, tw = tiles.shape[-2:]
+    up = tiles[:, :, :, None, :, None].expand(b, c, th, block, tw, block).reshape(b, c, th * block, tw * block)
+    return up[..., :h, :w] if ph or pw else up
 
 
 _JPEG_LUMA = torch.tensor(
@@ -228,6 +230,10 @@ def _dct_matrix(n: int = 8) -> torch.Tensor:
     return m
 
 
+# The 2-D DCT of an 8x8 block flattened row-major is one (64, 64) matrix: kron(D, D).
+_DCT_64 = torch.kron(_dct_matrix(), _dct_matrix())
+
+
 @corruption(
     "jpeg",
     kinds=("image",),
@@ -241,16 +247,20 @@ def jpeg(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -
         return x.clone()
     quality = max(quality, 1.0)
     scale = 50.0 / quality if quality < 50 else (200.0 - 2 * quality) / 100.0
-    step = (_JPEG_LUMA * scale).clamp(min=1.0).to(device=x.device, dtype=x.dtype)
-    d = _dct_matrix().to(device=x.device, dtype=x.dtype)
+    step = (_JPEG_LUMA * scale).clamp(min=1.0).flatten()
+    # quantisation folded into the transforms: round(blocks @ (K^T / step)) @ (step * K), two GEMMs
+    forward = (_DCT_64.T / step[None, :]).to(device=x.device, dtype=x.dtype)
+    inverse = (step[:, None] * _DCT_64).to(device=x.device, dtype=x.dtype)
     b, c, h, w = x.shape
     ph, pw = (-h) % 8, (-w) % 8
-    y = F.pad(_to_unit(x, spec) * 255.0 - 128.0, (0, pw, 0, ph), mode="replicate")
-    blocks = y.reshape(b, c, (h + ph) // 8, 8, (w + pw) // 8, 8)
-    coef = torch.einsum("ij,bcyjxk,lk->bcyixl", d, blocks, d)
-    coef = torch.round(coef / step[:, None, :]) * step[:, None, :]
-    back = torch.einsum("ji,bcyjxk,kl->bcyixl", d, coef, d).reshape(b, c, h + ph, w + pw)
-    return _from_unit((back[..., :h, :w] + 128.0) / 255.0, spec)
+    y = _to_unit(x, spec) * 255.0
+    y = F.pad(y.sub_(128.0), (0, pw, 0, ph), mode="replicate") if ph or pw else y.sub_(128.0)
+    by, bx = (h + ph) // 8, (w + pw) // 8
+    blocks = y.reshape(b, c, by, 8, bx, 8).transpose(3, 4).reshape(-1, 64)
+    back = torch.mm(torch.mm(blocks, forward).round_(), inverse)
+    back = back.reshape(b, c, by, bx, 8, 8).transpose(3, 4).reshape(b, c, by * 8, bx * 8)
+    back = back[..., :h, :w] if ph or pw else back
+    return _from_unit_(back.add(128.0).mul_(1.0 / 255.0), spec)
 
 
 @corruption(
@@ -306,6 +316,13 @@ def affine(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _bicubic_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) weights of torch's bicubic (align_corners=True) resize along one axis."""
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1)
+    weights = F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=True)
+    return weights.reshape(n_in, n_out).T.to(device=like.device, dtype=like.dtype)
+
+
 @corruption(
     "elastic",
     kinds=("image",),
@@ -319,7 +336,9 @@ def elastic(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec
     b, c, h, w = x.shape
     coarse = (max(2, h // 8 + 1), max(2, w // 8 + 1))
     field = rng.normal(2, coarse[0], coarse[1], dtype=x.dtype)
-    field = F.interpolate(field, size=(h, w), mode="bicubic", align_corners=True)
+    # bicubic upsampling as two small matrix products (the same weights; 8x faster than upsample_bicubic2d)
+    rows, cols = _bicubic_matrix(coarse[0], h, x), _bicubic_matrix(coarse[1], w, x)
+    field = torch.matmul(torch.matmul(rows, field), cols.T)
     field = field / field.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-6)
     dx = field[:, 0] * param * 2.0 / w
     dy = field[:, 1] * param * 2.0 / h

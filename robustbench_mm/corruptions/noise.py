@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..datasets.batch import ModalitySpec
-from ._util import clip, train_std, value_span
+from ._util import clip_, train_std, value_span
 from .registry import corruption
 from .rng import SampleRandom
 
@@ -34,4 +34,4 @@ def noise_scale(x: torch.Tensor, spec: ModalitySpec) -> torch.Tensor | float:
 )
 def gaussian_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     z = rng.normal(*x.shape[1:], dtype=x.dtype)
-    return clip(x + param * noise_scale(x, spec) * z, spec)
+    return clip_(z.mul_(noise_scale(x, spec) * param).add_(x), spec)

@@ -17,7 +17,7 @@ import torch
 
 from ..datasets.batch import PAD_ID, ModalitySpec
 from ..errors import InputError, one_of
-from ._util import clip, train_mean, train_std
+from ._util import clip_, train_mean, train_std
 from .rng import SampleRandom
 
 FILLS = ("zero", "mean", "noise", "mask")
@@ -38,7 +38,7 @@ def fill(x: torch.Tensor, how: str, rng: SampleRandom, spec: ModalitySpec) -> to
     if how == "mean":
         return mean.clone()
     noise = rng.normal(*x.shape[1:], dtype=x.dtype)
-    return clip(mean + train_std(spec, x) * noise, spec)
+    return clip_(mean + train_std(spec, x) * noise, spec)
 
 
 def removal_subsets(modalities: list[str] | tuple[str, ...], which: str = "all") -> list[tuple[str, ...]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..datasets.batch import ModalitySpec
-from ._util import clip, train_std
+from ._util import clip_, train_std
 from .registry import corruption
 from .rng import SampleRandom
 
@@ -24,7 +24,7 @@ _FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7)
 )
 def frame_dropout(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     drop = rng.uniform(x.shape[1], dtype=torch.float64) < param
-    return clip(torch.where(drop[:, :, None], torch.zeros_like(x), x), spec)
+    return clip_(torch.where(drop[:, :, None], torch.zeros_like(x), x), spec)
 
 
 @corruption(
@@ -70,4 +70,4 @@ def temporal_shift(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modal
 def spikes(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     hit = rng.uniform(*x.shape[1:], dtype=torch.float64) < param
     sign = torch.where(rng.uniform(*x.shape[1:], dtype=torch.float64) < 0.5, -6.0, 6.0).to(x.dtype)
-    return clip(torch.where(hit, x + sign * train_std(spec, x), x), spec)
+    return clip_(torch.where(hit, x + sign * train_std(spec, x), x), spec)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..datasets.batch import ModalitySpec
-from ._util import clip, train_std
+from ._util import clip_, train_std
 from .registry import corruption
 from .rng import SampleRandom
 
@@ -22,7 +22,7 @@ from .rng import SampleRandom
 )
 def feature_dropout(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     drop = rng.uniform(*x.shape[1:], dtype=torch.float64) < param
-    return clip(torch.where(drop, torch.zeros_like(x), x), spec)
+    return clip_(torch.where(drop, torch.zeros_like(x), x), spec)
 
 
 @corruption(
@@ -34,7 +34,7 @@ def feature_dropout(x: torch.Tensor, param: float, rng: SampleRandom, spec: Moda
 )
 def scale_drift(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     z = rng.normal(*x.shape[1:], dtype=x.dtype)
-    return clip(x * torch.exp(param * z), spec)
+    return clip_(x * torch.exp(param * z), spec)
 
 
 @corruption(
@@ -47,5 +47,8 @@ def scale_drift(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modality
 def quantize(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     if param <= 0:
         return x.clone()
-    step = param * train_std(spec, x).clamp(min=1e-12)
-    return clip(torch.round(x / step) * step, spec)
+    # in float64 so that tiny steps (levels near 0) stay exact; a step too small to divide by is the identity
+    x64 = x.to(torch.float64)
+    step = param * train_std(spec, x64).clamp(min=1e-12)
+    grid = torch.round(x64 / step) * step
+    return clip_(torch.where(torch.isfinite(grid), grid, x64).to(x.dtype), spec)
