@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import GateFailure, InputError
+from .runtime import keep_freed_memory
 
 TRUST_HELP = (
     "load full pickles, not only weights: a pickle can execute arbitrary code on this machine, "
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         if args.plugins or Path("corruptions").is_dir():
             from .corruptions import load_plugins
