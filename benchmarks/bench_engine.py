@@ -25,6 +25,7 @@ import torch
 from robustbench_mm.corruptions import DonorPool, apply_condition
 from robustbench_mm.datasets import load_dataset
 from robustbench_mm.engine import evaluate
+from robustbench_mm.runtime import keep_freed_memory
 from robustbench_mm.models import build_model
 from robustbench_mm.protocols import load_protocol
 
@@ -75,6 +76,7 @@ def _reuse_vs_full(model, data, conditions, seed, batch_size, device) -> tuple[f
 
 
 def main() -> None:
+    keep_freed_memory()  # as `rbmm eval` runs
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--protocol", default="standard")
     ap.add_argument("--data", default="mfeat")
