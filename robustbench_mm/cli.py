@@ -188,7 +188,10 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(fast=args.fast, cache=Path(args.cache), out=Path(args.out), report=Path(args.report), progress=not args.quiet)
+    run_demo(
+        fast=args.fast, cache=Path(args.cache), out=Path(args.out), report=Path(args.report),
+        progress=not args.quiet, overwrite=args.overwrite,
+    )
     return 0
 
 
@@ -278,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/demo")
     p.add_argument("--report", default="reports/demo")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier demo runs instead of resuming them")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -71,8 +71,8 @@ def headline(cells: pd.DataFrame) -> pd.DataFrame:
     return out.reindex([m for m in order if m in out.index])
 
 
-def run_demo(fast: bool, cache: Path, out: Path, report: Path, progress: bool = True) -> Path:
-    """Train (cached), evaluate and report; returns the report's index.html."""
+def run_demo(fast: bool, cache: Path, out: Path, report: Path, progress: bool = True, overwrite: bool = False) -> Path:
+    """Train (cached), evaluate (resuming earlier runs unless `overwrite`) and report; returns the report's index.html."""
     plan = DemoPlan.choose(fast)
     start = time.perf_counter()
     zoo = train_zoo(plan, cache, progress=progress)
@@ -81,7 +81,7 @@ def run_demo(fast: bool, cache: Path, out: Path, report: Path, progress: bool = 
     for seed, paths in zoo.items():
         models = [load_model(p) for p in paths]
         run_dir = out / f"seed-{seed}"
-        evaluate(models, data, plan.protocol, out=run_dir, progress=progress)
+        evaluate(models, data, plan.protocol, out=run_dir, progress=progress, overwrite=overwrite)
         runs.append(run_dir)
     index = write_report(runs, report, title=f"robustbench-mm demo: mfeat, {plan.protocol} protocol")
     table = headline(load_runs(runs).cells)
