@@ -96,9 +96,20 @@ def test_shape_dtype_range_finite_and_no_mutation(name, kind, seed, level, doubl
 @FEW
 @given(seed=seeds)
 def test_every_sample_corrupted_at_level_five(name, kind, seed):
-    spec, x, mspec, ids = _setup(name, kind)
-    y = _run(spec, x, mspec, ids, 5.0, seed, kind)
-    assert bool((_distance(y, x) > 0).all()), "p = 1: every sample must change at level 5"
+    """No hidden p = 0.5: a kernel that skipped samples would leave about half of them unchanged.
+
+    Random kernels may legitimately leave a sample as it was (no pair drawn in a short sentence, a
+    swap of equal tokens: 1.5% of samples for `swap` at level 5, measured over 100 seeds), so up
+    to a quarter of 32 may stay unchanged: a kernel skipping half the samples passes with
+    probability 0.35%, a correct one at 1.5% fails with probability 8e-10.
+    """
+    spec = get_corruption(name)
+    x, mspec = example_input(kind, spec.check, batch=32)
+    if x.is_floating_point():
+        x = x.float()
+    y = _run(spec, x, mspec, torch.arange(1000, 1032), 5.0, seed, kind)
+    unchanged = int((_distance(y, x) == 0).sum())
+    assert unchanged <= 8, f"p = 1: {unchanged} of 32 samples unchanged at level 5"
 
 
 @pytest.mark.parametrize("name,kind", CASES)
