@@ -9,11 +9,12 @@ References, on the same images:
         PYTHONPATH=. /tmp/bench-venv/bin/python benchmarks/bench_corruptions.py
 Images: N synthetic smooth RGB images 3x64x64 (seeded), and the mfeat `pix` view (1x16x15,
 grey levels 0-6; imagecorruptions refuses images under 32 px, which the script reports).
-Throughput is images per second; the ratio is ours / reference. Timings are the best of
---repeat runs of the corruption call alone for ours, of --repeat // 2 for the (slower) references
-(inputs already in each library's native format).
-Ours is timed twice in the same run: first under glibc's default malloc, then after
-`robustbench_mm.runtime.keep_freed_memory()` (what `rbmm` applies); the ratios use the latter.
+Throughput is images per second; the ratio is ours / reference. Timings are the best of --repeat
+runs of the corruption call alone (inputs already in each library's native format), ours and the
+references timed in alternating rounds so that all see the machine in the same state.
+Ours is timed twice in the same run: first alone under glibc's default malloc, then after
+`robustbench_mm.runtime.keep_freed_memory()` (what `rbmm` applies) alongside the references; the
+ratios use the latter.
 """
 
 from __future__ import annotations
@@ -150,6 +151,21 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
+def _best_interleaved(fns: dict[str, object], repeat: int) -> dict[str, float]:
+    """Best-of-`repeat` seconds of each function, timed in alternating rounds.
+
+    This VM's speed drifts by up to 1.5x within minutes; timing each method in every round puts
+    ours and the references under the same conditions instead of in different phases.
+    """
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
 def smooth_images(n: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, c, h // 8, w // 8, generator=g)
@@ -157,58 +173,66 @@ def smooth_images(n: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor
     return (fine + 0.05 * torch.randn(n, c, h, w, generator=g)).clamp(0, 1)
 
 
-def time_ours(x: torch.Tensor, spec: ModalitySpec, level: float, repeat: int, device: str) -> dict[str, float]:
-    """Best-of-`repeat` seconds of each of our kernels on the batch, per corruption name."""
+def our_kernel(x: torch.Tensor, name: str, spec: ModalitySpec, level: float, device: str):
+    """A zero-argument call of our kernel on the batch (warmed up once), or None if it refuses the spec."""
+    spec_c = get_corruption(name)
+    if spec_c.supports(spec):
+        return None
+    param = spec_c.param(level, "image")
     xd = x.to(device)
     ids = torch.arange(x.shape[0], device=device)
-    seconds = {}
-    for name in IC_NAMES:
-        spec_c = get_corruption(name)
-        if spec_c.supports(spec):
-            continue
-        param = spec_c.param(level, "image")
 
-        def ours():
-            y = spec_c(xd, param, SampleRandom(ids, 0, name), spec)
-            if device != "cpu":
-                torch.cuda.synchronize()
-            return y
+    def ours():
+        y = spec_c(xd, param, SampleRandom(ids, 0, name), spec)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return y
 
-        ours()  # warm-up (kernel building, allocator)
-        seconds[name] = _best(ours, repeat)
-    return seconds
+    ours()  # warm-up (kernel building, allocator)
+    return ours
+
+
+def time_ours(x: torch.Tensor, spec: ModalitySpec, level: float, repeat: int, device: str) -> dict[str, float]:
+    """Best-of-`repeat` seconds of each of our kernels on the batch, per corruption name."""
+    kernels = {name: our_kernel(x, name, spec, level, device) for name in IC_NAMES}
+    return {name: _best(fn, repeat) for name, fn in kernels.items() if fn is not None}
 
 
 def compare(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repeat: int, device: str,
-            ours_default: dict[str, float], ours_kept: dict[str, float]) -> None:
-    """Time the references and print ours against them (ratios from the kept-memory timings)."""
+            ours_default: dict[str, float]) -> None:
+    """Time ours (kept memory) and the references in alternating rounds and print the ratios."""
     n, c = x.shape[0], x.shape[1]
     lo, hi = spec.value_range
     unit_np = ((x - lo) / (hi - lo)).permute(0, 2, 3, 1).double().numpy()  # (N, H, W, C) in [0, 1]
     uint8 = [(im * 255).round().astype(np.uint8).squeeze(-1) if c == 1 else (im * 255).round().astype(np.uint8) for im in unit_np]
     print(f"\n## {label}: {n} images {tuple(x.shape[1:])}, level {level}, device {device}, torch threads {torch.get_num_threads()}")
     print(f"{'corruption':16s} {'ours img/s':>11s} {'(default malloc)':>16s} {'loop img/s':>11s} {'ratio':>7s} {'imagecorr img/s':>16s} {'ratio':>7s}")
-    ratios_loop, ratios_ic = [], []
-    for name, t_ours in ours_kept.items():
+    ratios_loop, ratios_ic, ratios_malloc = [], [], []
+    for name in ours_default:
         param = get_corruption(name).param(level, "image")
         rs = np.random.default_rng(0)
         loop = LOOPS[name]
-        t_loop = _best(lambda: [loop(im, param, rs) for im in unit_np], max(1, repeat // 2))
+        fns = {"ours": our_kernel(x, name, spec, level, device), "loop": lambda: [loop(im, param, rs) for im in unit_np]}
         ic_text = "-"
         if ic_corrupt is not None:
             ic_name = IC_NAMES[name]
+            ic_call = lambda: [ic_corrupt(im, corruption_name=ic_name, severity=int(round(level))) for im in uint8]  # noqa: E731
             try:
-                t_ic = _best(lambda: [ic_corrupt(im, corruption_name=ic_name, severity=int(round(level))) for im in uint8], max(1, repeat // 2))
-                ratios_ic.append(t_ic / t_ours)
-                ic_text = f"{n / t_ic:16.0f} {t_ic / t_ours:6.1f}x"
+                ic_call()
+                fns["imagecorruptions"] = ic_call
             except Exception as exc:  # noqa: BLE001 - the reference's own failures are part of the result
                 ic_text = f"{'fails: ' + type(exc).__name__ + ': ' + str(exc)[:48]}"
-        ratios_loop.append(t_loop / t_ours)
-        print(f"{name:16s} {n / t_ours:11.0f} {n / ours_default[name]:16.0f} {n / t_loop:11.0f} {t_loop / t_ours:6.1f}x {ic_text}")
+        t = _best_interleaved(fns, repeat)
+        if "imagecorruptions" in t:
+            ratios_ic.append(t["imagecorruptions"] / t["ours"])
+            ic_text = f"{n / t['imagecorruptions']:16.0f} {ratios_ic[-1]:6.1f}x"
+        ratios_loop.append(t["loop"] / t["ours"])
+        ratios_malloc.append(ours_default[name] / t["ours"])
+        print(f"{name:16s} {n / t['ours']:11.0f} {n / ours_default[name]:16.0f} {n / t['loop']:11.0f} {ratios_loop[-1]:6.1f}x {ic_text}")
     gm = lambda r: float(np.exp(np.mean(np.log(r)))) if r else float("nan")  # noqa: E731
     print(f"geometric mean ratio: vs loop {gm(ratios_loop):.1f}x"
           + (f", vs imagecorruptions {gm(ratios_ic):.1f}x over {len(ratios_ic)} corruptions" if ratios_ic else ""))
-    print(f"ours with kept memory vs glibc's default malloc: {gm([ours_default[k] / ours_kept[k] for k in ours_kept]):.2f}x faster (geometric mean)")
+    print(f"ours with kept memory vs glibc's default malloc: {gm(ratios_malloc):.2f}x faster (geometric mean; timed in separate phases)")
 
 
 def main() -> None:
@@ -226,12 +250,12 @@ def main() -> None:
         ("RGB", smooth_images(args.n, 3, 64, 64), ModalitySpec("rgb", "image", (3, 64, 64), value_range=(0.0, 1.0))),
         ("mfeat pix", mfeat.inputs["pix"].float(), mfeat.specs["pix"]),
     ]
-    # ours twice: first with glibc's default malloc, then as `rbmm` runs (freed memory kept for reuse)
+    # ours first under glibc's default malloc, then as `rbmm` runs (freed memory kept for reuse),
+    # interleaved with the references
     default = [time_ours(x, spec, args.level, args.repeat, args.device) for _, x, spec in batches]
     print("keep_freed_memory applied:", keep_freed_memory())
-    kept = [time_ours(x, spec, args.level, args.repeat, args.device) for _, x, spec in batches]
-    for (label, x, spec), t_default, t_kept in zip(batches, default, kept):
-        compare(label, x, spec, args.level, args.repeat, args.device, t_default, t_kept)
+    for (label, x, spec), t_default in zip(batches, default):
+        compare(label, x, spec, args.level, args.repeat, args.device, t_default)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Common random numbers: exact hashing, batch independence, and the distributions they claim."""
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
@@ -35,6 +36,32 @@ def test_values_do_not_depend_on_how_the_block_is_chunked(monkeypatch):
         again = SampleRandom(ids, 3, "chunks")
         got = [again.normal(3, 17, 19), again.uniform(5000, dtype=torch.float64), again.uniform(2, 3)]
         assert all(torch.equal(a, b) for a, b in zip(expected, got)), chunk
+
+
+def test_combine_sees_exactly_the_draws_under_any_chunking(monkeypatch):
+    """`combine` hands over the very values normal()/uniform() return, with the matching x chunks."""
+    ids = torch.arange(9) * 31
+    x = torch.rand(9, 4, 50, generator=torch.Generator().manual_seed(1))
+    scale = torch.linspace(0.5, 2.0, 50)  # broadcast operand, sliced along with x
+
+    def add_scaled(values, xc, sc):
+        values.mul_(sc).add_(xc)
+
+    expected_normal = SampleRandom(ids, 5, "k").normal(4, 50) * scale + x
+    expected_uniform = SampleRandom(ids, 5, "k").uniform(4, 50, dtype=torch.float64)
+    for chunk in (2**19, 7, 64, 333):
+        monkeypatch.setattr(rng_module, "_CPU_CHUNK", chunk)
+        assert torch.equal(SampleRandom(ids, 5, "k").combine("normal", add_scaled, x, scale), expected_normal), chunk
+        got = SampleRandom(ids, 5, "k").combine("uniform", lambda v, xc: None, x.double())
+        assert torch.equal(got, expected_uniform), chunk
+
+
+def test_combine_rejects_unknown_distributions_and_mismatched_batches():
+    rng = SampleRandom(torch.arange(3), 0, "k")
+    with pytest.raises(ValueError, match="distribution must be one of"):
+        rng.combine("poisson", lambda v, xc: None, torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="x has 4 samples"):
+        rng.combine("normal", lambda v, xc: None, torch.zeros(4, 2))
 
 
 def test_low_precision_uniforms_stay_inside_the_open_interval():

@@ -35,6 +35,11 @@ def _from_unit_(u: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
     return u if (lo, hi) == (0.0, 1.0) else u.mul_(hi - lo).add_(lo)
 
 
+def _uniform_count_below(q: float, bits: int) -> int:
+    """How many of the 2**bits uniform values (2k + 1) / 2**(bits + 1) lie below q."""
+    return min(2**bits, max(0, math.ceil(q * 2.0**bits - 0.5)))
+
+
 def _three_channels(spec: ModalitySpec) -> str | None:
     return None if spec.shape[0] == 3 else f"needs 3 colour channels, the image has {spec.shape[0]}"
 
@@ -47,9 +52,10 @@ def _three_channels(spec: ModalitySpec) -> str | None:
     description="signal-dependent (Poisson-like, Gaussian approximation) sensor noise",
 )
 def shot_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
-    u = _to_unit(x, spec)
-    z = rng.normal(*x.shape[1:], dtype=x.dtype)
-    return _from_unit_(z.mul_(u.clamp(min=0.0).mul_(param).sqrt_()).add_(u), spec)
+    def add_noise(z: torch.Tensor, u: torch.Tensor) -> None:
+        _from_unit_(z.mul_(u.clamp(min=0.0).mul_(param).sqrt_()).add_(u), spec)
+
+    return rng.combine("normal", add_noise, _to_unit(x, spec))
 
 
 @corruption(
@@ -61,8 +67,23 @@ def shot_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalityS
 )
 def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     lo, hi = _range(spec)
-    u = rng.uniform(*x.shape[1:])  # one draw decides both: u < param/2 salt, param/2 <= u < param pepper
-    return torch.where(u < param, torch.where(u < param / 2, hi, lo), x)
+    # One uniform u = (2k + 1) / 2**24 decides both: salt (hi) where u < param / 2, pepper (lo) where
+    # param / 2 <= u < param. As counts of k, clamp(K - k, 0, 1) is exactly 1 for u below the
+    # threshold and 0 above; 0/1 weights make the blend exact and avoid comparisons and
+    # torch.where, which cost several times more per element on CPU.
+    bits = 32 if x.dtype == torch.float64 else 23  # SampleRandom.uniform's resolution
+    salt_k, hit_k = _uniform_count_below(param / 2, bits), _uniform_count_below(param, bits)
+
+    def scatter(u: torch.Tensor, xc: torch.Tensor) -> None:
+        k = u.mul_(2.0**bits).sub_(0.5)
+        salt = torch.sub(salt_k, k).clamp_(0.0, 1.0)
+        hit = k.neg_().add_(hit_k).clamp_(0.0, 1.0)
+        pepper = hit - salt if lo != 0.0 else None
+        u.neg_().add_(1.0).mul_(xc).add_(salt.mul_(hi))  # u is now x where kept, + hi where salt
+        if pepper is not None:
+            u.add_(pepper.mul_(lo))
+
+    return rng.combine("uniform", scatter, x)
 
 
 @corruption(
@@ -73,9 +94,10 @@ def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modali
     description="multiplicative Gaussian (speckle) noise",
 )
 def speckle_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
-    u = _to_unit(x, spec)
-    z = rng.normal(*x.shape[1:], dtype=x.dtype)
-    return _from_unit_(z.mul_(param).add_(1.0).mul_(u), spec)
+    def multiply_noise(z: torch.Tensor, u: torch.Tensor) -> None:
+        _from_unit_(z.mul_(param).add_(1.0).mul_(u), spec)
+
+    return rng.combine("normal", multiply_noise, _to_unit(x, spec))
 
 
 def _depthwise(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -160,7 +182,7 @@ def motion_blur(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modality
 )
 def contrast(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (1.0 - param) + mean
+    return torch.add(mean * param, x, alpha=1.0 - param)  # (1 - c) x + c mean in one pass
 
 
 @corruption(
@@ -183,9 +205,10 @@ def brightness(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalityS
     check=_three_channels,
 )
 def desaturate(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
-    luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
-    gray = (x * luma).sum(dim=1, keepdim=True)
-    return gray + (x - gray) * (1.0 - param)
+    b, c, h, w = x.shape
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    gray = torch.matmul(luma, x.reshape(b, c, h * w)).reshape(b, 1, h, w)
+    return torch.add(gray.mul_(param), x, alpha=1.0 - param)  # (1 - s) x + s gray in one pass
 
 
 @corruption(
@@ -204,7 +227,10 @@ def pixelate(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpe
     ph, pw = (-h) % block, (-w) % block
     tiles = F.avg_pool2d(F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x, block)
     th, tw = tiles.shape[-2:]
-    up = tiles[:, :, :, None, :, None].expand(b, c, th, block, tw, block).reshape(b, c, th * block, tw * block)
+    # Upsample one axis at a time: the row copy is 1/block of the output, then whole rows are
+    # copied (one strided copy of both axes at once is about 3x slower on CPU).
+    rows = tiles.reshape(b * c * th, tw, 1).expand(-1, tw, block).reshape(b * c * th, 1, tw * block)
+    up = rows.expand(-1, block, tw * block).reshape(b, c, th * block, tw * block)
     return up[..., :h, :w] if ph or pw else up
 
 
@@ -248,19 +274,27 @@ def jpeg(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -
     quality = max(quality, 1.0)
     scale = 50.0 / quality if quality < 50 else (200.0 - 2 * quality) / 100.0
     step = (_JPEG_LUMA * scale).clamp(min=1.0).flatten()
-    # quantisation folded into the transforms: round(blocks @ (K^T / step)) @ (step * K), two GEMMs
-    forward = (_DCT_64.T / step[None, :]).to(device=x.device, dtype=x.dtype)
-    inverse = (step[:, None] * _DCT_64).to(device=x.device, dtype=x.dtype)
+    # Pixels p = 255 * unit - 128 with unit = (x - lo) / (hi - lo). Quantisation, level shift and value
+    # range are folded into two GEMMs with a bias each (addmm):
+    #   q = round(x_blocks @ (s K^T / step) - bias_in),  x' = q @ (step K / s) + bias_out,  s = 255 / (hi - lo)
+    lo, hi = _range(spec)
+    s = 255.0 / (hi - lo)
+    shift = 128.0 + 255.0 * lo / (hi - lo)  # p = s * x - shift
+    analysis = _DCT_64.T / step[None, :]
+    forward = (s * analysis).to(device=x.device, dtype=x.dtype)
+    bias_in = (shift * analysis.sum(dim=0)).to(device=x.device, dtype=x.dtype)  # DCT of the constant block
+    inverse = (step[:, None] * _DCT_64 / s).to(device=x.device, dtype=x.dtype)
     b, c, h, w = x.shape
     ph, pw = (-h) % 8, (-w) % 8
-    y = _to_unit(x, spec) * 255.0
-    y = F.pad(y.sub_(128.0), (0, pw, 0, ph), mode="replicate") if ph or pw else y.sub_(128.0)
+    y = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
     by, bx = (h + ph) // 8, (w + pw) // 8
-    blocks = y.reshape(b, c, by, 8, bx, 8).transpose(3, 4).reshape(-1, 64)
-    back = torch.mm(torch.mm(blocks, forward).round_(), inverse)
-    back = back.reshape(b, c, by, bx, 8, 8).transpose(3, 4).reshape(b, c, by * 8, bx * 8)
-    back = back[..., :h, :w] if ph or pw else back
-    return _from_unit_(back.add(128.0).mul_(1.0 / 255.0), spec)
+    blocks = y.reshape(b, c, by, 8, bx, 8).transpose(3, 4).reshape(-1, 64)  # the one copy in
+    coeffs = torch.addmm(bias_in, blocks, forward, alpha=1.0, beta=-1.0).round_()
+    back = torch.addmm(torch.full((64,), shift / s + lo, dtype=x.dtype, device=x.device), coeffs, inverse)
+    out = torch.empty((b, c, by * 8, bx * 8), dtype=x.dtype, device=x.device)
+    # clamping writes the blocks back in image order (the one copy out)
+    torch.clamp(back.view(b, c, by, bx, 8, 8), lo, hi, out=out.view(b, c, by, 8, bx, 8).transpose(3, 4))
+    return out[..., :h, :w].contiguous() if ph or pw else out
 
 
 @corruption(
@@ -339,10 +373,13 @@ def elastic(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec
     # bicubic upsampling as two small matrix products: the same weights, 2 ms instead of upsample_bicubic2d's 16 (256 fields, 64x64)
     rows, cols = _bicubic_matrix(coarse[0], h, x), _bicubic_matrix(coarse[1], w, x)
     field = torch.matmul(torch.matmul(rows, field), cols.T)
-    field = field / field.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-6)
-    dx = field[:, 0] * param * 2.0 / w
-    dy = field[:, 1] * param * 2.0 / h
+    # per-sample scale to an RMS displacement of `param` pixels, in grid units (2 / size per pixel)
+    rms = field.square().mean(dim=(1, 2, 3)).sqrt_().clamp_(min=1e-6)
+    per_pixel = torch.tensor([2.0 / w, 2.0 / h], dtype=x.dtype, device=x.device)
+    scale = (param / rms)[:, None] * per_pixel  # (B, 2)
     ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * 2.0 / h - 1.0
     xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) * 2.0 / w - 1.0
-    grid = torch.stack([xs[None, None, :] + dx, ys[None, :, None] + dy], dim=-1)
+    grid = torch.empty((b, h, w, 2), dtype=x.dtype, device=x.device)  # written in place, no stack
+    torch.addcmul(xs[None, None, :], field[:, 0], scale[:, 0, None, None], out=grid[..., 0])
+    torch.addcmul(ys[None, :, None], field[:, 1], scale[:, 1, None, None], out=grid[..., 1])
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

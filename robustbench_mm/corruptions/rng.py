@@ -119,19 +119,22 @@ class SampleRandom:
         other._stream = 0
         return other
 
-    def _draw(self, shape: tuple[int, ...], dtype: torch.dtype, finish) -> torch.Tensor:
+    def _draw(self, shape: tuple[int, ...], dtype: torch.dtype, finish, combine=None, operands=()) -> torch.Tensor:
         """Values of shape (B, *shape) from a fresh stream, built chunk by chunk.
 
         Each chunk of int32 bit patterns is hashed and turned into values by `finish(bits, out)` in
         place. Chunks of ~2**19 elements stay in the CPU's L2 cache, which makes the dozen passes
         over them about three times faster than whole-tensor passes; values do not depend on
-        the chunking (every op is elementwise), so batch independence is untouched.
+        the chunking (every op is elementwise), so batch independence is untouched. `combine`, if
+        given, then edits each chunk of values in place with the matching chunks of `operands`
+        (tensors broadcastable to (B, *shape)), while they are still in cache.
         """
         stream = self._stream
         self._stream += 1
         b, n = len(self), math.prod(shape)
         work = dtype if dtype == torch.float64 else torch.float32
         out = torch.empty((b, n), dtype=work, device=self.device)
+        flat = [op.expand((b,) + tuple(shape)).reshape(b, n) for op in operands]
         if b and n:
             counter = (torch.arange(n, device=self.device, dtype=torch.int64) + stream * _GOLDEN) & 0xFFFFFFFF
             salt = _hash32_(_hash32_(_int32_bits(counter)) ^ _as_int32(stream))
@@ -147,8 +150,28 @@ class SampleRandom:
                     size = (r1 - r0) * (c1 - c0)
                     bits = buffer[:size].view(r1 - r0, c1 - c0)
                     torch.bitwise_xor(self.keys[r0:r1, None], salt[None, c0:c1], out=bits)
-                    finish(_hash32_(bits, scratch[:size].view_as(bits)), out[r0:r1, c0:c1])
+                    values = out[r0:r1, c0:c1]
+                    finish(_hash32_(bits, scratch[:size].view_as(bits)), values)
+                    if combine is not None:
+                        combine(values, *(op[r0:r1, c0:c1] for op in flat))
         return out.to(dtype).reshape((b,) + tuple(shape))
+
+    def combine(self, distribution: str, combine, x: torch.Tensor, *operands: torch.Tensor) -> torch.Tensor:
+        """`combine(values, x, *operands)` over fresh draws of x's shape, one cache-sized chunk at a time.
+
+        `values` (a chunk of `self.normal` or `self.uniform` draws, the values those would return,
+        in float32 for half-precision x) is to be edited in place into the result; `x` and
+        `operands` (broadcastable to x) come as the matching chunks. A noise kernel written this
+        way makes its passes while the chunk is in cache instead of over the whole batch.
+        """
+        finishers = {"normal": (_normal_32, _normal_64), "uniform": (_uniform_32, _uniform_64)}
+        if distribution not in finishers:
+            raise ValueError(f"distribution must be one of {sorted(finishers)}, got {distribution!r}")
+        if x.shape[0] != len(self):
+            raise ValueError(f"x has {x.shape[0]} samples, the generator {len(self)}")
+        single, double = finishers[distribution]
+        finish = double if x.dtype == torch.float64 else single
+        return self._draw(tuple(x.shape[1:]), x.dtype, finish, combine, (x,) + operands)
 
     def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """U(0, 1), never exactly 0 or 1, shape (B, *shape).
