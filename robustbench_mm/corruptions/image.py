@@ -77,11 +77,11 @@ def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modali
     def scatter(u: torch.Tensor, xc: torch.Tensor) -> None:
         k = u.mul_(2.0**bits).sub_(0.5)
         salt = torch.sub(salt_k, k).clamp_(0.0, 1.0)
-        hit = k.neg_().add_(hit_k).clamp_(0.0, 1.0)
-        pepper = hit - salt if lo != 0.0 else None
-        u.neg_().add_(1.0).mul_(xc).add_(salt.mul_(hi))  # u is now x where kept, + hi where salt
+        keep = k.sub_(hit_k - 1).clamp_(0.0, 1.0)  # 1 where k >= hit_k, in place of u
+        pepper = (1.0 - keep).sub_(salt) if lo != 0.0 else None
+        keep.mul_(xc).add_(salt if hi == 1.0 else salt.mul_(hi))
         if pepper is not None:
-            u.add_(pepper.mul_(lo))
+            keep.add_(pepper.mul_(lo))
 
     return rng.combine("uniform", scatter, x)
 
