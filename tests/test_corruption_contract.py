@@ -208,3 +208,24 @@ def test_gaussian_noise_has_the_declared_sigma_in_grey_levels():
     sigma = float((y - x).std())
     assert sigma == pytest.approx(0.08 * 255, rel=0.05), f"noise sigma {sigma} grey levels"
     assert sigma > 1.0
+
+
+IMAGE_KERNELS = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur", "defocus_blur",
+                 "motion_blur", "contrast", "brightness", "desaturate", "pixelate", "jpeg", "occlusion", "affine",
+                 "elastic"]
+
+
+@pytest.mark.parametrize("name", IMAGE_KERNELS)
+@pytest.mark.parametrize("value_range", [(-1.0, 1.0), (2.0, 5.0)])
+def test_image_kernels_commute_with_the_value_range(name, value_range):
+    """Corrupting lo + (hi - lo) u in [lo, hi] is the same as mapping the corrupted u from [0, 1]."""
+    lo, hi = value_range
+    unit_spec = ModalitySpec("img", "image", (3, 16, 16), value_range=(0.0, 1.0))
+    range_spec = ModalitySpec("img", "image", (3, 16, 16), value_range=value_range)
+    u = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    spec = get_corruption(name)
+    param = spec.param(3.0, "image")
+    on_unit = spec(u, param, SampleRandom(torch.arange(8), 0, name), unit_spec)
+    on_range = spec(lo + (hi - lo) * u, param, SampleRandom(torch.arange(8), 0, name), range_spec)
+    mapped_back = (on_range - lo) / (hi - lo)
+    assert float((mapped_back - on_unit).abs().mean()) < 1e-6

@@ -274,23 +274,25 @@ def jpeg(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -
     quality = max(quality, 1.0)
     scale = 50.0 / quality if quality < 50 else (200.0 - 2 * quality) / 100.0
     step = (_JPEG_LUMA * scale).clamp(min=1.0).flatten()
-    # Pixels p = 255 * unit - 128 with unit = (x - lo) / (hi - lo). Quantisation, level shift and value
-    # range are folded into two GEMMs with a bias each (addmm):
-    #   q = round(x_blocks @ (s K^T / step) - bias_in),  x' = q @ (step K / s) + bias_out,  s = 255 / (hi - lo)
+    # Pixels p = 255 * unit - 128 with unit = (x - lo) / (hi - lo), i.e. p = s * x - shift. Quantisation
+    # and scaling are folded into the two matrices: q = round(x_blocks @ (s K^T / step) - dc), then
+    # x' = (q + dc) @ (step K / s). The shift only moves the DC coefficient (the DCT of a constant
+    # block is 8 * constant there, 0 elsewhere), so it is applied to that column alone.
     lo, hi = _range(spec)
     s = 255.0 / (hi - lo)
-    shift = 128.0 + 255.0 * lo / (hi - lo)  # p = s * x - shift
-    analysis = _DCT_64.T / step[None, :]
-    forward = (s * analysis).to(device=x.device, dtype=x.dtype)
-    bias_in = (shift * analysis.sum(dim=0)).to(device=x.device, dtype=x.dtype)  # DCT of the constant block
+    dc = 8.0 * (128.0 + s * lo) / float(step[0])
+    forward = (s * _DCT_64.T / step[None, :]).to(device=x.device, dtype=x.dtype)
     inverse = (step[:, None] * _DCT_64 / s).to(device=x.device, dtype=x.dtype)
     b, c, h, w = x.shape
     ph, pw = (-h) % 8, (-w) % 8
     y = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
     by, bx = (h + ph) // 8, (w + pw) // 8
     blocks = y.reshape(b, c, by, 8, bx, 8).transpose(3, 4).reshape(-1, 64)  # the one copy in
-    coeffs = torch.addmm(bias_in, blocks, forward, alpha=1.0, beta=-1.0).round_()
-    back = torch.addmm(torch.full((64,), shift / s + lo, dtype=x.dtype, device=x.device), coeffs, inverse)
+    coeffs = torch.mm(blocks, forward)
+    coeffs[:, 0].sub_(dc)
+    coeffs.round_()
+    coeffs[:, 0].add_(dc)
+    back = torch.mm(coeffs, inverse)
     out = torch.empty((b, c, by * 8, bx * 8), dtype=x.dtype, device=x.device)
     # clamping writes the blocks back in image order (the one copy out)
     torch.clamp(back.view(b, c, by, bx, 8, 8), lo, hi, out=out.view(b, c, by, 8, bx, 8).transpose(3, 4))
