@@ -67,7 +67,7 @@ def shot_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalityS
 )
 def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
     lo, hi = _range(spec)
-    # One uniform u = (2k + 1) / 2**24 decides both: salt (hi) where u < param / 2, pepper (lo) where
+    # One uniform u = (2k + 1) / 2**(bits + 1) decides both: salt (hi) where u < param / 2, pepper (lo) where
     # param / 2 <= u < param. As counts of k, clamp(K - k, 0, 1) is exactly 1 for u below the
     # threshold and 0 above; 0/1 weights make the blend exact and avoid comparisons and
     # torch.where, which cost several times more per element on CPU.

@@ -156,8 +156,8 @@ class SampleRandom:
                         combine(values, *(op[r0:r1, c0:c1] for op in flat))
         return out.to(dtype).reshape((b,) + tuple(shape))
 
-    def combine(self, distribution: str, combine, x: torch.Tensor, *operands: torch.Tensor) -> torch.Tensor:
-        """`combine(values, x, *operands)` over fresh draws of x's shape, one cache-sized chunk at a time.
+    def combine(self, distribution: str, fn, x: torch.Tensor, *operands: torch.Tensor) -> torch.Tensor:
+        """`fn(values, x, *operands)` over fresh draws of x's shape, one cache-sized chunk at a time.
 
         `values` (a chunk of `self.normal` or `self.uniform` draws, the values those would return,
         in float32 for half-precision x) is to be edited in place into the result; `x` and
@@ -171,7 +171,7 @@ class SampleRandom:
             raise ValueError(f"x has {x.shape[0]} samples, the generator {len(self)}")
         single, double = finishers[distribution]
         finish = double if x.dtype == torch.float64 else single
-        return self._draw(tuple(x.shape[1:]), x.dtype, finish, combine, (x,) + operands)
+        return self._draw(tuple(x.shape[1:]), x.dtype, finish, fn, (x,) + operands)
 
     def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """U(0, 1), never exactly 0 or 1, shape (B, *shape).
