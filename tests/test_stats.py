@@ -1,6 +1,7 @@
 """Statistics checked against scipy, Demšar (2006)'s worked example, or brute force."""
 
 from __future__ import annotations
+
 import warnings
 
 import numpy as np
