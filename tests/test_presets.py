@@ -392,3 +392,18 @@ def test_gaussian_noise_options_are_checked():
         g(torch.zeros(2, 1, 4, 4), 0.1, rng, ModalitySpec("i", "image", (1, 4, 4), value_range=(0.0, 1.0)), overflow="wrap")
     with pytest.raises(InputError, match="needs an image"):
         g(torch.zeros(2, 5), 0.1, rng, ModalitySpec("v", "vector", (5,)), channels="shared")
+
+
+def test_the_manifest_records_the_units_a_raw_pixel_preset_applied(tmp_path):
+    import json
+
+    specs = {"img": ModalitySpec("img", "image", (3, 4, 4), value_range=(0.0, 1.0)), "v": ModalitySpec("v", "vector", (2,))}
+    n = 8
+    g = torch.Generator().manual_seed(0)
+    data = MultimodalData(name="t", split="test", specs=specs, inputs={"img": torch.rand(n, 3, 4, 4, generator=g), "v": torch.randn(n, 2, generator=g)},
+                          labels=torch.arange(n) % 2, ids=torch.arange(n, dtype=torch.int64), num_classes=2, source="test")
+    evaluate([_Tiny(specs)], data, "qmf", out=tmp_path / "run", device="cpu", seeds=[0], progress=False)
+    units = json.loads((tmp_path / "run" / "manifest.json").read_text())["identity"]["protocol"]["units"]
+    assert units == ["joint[0] gaussian_noise on 'img': raw pixels [0, 255] = (x - 0) * 255 / 1, from the value range (0, 1)"]
+    evaluate([_Tiny(specs)], data, "noise-sweep", out=tmp_path / "sweep", device="cpu", progress=False)
+    assert "units" not in json.loads((tmp_path / "sweep" / "manifest.json").read_text())["identity"]["protocol"]
