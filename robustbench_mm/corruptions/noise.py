@@ -46,8 +46,10 @@ def gaussian_noise(
         "data" (sigma = param in the data's own units, e.g. UDML's sigma = level on a log
         spectrogram).
     channels : "independent" (one draw per value) or "shared" (images: one (H, W) field per
-        sample copied to every channel, as QMF's and UDML's AddGaussianNoise draw (h, w, 1) and
-        np.repeat it over the channels).
+        sample copied to every channel, as AddGaussianNoise.__call__ draws (h, w, 1) and np.repeats
+        it over the channels in QingyangZhang/QMF text-image-classification/src/data/dataset.py,
+        RGBD-scene-recognition/data/additional_transform.py and shicaiwei123/UDML
+        dataset/CramedDataset.py).
     overflow : "clip" (both ends) or "wrap": the original's uint8 cast, on a (0, 255) value
         range only: values above 255 set to 255, then truncation toward zero and negative values
         wrapped modulo 256 (-77.6 -> 179), as `img[img > 255] = 255; img.astype('uint8')` does
