@@ -32,6 +32,48 @@ def _add_data(p: argparse.ArgumentParser, flag: str = "--data", default: str | N
     p.add_argument("--kind", action="append", default=[], metavar="NAME=KIND", help="override an inferred modality kind (repeatable)")
 
 
+def _add_pixel_units(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--value-range", metavar="LO,HI",
+        help="the values that mean a black and a white pixel in every image modality, e.g. 0,1 or "
+        "--value-range=-1,1 (with '=' when LO is negative) "
+        "(default: inferred: 0,255 for uint8 files, 0,1 for float files within [0, 1], none otherwise); "
+        "image corruptions clip to it and raw-pixel presets (qmf, qmf-rgbd, udml) map through it",
+    )
+    p.add_argument(
+        "--normalization", metavar="MEAN,STD",
+        help="images were normalised as x = (raw / 255 - mean) / std: give mean,std (2 numbers) or the C means "
+        "then the C stds (2C numbers, per channel), in units of the [0, 1] pixel scale; raw-pixel presets map "
+        "through it instead of the value range (default: none)",
+    )
+
+
+def _numbers(flag: str, text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected comma-separated numbers") from None
+    return values
+
+
+def _apply_pixel_units(args: argparse.Namespace, data, protocol):
+    """--value-range onto the data's image specs, --normalization onto the protocol (new hash)."""
+    if args.value_range is not None:
+        lo_hi = _numbers("--value-range", args.value_range)
+        if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
+            raise InputError(f"--value-range {args.value_range!r}: expected LO,HI with LO < HI")
+        for spec in data.specs.values():
+            if spec.kind == "image":
+                spec.value_range = (lo_hi[0], lo_hi[1])
+    if args.normalization is not None:
+        values = _numbers("--normalization", args.normalization)
+        if len(values) < 2 or len(values) % 2:
+            raise InputError(f"--normalization {args.normalization!r}: expected MEAN,STD or C means then C stds (an even count)")
+        half = len(values) // 2
+        protocol = protocol.with_normalization(values[:half], values[half:])
+    return protocol
+
+
 def _load_data(args: argparse.Namespace, source: str, split: str):
     from .datasets import load_dataset, parse_kind_overrides
 
@@ -70,6 +112,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     protocol = load_protocol(args.name)
     data = _load_data(args, args.data, args.split)
+    protocol = _apply_pixel_units(args, data, protocol)
     conditions, notes = protocol.expand_with_notes(data.specs)
     seeds = len(protocol.seeds)
     print(f"protocol {protocol.name} (hash {protocol.hash[:12]}), seed {protocol.seed}, {seeds} evaluation seed(s)")
@@ -82,6 +125,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"  {condition.group:<16} {condition.key}")
     for note in notes:
         print(f"  note: {note}")
+    for line in protocol.units(data.specs):
+        print(f"  units: {line}")
     return 0
 
 
@@ -121,7 +166,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     models = [load_model(m, trust=args.trust_checkpoint, weights=args.weights) for m in args.models]
     data = _load_data(args, args.data, args.split)
-    protocol = load_protocol(args.protocol)
+    protocol = _apply_pixel_units(args, data, load_protocol(args.protocol))
     results = evaluate(
         models,
         data,
@@ -210,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("thing", choices=["protocol"])
     p.add_argument("name", help="protocol name or TOML path")
     _add_data(p)
+    _add_pixel_units(p)
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("train", help="train one fusion model and write its checkpoint")
@@ -233,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate models under a protocol; writes results/NAME")
     p.add_argument("models", nargs="+", metavar="MODEL", help="checkpoint, TorchScript file or module:factory")
     _add_data(p)
+    _add_pixel_units(p)
     _add_model_loading(p)
     p.add_argument("--protocol", default="quick")
     p.add_argument("--out", required=True)

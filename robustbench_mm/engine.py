@@ -296,7 +296,8 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     _check_compatible(models, data, dev, amp)
 
     identity = {
-        "protocol": {"name": protocol.name, "hash": protocol.hash, "source": protocol.source},
+        "protocol": {"name": protocol.name, "hash": protocol.hash, "source": protocol.source}
+        | ({"units": units} if (units := protocol.units(data.specs)) else {}),
         "models": [{"name": m.name, "sha256": m.sha256, "config": m.facts} for m in models],
         "dataset": {
             "name": data.name, "split": data.split, "source": data.source, "fingerprint": data.fingerprint(), "n": len(data),

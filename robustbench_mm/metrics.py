@@ -132,7 +132,9 @@ def resampled_metric(
             return mean(np.abs(out - y))
         if metric == "sign_accuracy":
             nonzero = (y != 0).astype(np.float64)
-            hits = nonzero * ((out > 0) == (y > 0))
+            # NaN rule (see stats): a NaN output is no value, not a negative sign; it makes the
+            # metric NaN, as it does MAE and Pearson.
+            hits = np.where(np.isnan(out), np.nan, nonzero * ((out > 0) == (y > 0)))
             with np.errstate(invalid="ignore", divide="ignore"):
                 return (w @ hits) / (w @ nonzero)
         # Pearson from weighted moments of the centred data; a constant output or target -> NaN

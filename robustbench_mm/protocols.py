@@ -29,6 +29,29 @@ working directory's `protocols/` folder (the user's own). A protocol file holds:
     targets = ["each"]
     rates = [0.1, 0.5]
 
+    [[joint]]                      # several corruptions applied together in one condition
+    group = "qmf"
+    levels = [5, 10]               # the level number of each condition (reports); any numbers
+    rates = [0.5]                  # fraction of samples each modality is perturbed in
+    masks = "independent"          # each modality its own per-sample mask, or "shared": one mask
+    [[joint.part]]                 # one corruption on the modalities `targets` selects
+    corruption = "gaussian_noise"
+    targets = "kind:image"         # a modality name, a list of names, or "kind:KIND"
+    params = [0.196, 0.392]        # one per level, in the corruption's own units
+    pixel_max = 255                # optional: the kernel runs on raw pixels in [0, 255] (see below)
+    options = { channels = "shared" }  # optional keyword options of the kernel
+    noise = "shared"               # optional: one noise field for all the part's modalities
+    faithful = { overflow = "wrap", pattern = "fixed" }  # optional: used by NAME:faithful only
+
+A part with `pixel_max` is defined in raw pixel units: its modalities are mapped to [0, pixel_max]
+before the kernel and back after it, from the normalisation the user gives
+(`Protocol.with_normalization`, `rbmm ... --normalization MEAN,STD`: x = (raw / pixel_max - mean) / std)
+or else from the modality's value range (`--value-range LO,HI` when the file does not say); with
+neither, the protocol refuses to expand instead of guessing. `Protocol.units(specs)` says what
+was applied. A protocol loaded as `NAME:faithful` merges every part's `faithful` table into its
+options (`pattern = "fixed"`: the same noise field for every sample and seed) and says so in its
+name and hash; the protocol's `faithful` key describes what that reproduces.
+
 `Protocol.expand(specs)` turns this into Conditions, clean first. A corruption that does not
 apply to a modality's kind is skipped with a note when the target was chosen by kind or `each`,
 and is an error when the modality was named explicitly.
@@ -37,22 +60,28 @@ and is an error when the modality was named explicitly.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from .corruptions import CLEAN, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, list_corruptions, removal_subsets
+from .corruptions.condition import MASKS, Part
 from .datasets.batch import KINDS, ModalitySpec
 from .errors import InputError
 
-_TOP_KEYS = {"name", "description", "seed", "seeds", "metrics", "corruption", "removal", "conflict"}
+_TOP_KEYS = {"name", "description", "faithful", "seed", "seeds", "metrics", "corruption", "removal", "conflict", "joint"}
 _GROUP_KEYS = {
     "corruption": {"group", "corruptions", "targets", "levels", "params", "param_levels", "rates"},
     "removal": {"group", "subsets", "fills", "rates"},
     "conflict": {"group", "targets", "rates"},
+    "joint": {"group", "levels", "rates", "masks", "part"},
 }
+_PART_KEYS = {"corruption", "targets", "params", "pixel_max", "options", "noise", "faithful"}
+FAITHFUL_SUFFIX = ":faithful"
 
 
 def _builtin_dir():
@@ -74,8 +103,11 @@ def list_protocols() -> list[str]:
 
 
 def load_protocol(name_or_path: str | Path) -> "Protocol":
-    """A shipped protocol by name (`quick`, `standard`, ...) or a TOML file by path."""
+    """A shipped protocol by name (`quick`, `standard`, ...) or a TOML file by path; either with
+    the suffix `:faithful` loads the protocol's faithful variant (see the module docstring)."""
     text = str(name_or_path)
+    if text.endswith(FAITHFUL_SUFFIX) and not Path(text).exists():
+        return _faithful(load_protocol(text[: -len(FAITHFUL_SUFFIX)]))
     path = Path(text)
     if text.endswith(".toml") or path.exists():
         if not path.is_file():
@@ -114,8 +146,10 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
     metrics = doc.get("metrics", ["accuracy"])
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise err("metrics", "a non-empty list of metric names", metrics)
+    if "faithful" in doc and (not isinstance(doc["faithful"], str) or not doc["faithful"].strip()):
+        raise err("faithful", "a non-empty string (what the protocol's :faithful variant reproduces)", doc["faithful"])
     groups: list[dict] = []
-    for kind in ("corruption", "removal", "conflict"):
+    for kind in ("corruption", "removal", "conflict", "joint"):
         tables = doc.get(kind, [])
         if not isinstance(tables, list):
             raise err(kind, f"an array of tables ([[{kind}]])", tables)
@@ -135,6 +169,28 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
         groups=tuple(groups),
         source=source,
         hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        faithful_note=doc.get("faithful", "").strip(),
+    )
+
+
+def _rehash(protocol: "Protocol", change: str) -> str:
+    """A variant's hash: the base hash and what the variant changes."""
+    return hashlib.sha256(f"{protocol.hash}|{change}".encode()).hexdigest()
+
+
+def _faithful(protocol: "Protocol") -> "Protocol":
+    """The protocol with every joint part's `faithful` table merged into its options."""
+    parts = [p for g in protocol.groups if g["kind"] == "joint" for p in g["parts"] if p["faithful"]]
+    if not parts:
+        raise InputError(f"protocol {protocol.source}: has no faithful variant (no joint part declares 'faithful')")
+    groups = []
+    for g in protocol.groups:
+        if g["kind"] == "joint":
+            g = dict(g, parts=[dict(p, options={**p["options"], **p["faithful"]}) for p in g["parts"]])
+        groups.append(g)
+    return replace(
+        protocol, name=protocol.name + FAITHFUL_SUFFIX, groups=tuple(groups), hash=_rehash(protocol, "faithful"),
+        description=protocol.description + "\nFaithful variant: " + (protocol.faithful_note or "every part's faithful options."),
     )
 
 
@@ -188,6 +244,8 @@ def _check_group(kind: str, index: int, table: object, err: _Errors) -> dict:
         raise err(f"{where}.group", "a non-empty string", group)
     out: dict = {"kind": kind, "group": group, "where": where}
     out["rates"] = _number_list(table.get("rates", [1.0]), f"{where}.rates", err, 0.0, 1.0, lo_open=True)
+    if kind == "joint":
+        return _check_joint(table, out, err)
     if kind == "corruption":
         names = table.get("corruptions")
         if isinstance(names, str):
@@ -244,6 +302,68 @@ def _check_group(kind: str, index: int, table: object, err: _Errors) -> dict:
     return out
 
 
+def _check_joint(table: dict, out: dict, err: _Errors) -> dict:
+    where = out["where"]
+    levels = table.get("levels")
+    if not isinstance(levels, list) or not levels or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
+        raise err(f"{where}.levels", "a non-empty list of numbers (the level of each condition)", levels)
+    out["levels"] = [float(v) for v in levels]
+    masks = table.get("masks", "independent")
+    if masks not in MASKS:
+        raise err(f"{where}.masks", f"one of {', '.join(MASKS)}", masks)
+    out["masks"] = masks
+    parts = table.get("part")
+    if not isinstance(parts, list) or not parts:
+        raise err(f"{where}.part", "an array of tables ([[joint.part]]), at least one", parts)
+    out["parts"] = [_check_part(p, f"{where}.part[{i}]", len(levels), err) for i, p in enumerate(parts)]
+    return out
+
+
+def _check_part(part: object, where: str, n_levels: int, err: _Errors) -> dict:
+    if not isinstance(part, dict):
+        raise err(where, "a table", part)
+    unknown = sorted(set(part) - _PART_KEYS)
+    if unknown:
+        raise err(f"{where}.{unknown[0]}", f"one of {', '.join(sorted(_PART_KEYS))}", unknown[0])
+    name = part.get("corruption")
+    if not isinstance(name, str):
+        raise err(f"{where}.corruption", "a corruption name", name)
+    try:
+        cspec = get_corruption(name)
+    except InputError as e:
+        raise InputError(f"protocol {err.source}: key {where + '.corruption'!r}: {e}") from None
+    out = {"corruption": name, "targets": _targets(part.get("targets"), f"{where}.targets", err)}
+    params = part.get("params")
+    if not isinstance(params, list) or len(params) != n_levels or not all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) for p in params
+    ):
+        raise err(f"{where}.params", f"a list of {n_levels} finite numbers (one per level, the corruption's own units)", params)
+    out["params"] = [float(p) for p in params]
+    pixel_max = part.get("pixel_max")
+    if pixel_max is not None and (not isinstance(pixel_max, (int, float)) or isinstance(pixel_max, bool) or not pixel_max > 0):
+        raise err(f"{where}.pixel_max", "a positive number (the raw value of a white pixel, e.g. 255)", pixel_max)
+    out["pixel_max"] = None if pixel_max is None else float(pixel_max)
+    accepted = [k for k in inspect.signature(cspec.fn).parameters][4:]
+    for key in ("options", "faithful"):
+        table = part.get(key, {})
+        if not isinstance(table, dict):
+            raise err(f"{where}.{key}", "a table of kernel options", table)
+        for k, v in table.items():
+            if key == "faithful" and k == "pattern":
+                if v != "fixed":
+                    raise err(f"{where}.faithful.pattern", "'fixed' (the same noise field for every sample and seed)", v)
+            elif k not in accepted:
+                raise err(f"{where}.{key}.{k}", f"an option of {name!r} ({', '.join(accepted) or 'it takes none'})", k)
+            elif not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise err(f"{where}.{key}.{k}", "a string or a number", v)
+        out[key] = dict(sorted(table.items()))
+    noise = part.get("noise", "per-modality")
+    if noise not in ("per-modality", "shared"):
+        raise err(f"{where}.noise", "per-modality or shared", noise)
+    out["noise"] = noise
+    return out
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A validated protocol; `expand(specs)` gives its grid on one dataset.
@@ -261,6 +381,30 @@ class Protocol:
     groups: tuple[dict, ...] = field(repr=False)
     source: str
     hash: str
+    faithful_note: str = ""
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def with_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> "Protocol":
+        """The protocol for images normalised as x = (raw / pixel_max - mean) / std (per channel
+        or one value), which is how its raw-pixel parts map them back (it changes the hash)."""
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        if not mean or not std or not all(math.isfinite(v) for v in mean + std) or not all(v > 0 for v in std):
+            raise InputError(f"normalization mean {mean}, std {std}: expected finite numbers, std > 0")
+        return replace(self, normalization=(mean, std), hash=_rehash(self, f"normalization={mean},{std}"))
+
+    def units(self, specs: dict[str, ModalitySpec]) -> list[str]:
+        """One line per modality of a raw-pixel part: the mapping to raw units actually applied."""
+        lines = []
+        for g in self.groups:
+            if g["kind"] != "joint":
+                continue
+            for part in g["parts"]:
+                if part["pixel_max"] is None:
+                    continue
+                for m in self._part_modalities(g, part, specs, []):
+                    _, why = self._to_raw(g, part, specs[m])
+                    lines.append(f"{g['where']} {part['corruption']} on {m!r}: raw pixels [0, {part['pixel_max']:g}] {why}")
+        return lines
 
     def expand(self, specs: dict[str, ModalitySpec]) -> list[Condition]:
         """The conditions on data with these modality specs: clean first, then the groups in order."""
@@ -275,6 +419,8 @@ class Protocol:
                 conditions += self._expand_corruption(g, specs, notes)
             elif g["kind"] == "removal":
                 conditions += self._expand_removal(g, specs)
+            elif g["kind"] == "joint":
+                conditions += self._expand_joint(g, specs, notes)
             else:
                 for mods, _ in self._resolve_targets(g, specs):
                     conditions += [
@@ -341,6 +487,89 @@ class Protocol:
                                 param=param, rate=r, group=g["group"],
                             )
                         )
+        return out
+
+    def _part_modalities(self, g: dict, part: dict, specs: dict[str, ModalitySpec], notes: list[str]) -> list[str]:
+        """The modalities a part's targets select that its corruption applies to."""
+        chosen = []
+        for mods, explicit in self._resolve_targets({"targets": part["targets"], "where": g["where"]}, specs):
+            for m in mods:
+                why = get_corruption(part["corruption"]).supports(specs[m])
+                if not why and part["pixel_max"] is not None and specs[m].kind != "image":
+                    why = f"part {part['corruption']!r} is in raw pixel units (pixel_max); modality {m!r} is of kind {specs[m].kind!r}, not an image"
+                if why and explicit:
+                    raise self._error(f"{g['where']}.part.targets", why)
+                if why:
+                    notes.append(f"{g['where']}: skipped: {why}")
+                elif m not in chosen:
+                    chosen.append(m)
+        return chosen
+
+    def _to_raw(self, g: dict, part: dict, spec: ModalitySpec) -> tuple[tuple | None, str]:
+        """(name, scale, offset) with raw = x * scale + offset (None: x already is raw), and in words how."""
+        top = part["pixel_max"]
+        if self.normalization is not None:
+            mean, std = self.normalization
+            channels = spec.shape[0]
+            for what, values in (("mean", mean), ("std", std)):
+                if len(values) not in (1, channels):
+                    raise self._error(
+                        f"{g['where']}.part", f"normalization {what} has {len(values)} values; modality {spec.name!r} has {channels} channels"
+                    )
+            scale = tuple(v * top for v in std)
+            offset = tuple(v * top for v in mean)
+            return (spec.name, scale, offset), f"= (x * std + mean) * {top:g}, from the given normalization mean {list(mean)}, std {list(std)}"
+        if spec.value_range is None:
+            raise self._error(
+                f"{g['where']}.part.pixel_max",
+                f"its params are raw pixel values on [0, {top:g}], but modality {spec.name!r} has no known value range "
+                "(a float file, perhaps normalised); give --value-range LO,HI (the values of black and white) or "
+                "--normalization MEAN,STD (x = (raw / 255 - mean) / std)",
+            )
+        lo, hi = spec.value_range
+        if (lo, hi) == (0.0, top):
+            return None, f"= x, the value range ({lo:g}, {hi:g})"
+        scale = top / (hi - lo)
+        return (spec.name, (scale,), (0.0 - lo * scale,)), f"= (x - {lo:g}) * {top:g} / {hi - lo:g}, from the value range ({lo:g}, {hi:g})"
+
+    def _expand_joint(self, g: dict, specs: dict[str, ModalitySpec], notes: list[str]) -> list[Condition]:
+        resolved = []
+        for part in g["parts"]:
+            mods = self._part_modalities(g, part, specs, notes)
+            if not mods:
+                notes.append(f"{g['where']}: part {part['corruption']!r} ({part['targets']}) selects no modality of this data; left out")
+                continue
+            resolved.append((part, mods))
+        if not resolved:
+            notes.append(f"{g['where']}: skipped: no part applies to this data")
+            return []
+        touched = [m for _, mods in resolved for m in mods]
+        if len(set(touched)) != len(touched):
+            twice = next(m for m in touched if touched.count(m) > 1)
+            raise self._error(f"{g['where']}.part", f"modality {twice!r} is selected by two parts; one part per modality")
+        out = []
+        for i, level in enumerate(g["levels"]):
+            parts = []
+            for part, mods in resolved:
+                options = dict(part["options"])
+                fixed = options.pop("pattern", None) == "fixed"
+                to_raw = ()
+                if part["pixel_max"] is not None:
+                    to_raw = tuple(r for r in (self._to_raw(g, part, specs[m])[0] for m in mods) if r is not None)
+                parts.append(
+                    Part(
+                        corruption=part["corruption"], modalities=tuple(mods), param=part["params"][i],
+                        options=tuple(sorted(options.items())), shared_noise=part["noise"] == "shared" and len(mods) > 1,
+                        fixed_pattern=fixed, pixel_max=part["pixel_max"], to_raw=to_raw,
+                    )
+                )
+            for r in g["rates"]:
+                out.append(
+                    Condition(
+                        family="corruption", name="+".join(p.corruption for p in parts), modalities=tuple(touched),
+                        level=level, rate=r, group=g["group"], parts=tuple(parts), masks=g["masks"],
+                    )
+                )
         return out
 
     def _expand_removal(self, g: dict, specs: dict[str, ModalitySpec]) -> list[Condition]:

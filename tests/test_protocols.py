@@ -67,17 +67,22 @@ def test_missing_protocol_grid():
     assert len(conditions) == 1 + (2**3 - 2) * 4 * 6
 
 
-def test_qmf_units_map_to_kernel_units():
+def test_qmf_is_one_joint_condition_per_level_in_kernel_units():
     qmf = load_protocol("qmf")
     assert qmf.seeds == (0, 1, 2, 3, 4)
-    conditions = qmf.expand(ALL_KINDS)
-    image = [c for c in conditions if c.name == "gaussian_noise"]
-    assert [(c.level, c.param, c.rate, c.modalities) for c in image] == [
-        (5.0, 50 / 255, 0.5, ("rgb",)), (10.0, 100 / 255, 0.5, ("rgb",))
+    conditions = qmf.expand(ALL_KINDS)[1:]
+    assert [(c.level, c.rate, c.modalities, c.masks) for c in conditions] == [
+        (5.0, 0.5, ("rgb", "txt"), "independent"), (10.0, 0.5, ("rgb", "txt"), "independent")
     ]
-    words = [c for c in conditions if c.name == "blank"]
-    assert [(c.level, c.param) for c in words] == [(5.0, 0.5), (10.0, 1.0)]
-    assert load_protocol("qmf-rgbd").expand(ALL_KINDS)[1].param == pytest.approx(5 / 255)
+    for c, sigma, blank in zip(conditions, (50, 100), (0.5, 1.0)):
+        image, words = c.parts
+        # [0, 1] floats are mapped to raw [0, 255] pixels, where the kernel's unit is sigma / 255
+        assert (image.corruption, image.param, image.pixel_max, image.to_raw) == ("gaussian_noise", sigma / 255, 255.0, (("rgb", (255.0,), (0.0,)),))
+        assert dict(image.options) == {"channels": "shared"} and not image.fixed_pattern
+        assert (words.corruption, words.param, words.modalities) == ("blank", blank, ("txt",))
+    rgbd = load_protocol("qmf-rgbd").expand({"rgb": ALL_KINDS["rgb"], "depth": ModalitySpec("depth", "image", (3, 8, 8), value_range=(0.0, 1.0))})
+    assert rgbd[1].parts[0].param == pytest.approx(5 / 255) and rgbd[1].parts[0].shared_noise
+    assert rgbd[1].parts[0].modalities == ("rgb", "depth")
 
 
 def test_udml_sigma_is_level_squared_on_the_0_255_scale():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 import pytest
@@ -259,3 +260,96 @@ def test_bootstrap_pairs_samples_by_id_and_reports_sensible_p_values():
     assert far.high < 0 and far.p_value == pytest.approx(2 / 501)
     with pytest.raises(InputError, match="same samples"):
         rs.paired_bootstrap(a, {k: v[:-1] for k, v in b.items()}, "accuracy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Degenerate inputs and the NaN rule (issue 13, statistics edge cases)
+# ---------------------------------------------------------------------------------------------
+
+
+def _constant_record(p_true: float, n: int) -> dict[str, np.ndarray]:
+    """A classifier record whose every sample has the same probability on the true class."""
+    p = np.full(n, p_true, dtype=np.float32)
+    zeros = np.zeros(n, dtype=np.int64)
+    return {"ids": np.arange(n, dtype=np.int64), "target": zeros, "pred": zeros, "conf": p, "p_true": p,
+            "sq_prob": np.ones(n, np.float32), "entropy": np.zeros(n, np.float32)}
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_bootstrap_of_one_or_two_pairs_is_nan_not_a_certain_interval(n):
+    a, b = _pair(n, seed=3)
+    a["pred"], b["pred"] = a["target"].copy(), (a["target"] + 1) % 4  # a right, b wrong on every pair
+    for method in ("percentile", "bca"):
+        r = rs.paired_bootstrap(a, b, "accuracy", n_resamples=500, seed=0, method=method)
+        assert r.estimate == 1.0 and r.n == n and r.method == "none"
+        assert np.isnan(r.low) and np.isnan(r.high) and np.isnan(r.p_value)
+    # McNemar on the same pairs: n discordant pairs, p = min(1, 2 / 2**n) (1.0 and 0.5)
+    assert rs.mcnemar_exact(np.ones(n, bool), np.zeros(n, bool)).p_value == min(1.0, 2.0 / 2**n)
+    three = rs.paired_bootstrap(*_pair(3, seed=3), "accuracy", n_resamples=200, seed=0)
+    assert three.method == "percentile" and np.isfinite(three.low)
+
+
+def test_bca_that_falls_back_to_percentile_says_percentile():
+    # Constant per-sample NLLs: every resample equals the estimate up to the last bit of the
+    # float sums; at n = 9 here they all land on one side, z0 is infinite and BCa is undefined.
+    a, b = _constant_record(0.3, 9), _constant_record(0.2, 9)
+    r = rs.paired_bootstrap(a, b, "nll", n_resamples=200, seed=0, method="bca")
+    pct = rs.paired_bootstrap(a, b, "nll", n_resamples=200, seed=0, method="percentile")
+    assert r.method == "percentile"
+    assert (r.low, r.high) == (pct.low, pct.high)
+    regular = rs.paired_bootstrap(*_pair(200, seed=1), "nll", n_resamples=300, seed=0, method="bca")
+    assert regular.method == "bca"
+
+
+def test_cliffs_delta_drops_nan_values():
+    assert rs.cliffs_delta([1, np.nan, 3], [2, 2]) == 0.0  # = cliffs_delta([1, 3], [2, 2])
+    assert rs.cliffs_delta([1, 3], [2, np.nan, 2]) == 0.0
+    assert rs.cliffs_delta([4, np.nan], [1, 2]) == 1.0
+    assert np.isnan(rs.cliffs_delta([np.nan], [1.0]))
+
+
+def test_paired_tests_drop_pairs_with_a_nan_side():
+    a = np.array([0.7, 0.8, np.nan, 0.75, 0.9, 0.6])
+    b = np.array([0.6, 0.7, 0.5, 0.7, np.nan, 0.61])
+    keep = ~(np.isnan(a) | np.isnan(b))
+    t = rs.paired_ttest(a, b)
+    assert t.n == 4 and t.p_value == pytest.approx(stats.ttest_rel(a[keep], b[keep]).pvalue)
+    w = rs.paired_wilcoxon(a, b)
+    assert w.n == 4 and w.p_value == pytest.approx(stats.wilcoxon(a[keep], b[keep], zero_method="zsplit").pvalue)
+
+
+def test_ttest_of_constant_differences_is_nan_as_documented():
+    for a, b in (([2.0, 3.0, 4.0], [1.0, 2.0, 3.0]), ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]), ([1.0], [0.0])):
+        r = rs.paired_ttest(a, b)
+        assert np.isnan(r.statistic) and np.isnan(r.p_value)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert np.isinf(stats.ttest_rel([2.0, 3.0, 4.0], [1.0, 2.0, 3.0]).statistic)  # what scipy alone says
+
+
+def test_friedman_says_which_statistic_it_computed_with_ties():
+    rng = np.random.default_rng(5)
+    table = rng.integers(0, 3, size=(14, 5)).astype(float)  # many ties within rows
+    ranks = stats.rankdata(-table, axis=1)
+    n, k = ranks.shape
+    plain = 12 * n / (k * (k + 1)) * (np.sum(ranks.mean(0) ** 2) - k * (k + 1) ** 2 / 4)
+    uncorrected = rs.friedman(table)
+    corrected = rs.friedman(table, tie_correction=True)
+    assert uncorrected.chi2 == pytest.approx(plain) and not uncorrected.tie_corrected
+    assert corrected.chi2 == pytest.approx(stats.friedmanchisquare(*table.T).statistic) and corrected.tie_corrected
+    assert corrected.chi2 > uncorrected.chi2 * 1.05  # the ties matter here, so the check can fail
+    assert "without tie correction" in uncorrected.formula and "with tie correction" in corrected.formula
+    names = [f"m{i}" for i in range(k)]
+    assert rs.critical_difference(table, names, tie_correction=True).friedman.chi2 == pytest.approx(corrected.chi2)
+
+
+def test_sign_accuracy_does_not_count_a_nan_output_as_negative():
+    from robustbench_mm.metrics import resampled_metric
+
+    target = np.array([-1.0, -2.0, 3.0, 0.5])
+    finite = {"ids": np.arange(4), "target": target, "output": np.array([-0.1, -1.0, 2.0, 0.1])}
+    assert resampled_metric(finite, "sign_accuracy", "regression", None, np.ones(4))[0] == 1.0
+    # a NaN output on a negative-target sample: before, (NaN > 0) is False and it scored a hit
+    with_nan = dict(finite, output=np.array([np.nan, -1.0, 2.0, 0.1]))
+    for metric in ("sign_accuracy", "mae"):
+        assert np.isnan(resampled_metric(with_nan, metric, "regression", None, np.ones(4))[0])

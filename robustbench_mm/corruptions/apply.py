@@ -8,16 +8,24 @@ Randomness (common random numbers, never the batch's composition):
   level, so a sample's noise is the same draw at every level, only scaled: severity curves
   compare like with like;
 - a conflict donor is keyed on (seed, conflict, modalities, id i), one donor for all its modalities.
+- a joint condition (several corruptions together, `Condition.parts`) keys each modality's mask
+  on that modality alone ("independent" masks) or on all of them ("shared"), and each part's
+  noise on (seed, corruption, modality): with independent masks, a joint cell perturbs each
+  modality exactly as the single-modality condition at the same parameter does. A part with
+  shared noise keys one field on its modalities together; a fixed pattern keys it on nothing
+  (the same field for every sample and seed, as QMF's np.random.seed(0) on every call).
 Unaffected samples come back bit-identical to the input.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..datasets.batch import Batch, ModalitySpec
 from ..errors import InputError, one_of
-from .condition import FAMILIES, Condition
+from .condition import FAMILIES, MASKS, Condition, Part
 from .conflict import DonorPool
 from .registry import get_corruption
 from .removal import FILLS, fill
@@ -25,11 +33,64 @@ from .rng import SampleRandom
 
 
 def affected_mask(ids: torch.Tensor, condition: Condition, seed: int) -> torch.Tensor:
-    """(B,) bool: the samples this condition perturbs (all False for clean)."""
+    """(B,) bool: the samples this condition perturbs (all False for clean); for a joint
+    condition, the samples at least one of its modalities is perturbed in."""
     if condition.family == "clean":
         return torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    if condition.parts:
+        masks = list(modality_masks(ids, condition, seed).values())
+        return torch.stack(masks).any(dim=0)
     rng = SampleRandom(ids, seed, key=f"affected|{'+'.join(condition.modalities)}")
     return rng.sample_mask(condition.rate)
+
+
+def modality_masks(ids: torch.Tensor, condition: Condition, seed: int) -> dict[str, torch.Tensor]:
+    """A joint condition's (B,) bool mask per modality (see the module docstring)."""
+    if condition.masks == "shared":
+        shared = SampleRandom(ids, seed, key=f"affected|{'+'.join(condition.modalities)}").sample_mask(condition.rate)
+        return {m: shared for m in condition.modalities}
+    return {m: SampleRandom(ids, seed, key=f"affected|{m}").sample_mask(condition.rate) for m in condition.modalities}
+
+
+def _part_random(ids: torch.Tensor, part: Part, seed: int, modality: str) -> SampleRandom:
+    """The generator of one modality of a joint part (see the module docstring)."""
+    if part.fixed_pattern:
+        return SampleRandom(torch.zeros_like(ids), 0, key=f"fixed-pattern|{part.corruption}")
+    if part.shared_noise:
+        return SampleRandom(ids, seed, key=f"corruption|{part.corruption}|{'+'.join(part.modalities)}|shared")
+    return SampleRandom(ids, seed, key=f"corruption|{part.corruption}|{modality}|{modality}")
+
+
+def _apply_part(x: torch.Tensor, part: Part, spec: ModalitySpec, rng: SampleRandom) -> torch.Tensor:
+    """One part on one modality; in raw pixel units [0, pixel_max] when the part has a mapping."""
+    cspec = get_corruption(part.corruption)
+    if part.param == cspec.identity:
+        return x.clone()
+    to_raw = {m: (s, o) for m, s, o in part.to_raw}.get(spec.name)
+    kernel_spec = spec
+    if part.pixel_max is not None:
+        kernel_spec = replace(spec, value_range=(0.0, float(part.pixel_max)), mean=None, std=None)
+    if to_raw is not None:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        scale = torch.tensor(to_raw[0], dtype=x.dtype, device=x.device).reshape(shape)
+        offset = torch.tensor(to_raw[1], dtype=x.dtype, device=x.device).reshape(shape)
+        y = cspec.fn(x * scale + offset, part.param, rng, kernel_spec, **dict(part.options))
+        return (y - offset) / scale
+    return cspec.fn(x, part.param, rng, kernel_spec, **dict(part.options))
+
+
+def _apply_joint(batch: Batch, condition: Condition, specs: dict[str, ModalitySpec], seed: int) -> Batch:
+    masks = modality_masks(batch.ids, condition, seed)
+    out = batch
+    for part in condition.parts:
+        shapes = {tuple(batch.inputs[m].shape) for m in part.modalities}
+        if part.shared_noise and len(shapes) > 1:
+            raise InputError(f"condition {condition.key!r}: one noise field for {', '.join(part.modalities)} needs equal shapes, got {sorted(shapes)}")
+        for m in part.modalities:
+            x = batch.inputs[m]
+            y = _apply_part(x, part, specs[m], _part_random(batch.ids, part, seed, m))
+            out = out.with_modality(m, torch.where(masks[m].reshape((-1,) + (1,) * (x.dim() - 1)), y, x))
+    return out
 
 
 def condition_random(ids: torch.Tensor, condition: Condition, seed: int, modality: str) -> SampleRandom:
@@ -50,7 +111,16 @@ def _validate(batch: Batch, condition: Condition, specs: dict[str, ModalitySpec]
             raise one_of("modality", m, [k for k in batch.inputs if k in specs])
     if not 0.0 < condition.rate <= 1.0:
         raise InputError(f"condition {condition.key!r}: rate {condition.rate} out of range; expected 0 < rate <= 1")
-    if condition.family == "corruption":
+    if condition.parts:
+        if condition.masks not in MASKS:
+            raise one_of("joint masks", condition.masks, MASKS)
+        for part in condition.parts:
+            cspec = get_corruption(part.corruption)
+            for m in part.modalities:
+                why = cspec.supports(specs[m])
+                if why:
+                    raise InputError(why)
+    elif condition.family == "corruption":
         spec = get_corruption(condition.name)
         for m in condition.modalities:
             why = spec.supports(specs[m])
@@ -71,13 +141,16 @@ def apply_condition(
 ) -> Batch:
     """A new Batch with `condition` applied to its modalities; `batch` is never mutated.
 
-    corruption : the registered function at `condition.param` (raw units) or the level's parameter.
+    corruption : the registered function at `condition.param` (raw units) or the level's parameter;
+        a joint condition applies each of its parts to its modalities, each under its own mask.
     removal : values filled (`condition.name` = zero|mean|noise|mask), `present[m]` False.
     conflict : values taken from a different-class donor in `donors` (a `DonorPool`).
     """
     _validate(batch, condition, specs)
     if condition.family == "clean":
         return batch
+    if condition.parts:
+        return _apply_joint(batch, condition, specs, seed)
     if condition.family == "conflict" and donors is None:
         raise InputError("a conflict condition needs a donor pool (DonorPool.from_data(data, device))")
     mask = affected_mask(batch.ids, condition, seed)

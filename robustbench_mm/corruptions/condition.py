@@ -5,6 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FAMILIES = ("clean", "corruption", "removal", "conflict")
+MASKS = ("independent", "shared")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One corruption of a joint condition, applied to one or more modalities.
+
+    param : the kernel's parameter on the data as the kernel sees it: when `pixel_max` is set,
+        the kernel runs on raw pixels in [0, pixel_max] and param is in the kernel's own unit there
+        (gaussian_noise: sigma as a fraction of the range, i.e. raw sigma / pixel_max).
+    options : keyword options of the kernel, as sorted (name, value) pairs (e.g. channels=shared).
+    shared_noise : one noise field for all the part's modalities (same shape required), as QMF's
+        RGB-D test gives RGB and depth.
+    fixed_pattern : the same noise field for every sample and every seed (QMF reseeds
+        np.random.seed(0) on every call; only a `faithful` preset sets this).
+    to_raw : per modality, (name, scale, offset) with raw = x * scale + offset per channel
+        (tuples of one value or one per channel); empty when the part works in the data's units.
+    """
+
+    corruption: str
+    modalities: tuple[str, ...]
+    param: float
+    options: tuple[tuple[str, object], ...] = ()
+    shared_noise: bool = False
+    fixed_pattern: bool = False
+    pixel_max: float | None = None
+    to_raw: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The part in a condition key: name@modalities:p=param[,option=value...]."""
+        extra = [f"{k}={v}" for k, v in self.options]
+        extra += ["noise=shared"] * self.shared_noise + ["pattern=fixed"] * self.fixed_pattern
+        extra += [f"{m}*{'/'.join(f'{v:g}' for v in s)}+{'/'.join(f'{v:g}' for v in o)}" for m, s, o in self.to_raw]
+        return f"{self.corruption}@{'+'.join(self.modalities)}:p={self.param:g}" + "".join(f",{e}" for e in extra)
 
 
 @dataclass(frozen=True)
@@ -20,6 +55,10 @@ class Condition:
     param : a raw parameter in the corruption's units that overrides the severity table (presets).
     rate : fraction of samples affected, chosen per sample by common random numbers (1 = all).
     group : the protocol group it came from, for reports.
+    parts : a joint condition (family "corruption"): several corruptions applied together, each
+        to its modalities; `name` joins their names, `modalities` lists every touched modality.
+    masks : for a joint condition, "independent" (each modality draws its own per-sample mask at
+        `rate`, the same mask a single-modality condition on it draws) or "shared" (one mask).
     """
 
     family: str
@@ -29,13 +68,16 @@ class Condition:
     param: float | None = None
     rate: float = 1.0
     group: str = ""
+    parts: tuple[Part, ...] = ()
+    masks: str = "independent"
 
     @property
     def key(self) -> str:
         """Stable identity, used to seed the condition's randomness and to name its results."""
         mods = "+".join(self.modalities) or "-"
         param = "" if self.param is None else f"|p={self.param:g}"
-        return f"{self.family}|{self.name}|{mods}|l={self.level:g}{param}|r={self.rate:g}"
+        joint = "" if not self.parts else f"|joint={';'.join(p.label for p in self.parts)}|masks={self.masks}"
+        return f"{self.family}|{self.name}|{mods}|l={self.level:g}{param}|r={self.rate:g}{joint}"
 
     @property
     def touched(self) -> tuple[str, ...]:
