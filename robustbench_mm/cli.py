@@ -368,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"robustbench-mm {__version__}", help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors (default: off)")
     _add_plugins(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do; `rbmm COMMAND --help` describes its options"
+    )
 
     p = _parser(sub, "list", "list corruptions, protocols, datasets or fusion models")
     p.add_argument("what", choices=["corruptions", "protocols", "datasets", "models"], help="what to list: %(choices)s")
