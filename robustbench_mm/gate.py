@@ -533,10 +533,14 @@ def write_summary(result: GateResult, path: str | Path) -> None:
 
 
 def write_benchmark_json(result: GateResult, path: str | Path) -> None:
-    """github-action-benchmark's `customBiggerIsBetter` format: a list of {name, unit, value, range}."""
+    """github-action-benchmark's `customBiggerIsBetter` format: a list of {name, unit, value, range}.
+
+    Entries are named by the baseline model, so a series stays one series while candidate
+    checkpoints change names from run to run.
+    """
     entries = [
         {
-            "name": f"{c.model} {c.name}",
+            "name": f"{c.baseline_model or c.model} {c.name}",
             "unit": "score",
             "value": round(c.current, 6),
             "range": f"±{(c.drop_high - c.drop_low) / 2:.4f}",

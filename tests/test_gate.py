@@ -86,6 +86,9 @@ def test_degraded_model_fails_the_gate_with_named_cells(degraded_run, tmp_path, 
     assert "robustness regression" in summary.read_text()
     entries = json.loads(bench.read_text())
     assert all(set(e) >= {"name", "unit", "value"} for e in entries)
+    # series keep the baseline model's name, whatever the candidate file is called
+    assert all(e["name"].startswith("mfeat-concat ") for e in entries)
+    assert {c.get("classname") for c in ET.parse(junit).getroot().findall("testcase")} == {"degraded"}
 
 
 def test_regressions_are_the_checks_whose_whole_interval_exceeds_tolerance(degraded_run):
