@@ -288,6 +288,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    _check_writable(Path(args.out), "--out", folder=True)
     index = write_report(args.runs, Path(args.out), reference=args.reference, title=args.title)
     print(f"report written: {index}")
     return 0
@@ -304,6 +305,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     from .gate import write_baseline
     from .results import load_run
 
+    _check_writable(Path(args.out), "--out", folder=False)
     print(f"baseline written: {write_baseline(load_run(args.run), args.out)}")
     return 0
 

@@ -417,7 +417,11 @@ def gate(
         holds several models (see `match_models`).
     """
     if not 0.0 <= tolerance < 1.0:
-        raise InputError(f"tolerance must be in [0, 1), got {tolerance}")
+        raise InputError(f"--tolerance must be in [0, 1), got {tolerance}")
+    if not 0.0 < confidence < 1.0:
+        raise InputError(f"--confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise InputError(f"--resamples must be >= 1, got {n_resamples}")
     facts = _fingerprint(run)
     notes = _check_comparable(baseline, facts, f"run {run.path}")
     base_models = list(dict.fromkeys(c["model"] for c in baseline["cells"]))

@@ -251,3 +251,9 @@ def test_module_factory_and_trusted_pickle_import_from_the_working_directory(tmp
             capture_output=True, text=True, cwd=tmp_path, env=env,
         )
         assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+def test_report_out_that_is_a_file_is_refused_before_reading_runs(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    assert main(["report", "no/such/run", "-o", str(tmp_path / "a-file")]) == 2
+    assert f"--out {tmp_path / 'a-file'}: is a file; expected a folder" in _one_line_error(capsys)

@@ -307,3 +307,15 @@ def _edit_manifest_copy(run: Path, **fields):
     loaded = load_run(run)
     loaded.manifest = dict(loaded.manifest, **fields)
     return loaded
+
+
+@pytest.mark.parametrize("option, value", [("--tolerance", "1.5"), ("--confidence", "1.5"), ("--confidence", "0"), ("--resamples", "0")])
+def test_gate_numbers_out_of_range_are_one_line_exit_2(option, value, fresh_run, capsys):
+    assert main(["gate", str(fresh_run), "--baseline", str(BASELINE), option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rbmm: error: {option} must be") and "\n" not in err, err
+
+
+def test_baseline_out_that_cannot_be_written_is_refused(fresh_run, tmp_path, capsys):
+    assert main(["baseline", str(fresh_run), "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
