@@ -1,7 +1,7 @@
 """Train the eight default configurations on a dataset and print clean accuracy and seconds per model.
 
     python benchmarks/train_zoo.py                      # mfeat (pix + fou + fac), seed 0
-    python benchmarks/train_zoo.py --dataset synthetic --seed 1 --out /tmp/zoo
+    python benchmarks/train_zoo.py --data synthetic --seed 1 --out /tmp/zoo
 
 This measures the issue's quality bar: every backbone with and without calibration (and the late
 and dynamic baselines) should reach >= 95% clean test accuracy on mfeat, each in <= 60 s on 2 CPU cores.
@@ -23,7 +23,7 @@ ZOO = [(f, c) for f in ("concat", "transformer", "conv") for c in (False, True)]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="mfeat")
+    p.add_argument("--data", default="mfeat", help="dataset source (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--epochs", type=int)
@@ -31,8 +31,8 @@ def main() -> None:
     p.add_argument("--out", help="also write each checkpoint (+ metrics JSON) into this folder")
     args = p.parse_args()
 
-    splits = load_splits(args.dataset, seed=args.split_seed)
-    print(f"{args.dataset}: {', '.join(f'{k} {len(v)}' for k, v in splits.items())}; modalities "
+    splits = load_splits(args.data, seed=args.split_seed)
+    print(f"{args.data}: {', '.join(f'{k} {len(v)}' for k, v in splits.items())}; modalities "
           f"{', '.join(splits['train'].modalities)}; torch {torch.__version__}")  # fmt: skip
     print(f"{'model':<22} {'val acc':>8} {'test acc':>8} {'epochs':>6} {'best':>5} {'seconds':>8}")
     total = time.perf_counter()

@@ -7,7 +7,10 @@ traceback instead. Library imports happen inside each command so `rbmm --help` s
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 from . import __version__
@@ -16,20 +19,158 @@ from .runtime import keep_freed_memory
 
 TRUST_HELP = (
     "load full pickles, not only weights: a pickle can execute arbitrary code on this machine, "
-    "so use this only for checkpoint files you created or fully trust"
+    "so use this only for checkpoint files you created or fully trust (default: off)"
 )
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # what the engine and training place tensors on
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # model names become cell ids and file names
+
+
+def _registry_text(field: str) -> str:
+    """The valid choices a help text names, read from the registries when help is shown."""
+    if field == "fusions":
+        from .models import FUSIONS
+
+        return ", ".join(FUSIONS)
+    if field == "protocols":
+        from .protocols import list_protocols
+
+        return ", ".join(list_protocols())
+    if field == "datasets":
+        from .datasets import describe_sources
+
+        return ", ".join(describe_sources())
+    if field == "kinds":
+        from .datasets import KINDS
+
+        return ", ".join(KINDS)
+    if field == "metrics":
+        from .metrics import METRICS
+
+        return ", ".join(METRICS)
+    if field == "devices":
+        import torch
+
+        here = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+        return f"{', '.join(DEVICES)}; this machine: {here}"
+    if field == "train_defaults":
+        from .models.training import TRAIN_DEFAULTS
+
+        return ", ".join(f"{k} {v:g}" for k, v in TRAIN_DEFAULTS.items())
+    raise KeyError(field)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills {fusions}, {protocols}, {datasets}, {kinds}, {metrics}, {devices}, {train_defaults} in
+    help texts from the registries, only when help is printed (so other commands skip the imports)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        fields = set(re.findall(r"\{(\w+)\}", text))
+        return text.format(**{f: _registry_text(f).replace("%", "%%") for f in fields}) if fields else text
+
+
+def _parser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+
+def _add_plugins(p: argparse.ArgumentParser, dest: str = "plugins") -> None:
+    p.add_argument(
+        "--plugins", dest=dest, action="append", default=[], metavar="PATH",
+        help="extra corruption plug-in file or folder (repeatable; default: none); ./corruptions/ is always searched",
+    )
 
 
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", help="state-dict file for a `module:factory` model")
+    p.add_argument("--weights", metavar="FILE", help="state-dict file for a `module:factory` model (default: none: the factory's own weights)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
 
 
-def _add_data(p: argparse.ArgumentParser, flag: str = "--data", default: str | None = "mfeat") -> None:
-    p.add_argument(flag, default=default, help="mfeat, mfeat-all, synthetic[:k=v,...], a .npz/.pt feature file, or module:factory (default: %(default)s)")
-    p.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
-    p.add_argument("--modalities", nargs="+", help="use only these modalities")
-    p.add_argument("--kind", action="append", default=[], metavar="NAME=KIND", help="override an inferred modality kind (repeatable)")
+def _add_data(p: argparse.ArgumentParser, evaluating: bool = True) -> None:
+    p.add_argument(
+        "--data", default="mfeat", metavar="SOURCE",
+        help="dataset: one of {datasets} (options as NAME:key=v,...; `rbmm list datasets` describes them; default: %(default)s)",
+    )
+    if evaluating:
+        p.add_argument("--split", default="test", help="split to evaluate: train, val or test (default: %(default)s)")
+    p.add_argument("--modalities", nargs="+", metavar="NAME", help="use only these modalities (default: all the dataset has)")
+    p.add_argument(
+        "--kind", action="append", default=[], metavar="NAME=KIND",
+        help="override an inferred modality kind, KIND one of {kinds} (repeatable; default: inferred from shape and dtype)",
+    )
+
+
+def _device(text: str, resolve_auto: bool = False) -> str:
+    """Validate --device once, here at the edge: one of DEVICES, and present on this machine."""
+    import torch
+
+    name = text.strip()
+    if name != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise InputError(f"unknown device {text!r}; expected one of: {', '.join(DEVICES)}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {text!r} requested but CUDA is not available on this machine; use --device cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise InputError(f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")
+    if name == "auto" and resolve_auto:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _probe_writable(folder: Path) -> bool:
+    """Whether a file can be created in `folder` (a real attempt: mode bits do not bind root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path, flag: str, folder: bool) -> None:
+    """Refuse, before any work, an output that cannot be written: a file where a folder is needed
+    (or the reverse), a path below a file, or a read-only place."""
+    if path.exists():
+        if folder and not path.is_dir():
+            raise InputError(f"{flag} {path}: is a file; expected a folder")
+        if not folder and path.is_dir():
+            raise InputError(f"{flag} {path}: is a directory; expected a file path")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{flag} {path}: {existing} is a file, so nothing can be written below it")
+    if not _probe_writable(existing):
+        raise InputError(f"{flag} {path}: {existing} is not writable (read-only or permission denied)")
+
+
+def _model_specs(models: list[str], names: list[str]) -> list[tuple[str | None, str]]:
+    """(display name or None, path or module:factory) per model, from MODEL / NAME=MODEL and --name."""
+    specs: list[tuple[str | None, str]] = []
+    for text in models:
+        name, sep, rest = text.partition("=")
+        if sep and not Path(text).exists() and "/" not in name:
+            specs.append((name, rest))
+        else:
+            specs.append((None, text))
+    if names:
+        if any(n is not None for n, _ in specs):
+            raise InputError("give model names either with --name or as NAME=PATH, not both")
+        if len(names) != len(models):
+            raise InputError(f"--name given {len(names)} time(s) for {len(models)} model(s); expected one per model, in order")
+        specs = [(n, m) for n, (_, m) in zip(names, specs)]
+    for name, _ in specs:
+        if name is not None and not _NAME.match(name):
+            raise InputError(f"model name {name!r}: expected letters, digits and . _ + - (it names cells and files)")
+    return specs
+
+
+def _cwd_importable() -> None:
+    """Put the working directory on sys.path, as `python -m` does: a `module:factory` there and the
+    code a trusted pickle names import without PYTHONPATH=. (the `rbmm` script's own folder is
+    what Python puts first)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def _add_pixel_units(p: argparse.ArgumentParser) -> None:
@@ -134,7 +275,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .datasets import load_splits, parse_kind_overrides
     from .models import train_and_save
 
-    splits = load_splits(args.dataset, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed)
+    device = _device(args.device, resolve_auto=True)
+    _check_writable(Path(args.out), "--out", folder=False)
+    splits = load_splits(args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed)
     metrics = train_and_save(
         fusion=args.fusion,
         calibration=args.calibration,
@@ -146,7 +289,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         patience=args.patience,
         modality_dropout=args.modality_dropout,
-        device=args.device,
+        device=device,
         progress=not args.quiet,
         split_seed=args.split_seed,
     )
@@ -164,7 +307,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .models import load_model
     from .protocols import load_protocol
 
-    models = [load_model(m, trust=args.trust_checkpoint, weights=args.weights) for m in args.models]
+    specs = _model_specs(args.models, args.name)
+    device = _device(args.device)
+    _cwd_importable()
+    models = [load_model(m, trust=args.trust_checkpoint, weights=args.weights, name=n) for n, m in specs]
     data = _load_data(args, args.data, args.split)
     protocol = _apply_pixel_units(args, data, load_protocol(args.protocol))
     results = evaluate(
@@ -172,7 +318,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         data,
         protocol,
         out=Path(args.out),
-        device=args.device,
+        device=device,
         batch_size=args.batch_size,
         seeds=args.seeds,
         amp=args.amp,
@@ -187,6 +333,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    _check_writable(Path(args.out), "--out", folder=True)
     index = write_report(args.runs, Path(args.out), reference=args.reference, title=args.title)
     print(f"report written: {index}")
     return 0
@@ -203,6 +350,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     from .gate import write_baseline
     from .results import load_run
 
+    _check_writable(Path(args.out), "--out", folder=False)
     print(f"baseline written: {write_baseline(load_run(args.run), args.out)}")
     return 0
 
@@ -211,10 +359,14 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     from .gate import format_table, gate, load_baseline, write_benchmark_json, write_junit, write_summary
     from .results import load_run
 
+    for flag, path in (("--junit", args.junit), ("--summary", args.summary), ("--benchmark-json", args.benchmark_json)):
+        if path:
+            _check_writable(Path(path), flag, folder=False)
     result = gate(
         load_run(args.run),
         load_baseline(args.baseline),
         args.tolerance,
+        match=_parse_match(args.match),
         n_resamples=args.resamples,
         confidence=args.confidence,
     )
@@ -230,9 +382,25 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_match(items: list[str]) -> dict[str, str]:
+    """Repeatable --match CANDIDATE=BASELINE -> {candidate: baseline}."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        cand, sep, base = (part.strip() for part in item.partition("="))
+        if not sep or not cand or not base:
+            raise InputError(f"--match {item!r}: expected CANDIDATE=BASELINE (model names of the run and of the baseline)")
+        if cand in pairs:
+            raise InputError(f"--match names candidate {cand!r} twice")
+        pairs[cand] = base
+    return pairs
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    _check_writable(Path(args.cache), "--cache", folder=True)
+    _check_writable(Path(args.out), "--out", folder=True)
+    _check_writable(Path(args.report), "--report", folder=True)
     run_demo(
         fast=args.fast, cache=Path(args.cache), out=Path(args.out), report=Path(args.report),
         progress=not args.quiet, overwrite=args.overwrite,
@@ -241,94 +409,128 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rbmm", description="Robustness benchmarking for multimodal fusion models.")
-    parser.add_argument("--version", action="version", version=f"robustbench-mm {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    parser.add_argument("--plugins", action="append", default=[], metavar="PATH", help="extra corruption plug-in file or folder (repeatable); ./corruptions/ is always searched")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="rbmm", description="Robustness benchmarking for multimodal fusion models.", formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"robustbench-mm {__version__}", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors (default: off)")
+    _add_plugins(parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do; `rbmm COMMAND --help` describes its options"
+    )
 
-    p = sub.add_parser("list", help="list corruptions, protocols, datasets or fusion models")
-    p.add_argument("what", choices=["corruptions", "protocols", "datasets", "models"])
+    p = _parser(sub, "list", "list corruptions, protocols, datasets or fusion models")
+    p.add_argument("what", choices=["corruptions", "protocols", "datasets", "models"], help="what to list: %(choices)s")
+    _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("show", help="show the grid a protocol expands to on a dataset")
-    p.add_argument("thing", choices=["protocol"])
-    p.add_argument("name", help="protocol name or TOML path")
+    p = _parser(sub, "show", "show the grid a protocol expands to on a dataset")
+    p.add_argument("thing", choices=["protocol"], help="what to show: %(choices)s")
+    p.add_argument("name", help="protocol: one of {protocols}, or a TOML file path")
     _add_data(p)
     _add_pixel_units(p)
+    _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_show)
 
-    p = sub.add_parser("train", help="train one fusion model and write its checkpoint")
-    p.add_argument("--dataset", default="mfeat")
-    p.add_argument("--modalities", nargs="+")
-    p.add_argument("--kind", action="append", default=[], metavar="NAME=KIND", help="override an inferred modality kind (repeatable)")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--fusion", required=True, help="concat, transformer, conv, late or dynamic")
-    p.add_argument("--calibration", action="store_true", help="insert the pre-fusion calibration module")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="checkpoint path (.pt)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--patience", type=int, help="epochs without validation improvement before stopping")
-    p.add_argument("--modality-dropout", type=float, default=0.0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true")
+    p = _parser(sub, "train", "train one fusion model and write its checkpoint (and its metrics as OUT.json)")
+    _add_data(p, evaluating=False)
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 train/val/test split (default: %(default)s)")
+    p.add_argument("--fusion", required=True, help="fusion backbone, one of {fusions} (required)")
+    p.add_argument("--calibration", action="store_true", help="insert the pre-fusion calibration module (default: off)")
+    p.add_argument("--seed", type=int, default=0, help="training seed: initial weights and batch order (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write, e.g. models/concat.pt (required)")
+    p.add_argument("--epochs", type=int, help="most training epochs (default: the recipe's; recipe: {train_defaults})")
+    p.add_argument("--batch-size", type=int, help="training batch size in samples (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the recipe's)")
+    p.add_argument("--patience", type=int, help="epochs without validation improvement before stopping (default: the recipe's)")
+    p.add_argument(
+        "--modality-dropout", type=float, default=0.0, metavar="P",
+        help="probability in [0, 1) of dropping each modality of a training sample (default: %(default)s)",
+    )
+    p.add_argument("--device", default="cpu", help="where to train: {devices} (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate models under a protocol; writes results/NAME")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="checkpoint, TorchScript file or module:factory")
+    p = _parser(sub, "eval", "evaluate models under a protocol; writes the run folder --out")
+    p.add_argument(
+        "models", nargs="+", metavar="MODEL",
+        help="checkpoint, TorchScript file or module:factory, optionally NAME=MODEL to name it in cells, reports "
+        "and baselines (default name: the file's stem, or the module:factory text)",
+    )
+    p.add_argument(
+        "--name", action="append", default=[], metavar="NAME",
+        help="display name of each model, repeatable, in MODEL order (default: see MODEL)",
+    )
     _add_data(p)
     _add_pixel_units(p)
     _add_model_loading(p)
-    p.add_argument("--protocol", default="quick")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seeds", type=int, nargs="+", help="repeat the protocol's randomness under these seeds")
-    p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out and start over")
+    p.add_argument("--protocol", default="quick", help="protocol: one of {protocols}, or a TOML file path (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="run folder to write or resume, e.g. results/mine (required)")
+    p.add_argument("--device", default="auto", help="where to evaluate (auto: cuda when present, else cpu): {devices} (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size in samples (default: %(default)s)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", metavar="SEED",
+        help="repeat the protocol's randomness under these seed offsets (default: the protocol's `seeds`)",
+    )
+    p.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 on CUDA (default: off, float32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: shown when stderr is a terminal)")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out and start over (default: resume it)")
+    _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("report", help="write a self-contained HTML + Markdown robustness report")
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("-o", "--out", required=True)
-    p.add_argument("--reference", help="reference model for CE/mCE (default: first model)")
-    p.add_argument("--title")
+    p = _parser(sub, "report", "write a self-contained HTML + Markdown robustness report")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (the --out of `rbmm eval`); several are merged, e.g. one per training seed")
+    p.add_argument("-o", "--out", required=True, metavar="FOLDER", help="report folder: index.html, report.md, figures/, tables/ (required)")
+    p.add_argument("--reference", metavar="MODEL", help="reference model for CE/mCE (default: the first model)")
+    p.add_argument("--title", help="report title (default: one naming the runs' dataset and protocol)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("compare", help="cells where two runs differ significantly (after Holm correction)")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
-    p.add_argument("--metric", default="accuracy")
-    p.add_argument("--alpha", type=float, default=0.05)
+    p = _parser(sub, "compare", "cells where two runs differ significantly (after Holm correction)")
+    p.add_argument("run_a", metavar="RUN_A", help="first run folder")
+    p.add_argument("run_b", metavar="RUN_B", help="second run folder (same protocol and dataset)")
+    p.add_argument("--metric", default="accuracy", help="metric compared per cell, one of {metrics} (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level after Holm correction (default: %(default)s)")
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("baseline", help="record a run as a CI baseline (compact JSON)")
-    p.add_argument("run")
-    p.add_argument("-o", "--out", required=True)
+    p = _parser(sub, "baseline", "record a run as a CI baseline (compact JSON)")
+    p.add_argument("run", metavar="RUN", help="a complete run folder (the --out of `rbmm eval`)")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="baseline JSON to write, e.g. results/baselines/model-quick.json (required)")
     p.set_defaults(func=_cmd_baseline)
 
-    p = sub.add_parser("gate", help="fail (exit 1) when a run regresses beyond tolerance against a baseline")
-    p.add_argument("run")
-    p.add_argument("--baseline", required=True)
-    p.add_argument("--tolerance", type=float, default=0.01)
-    p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--resamples", type=int, default=2000)
-    p.add_argument("--junit", help="write JUnit XML here (one test case per check)")
-    p.add_argument("--summary", help="write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
-    p.add_argument("--benchmark-json", help="write github-action-benchmark customBiggerIsBetter JSON here")
-    p.add_argument("--all", action="store_true", help="print every check, not only regressions")
+    p = _parser(sub, "gate", "fail (exit 1) when a run regresses beyond tolerance against a baseline")
+    p.add_argument("run", metavar="RUN", help="the candidate's complete run folder, same protocol and dataset as the baseline")
+    p.add_argument("--baseline", required=True, metavar="FILE", help="baseline JSON written by `rbmm baseline` (required)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.01,
+        help="largest accepted drop, in units of the score (accuracy, or MAE for regression), in [0, 1) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--confidence", type=float, default=0.95,
+        help="level of the paired bootstrap interval of each drop, a fraction in (0, 1) (default: %(default)s)",
+    )
+    p.add_argument("--resamples", type=int, default=2000, help="paired bootstrap resamples (default: %(default)s)")
+    p.add_argument(
+        "--match", action="append", default=[], metavar="CANDIDATE=BASELINE",
+        help="pair a run model with a baseline model (repeatable; default: one model each side is compared "
+        "directly, several are paired by name)",
+    )
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML here, one test case per check (default: not written)")
+    p.add_argument("--summary", metavar="FILE", help="write a Markdown summary here, e.g. $GITHUB_STEP_SUMMARY (default: not written)")
+    p.add_argument(
+        "--benchmark-json", metavar="FILE",
+        help="write github-action-benchmark customBiggerIsBetter JSON here (default: not written)",
+    )
+    p.add_argument("--all", action="store_true", help="print every check, not only regressions (default: off)")
     p.set_defaults(func=_cmd_gate)
 
-    p = sub.add_parser("demo", help="train the default zoo on mfeat (cached), evaluate `standard`, write the report")
-    p.add_argument("--fast", action="store_true", help="smaller version: one seed, the quick protocol")
-    p.add_argument("--cache", default=".cache/rbmm-zoo", help="where trained checkpoints are kept (default: %(default)s)")
-    p.add_argument("--out", default="results/demo")
-    p.add_argument("--report", default="reports/demo")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier demo runs instead of resuming them")
+    p = _parser(sub, "demo", "train the default zoo on mfeat (cached), evaluate `standard`, write the report")
+    p.add_argument("--fast", action="store_true", help="smaller version: one training seed, the quick protocol (default: off)")
+    p.add_argument("--cache", default=".cache/rbmm-zoo", metavar="FOLDER", help="where trained checkpoints are kept and reused (default: %(default)s)")
+    p.add_argument("--out", default="results/demo", metavar="FOLDER", help="run folders, one per training seed (default: %(default)s)")
+    p.add_argument("--report", default="reports/demo", metavar="FOLDER", help="report folder (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier demo runs instead of resuming them (default: off)")
+    _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_demo)
     return parser
 
@@ -337,10 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
     try:
-        if args.plugins or Path("corruptions").is_dir():
+        plugins = args.plugins + getattr(args, "plugins_after", [])
+        if plugins or Path("corruptions").is_dir():
             from .corruptions import load_plugins
 
-            load_plugins(args.plugins)
+            load_plugins(plugins)
         return args.func(args)
     except (InputError, GateFailure) as e:
         if args.debug:

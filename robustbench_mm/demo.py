@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .datasets import load_dataset, load_splits
 from .engine import evaluate
+from .errors import InputError
 from .models import load_model, train_and_save
 from .report import write_report
 from .results import load_runs
@@ -83,7 +84,14 @@ def run_demo(fast: bool, cache: Path, out: Path, report: Path, progress: bool = 
         run_dir = out / f"seed-{seed}"
         evaluate(models, data, plan.protocol, out=run_dir, progress=progress, overwrite=overwrite)
         runs.append(run_dir)
-    index = write_report(runs, report, title=f"robustbench-mm demo: mfeat, {plan.protocol} protocol")
+    try:
+        index = write_report(runs, report, title=f"robustbench-mm demo: mfeat, {plan.protocol} protocol")
+    except (InputError, OSError) as e:  # the runs are on disk: say where, and how to report them
+        reason = e if isinstance(e, InputError) else f"cannot write {report}: {e.strerror or e}"
+        raise InputError(
+            f"{reason}; the evaluated runs are kept in {', '.join(map(str, runs))}: write their report elsewhere "
+            f"with `rbmm report {' '.join(map(str, runs))} -o FOLDER`"
+        ) from None
     table = headline(load_runs(runs).cells)
     minutes = (time.perf_counter() - start) / 60
     print(f"\nAccuracy on mfeat test (mean ± std over {len(plan.seeds)} training seed(s)), protocol {plan.protocol}:")

@@ -8,7 +8,13 @@ joint bootstrap over sample ids gives intervals for cells and summaries alike: r
 samples in every cell keeps the pairing between cells that summaries average over.
 
 The baseline is a compact JSON (schema: robustbench_mm/schemas/baseline.schema.json): per-cell
-metrics and per-sample scores, bit-packed for classification.
+metrics and per-sample scores, bit-packed for classification, and the plug-ins that shaped the run.
+
+Candidates and baseline models are paired before anything is compared: one model on each side
+is compared directly whatever the names (a checkpoint is rarely re-saved under the baseline's file
+name); with several, by name or by an explicit `{candidate: baseline}` mapping. A gate never passes
+what it did not check: a baseline model without a candidate, a missing baseline cell or a run not
+marked complete is unusable input (exit 2), not a pass.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
-from .results import Run
+from .results import Run, atomic_write
 from .stats import bootstrap_counts
 
 BASELINE_SCHEMA = "robustbench-mm/baseline"
-BASELINE_VERSION = 2
+BASELINE_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # version 2 predates the `plugins` field; its plug-ins are unknown
+_PLUGIN_KEYS = ("name", "source", "sha256")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class Check:
     drop_low: float
     drop_high: float
     tolerance: float
+    baseline_model: str = ""  # the baseline model this candidate `model` was compared with
 
     @property
     def regressed(self) -> bool:
@@ -54,6 +63,7 @@ class GateResult:
     checks: list[Check]
     tolerance: float
     confidence: float
+    notes: tuple[str, ...] = ()  # how models were paired, what was not gated: printed with the verdict
 
     @property
     def regressions(self) -> list[Check]:
@@ -111,20 +121,59 @@ def _run_scores(run: Run) -> tuple[np.ndarray, dict[tuple[str, str], dict]]:
     return ids_ref, cells
 
 
-def _fingerprint(run: Run) -> dict:
+_MANIFEST_FIELDS = ("protocol.name", "protocol.hash", "dataset.name", "dataset.fingerprint", "dataset.modalities", "dataset.task")
+
+
+def _manifest(run: Run) -> dict:
+    """The run's manifest, checked for the fields a baseline and a gate read (one-line errors)."""
+    where = run.path / "manifest.json"
     manifest = run.manifest
+    if not isinstance(manifest, dict):
+        raise InputError(f"{where}: expected a JSON object, found {type(manifest).__name__}")
+    for dotted in _MANIFEST_FIELDS:
+        value: object = manifest
+        for key in dotted.split("."):
+            if not isinstance(value, dict) or key not in value:
+                raise InputError(f"{where}: missing field {dotted!r} (expected the manifest `rbmm eval` writes)")
+            value = value[key]
+    plugins = manifest.get("plugins")
+    if plugins is not None:
+        _check_plugins(plugins, f"{where}: field 'plugins'")
+    if "complete" in manifest and not isinstance(manifest["complete"], bool):
+        raise InputError(f"{where}: field 'complete' must be true or false, got {manifest['complete']!r}")
+    return manifest
+
+
+def _check_plugins(plugins: object, where: str) -> None:
+    if not isinstance(plugins, list) or not all(
+        isinstance(p, dict) and all(isinstance(p.get(k), str) for k in _PLUGIN_KEYS) for p in plugins
+    ):
+        raise InputError(f"{where}: expected a list of {{name, source, sha256}} strings")
+
+
+def _fingerprint(run: Run) -> dict:
+    manifest = _manifest(run)
     dataset = manifest["dataset"]
     return {
         "protocol": {"name": manifest["protocol"]["name"], "hash": manifest["protocol"]["hash"]},
         "dataset": {"name": dataset["name"], "sha256": dataset["fingerprint"], "modalities": sorted(dataset["modalities"])},
         "task": dataset["task"],
         "rng": manifest.get("rng", "lowbias32/1"),  # runs before the field existed used version 1
+        # None: a run written before the field existed, whose plug-ins are unknown
+        "plugins": None if manifest.get("plugins") is None else sorted(
+            ({k: p[k] for k in _PLUGIN_KEYS} for p in manifest["plugins"]), key=lambda p: (p["name"], p["source"])
+        ),
     }
 
 
 def make_baseline(run: Run) -> dict:
     """The JSON-able baseline of a run: what a later gate needs, nothing more."""
     facts = _fingerprint(run)
+    if run.manifest.get("complete") is False:
+        raise InputError(
+            f"run {run.path} is not marked complete in its manifest; finish it (run the same `rbmm eval` "
+            "command again) before recording it as a baseline"
+        )
     ids, cells = _run_scores(run)
     return {
         "schema": BASELINE_SCHEMA,
@@ -150,11 +199,27 @@ def make_baseline(run: Run) -> dict:
 
 def write_baseline(run: Run, out: str | Path) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(make_baseline(run), indent=1) + "\n")
-    tmp.replace(out)
+    text = json.dumps(make_baseline(run), indent=1) + "\n"
+    _write_text(out, text, atomic=True)
     return out
+
+
+def _write_text(path: Path, text: str, atomic: bool = False) -> None:
+    """Write an output file (parents created); OSError -> one-line InputError naming the path.
+
+    `atomic` replaces the file by rename (a baseline is never half-written); gate reports are
+    written in place, since CI may hand a file in a folder we cannot create files in
+    ($GITHUB_STEP_SUMMARY).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if atomic:
+            atomic_write(path, text.encode())
+        else:
+            path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def load_baseline(path: str | Path) -> dict:
@@ -168,15 +233,50 @@ def load_baseline(path: str | Path) -> dict:
         raise InputError(f"baseline {path}: not readable JSON ({e})") from None
     if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA:
         raise InputError(f"baseline {path}: field 'schema' must be {BASELINE_SCHEMA!r}")
-    if data.get("version") != BASELINE_VERSION:
-        raise InputError(f"baseline {path}: field 'version' must be {BASELINE_VERSION}, got {data.get('version')!r}")
-    for key in ("protocol", "dataset", "task", "rng", "ids", "cells"):
+    if data.get("version") not in READABLE_VERSIONS:
+        raise InputError(
+            f"baseline {path}: field 'version' must be one of {', '.join(map(str, READABLE_VERSIONS))}, got {data.get('version')!r}"
+        )
+    for key in ("protocol", "dataset", "task", "rng", "ids", "cells") + (("plugins",) if data["version"] >= 3 else ()):
         if key not in data:
             raise InputError(f"baseline {path}: missing field {key!r}")
+    if data.get("plugins") is not None:
+        _check_plugins(data["plugins"], f"baseline {path}: field 'plugins'")
     return data
 
 
-def _check_comparable(baseline: dict, facts: dict, source: str) -> None:
+def _plugin_differences(base: list[dict], run: list[dict]) -> tuple[list[str], list[str]]:
+    """(differences that change what was computed, differences of source path alone)."""
+    def by_name(plugins: list[dict]) -> dict[str, dict]:
+        return {p["name"]: p for p in plugins}
+
+    b, r = by_name(base), by_name(run)
+    changed, moved = [], []
+    for name in sorted(set(b) | set(r)):
+        if name not in r:
+            changed.append(f"{name!r} ({b[name]['source']}) is in the baseline, not in the run")
+        elif name not in b:
+            changed.append(f"{name!r} ({r[name]['source']}) is in the run, not in the baseline")
+        elif b[name]["sha256"] != r[name]["sha256"]:
+            changed.append(
+                f"{name!r} has other code (sha256 {r[name]['sha256'][:12]} from {r[name]['source']}, "
+                f"baseline {b[name]['sha256'][:12]} from {b[name]['source']})"
+            )
+        elif b[name]["source"] != r[name]["source"]:
+            moved.append(f"plug-in {name!r} loaded from {r[name]['source']}, the baseline's from {b[name]['source']} (same code)")
+    return changed, moved
+
+
+def _check_comparable(baseline: dict, facts: dict, source: str) -> list[str]:
+    """Refuse a run that was not computed like the baseline; returns notes on harmless differences."""
+    notes: list[str] = []
+    if baseline.get("plugins") is not None and facts["plugins"] is not None:
+        changed, notes = _plugin_differences(baseline["plugins"], facts["plugins"])
+        if changed:
+            raise InputError(
+                f"{source}: plug-ins differ from the baseline's: {'; '.join(changed)}; gate with the baseline's "
+                "plug-ins (./corruptions/ or --plugins) or record a new baseline"
+            )
     if baseline["rng"] != facts["rng"]:
         raise InputError(
             f"{source}: corruptions were drawn with random-number generator {facts['rng']!r}, the baseline's with "
@@ -184,8 +284,9 @@ def _check_comparable(baseline: dict, facts: dict, source: str) -> None:
         )
     if baseline["protocol"]["hash"] != facts["protocol"]["hash"]:
         raise InputError(
-            f"{source}: protocol {facts['protocol']['name']!r} differs from the baseline's "
-            f"{baseline['protocol']['name']!r} (hash mismatch); record a new baseline for it"
+            f"{source}: protocol {facts['protocol']['name']!r} (hash {facts['protocol']['hash'][:12]}) differs from "
+            f"the baseline's {baseline['protocol']['name']!r} (hash {baseline['protocol']['hash'][:12]}); "
+            "gate with the baseline's protocol or record a new baseline for it"
         )
     if baseline["dataset"]["modalities"] != facts["dataset"]["modalities"]:
         raise InputError(
@@ -197,6 +298,7 @@ def _check_comparable(baseline: dict, facts: dict, source: str) -> None:
             f"{source}: dataset {facts['dataset']['name']!r} differs from the baseline's "
             f"{baseline['dataset']['name']!r} (content hash mismatch)"
         )
+    return notes
 
 
 def _summaries(acc: np.ndarray, cells: list[dict]) -> dict[str, np.ndarray]:
@@ -232,21 +334,102 @@ def _mce(acc_new: np.ndarray, acc_base: np.ndarray, cells: list[dict]) -> np.nda
     return np.mean(ratios, axis=0)
 
 
+def _names(models: list[str]) -> str:
+    return ", ".join(repr(m) for m in models) or "(none)"
+
+
+def match_models(run_models: list[str], base_models: list[str], match: dict[str, str] | None, source: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pair run models (candidates) with baseline models: ([(candidate, baseline)], notes).
+
+    One model on each side and no explicit mapping: compared directly, whatever the names.
+    Otherwise `match` ({candidate: baseline}) first, then equal names. Every baseline model needs
+    a candidate (else InputError naming both sides); a run model without a baseline is noted.
+    """
+    match = dict(match or {})
+    for cand, base in match.items():
+        if cand not in run_models:
+            raise InputError(f"--match {cand}={base}: the run has no model {cand!r}; its models: {_names(run_models)}")
+        if base not in base_models:
+            raise InputError(f"--match {cand}={base}: the baseline has no model {base!r}; its models: {_names(base_models)}")
+    targets = list(match.values())
+    if len(set(targets)) != len(targets):
+        twice = next(b for b in targets if targets.count(b) > 1)
+        raise InputError(f"--match: baseline model {twice!r} is named for two candidates; pair each with one")
+    if not match and len(run_models) == 1 and len(base_models) == 1:
+        pairs = [(run_models[0], base_models[0])]
+    else:
+        pairs = list(match.items())
+        taken_run, taken_base = set(match), set(targets)
+        for base in base_models:
+            if base not in taken_base and base in run_models and base not in taken_run:
+                pairs.append((base, base))
+                taken_run.add(base)
+                taken_base.add(base)
+        lost = [b for b in base_models if b not in taken_base]
+        if lost:
+            spare = [r for r in run_models if r not in taken_run]
+            raise InputError(
+                f"{source}: baseline model(s) {_names(lost)} have no candidate in the run; run models without a "
+                f"baseline: {_names(spare)}; pair them with --match CANDIDATE=BASELINE"
+            )
+    notes = [f"comparing candidate {c!r} with baseline model {b!r}" for c, b in pairs if c != b]
+    ungated = [r for r in run_models if r not in {c for c, _ in pairs}]
+    if ungated:
+        notes.append(f"not gated (no baseline model): {_names(ungated)}")
+    order = {b: i for i, b in enumerate(base_models)}
+    return sorted(pairs, key=lambda p: order[p[1]]), notes
+
+
+def _run_models(run: Run) -> list[str]:
+    """Models of a run, in evaluation order: the manifest's list, then any others in cells.csv."""
+    listed = run.manifest.get("models")
+    names = [str(m["name"]) for m in listed if isinstance(m, dict) and "name" in m] if isinstance(listed, list) else []
+    return list(dict.fromkeys(names + [str(m) for m in run.cells["model"]] if "model" in run.cells else names))
+
+
+def _check_complete(run: Run, pairs: list[tuple[str, str]], baseline: dict, current_cells: set[tuple[str, str]]) -> None:
+    """A run missing baseline cells, or not marked complete, is not gated: exit 2 with the count."""
+    wanted = [(cand, c["cell"]) for cand, base in pairs for c in baseline["cells"] if c["model"] == base]
+    missing = [key for key in wanted if key not in current_cells]
+    unfinished = run.manifest.get("complete") is False
+    if missing or unfinished:
+        example = f" (e.g. model {missing[0][0]!r}, cell {missing[0][1]!r})" if missing else ""
+        why = "; its manifest is not marked complete" if unfinished else ""
+        raise InputError(
+            f"run {run.path} is incomplete: {len(missing)} of {len(wanted)} baseline cells missing{example}{why}; "
+            "finish it (run the same `rbmm eval` command again) before gating"
+        )
+
+
 def gate(
     run: Run,
     baseline: dict,
     tolerance: float,
     *,
+    match: dict[str, str] | None = None,
     n_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> GateResult:
-    """Compare `run` with `baseline`: one Check per cell and per summary, for every baseline model."""
+    """Compare `run` with `baseline`: one Check per cell and per summary, for every baseline model.
+
+    match : {candidate model: baseline model}, needed only when the names differ and either side
+        holds several models (see `match_models`).
+    """
     if not 0.0 <= tolerance < 1.0:
-        raise InputError(f"tolerance must be in [0, 1), got {tolerance}")
+        raise InputError(f"--tolerance must be in [0, 1), got {tolerance}")
+    if not 0.0 < confidence < 1.0:
+        raise InputError(f"--confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise InputError(f"--resamples must be >= 1, got {n_resamples}")
     facts = _fingerprint(run)
-    _check_comparable(baseline, facts, f"run {run.path}")
+    notes = _check_comparable(baseline, facts, f"run {run.path}")
+    base_models = list(dict.fromkeys(c["model"] for c in baseline["cells"]))
+    pairs, match_notes = match_models(_run_models(run), base_models, match, f"run {run.path}")
+    notes += match_notes
     task = baseline["task"]
+    run_cells = {(str(r["model"]), _cell_label(r)) for _, r in run.cells.iterrows()}
+    _check_complete(run, pairs, baseline, run_cells)
     ids, current = _run_scores(run)
     base_ids = np.asarray(baseline["ids"], dtype=np.int64)
     if not np.array_equal(ids, base_ids):
@@ -255,11 +438,8 @@ def gate(
     counts = bootstrap_counts(len(ids), n_resamples, seed)  # (R, n) multiplicities
     alpha = 1.0 - confidence
     checks: list[Check] = []
-    for model in dict.fromkeys(c["model"] for c in baseline["cells"]):
-        base_cells = [c for c in baseline["cells"] if c["model"] == model]
-        missing = [c["cell"] for c in base_cells if (model, c["cell"]) not in current]
-        if missing:
-            raise InputError(f"run {run.path}: model {model!r} lacks {len(missing)} baseline cells, e.g. {missing[0]!r}")
+    for model, base_model in pairs:
+        base_cells = [c for c in baseline["cells"] if c["model"] == base_model]
         s_base = np.stack([_unpack(c["scores"], len(ids), task) for c in base_cells])
         s_new = np.stack([current[(model, c["cell"])]["scores"] for c in base_cells])
         point_base, point_new = s_base.mean(axis=1), s_new.mean(axis=1)
@@ -281,14 +461,15 @@ def gate(
         for name, (b, c) in point.items():
             drops = boot[name][0] - boot[name][1]
             low, high = np.quantile(drops, [alpha / 2, 1 - alpha / 2])
-            checks.append(Check(model, name, float(b), float(c), float(b - c), float(low), float(high), tolerance))
-    return GateResult(checks=checks, tolerance=tolerance, confidence=confidence)
+            checks.append(Check(model, name, float(b), float(c), float(b - c), float(low), float(high), tolerance, base_model))
+    return GateResult(checks=checks, tolerance=tolerance, confidence=confidence, notes=tuple(notes))
 
 
 def format_table(result: GateResult, only_regressions: bool = True) -> str:
     rows = result.regressions if only_regressions else result.checks
+    notes = "".join(f"note: {n}\n" for n in result.notes)
     if not rows:
-        return f"gate passed: {len(result.checks)} checks, none dropped more than {result.tolerance:g} beyond noise"
+        return notes + f"gate passed: {len(result.checks)} checks, none dropped more than {result.tolerance:g} beyond noise"
     width = max(len(f"{c.model}  {c.name}") for c in rows)
     pct = int(round(result.confidence * 100))
     lines = [f"{'model  check':<{width}}  baseline  current     drop  {pct}% CI of drop"]
@@ -303,7 +484,7 @@ def format_table(result: GateResult, only_regressions: bool = True) -> str:
         if not result.passed
         else f"gate passed: {len(result.checks)} checks"
     )
-    return head + "\n" + "\n".join(lines)
+    return notes + head + "\n" + "\n".join(lines)
 
 
 def write_junit(result: GateResult, path: str | Path) -> None:
@@ -323,7 +504,9 @@ def write_junit(result: GateResult, path: str | Path) -> None:
                 message=f"dropped {c.drop:.4f} (CI {c.drop_low:.4f}..{c.drop_high:.4f}) > tolerance {c.tolerance:g}",
             )
             failure.text = f"baseline {c.baseline:.4f}, current {c.current:.4f}"
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    ET.indent(suite)
+    text = '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    _write_text(Path(path), text)
 
 
 def _md(text: str) -> str:
@@ -340,6 +523,8 @@ def write_summary(result: GateResult, path: str | Path) -> None:
         "",
         f"{len(result.checks)} checks, tolerance {result.tolerance:g}, {result.confidence:.0%} paired bootstrap intervals.",
         "",
+        *[f"- {_md(n)}" for n in result.notes],
+        *([""] if result.notes else []),
         "| model | check | baseline | current | drop | CI of drop | regressed |",
         "|---|---|---:|---:|---:|---|---|",
     ]
@@ -348,14 +533,18 @@ def write_summary(result: GateResult, path: str | Path) -> None:
             f"| {_md(c.model)} | {_md(c.name)} | {c.baseline:.4f} | {c.current:.4f} | {c.drop:+.4f} "
             f"| [{c.drop_low:+.4f}, {c.drop_high:+.4f}] | {'yes' if c.regressed else 'no'} |"
         )
-    Path(path).write_text("\n".join(lines) + "\n")
+    _write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def write_benchmark_json(result: GateResult, path: str | Path) -> None:
-    """github-action-benchmark's `customBiggerIsBetter` format: a list of {name, unit, value, range}."""
+    """github-action-benchmark's `customBiggerIsBetter` format: a list of {name, unit, value, range}.
+
+    Entries are named by the baseline model, so a series stays one series while candidate
+    checkpoints change names from run to run.
+    """
     entries = [
         {
-            "name": f"{c.model} {c.name}",
+            "name": f"{c.baseline_model or c.model} {c.name}",
             "unit": "score",
             "value": round(c.current, 6),
             "range": f"±{(c.drop_high - c.drop_low) / 2:.4f}",
@@ -363,4 +552,4 @@ def write_benchmark_json(result: GateResult, path: str | Path) -> None:
         }
         for c in result.checks
     ]
-    Path(path).write_text(json.dumps(entries, indent=1) + "\n")
+    _write_text(Path(path), json.dumps(entries, indent=1) + "\n")

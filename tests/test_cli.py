@@ -108,3 +108,152 @@ def test_eval_under_torchrun_matches_one_process(tmp_path):
     assert files == sorted(p.name for p in (tmp_path / "dist" / "samples").iterdir()) and len(files) == len(single_cells)
     for name in files:
         assert (tmp_path / "dist" / "samples" / name).read_bytes() == (tmp_path / "single" / "samples" / name).read_bytes()
+
+
+def _read_only_dir(tmp_path: Path) -> Path:
+    """A folder no file can be created in: mode 0o555, or /sys where mode bits do not bind (root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            (candidate / "probe").touch()
+        except OSError:
+            return candidate
+        (candidate / "probe").unlink()
+    pytest.skip("no read-only folder available")
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+@pytest.mark.parametrize("device", ["mps", "meta", "gpu0", "cuda:99", "cpu:0"])
+def test_unsupported_devices_are_refused_at_the_edge(command, device, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = {
+        "eval": ["eval", str(CHECKPOINT), "--out", str(tmp_path / "run"), "--device", device],
+        "train": ["train", "--fusion", "concat", "--out", str(tmp_path / "m.pt"), "--device", device],
+    }[command]
+    assert main(argv) == 2
+    assert repr(device) in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_cuda_without_cuda_is_refused(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["eval", str(CHECKPOINT), "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("where", ["directory", "below-a-file", "read-only"])
+def test_train_out_that_cannot_be_written_is_refused_before_training(where, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    out = {"directory": tmp_path, "below-a-file": tmp_path / "a-file" / "m.pt", "read-only": _read_only_dir(tmp_path) / "m.pt"}[where]
+    assert main(["train", "--fusion", "concat", "--out", str(out), "--quiet"]) == 2
+    assert f"--out {out}" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("flag, where", [("--cache", "a-file"), ("--out", "below-a-file"), ("--report", "read-only")])
+def test_demo_paths_that_cannot_be_written_are_refused_before_any_work(flag, where, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    path = {"a-file": tmp_path / "a-file", "below-a-file": tmp_path / "a-file" / "demo", "read-only": _read_only_dir(tmp_path) / "demo"}[where]
+    assert main(["demo", "--fast", "--quiet", flag, str(path)]) == 2
+    assert f"{flag} {path}" in _one_line_error(capsys)
+    assert not (tmp_path / ".cache").exists() and not (tmp_path / "results").exists(), "nothing trained or evaluated"
+
+
+@pytest.mark.slow
+def test_demo_report_failure_keeps_the_runs_and_says_where(tmp_path, capsys, monkeypatch):
+    """A report that fails after the evaluation (a file where its figures/ folder goes)."""
+    monkeypatch.chdir(tmp_path)
+    zoo = tmp_path / ".cache" / "rbmm-zoo" / "mfeat" / "seed-0"
+    zoo.mkdir(parents=True)
+    for name in ("concat", "concat+cal", "transformer", "transformer+cal", "conv", "conv+cal"):
+        (zoo / f"{name}.pt").write_bytes(CHECKPOINT.read_bytes())  # a cached zoo: nothing to train
+    (tmp_path / "reports" / "demo").mkdir(parents=True)
+    (tmp_path / "reports" / "demo" / "figures").write_text("in the way")
+    assert main(["demo", "--fast", "--quiet"]) == 2
+    err = _one_line_error(capsys)
+    assert "kept in results/demo/seed-0" in err and "rbmm report results/demo/seed-0 -o" in err
+    assert len(pd.read_csv(tmp_path / "results" / "demo" / "seed-0" / "cells.csv")) > 0
+
+
+def test_models_are_named_by_name_flag_or_name_prefix(tmp_path, capsys):
+    assert main(["eval", f"mine={CHECKPOINT}", "--protocol", CLEAN_ONLY, "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert set(pd.read_csv(tmp_path / "a" / "cells.csv")["model"]) == {"mine"}
+    argv = ["eval", str(CHECKPOINT), str(CHECKPOINT), "--name", "first", "--name", "second", "--protocol", CLEAN_ONLY]
+    assert main([*argv, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert list(pd.read_csv(tmp_path / "b" / "cells.csv")["model"]) == ["first", "second"]
+    capsys.readouterr()
+    for bad, expected in [
+        (["eval", str(CHECKPOINT), "--name", "a", "--name", "b"], "one per model"),
+        (["eval", f"x={CHECKPOINT}", "--name", "a"], "not both"),
+        (["eval", str(CHECKPOINT), "--name", "has space"], "letters, digits"),
+    ]:
+        assert main([*bad, "--out", str(tmp_path / "c")]) == 2
+        assert expected in _one_line_error(capsys)
+
+
+CLEAN_ONLY = str(Path(__file__).resolve().parent / "data" / "clean-only.toml")
+
+
+def test_plugins_flag_after_the_subcommand(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("before", "after"):
+        (tmp_path / f"{name}.py").write_text(
+            "from robustbench_mm.corruptions import corruption\n"
+            f"@corruption('cli_flag_{name}', kinds=('image',), severity=(0.1, 0.2, 0.3, 0.4, 0.5),\n"
+            "            unit='fraction of range', description='underexposure')\n"
+            "def dim(x, param, rng, spec):\n"
+            "    low, high = spec.value_range\n"
+            "    return (x - param * (high - low)).clamp(low, high)\n"
+        )
+    assert main(["--plugins", "before.py", "list", "corruptions", "--plugins", "after.py"]) == 0
+    listed = capsys.readouterr().out
+    assert "cli_flag_before" in listed and "cli_flag_after" in listed
+
+
+def test_module_factory_and_trusted_pickle_import_from_the_working_directory(tmp_path):
+    """As the `rbmm` console script runs (its own folder first on sys.path, not the working
+    directory), a model module in the working directory imports without PYTHONPATH=."""
+    import importlib
+    import torch
+
+    (tmp_path / "mymodel.py").write_text(
+        "import torch\n"
+        "class Flat(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.head = torch.nn.Linear(240 + 76 + 216, 10)\n"
+        "    def forward(self, inputs):\n"
+        "        return self.head(torch.cat([inputs[k].flatten(1) for k in sorted(inputs)], 1))\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return Flat()\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module("mymodel")
+        torch.save(module.build(), tmp_path / "pickled.pt")
+        torch.save(module.build().state_dict(), tmp_path / "weights.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("mymodel", None)
+    launcher = tmp_path / "bin" / "rbmm"
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom robustbench_mm.cli import main\nsys.exit(main())\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for model in (["mymodel:build", "--weights", "weights.pt"], ["pickled.pt", "--trust-checkpoint"]):
+        proc = subprocess.run(
+            [sys.executable, str(launcher), "eval", *model, "--protocol", CLEAN_ONLY, "--out", f"run-{model[0][:6]}", "--quiet", "--device", "cpu"],
+            capture_output=True, text=True, cwd=tmp_path, env=env,
+        )
+        assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+def test_report_out_that_is_a_file_is_refused_before_reading_runs(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    assert main(["report", "no/such/run", "-o", str(tmp_path / "a-file")]) == 2
+    assert f"--out {tmp_path / 'a-file'}: is a file; expected a folder" in _one_line_error(capsys)

@@ -1,8 +1,10 @@
 """The CI gate, dogfooded: the committed checkpoint re-evaluated with `quick` must pass against the
-committed baseline; a copy with one modality's encoder damaged must fail; unusable input exits 2."""
+committed baseline; a copy with one modality's encoder damaged, saved under another name, must fail;
+unusable input (other protocol or plug-ins, an incomplete run, unmatched models) exits 2."""
 
 import base64
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import pytest
 import torch
 
 from robustbench_mm.cli import main
-from robustbench_mm.gate import Check, gate, load_baseline, make_baseline
+from robustbench_mm.engine import evaluate
+from robustbench_mm.datasets import load_dataset
+from robustbench_mm.gate import Check, gate, load_baseline, make_baseline, write_baseline
 from robustbench_mm.models import load_model, save_checkpoint
 from robustbench_mm.results import load_run
 from robustbench_mm.stats import paired_bootstrap
@@ -21,9 +25,21 @@ CHECKPOINT = ROOT / "results" / "baselines" / "mfeat-concat.pt"
 BASELINE = ROOT / "results" / "baselines" / "mfeat-concat-quick.json"
 
 
-def _eval(model: Path, out: Path, protocol: str = "quick") -> Path:
-    assert main(["eval", str(model), "--protocol", protocol, "--out", str(out), "--quiet"]) == 0
+def _eval(model: Path | str, out: Path, protocol: str = "quick", *extra: str, models: tuple = ()) -> Path:
+    argv = ["eval", str(model), *map(str, models), "--protocol", protocol, "--out", str(out), "--quiet", *extra]
+    assert main(argv) == 0
     return out
+
+
+def _edit_manifest(run: Path, **fields) -> Path:
+    path = run / "manifest.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), **fields)))
+    return run
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +49,8 @@ def fresh_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def degraded_run(tmp_path_factory) -> Path:
-    """The same model with its `fac` encoder weights perturbed, saved under the same name."""
+    """The same model with its `fac` encoder weights perturbed, saved under another name (as a new
+    candidate checkpoint always is): the gate must compare it with the one baseline model anyway."""
     loaded = load_model(CHECKPOINT)
     generator = torch.Generator().manual_seed(0)
     prefix = f"encoders.{loaded.module.modalities.index('fac')}."
@@ -42,7 +59,7 @@ def degraded_run(tmp_path_factory) -> Path:
             if name.startswith(prefix):
                 p.add_(torch.randn(p.shape, generator=generator) * p.std() * 3.0)
     folder = tmp_path_factory.mktemp("degraded")
-    path = save_checkpoint(loaded.module, folder / CHECKPOINT.name, loaded.config)
+    path = save_checkpoint(loaded.module, folder / "degraded.pt", loaded.config)
     return _eval(path, folder / "run")
 
 
@@ -63,11 +80,15 @@ def test_degraded_model_fails_the_gate_with_named_cells(degraded_run, tmp_path, 
     out = capsys.readouterr()
     assert code == 1
     assert "gate failed" in out.err and "REGRESSED" in out.out
+    assert "comparing candidate 'degraded' with baseline model 'mfeat-concat'" in out.out
     failures = ET.parse(junit).getroot().findall("testcase/failure")
     assert failures, "JUnit XML must list the regressed checks"
     assert "robustness regression" in summary.read_text()
     entries = json.loads(bench.read_text())
     assert all(set(e) >= {"name", "unit", "value"} for e in entries)
+    # series keep the baseline model's name, whatever the candidate file is called
+    assert all(e["name"].startswith("mfeat-concat ") for e in entries)
+    assert {c.get("classname") for c in ET.parse(junit).getroot().findall("testcase")} == {"degraded"}
 
 
 def test_regressions_are_the_checks_whose_whole_interval_exceeds_tolerance(degraded_run):
@@ -131,3 +152,170 @@ def test_baseline_round_trip_is_compact_and_exact(fresh_run):
     assert len(json.dumps(baseline)) < 50_000
     result = gate(run, baseline, 0.0, n_resamples=200)
     assert all(c.drop == 0.0 and c.drop_low == 0.0 for c in result.checks)
+
+
+def test_renamed_identical_candidate_passes_and_says_which_models_it_compared(tmp_path, capsys):
+    renamed = _eval(CHECKPOINT, tmp_path / "renamed", "quick", "--name", "epoch-20")
+    assert main(["gate", str(renamed), "--baseline", str(BASELINE)]) == 0
+    out = capsys.readouterr().out
+    assert "comparing candidate 'epoch-20' with baseline model 'mfeat-concat'" in out and "gate passed" in out
+
+
+@pytest.fixture(scope="module")
+def two_model_baseline(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pair")
+    run = _eval(CHECKPOINT, folder / "run", "quick", "--name", "alpha", "--name", "beta", models=(CHECKPOINT,))
+    assert main(["baseline", str(run), "-o", str(folder / "pair.json")]) == 0
+    return folder / "pair.json"
+
+
+def test_unmatched_multi_model_run_exits_2_naming_both_sides(two_model_baseline, tmp_path, capsys):
+    run = _eval(f"gamma={CHECKPOINT}", tmp_path / "run", "quick", models=(f"beta={CHECKPOINT}",))
+    capsys.readouterr()
+    assert main(["gate", str(run), "--baseline", str(two_model_baseline)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'alpha'" in err and "'gamma'" in err and "--match" in err, err
+    # the explicit mapping pairs the rest; equal names pair by themselves
+    assert main(["gate", str(run), "--baseline", str(two_model_baseline), "--match", "gamma=alpha"]) == 0
+    out = capsys.readouterr().out
+    assert "comparing candidate 'gamma' with baseline model 'alpha'" in out and "'beta' with" not in out
+    assert main(["gate", str(run), "--baseline", str(two_model_baseline), "--match", "delta=alpha"]) == 2
+    assert "no model 'delta'" in capsys.readouterr().err
+
+
+def _interrupted_run(out: Path, after_cells: int) -> Path:
+    """A real run stopped after `after_cells` cells (one condition per pass, so tables get written)."""
+    def stop(cell: str) -> None:
+        stop.count += 1
+        if stop.count == after_cells:
+            raise KeyboardInterrupt
+    stop.count = 0
+    with pytest.raises(KeyboardInterrupt):
+        evaluate([load_model(CHECKPOINT)], load_dataset("mfeat", "test"), "quick", out=out, buffer_mb=0.01, on_cell=stop)
+    return out
+
+
+def test_incomplete_run_exits_2_with_the_count_of_missing_cells(tmp_path, capsys):
+    run = _interrupted_run(tmp_path / "killed", after_cells=10)
+    manifest = json.loads((run / "manifest.json").read_text())
+    _edit_manifest(run, complete=manifest.get("complete", False))  # the field the engine marks false until the end
+    written = len(load_run(run).cells)
+    n_baseline = len(load_baseline(BASELINE)["cells"])
+    assert 0 < written < n_baseline
+    assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
+    err = capsys.readouterr().err
+    assert f"{n_baseline - written} of {n_baseline} baseline cells missing" in err and "not marked complete" in err, err
+    # without the field, the missing cells alone make it incomplete
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.pop("complete")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
+    assert f"{n_baseline - written} of {n_baseline} baseline cells missing" in capsys.readouterr().err
+
+
+def test_run_not_marked_complete_is_not_gated_even_with_every_cell(fresh_run, tmp_path, capsys):
+    run = _edit_manifest(_copy_run(fresh_run, tmp_path / "run"), complete=False)
+    assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
+    err = capsys.readouterr().err
+    assert "0 of 25 baseline cells missing" in err and "not marked complete" in err
+    assert main(["baseline", str(run), "-o", str(tmp_path / "b.json")]) == 2
+    assert "not marked complete" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
+
+
+RAIN = {"name": "rain", "source": "/repo/corruptions/rain.py", "sha256": "a" * 64}
+
+
+def test_plugin_differences_are_named(fresh_run, tmp_path, capsys):
+    with_rain = _edit_manifest(_copy_run(fresh_run, tmp_path / "with"), plugins=[RAIN], complete=True)
+    baseline = write_baseline(load_run(with_rain), tmp_path / "rain.json")
+    assert load_baseline(baseline)["plugins"] == [RAIN]
+
+    without = _edit_manifest(_copy_run(fresh_run, tmp_path / "without"), plugins=[], complete=True)
+    assert main(["gate", str(without), "--baseline", str(baseline)]) == 2
+    err = capsys.readouterr().err
+    assert "plug-ins differ" in err and "'rain' (/repo/corruptions/rain.py) is in the baseline, not in the run" in err
+
+    other_code = _edit_manifest(_copy_run(fresh_run, tmp_path / "other"), plugins=[dict(RAIN, sha256="b" * 64)], complete=True)
+    assert main(["gate", str(other_code), "--baseline", str(baseline)]) == 2
+    assert "'rain' has other code (sha256 bbbbbbbbbbbb" in capsys.readouterr().err
+
+    moved = _edit_manifest(_copy_run(fresh_run, tmp_path / "moved"), plugins=[dict(RAIN, source="/ci/corruptions/rain.py")], complete=True)
+    assert main(["gate", str(moved), "--baseline", str(baseline)]) == 0
+    assert "loaded from /ci/corruptions/rain.py, the baseline's from /repo/corruptions/rain.py (same code)" in capsys.readouterr().out
+
+
+def test_protocol_difference_is_named_before_missing_cells(fresh_run, tmp_path, capsys):
+    """A run of `standard` against a `quick` baseline lacks cells, but the reason is the protocol."""
+    run = _edit_manifest(_copy_run(fresh_run, tmp_path / "run"), protocol={"name": "quick", "hash": "f" * 64})
+    assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
+    err = capsys.readouterr().err
+    assert "protocol 'quick' (hash ffffffffffff) differs from the baseline's" in err and "missing" not in err
+
+
+@pytest.mark.parametrize("manifest", ["[1, 2]", '{"protocol": {"name": "quick"}}', '"text"'])
+def test_manifest_without_fields_or_not_an_object_is_one_line_exit_2(manifest, fresh_run, tmp_path, capsys):
+    run = _copy_run(fresh_run, tmp_path / "run")
+    (run / "manifest.json").write_text(manifest)
+    assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rbmm: error: ") and "manifest.json" in err and "\n" not in err, err
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Path:
+    """A folder no file can be created in: mode 0o555, or /sys where mode bits do not bind (root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            (candidate / "probe").touch()
+        except OSError:
+            return candidate
+        (candidate / "probe").unlink()
+    pytest.skip("no read-only folder available")
+
+
+@pytest.mark.parametrize("flag", ["--junit", "--summary", "--benchmark-json"])
+@pytest.mark.parametrize("where", ["directory", "below-a-file", "read-only"])
+def test_unwritable_gate_outputs_are_refused_before_the_work(flag, where, fresh_run, tmp_path, read_only_dir, capsys):
+    (tmp_path / "a-file").write_text("x")
+    target = {"directory": tmp_path, "below-a-file": tmp_path / "a-file" / "gate.out", "read-only": read_only_dir / "gate.out"}[where]
+    others = [f for f in ("--junit", "--summary", "--benchmark-json") if f != flag]
+    written = [tmp_path / "out" / f"{f.strip('-')}.txt" for f in others]
+    argv = ["gate", str(fresh_run), "--baseline", str(BASELINE), flag, str(target)]
+    for f, path in zip(others, written):
+        argv += [f, str(path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rbmm: error: {flag} ") and "\n" not in err, err
+    assert not any(p.exists() for p in written), "nothing may be written when one output is unusable"
+
+
+def test_baselines_match_their_schema(fresh_run):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "robustbench_mm" / "schemas" / "baseline.schema.json").read_text())
+    jsonschema.validate(json.loads(BASELINE.read_text()), schema)  # the committed version-2 file
+    fresh = make_baseline(_edit_manifest_copy(fresh_run, plugins=[RAIN]))
+    jsonschema.validate(fresh, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({k: v for k, v in fresh.items() if k != "plugins"}, schema)
+
+
+def _edit_manifest_copy(run: Path, **fields):
+    """The run as loaded, with manifest fields replaced in memory (the folder is untouched)."""
+    loaded = load_run(run)
+    loaded.manifest = dict(loaded.manifest, **fields)
+    return loaded
+
+
+@pytest.mark.parametrize("option, value", [("--tolerance", "1.5"), ("--confidence", "1.5"), ("--confidence", "0"), ("--resamples", "0")])
+def test_gate_numbers_out_of_range_are_one_line_exit_2(option, value, fresh_run, capsys):
+    assert main(["gate", str(fresh_run), "--baseline", str(BASELINE), option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rbmm: error: {option} must be") and "\n" not in err, err
+
+
+def test_baseline_out_that_cannot_be_written_is_refused(fresh_run, tmp_path, capsys):
+    assert main(["baseline", str(fresh_run), "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -6,7 +6,7 @@ evaluates `standard` (corruptions at levels 1-5 + every removal subset) and `con
 mean accuracy with minus without calibration across training seeds: mean gain, 95% t-interval,
 paired t-test, Holm-corrected over every row of the table.
 
-    python tools/seed_study.py --dataset mfeat --dataset synthetic   # prints a Markdown table
+    python tools/seed_study.py --data mfeat --data synthetic   # prints a Markdown table
 """
 
 from __future__ import annotations
@@ -62,14 +62,14 @@ def calibration_table(acc: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", action="append", default=[])
+    parser.add_argument("--data", action="append", default=[], help="dataset source, repeatable (default: mfeat)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cache", default=".cache/rbmm-zoo")
     parser.add_argument("--out", default="results/seed-study")
     args = parser.parse_args()
     tables = [
         calibration_table(family_accuracy(d, tuple(args.seeds), Path(args.cache), Path(args.out)), d)
-        for d in args.dataset or ["mfeat"]
+        for d in args.data or ["mfeat"]
     ]
     table = pd.concat(tables, ignore_index=True)
     tested = table["perturbation"] != "clean"

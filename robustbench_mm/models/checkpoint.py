@@ -220,14 +220,28 @@ def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> L
 
 
 def load_model(
-    path_or_spec: str | Path, *, trust: bool = False, device: str = "cpu", weights: str | Path | None = None
+    path_or_spec: str | Path,
+    *,
+    trust: bool = False,
+    device: str = "cpu",
+    weights: str | Path | None = None,
+    name: str | None = None,
 ) -> LoadedModel:
     """Load a model for evaluation, in eval mode on `device`.
 
     path_or_spec : a robustbench-mm checkpoint, a TorchScript file, `module:factory` (a function
         returning an nn.Module; the working directory is importable; `weights` a state-dict file),
         or, only with trust=True, a full pickle of an nn.Module.
+    name : the model's name in cells, reports and baselines (default: the file's stem, or the
+        `module:factory` text).
     """
+    loaded = _load(path_or_spec, trust, device, weights)
+    if name is not None:
+        loaded.name = str(name)
+    return loaded
+
+
+def _load(path_or_spec: str | Path, trust: bool, device: str, weights: str | Path | None) -> LoadedModel:
     spec = str(path_or_spec)
     path = Path(spec)
     if not path.exists() and _FACTORY.match(spec):
