@@ -19,6 +19,12 @@ TRUST_HELP = (
     "so use this only for checkpoint files you created or fully trust"
 )
 
+# static, so `rbmm --help` need not import torch; tests/test_cli.py checks it against models.FUSIONS
+FUSION_HELP = (
+    "fusion model (required, no default); one of: concat, transformer, conv, late, uncertainty-late, "
+    "udml, qmf, cal, unimodal (`rbmm list models` describes them)"
+)
+
 
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="state-dict file for a `module:factory` model")
@@ -58,10 +64,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, text in describe_sources().items():
             print(f"{name:<16} {text}")
     else:
-        from .models import FUSIONS
+        from .models.fusion import describe_fusions
 
-        for name in FUSIONS:
-            print(name)
+        for name, text in describe_fusions().items():
+            print(f"{name:<18} {text}")
     return 0
 
 
@@ -104,6 +110,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         split_seed=args.split_seed,
+        modality=args.modality,
     )
     scores = "; ".join(
         f"{split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics[split].items() if k != "n")
@@ -217,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", nargs="+")
     p.add_argument("--kind", action="append", default=[], metavar="NAME=KIND", help="override an inferred modality kind (repeatable)")
     p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--fusion", required=True, help="concat, transformer, conv, late or dynamic")
+    p.add_argument("--fusion", required=True, metavar="FUSION", help=FUSION_HELP)
+    p.add_argument("--modality", metavar="NAME",
+                   help="with --fusion unimodal (required there): the one modality the model uses; it still takes "
+                        "the dataset's other modalities and ignores them (default: none; choices: the dataset's modalities)")
     p.add_argument("--calibration", action="store_true", help="insert the pre-fusion calibration module")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint path (.pt)")
