@@ -2,6 +2,7 @@
 
     python benchmarks/train_zoo.py                      # mfeat (pix + fou + fac), seed 0
     python benchmarks/train_zoo.py --dataset synthetic --seed 1 --out /tmp/zoo
+    python benchmarks/train_zoo.py --dataset synthetic --fusions udml qmf cal unimodal
 
 This measures the issue's quality bar: every backbone with and without calibration, the late and
 uncertainty-late baselines and the udml, qmf and cal methods should reach >= 95% clean test accuracy
@@ -32,6 +33,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--modality-dropout", type=float, default=0.0)
     p.add_argument("--out", help="also write each checkpoint (+ metrics JSON) into this folder")
+    p.add_argument("--fusions", nargs="+", metavar="FUSION", help="train only these fusions (default: all)")
     args = p.parse_args()
 
     splits = load_splits(args.dataset, seed=args.split_seed)
@@ -40,6 +42,7 @@ def main() -> None:
     print(f"{'model':<22} {'val acc':>8} {'test acc':>8} {'epochs':>6} {'best':>5} {'seconds':>8}")
     total = time.perf_counter()
     zoo = [(f, c, None) for f, c in ZOO] + [("unimodal", False, m) for m in splits["train"].modalities]
+    zoo = [z for z in zoo if not args.fusions or z[0] in args.fusions]
     for fusion, calibration, modality in zoo:
         name = fusion + ("+cal" if calibration else "") + (f"-{modality}" if modality else "")
         common = dict(seed=args.seed, epochs=args.epochs, modality_dropout=args.modality_dropout, progress=False)

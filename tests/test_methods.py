@@ -4,7 +4,6 @@ gradients reaching what they should and not what they should not, batch independ
 
 from __future__ import annotations
 
-import math
 from itertools import combinations
 
 import numpy as np
@@ -290,14 +289,12 @@ def test_every_fusion_is_listed_and_named_in_the_train_help(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fusion", ["udml", "qmf", "cal", "unimodal"])
-def test_mfeat_quality_bar_of_the_methods(fusion):
-    """>= 95% clean test accuracy on mfeat (unimodal pix: >= 90%), <= 60 s each (2 CPU cores)."""
+def test_mfeat_unimodal_image_reference():
+    """The pix-only reference reaches >= 90% clean test accuracy on mfeat in <= 60 s (the fusion
+    methods' 95% bar is in test_training.py::test_mfeat_quality_bar)."""
     from robustbench_mm.datasets import load_splits
     from robustbench_mm.models import train_model
 
-    config = {"fusion": fusion, **({"modality": "pix"} if fusion == "unimodal" else {})}
-    _, metrics = train_model(config, load_splits("mfeat"), seed=0, progress=False)
-    assert metrics["test"]["accuracy"] >= (0.90 if fusion == "unimodal" else 0.95)
+    _, metrics = train_model({"fusion": "unimodal", "modality": "pix"}, load_splits("mfeat"), seed=0, progress=False)
+    assert metrics["test"]["accuracy"] >= 0.90
     assert metrics["seconds"] <= 60
-    assert not math.isnan(metrics["val"]["loss"])

@@ -41,6 +41,8 @@ What the code does (two modalities a, v) and what we do:
   logits are that layer with the other modalities' features zeroed (bias included).
 - loss: CE(joint) + gamma * sum_m CE(unimodal_m) + 0.1 * sum_m MSE(sigma_m, v_m); gamma = 4.0
   (`cramed_auxi.sh`; 2.5 in `ks_auxi.sh`).
+As released, the audio backbone (`models/backbone.py`, `ResNet.forward`, pe branch) reads
+`args.max`, which `main_auxi_weight_udml.py` never defines; we read the rest as intended.
 Not reproduced: the probabilistic embedding of `pe` (mu/logvar branches in `backbone.py`) and its
 KL term (beta = 1e-5 on CREMA-D, 0 on KS), SGD with its schedule and gradient clipping (every
 method here trains with the suite's one recipe so that they compare), classification only.
