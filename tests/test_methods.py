@@ -149,6 +149,31 @@ def test_udml_levels_half_clean_and_noise_law():
     assert noisy[2].std().item() == pytest.approx(4.0, rel=0.05)
 
 
+@pytest.mark.slow
+def test_udml_regressor_learns_the_raw_level_of_the_noise_it_trains_on():
+    """After 150 noisy-phase steps on two informative vectors, sigma rises with the injected level."""
+    g = torch.Generator().manual_seed(0)
+    n = 256
+    y = torch.randint(0, 4, (n,), generator=g)
+    centers = torch.randn(4, 8, generator=g) * 3
+    x = {"a": centers[y] + torch.randn(n, 8, generator=g), "b": centers[y] + torch.randn(n, 8, generator=g)}
+    m = model("udml", [ModalitySpec(k, "vector", (8,), mean=v.mean(0), std=v.std(0)) for k, v in x.items()], dim=16, width=16)
+    m.train().start_epoch(10, 10, n)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        m.training_loss(x, None, y, g).backward()
+        opt.step()
+    m.eval()
+    sigma = []
+    with torch.no_grad():
+        for level in (1.0, 10.0):
+            noisy = m.noisy(x, torch.tensor([[level, 1.0]]).expand(n, 2), g)
+            sigma.append(m.predicted_level({k: m.encode(k, noisy[k]) for k in x}).mean(0))
+    assert sigma[1][0] > sigma[0][0] + 0.5  # modality a's estimate sees a's noise
+    assert torch.allclose(sigma[1][1], sigma[0][1])  # b's estimate only sees b, which stayed clean
+
+
 # ---- QMF (QingyangZhang/QMF, text-image-classification: late_fusion.py, train_qmf.py, utils.History) ----
 
 
@@ -161,6 +186,16 @@ def test_qmf_fusion_weighs_each_modality_by_its_energy_confidence():
         # MultimodalLateFusionClf.forward: conf = log(sum(exp(out))) / 10; fused = sum out * conf
         expected = sum(out * (torch.log(torch.exp(out).sum(1)) / 10).view(-1, 1) for out in logits)
         assert torch.allclose(m(x), expected, atol=1e-5)
+
+
+def test_qmf_confidences_are_detached_in_the_fusion():
+    """late_fusion.py: txt_out * txt_conf.detach(): d fused / d logits_m is c_m alone, no energy path."""
+    m = model("qmf", specs3())
+    logits = torch.randn(B, 3, 4, requires_grad=True)
+    present = {k: torch.ones(B, dtype=torch.bool) for k in m.modalities}
+    fused, conf, _ = m._fused(logits, present)
+    fused.sum().backward()
+    assert torch.allclose(logits.grad, (torch.logsumexp(logits.detach(), -1) / 10).unsqueeze(-1).expand(-1, -1, 4))
 
 
 def code_rank_loss(conf, idx, correctness):
@@ -252,6 +287,24 @@ def test_cal_acceleration_multiplies_each_encoders_task_gradient_by_one_plus_its
     assert weights.sum().item() == pytest.approx(1.0) and (weights > 0).all()
     for i in range(3):
         assert torch.allclose(grads[1.0][i], (1 + weights[i]) * grads[0.0][i], rtol=1e-4, atol=1e-7)
+
+
+def test_cal_bottleneck_weighs_each_kl_by_its_low_contribution():
+    specs = specs3()
+    x, y = inputs(specs), torch.arange(B) % 4
+    losses, weights = {}, None
+    for beta in (0.0, 0.5):
+        m = model("cal", specs, cal_bottleneck=beta).train()
+        losses[beta] = m.training_loss(x, None, y, torch.Generator().manual_seed(0)).item()
+        weights = m.weights.clone()
+    with torch.no_grad():
+        kl = []
+        for i, k in enumerate(m.modalities):
+            f = pool(m.encode(k, x[k]))
+            mu, logvar = m.mu[i](f), m.logvar[i](f)
+            kl.append((0.5 * (mu**2 + logvar.exp() - logvar - 1)).sum(1).mean())
+        beta_m = 0.5 * 3 * (1 - weights) / 2
+    assert losses[0.5] - losses[0.0] == pytest.approx(float((beta_m * torch.stack(kl)).sum()), rel=1e-4)
 
 
 # ---- unimodal ----
