@@ -351,3 +351,11 @@ def test_mfeat_unimodal_image_reference():
     _, metrics = train_model({"fusion": "unimodal", "modality": "pix"}, load_splits("mfeat"), seed=0, progress=False)
     assert metrics["test"]["accuracy"] >= 0.90
     assert metrics["seconds"] <= 60
+
+
+def test_train_refuses_a_wrong_modality_choice_with_one_line(tmp_path, capsys):
+    out = str(tmp_path / "m.pt")
+    assert main(["train", "--fusion", "unimodal", "--modality", "nope", "--out", out, "--quiet"]) == 2
+    assert "unknown modality 'nope'; expected one of: fac, fou, pix" in capsys.readouterr().err
+    assert main(["train", "--fusion", "qmf", "--modality", "pix", "--out", out, "--quiet"]) == 2
+    assert "only applies to --fusion unimodal" in capsys.readouterr().err
