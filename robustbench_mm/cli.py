@@ -19,7 +19,7 @@ TRUST_HELP = (
     "so use this only for checkpoint files you created or fully trust"
 )
 
-# static, so `rbmm --help` need not import torch; tests/test_cli.py checks it against models.FUSIONS
+# static, so `rbmm --help` need not import torch; tests/test_methods.py checks it against models.FUSIONS
 FUSION_HELP = (
     "fusion model (required, no default); one of: concat, transformer, conv, late, uncertainty-late, "
     "udml, qmf, cal, unimodal (`rbmm list models` describes them)"
