@@ -1,10 +1,12 @@
-"""Train the eight default configurations on a dataset and print clean accuracy and seconds per model.
+"""Train every fusion configuration on a dataset and print clean accuracy and seconds per model.
 
     python benchmarks/train_zoo.py                      # mfeat (pix + fou + fac), seed 0
     python benchmarks/train_zoo.py --data synthetic --seed 1 --out /tmp/zoo
+    python benchmarks/train_zoo.py --data synthetic --fusions udml qmf cal unimodal
 
-This measures the issue's quality bar: every backbone with and without calibration (and the late
-and dynamic baselines) should reach >= 95% clean test accuracy on mfeat, each in <= 60 s on 2 CPU cores.
+This measures the issue's quality bar: every backbone with and without calibration, the late and
+uncertainty-late baselines and the udml, qmf and cal methods should reach >= 95% clean test accuracy
+on mfeat, each in <= 60 s on 2 CPU cores; the unimodal models (one per modality) are the reference.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 from robustbench_mm.datasets import load_splits
 from robustbench_mm.models import train_and_save, train_model
 
-ZOO = [(f, c) for f in ("concat", "transformer", "conv") for c in (False, True)] + [("late", False), ("dynamic", False)]
+ZOO = [(f, c) for f in ("concat", "transformer", "conv") for c in (False, True)] + [
+    (f, False) for f in ("late", "uncertainty-late", "udml", "qmf", "cal")
+]
 
 
 def main() -> None:
@@ -29,6 +33,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--modality-dropout", type=float, default=0.0)
     p.add_argument("--out", help="also write each checkpoint (+ metrics JSON) into this folder")
+    p.add_argument("--fusions", nargs="+", metavar="FUSION", help="train only these fusions (default: all)")
     args = p.parse_args()
 
     splits = load_splits(args.data, seed=args.split_seed)
@@ -36,16 +41,19 @@ def main() -> None:
           f"{', '.join(splits['train'].modalities)}; torch {torch.__version__}")  # fmt: skip
     print(f"{'model':<22} {'val acc':>8} {'test acc':>8} {'epochs':>6} {'best':>5} {'seconds':>8}")
     total = time.perf_counter()
-    for fusion, calibration in ZOO:
-        name = fusion + ("+cal" if calibration else "")
+    zoo = [(f, c, None) for f, c in ZOO] + [("unimodal", False, m) for m in splits["train"].modalities]
+    zoo = [z for z in zoo if not args.fusions or z[0] in args.fusions]
+    for fusion, calibration, modality in zoo:
+        name = fusion + ("+cal" if calibration else "") + (f"-{modality}" if modality else "")
         common = dict(seed=args.seed, epochs=args.epochs, modality_dropout=args.modality_dropout, progress=False)
         if args.out:
             metrics = train_and_save(
                 fusion=fusion, calibration=calibration, splits=splits, out=Path(args.out) / f"{name}.pt",
-                split_seed=args.split_seed, **common,
+                split_seed=args.split_seed, modality=modality, **common,
             )  # fmt: skip
         else:
-            _, metrics = train_model({"fusion": fusion, "calibration": calibration}, splits, **common)
+            config = {"fusion": fusion, "calibration": calibration, **({"modality": modality} if modality else {})}
+            _, metrics = train_model(config, splits, **common)
         key = "accuracy" if "accuracy" in metrics["test"] else "rmse"
         print(
             f"{name:<22} {metrics['val'][key]:>8.4f} {metrics['test'][key]:>8.4f} "

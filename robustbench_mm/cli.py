@@ -80,6 +80,7 @@ def _add_plugins(p: argparse.ArgumentParser, dest: str = "plugins") -> None:
     )
 
 
+
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE", help="state-dict file for a `module:factory` model (default: none: the factory's own weights)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
@@ -241,10 +242,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, text in describe_sources().items():
             print(f"{name:<16} {text}")
     else:
-        from .models import FUSIONS
+        from .models.fusion import describe_fusions
 
-        for name in FUSIONS:
-            print(name)
+        for name, text in describe_fusions().items():
+            print(f"{name:<18} {text}")
     return 0
 
 
@@ -292,6 +293,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.quiet,
         split_seed=args.split_seed,
+        modality=args.modality,
     )
     scores = "; ".join(
         f"{split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics[split].items() if k != "n")
@@ -435,7 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _parser(sub, "train", "train one fusion model and write its checkpoint (and its metrics as OUT.json)")
     _add_data(p, evaluating=False)
     p.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 train/val/test split (default: %(default)s)")
-    p.add_argument("--fusion", required=True, help="fusion backbone, one of {fusions} (required)")
+    p.add_argument("--fusion", required=True, help="fusion model, one of {fusions} (required; `rbmm list models` describes them)")
+    p.add_argument(
+        "--modality", metavar="NAME",
+        help="with --fusion unimodal (required there): the one modality the model uses; it still takes the "
+        "dataset's other modalities and ignores them (default: none; choices: the dataset's modalities)",
+    )
     p.add_argument("--calibration", action="store_true", help="insert the pre-fusion calibration module (default: off)")
     p.add_argument("--seed", type=int, default=0, help="training seed: initial weights and batch order (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write, e.g. models/concat.pt (required)")

@@ -36,13 +36,19 @@ def random_inputs(specs: list[ModalitySpec], n: int = B, seed: int = 0) -> dict[
     return out
 
 
-def tiny(fusion: str, specs, calibration: bool = False, task: str = "classification", seed: int = 0):
+def tiny(fusion: str, specs, calibration: bool = False, task: str = "classification", seed: int = 0, **options):
+    """A small model; `unimodal` uses the first modality, and calibration is off where a fusion has none."""
     torch.manual_seed(seed)
     config = {
-        "fusion": fusion, "calibration": calibration, "specs": [s.to_dict() for s in specs],
-        "num_classes": 4, "task": task, "dim": 16, "width": 16, "hidden": 16,
+        "fusion": fusion, "calibration": calibration and fusion != "unimodal", "specs": [s.to_dict() for s in specs],
+        "num_classes": 4, "task": task, "dim": 16, "width": 16, "hidden": 16, **options,
     }
+    if fusion == "unimodal":
+        config.setdefault("modality", specs[0].name)
     return build_model(config).eval()
+
+
+REGRESSION_FUSIONS = ("concat", "transformer", "conv", "late", "uncertainty-late", "unimodal")
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -59,7 +65,7 @@ def test_forward_is_fuse_of_encodes_exactly(fusion, calibration):
     assert model(x).shape == (B, 4)
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", REGRESSION_FUSIONS)
 def test_regression_output_is_one_value_per_sample(fusion):
     specs = all_kind_specs()[:2]
     model = tiny(fusion, specs, task="regression")
@@ -139,16 +145,17 @@ def test_training_loss_reaches_every_parameter():
     specs = all_kind_specs()
     for fusion in FUSIONS:
         model = tiny(fusion, specs, calibration=True).train()
+        model.start_epoch(1, 1, B)
         x = random_inputs(specs)
         present = {m: torch.ones(B, dtype=torch.bool) for m in model.modalities}
-        model.training_loss(x, present, torch.arange(B) % 4, torch.Generator().manual_seed(0)).backward()
+        model.training_loss(x, present, torch.arange(B) % 4, torch.Generator().manual_seed(0), index=torch.arange(B)).backward()
         no_grad = [n for n, p in model.named_parameters() if p.grad is None]
         assert not no_grad, (fusion, no_grad)
 
 
-def test_dynamic_weights_follow_presence_and_sum_to_one():
+def test_uncertainty_late_weights_follow_presence_and_sum_to_one():
     specs = all_kind_specs()[:3]
-    model = tiny("dynamic", specs)
+    model = tiny("uncertainty-late", specs)
     x = random_inputs(specs)
     present = {"img": torch.tensor([True, False, True, True, False, True])}
     features = {m: model.encode(m, x[m]) for m in model.modalities}
@@ -158,7 +165,7 @@ def test_dynamic_weights_follow_presence_and_sum_to_one():
     assert torch.all(w[present["img"]] > 0)
 
 
-def test_dynamic_fusion_learns_to_estimate_injected_noise_and_reliance():
+def test_uncertainty_late_learns_to_estimate_injected_noise_and_reliance():
     """After a short training, predicted noise is higher for a noisy input and reliance is measured."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -167,7 +174,7 @@ def test_dynamic_fusion_learns_to_estimate_injected_noise_and_reliance():
     centers = torch.randn(4, 8, generator=g) * 3
     x = {"a": centers[labels] + torch.randn(n, 8, generator=g), "b": torch.randn(n, 8, generator=g) + 0.3 * centers[labels]}
     specs = [ModalitySpec(m, "vector", (8,), mean=v.mean(0), std=v.std(0)) for m, v in x.items()]
-    model = tiny("dynamic", specs).train()
+    model = tiny("uncertainty-late", specs).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     present = {m: torch.ones(n, dtype=torch.bool) for m in x}
     for _ in range(60):
@@ -187,8 +194,23 @@ def test_dynamic_fusion_learns_to_estimate_injected_noise_and_reliance():
 
 def test_build_model_rejects_bad_configs_with_one_line_errors():
     specs = [s.to_dict() for s in all_kind_specs()[:2]]
-    with pytest.raises(InputError, match="unknown fusion 'lstm'; expected one of: concat, conv, dynamic, late, transformer"):
+    with pytest.raises(
+        InputError,
+        match="unknown fusion 'lstm'; expected one of: cal, concat, conv, late, qmf, transformer, udml, uncertainty-late, unimodal",
+    ):
         build_model({"fusion": "lstm", "specs": specs, "num_classes": 3})
+    with pytest.raises(InputError, match="fusion 'unimodal' needs the modality it uses .*one of: img, vec"):
+        build_model({"fusion": "unimodal", "specs": specs, "num_classes": 3})
+    with pytest.raises(InputError, match="unknown modality 'audio'; expected one of: img, vec"):
+        build_model({"fusion": "unimodal", "modality": "audio", "specs": specs, "num_classes": 3})
+    with pytest.raises(InputError, match="only applies to --fusion unimodal"):
+        build_model({"fusion": "concat", "modality": "img", "specs": specs, "num_classes": 3})
+    with pytest.raises(InputError, match="'unimodal' has no pre-fusion calibration"):
+        build_model({"fusion": "unimodal", "modality": "img", "calibration": True, "specs": specs, "num_classes": 3})
+    with pytest.raises(InputError, match="fusion 'qmf' supports the task.* classification, not 'regression'"):
+        build_model({"fusion": "qmf", "specs": specs, "task": "regression"})
+    with pytest.raises(InputError, match="'cal' .*needs >= 2"):
+        build_model({"fusion": "cal", "specs": specs[:1], "num_classes": 3})
     with pytest.raises(InputError, match="needs 'specs'"):
         build_model({"fusion": "concat", "num_classes": 3})
     with pytest.raises(InputError, match="num_classes >= 2"):

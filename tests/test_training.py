@@ -75,6 +75,8 @@ def _train(splits, **kw):
     args = dict(seed=0, epochs=6, batch_size=16, lr=5e-3, patience=3, progress=False)
     args.update(kw)
     config = {"fusion": args.pop("fusion", "concat"), "calibration": args.pop("calibration", False), **SMALL}
+    if config["fusion"] == "unimodal":  # one modality, nothing to calibrate
+        config.update(modality=next(iter(splits["train"].specs)), calibration=False)
     return train_model(config, splits, **args)
 
 
@@ -174,7 +176,8 @@ def test_bad_training_input(splits):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "fusion,calibration",
-    [(f, c) for f in ("concat", "transformer", "conv") for c in (False, True)] + [("late", False), ("dynamic", False)],
+    [(f, c) for f in ("concat", "transformer", "conv") for c in (False, True)]
+    + [(f, False) for f in ("late", "uncertainty-late", "udml", "qmf", "cal")],
 )
 def test_mfeat_quality_bar(fusion, calibration):
     """The issue's bar: >= 95% clean test accuracy on mfeat (3 views), <= 60 s per model."""
@@ -183,3 +186,48 @@ def test_mfeat_quality_bar(fusion, calibration):
     _, metrics = train_model({"fusion": fusion, "calibration": calibration}, load_splits("mfeat"), seed=0, progress=False)
     assert metrics["test"]["accuracy"] >= 0.95
     assert metrics["seconds"] <= 60
+
+
+NEW_METHODS = ("udml", "qmf", "cal", "unimodal")
+
+
+@pytest.mark.parametrize("fusion", NEW_METHODS)
+def test_methods_are_deterministic_under_their_seed(splits, fusion):
+    a, ma = _train(splits, fusion=fusion, seed=3, epochs=4)
+    b, mb = _train(splits, fusion=fusion, seed=3, epochs=4)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert ma["val"] == mb["val"] and ma["test"] == mb["test"]
+
+
+@pytest.mark.parametrize("fusion", NEW_METHODS)
+def test_methods_round_trip_through_checkpoints_and_the_engine(tmp_path, splits, fusion):
+    """Saved, loaded, evaluated by the engine with and without encoder reuse: the same predictions."""
+    from robustbench_mm.engine import evaluate
+    from robustbench_mm.protocols import parse_protocol
+
+    out = tmp_path / f"{fusion}.pt"
+    modality = "img" if fusion == "unimodal" else None
+    metrics = train_and_save(
+        fusion=fusion, calibration=False, splits=splits, seed=1, out=out, epochs=3, batch_size=16,
+        progress=False, model_options=SMALL, modality=modality,
+    )  # fmt: skip
+    loaded = load_model(out)
+    assert loaded.reencodable and loaded.config["fusion"] == fusion
+    assert evaluate_clean(loaded.module, splits["test"]) == metrics["test"]
+    protocol = parse_protocol(
+        'name = "t"\ndescription = "test"\nseed = 0\n[[corruption]]\ngroup = "noise"\ncorruptions = ["gaussian_noise"]\ntargets = "each"\n'
+        'levels = [3]\n[[removal]]\ngroup = "loo"\nsubsets = "leave-one-out"\nfills = ["mean"]\n',
+        source="t.toml",
+    )
+    runs = [
+        evaluate([loaded], splits["test"], protocol, out=tmp_path / f"r{reuse}", progress=False, batch_size=7,
+                 reuse_encoders=reuse)
+        for reuse in (True, False)
+    ]  # fmt: skip
+    a, b = runs
+    assert len(a.cells) > 2
+    for cid in a.cells["cell_id"]:
+        assert (a.samples(cid)["pred"] == b.samples(cid)["pred"]).all()
+    clean = a.cells[a.cells["family"] == "clean"]["accuracy"].iloc[0]
+    assert clean == metrics["test"]["accuracy"]

@@ -3,7 +3,7 @@
 Every model is `forward(inputs, present) == fuse({m: encode(m, inputs[m])}, present)`, so the
 engine can re-encode only the modality a condition touched. Absent modalities (present False)
 have their features zeroed (concat, conv), masked out of attention (transformer) or left out of
-the average (late, dynamic).
+the average (late, uncertainty-late).
 
 Backbones (`calibration=True` inserts `PreFusionCalibration` between encoders and fusion; the
 backbone and head are unchanged):
@@ -12,9 +12,11 @@ backbone and head are unchanged):
                 (presence as key padding) -> masked mean -> head
 - conv        : pooled features stacked as M channels of length dim -> 1-D conv stack -> head
 Baselines:
-- late        : one head per modality; log of the average of their probabilities
-- dynamic     : UDML-style: unimodal heads weighted by a learned noise-aware uncertainty
-                estimate, corrected by the modality reliance bias measured with modality dropout
+- late             : one head per modality; log of the average of their probabilities
+- uncertainty-late : UDML-*style* late fusion (not UDML's code; `udml` is that): unimodal softmaxes
+                     weighed by a learned noise estimate and a dropout-measured reliance
+Methods from the literature, each in its own module (see README "Methods"):
+- udml (udml.py), qmf (qmf.py), cal (cal.py), unimodal (unimodal.py)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..errors import InputError, one_of
 from .calibration import PreFusionCalibration
 from .encoders import build_encoder, pool
 
-FUSIONS = ("concat", "transformer", "conv", "late", "dynamic")
+FUSIONS = ("concat", "transformer", "conv", "late", "uncertainty-late", "udml", "qmf", "cal", "unimodal")
 TASKS = ("classification", "regression")
 
 DEFAULTS = {
@@ -43,9 +45,6 @@ DEFAULTS = {
     "layers": 1,  # transformer backbone
     "heads": 4,
     "conv_channels": 8,  # conv backbone
-    "noise_scale": 2.0,  # dynamic: injected noise std at intensity 1, in units of the data's std
-    "reliance_momentum": 0.9,  # dynamic: EMA of the reliance measured by modality dropout
-    "reliance_strength": 0.5,  # dynamic: exponent of the reliance correction (0 = none)
 }
 
 
@@ -66,7 +65,15 @@ def _zero_absent(f: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
 
 
 class FusionModel(nn.Module):
-    """Encoders + optional calibration + a fusion rule. Subclasses implement `fuse_features`."""
+    """Encoders + optional calibration + a fusion rule. Subclasses implement `fuse_features`.
+
+    Class attributes a subclass may set: OPTIONS (its own config defaults, on top of DEFAULTS),
+    TASKS (the tasks it supports), CALIBRATION (whether `--calibration` applies).
+    """
+
+    OPTIONS: dict = {}
+    TASKS = TASKS
+    CALIBRATION = True
 
     def __init__(self, config: dict):
         super().__init__()
@@ -76,10 +83,15 @@ class FusionModel(nn.Module):
         self.task = config["task"]
         self.num_outputs = int(config["num_classes"]) if self.task == "classification" else 1
         dim = int(config["dim"])
+        encoded = self.encoded_modalities()
         self.encoders = nn.ModuleList(
-            build_encoder(s, dim, int(config["width"]), float(config["dropout"])) for s in self.specs
+            build_encoder(s, dim, int(config["width"]), float(config["dropout"])) for s in self.specs if s.name in encoded
         )
-        self._index = {m: i for i, m in enumerate(self.modalities)}
+        self._index = {m: i for i, m in enumerate(encoded)}
+
+    def encoded_modalities(self) -> list[str]:
+        """The modalities this model has an encoder for (all of them, except for `unimodal`)."""
+        return list(self.modalities)
 
     def _add_calibration(self) -> None:
         """Called last in subclass constructors, so the other weights do not depend on it."""
@@ -135,9 +147,21 @@ class FusionModel(nn.Module):
         present: dict[str, torch.Tensor],
         labels: torch.Tensor,
         generator: torch.Generator,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The objective `train_model` minimises; baselines add their auxiliary terms."""
+        """The objective `train_model` minimises; baselines add their auxiliary terms.
+
+        index : (B,) positions of the batch's samples in the training split (QMF keeps a
+            per-sample loss history by it); the others ignore it.
+        """
         return self.loss(self(inputs, present), labels)
+
+    def start_epoch(self, epoch: int, epochs: int, n_train: int) -> None:
+        """Called by `train_model` before each epoch (1-based); methods with a schedule use it."""
+
+    def selection_start(self, epochs: int) -> int:
+        """First epoch whose weights early stopping may keep (UDML keeps none from its clean phase)."""
+        return 1
 
 
 class ConcatFusion(FusionModel):
@@ -264,25 +288,37 @@ class LateFusion(_UnimodalHeads):
         mask = self._mask(present, self.modalities, outputs)
         return self.combine(outputs, mask / mask.sum(1, keepdim=True))
 
-    def training_loss(self, inputs, present, labels, generator):
+    def training_loss(self, inputs, present, labels, generator, index=None):
         features, present = self.calibrated_features(inputs, present)
         outputs = self.unimodal_outputs(features)
         return self.unimodal_loss(outputs, self._mask(present, self.modalities, outputs), labels)
 
 
-class DynamicFusion(_UnimodalHeads):
-    """UDML-style dynamic fusion (Wei et al., "Unbiased Dynamic Multimodal Fusion").
+class UncertaintyLateFusion(_UnimodalHeads):
+    """UDML-*style* late fusion with our own recipe, not UDML's code (`udml` follows that).
 
-    - noise-aware uncertainty: during training each modality's input gets Gaussian noise of a
-      random intensity s in [0, 1] (std = s * noise_scale * data std; for tokens, each token is
-      replaced with probability s) and a small estimator regresses s from the modality's features;
-      u_m in (0, 1) is its prediction on the real input;
-    - reliance bias: each step drops one modality at a time from the equal-weight average of the
-      unimodal heads and measures the loss increase; `reliance` (buffer, mean 1) is its EMA;
-    - weights: w_m proportional to present_m * (1 - u_m) * ((1 + reliance_m) / 2) ** -strength,
-      so a modality is down-weighted for being noisy but not doubly penalised for being hard to
-      learn (the correction is bounded: reliance averages 1, so the factor stays near 1).
+    Inspired by Wei et al., "Unbiased Dynamic Multimodal Fusion", but not what its released code
+    does (README "Methods" sets the two side by side):
+    - noise estimate: each step, each modality of a separate noisy copy of the batch gets
+      Gaussian noise of intensity s ~ U(0, 1) on half the samples (s = 0 on the rest; std =
+      s * noise_scale * data std; tokens: each replaced with probability s); a sigmoid regressor
+      on the modality's pooled features learns s with a full-weight MSE, and its gradient reaches
+      the encoder. u_m in (0, 1) is its prediction on the real input;
+    - reliance: each step drops one modality at a time from the equal-weight average of the
+      unimodal heads and measures the loss increase r_m (clamped at 1e-4, divided by its mean
+      over modalities); `reliance` (buffer) is its EMA;
+    - fusion: softmaxes of the unimodal heads averaged with weights proportional to
+      present_m * (1 - u_m) * ((1 + reliance_m) / 2) ** -reliance_strength.
+    The reliance factor is not near 1: reliance averages 1 over modalities, but each entry can be
+    far from it, so the factor reweighs the modalities on its own (README "Methods" gives the
+    factors measured after training on mfeat).
     """
+
+    OPTIONS = {
+        "noise_scale": 2.0,  # injected noise std at intensity 1, in units of the data's std
+        "reliance_momentum": 0.9,  # EMA of the reliance measured by modality dropout
+        "reliance_strength": 0.5,  # exponent of the reliance correction (0 = none)
+    }
 
     def __init__(self, config: dict):
         super().__init__(config)
@@ -321,7 +357,7 @@ class DynamicFusion(_UnimodalHeads):
         scale = level.view(-1, *([1] * (x.dim() - 1))) * float(self.config["noise_scale"])
         return x + scale * std * noise
 
-    def training_loss(self, inputs, present, labels, generator):
+    def training_loss(self, inputs, present, labels, generator, index=None):
         features, present = self.calibrated_features(inputs, present)
         outputs = self.unimodal_outputs(features)
         mask = self._mask(present, self.modalities, outputs)
@@ -360,22 +396,42 @@ BACKBONES = {
     "transformer": TransformerFusion,
     "conv": ConvFusion,
     "late": LateFusion,
-    "dynamic": DynamicFusion,
+    "uncertainty-late": UncertaintyLateFusion,
 }
+
+
+def model_class(fusion: str) -> type[FusionModel]:
+    """The class of a fusion name; the literature's methods live in their own modules, which
+    import this one, so they are looked up here on use rather than at import time."""
+    if fusion in BACKBONES:
+        return BACKBONES[fusion]
+    if fusion not in FUSIONS:
+        raise one_of("fusion", fusion, FUSIONS)
+    from .cal import CALFusion
+    from .qmf import QMFFusion
+    from .udml import UDMLFusion
+    from .unimodal import UnimodalModel
+
+    return {"udml": UDMLFusion, "qmf": QMFFusion, "cal": CALFusion, "unimodal": UnimodalModel}[fusion]
+
+
+def describe_fusions() -> dict[str, str]:
+    """Fusion name -> the first line of its class docstring (for `rbmm list models`)."""
+    return {f: (model_class(f).__doc__ or "").strip().splitlines()[0] for f in FUSIONS}
 
 
 def normalize_config(config: dict) -> dict:
     """Defaults filled in and checked; specs kept as plain dicts (checkpoint-safe)."""
     if not isinstance(config, dict):
         raise InputError(f"model config must be a dict, got {type(config).__name__}")
-    cfg = copy.copy(DEFAULTS)
-    cfg.update(config)
     if "fusion" not in config:
         raise InputError(f"model config needs 'fusion'; expected one of: {', '.join(FUSIONS)}")
-    if cfg["fusion"] not in BACKBONES:
-        raise one_of("fusion", cfg["fusion"], FUSIONS)
+    cls = model_class(config["fusion"])
+    cfg = {**DEFAULTS, **cls.OPTIONS, **config}
     if cfg["task"] not in TASKS:
         raise one_of("task", cfg["task"], TASKS)
+    if cfg["task"] not in cls.TASKS:
+        raise InputError(f"fusion {cfg['fusion']!r} supports the task(s) {', '.join(cls.TASKS)}, not {cfg['task']!r}")
     specs = cfg.get("specs")
     if not specs:
         raise InputError("model config needs 'specs': a non-empty list of modality specs")
@@ -386,10 +442,21 @@ def normalize_config(config: dict) -> dict:
     if cfg["task"] == "classification" and (not cfg.get("num_classes") or int(cfg["num_classes"]) < 2):
         raise InputError(f"model config: classification needs num_classes >= 2, got {cfg.get('num_classes')!r}")
     cfg["calibration"] = bool(cfg["calibration"])
+    if cfg["calibration"] and not cls.CALIBRATION:
+        raise InputError(f"fusion {cfg['fusion']!r} has no pre-fusion calibration (it fuses nothing); drop --calibration")
+    if cfg["fusion"] == "unimodal":
+        if cfg.get("modality") is None:
+            raise InputError(f"fusion 'unimodal' needs the modality it uses (--modality NAME), one of: {', '.join(names)}")
+        if cfg["modality"] not in names:
+            raise one_of("modality", cfg["modality"], names)
+    elif cfg.get("modality") is not None:
+        raise InputError(f"'modality' (--modality) only applies to --fusion unimodal, not {cfg['fusion']!r}")
+    if cfg["fusion"] == "cal" and len(names) < 2:
+        raise InputError(f"fusion 'cal' weighs modalities against each other and needs >= 2; got {names}")
     return cfg
 
 
 def build_model(config: dict) -> FusionModel:
-    """A fresh model from a config (see DEFAULTS): fusion, calibration, specs, num_classes/task..."""
+    """A fresh model from a config (see DEFAULTS and each class's OPTIONS): fusion, calibration, specs..."""
     cfg = normalize_config(config)
-    return BACKBONES[cfg["fusion"]](cfg)
+    return model_class(cfg["fusion"])(cfg)

@@ -1,5 +1,8 @@
 """Training recipe: Adam, early stopping on validation accuracy, optional modality dropout.
 
+One recipe for every fusion, so methods compare; a method's own schedule enters through its
+`start_epoch` / `selection_start` hooks and its auxiliary terms through `training_loss`.
+
 Deterministic under `seed`: initial weights, shuffling, modality dropout and the baselines'
 noise injection all draw from generators seeded with it (global RNG state is restored after).
 """
@@ -103,11 +106,13 @@ def _fit(cfg: dict, splits: dict[str, MultimodalData], hp: dict, seed: int, moda
         optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
         inputs, labels = _to(train, device)
         n = len(train)
+        first = model.selection_start(hp["epochs"])
         best, best_state, best_epoch, waited = None, None, 0, 0
         show = progress and sys.stderr.isatty()
         bar = tqdm(range(1, hp["epochs"] + 1), desc=f"train {cfg['fusion']}", disable=not show, leave=False)
         for epoch in bar:
             model.train()
+            model.start_epoch(epoch, hp["epochs"], n)
             order = torch.randperm(n, generator=generator)
             for lo in range(0, n, hp["batch_size"]):
                 idx = order[lo : lo + hp["batch_size"]].to(device)
@@ -115,10 +120,12 @@ def _fit(cfg: dict, splits: dict[str, MultimodalData], hp: dict, seed: int, moda
                 present = None
                 if modality_dropout > 0:
                     x, present = _drop_modalities(model, x, modality_dropout, generator)
-                loss = model.training_loss(x, present, labels[idx], generator)
+                loss = model.training_loss(x, present, labels[idx], generator, index=idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+            if epoch < first:  # a phase whose weights the method never keeps (UDML's clean epochs)
+                continue
             scores = evaluate_clean(model, val, device=device)
             bar.set_postfix({k: f"{v:.4f}" for k, v in scores.items() if k != "n"})
             if best is None or _score(scores) > best:
@@ -224,12 +231,16 @@ def train_and_save(
     progress: bool = True,
     split_seed: int | None = None,
     model_options: dict | None = None,
+    modality: str | None = None,
 ) -> dict:
     """`rbmm train`: train one model, write its checkpoint to `out` and its metrics to `out`.json.
 
     model_options : extra build config (e.g. {"dim": 32}) on top of the fusion defaults.
+    modality : the one modality of `fusion="unimodal"` (it still accepts the others and ignores them).
     """
     config = {"fusion": fusion, "calibration": bool(calibration), **(model_options or {})}
+    if modality is not None:
+        config["modality"] = modality
     if split_seed is not None:
         config["split_seed"] = int(split_seed)
     _, metrics = train_model(
