@@ -20,9 +20,19 @@ TRUST_HELP = (
 )
 
 
+TASK_HELP = (
+    "classification or regression, for a feature file or factory (default: inferred from the labels: "
+    "integer -> classification, float -> regression; whole-number floats can be class ids)"
+)
+
+
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="state-dict file for a `module:factory` model")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.add_argument(
+        "--random-weights", action="store_true",
+        help="evaluate a `module:factory` model without --weights, i.e. with its random initial weights (default: off; refused without it)",
+    )
 
 
 def _add_data(p: argparse.ArgumentParser, flag: str = "--data", default: str | None = "mfeat") -> None:
@@ -30,12 +40,29 @@ def _add_data(p: argparse.ArgumentParser, flag: str = "--data", default: str | N
     p.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     p.add_argument("--modalities", nargs="+", help="use only these modalities")
     p.add_argument("--kind", action="append", default=[], metavar="NAME=KIND", help="override an inferred modality kind (repeatable)")
+    p.add_argument("--task", choices=["classification", "regression"], help=TASK_HELP)
+
+
+def _note(text: str) -> None:
+    print(f"rbmm: note: {text}", file=sys.stderr)
+
+
+def _say_task(source: str, task: str | None, data) -> None:
+    from .datasets.loader import is_builtin
+
+    if task is None and not is_builtin(source):
+        how = "integer" if data.task == "classification" else "float"
+        _note(f"dataset {source!r}: task {data.task}, inferred from its {how} labels (--task overrides)")
 
 
 def _load_data(args: argparse.Namespace, source: str, split: str):
     from .datasets import load_dataset, parse_kind_overrides
 
-    return load_dataset(source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind))
+    data = load_dataset(source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task)
+    _say_task(source, args.task, data)
+    if data.split == "all":
+        _note(f"dataset {source!r} has no 'split' array: all {len(data)} samples are evaluated (recorded as split 'all')")
+    return data
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -89,7 +116,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .datasets import load_splits, parse_kind_overrides
     from .models import train_and_save
 
-    splits = load_splits(args.dataset, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed)
+    splits = load_splits(
+        args.dataset, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task
+    )
+    _say_task(args.dataset, args.task, splits["train"])
     metrics = train_and_save(
         fusion=args.fusion,
         calibration=args.calibration,
@@ -119,7 +149,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .models import load_model
     from .protocols import load_protocol
 
-    models = [load_model(m, trust=args.trust_checkpoint, weights=args.weights) for m in args.models]
+    models = [
+        load_model(m, trust=args.trust_checkpoint, weights=args.weights, random_weights=args.random_weights) for m in args.models
+    ]
+    for m in models:
+        if m.kind == "factory" and args.weights is None:
+            print(f"rbmm: WARNING: model {m.name!r} is evaluated with RANDOM initial weights (--random-weights); "
+                  "its results say nothing about a trained model", file=sys.stderr)
     data = _load_data(args, args.data, args.split)
     protocol = load_protocol(args.protocol)
     results = evaluate(
@@ -133,6 +169,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         amp=args.amp,
         progress=False if args.quiet else None,
         overwrite=args.overwrite,
+        nonfinite=args.nonfinite,
     )
     if results is not None:  # under torchrun only rank 0 holds the run
         print(results.summary())
@@ -216,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mfeat")
     p.add_argument("--modalities", nargs="+")
     p.add_argument("--kind", action="append", default=[], metavar="NAME=KIND", help="override an inferred modality kind (repeatable)")
+    p.add_argument("--task", choices=["classification", "regression"], help=TASK_HELP)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--fusion", required=True, help="concat, transformer, conv, late or dynamic")
     p.add_argument("--calibration", action="store_true", help="insert the pre-fusion calibration module")
@@ -242,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out and start over")
+    p.add_argument(
+        "--nonfinite", choices=["error", "wrong"], default="error",
+        help="what a model's NaN/Inf output means: error (stop, naming model, cell and samples; exit 2) or wrong "
+        "(count those samples as wrong and record their number per cell; classification only) (default: %(default)s)",
+    )
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("report", help="write a self-contained HTML + Markdown robustness report")

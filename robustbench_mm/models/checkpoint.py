@@ -158,6 +158,39 @@ def _torch_load(path: Path, trust: bool, device: str):
         raise InputError(f"checkpoint {path}: pickled object needs code that is not importable here ({e})") from None
 
 
+def _mismatch(model: nn.Module, state: dict) -> str:
+    """Which keys and shapes differ between a model and a state dict, in whole words (at most a few
+    of each, with the counts), instead of torch's message cut at a character count."""
+    own = model.state_dict()
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} in the model"
+        for k in sorted(set(own) & set(state))
+        if isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) ({some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) ({some(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es) ({some(shapes)})")
+    return "; ".join(parts) or "the values could not be copied"
+
+
+def _check_finite(module: nn.Module, where: str) -> None:
+    """Refuse weights holding NaN/Inf at load: every output they touch would be NaN-cast."""
+    for key, t in module.state_dict().items():
+        if isinstance(t, torch.Tensor) and t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            count = int((~torch.isfinite(t)).sum())
+            raise InputError(f"{where}: weight {key!r} holds {count} NaN/Inf value(s); expected finite weights")
+
+
 def _load_ours(obj: dict, path: Path, device: str) -> tuple[nn.Module, dict, dict]:
     from .fusion import build_model
 
@@ -167,15 +200,14 @@ def _load_ours(obj: dict, path: Path, device: str) -> tuple[nn.Module, dict, dic
     model = build_model(config)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:200]
+    except RuntimeError:
         raise InputError(
-            f"checkpoint {path}: state dict does not match its config (fusion {config.get('fusion')!r}): {detail}"
+            f"checkpoint {path}: state dict does not match its config (fusion {config.get('fusion')!r}): {_mismatch(model, state)}"
         ) from None
     return model, config, obj.get("metrics") or {}
 
 
-def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> LoadedModel:
+def _load_factory(spec: str, weights: str | None, trust: bool, device: str, random_weights: bool) -> LoadedModel:
     module_name, attr = spec.split(":")
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -191,6 +223,11 @@ def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> L
     if not isinstance(model, nn.Module):
         raise InputError(f"model {spec!r}: factory returned {type(model).__name__}; expected a torch.nn.Module")
     digest = hashlib.sha256(spec.encode()).hexdigest()
+    if weights is None and not random_weights:
+        raise InputError(
+            f"model {spec!r}: no --weights given, so it would be evaluated with the factory's random initial weights; "
+            "pass --weights STATE_DICT.pt, or --random-weights if that is what you mean"
+        )
     if weights is not None:
         wpath = Path(weights)
         if not wpath.is_file():
@@ -203,9 +240,9 @@ def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> L
             raise InputError(f"weights file {weights}: expected a state dict, found {type(state).__name__}")
         try:
             model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            detail = " ".join(str(e).split())[:200]
-            raise InputError(f"weights file {weights}: does not match the model from {spec!r}: {detail}") from None
+        except RuntimeError:
+            raise InputError(f"weights file {weights}: does not match the model from {spec!r}: {_mismatch(model, state)}") from None
+        _check_finite(model, f"weights file {weights}")
         digest = wdigest
     config = dict(getattr(model, "config", {}) or {})
     return LoadedModel(
@@ -220,18 +257,21 @@ def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> L
 
 
 def load_model(
-    path_or_spec: str | Path, *, trust: bool = False, device: str = "cpu", weights: str | Path | None = None
+    path_or_spec: str | Path, *, trust: bool = False, device: str = "cpu", weights: str | Path | None = None,
+    random_weights: bool = False,
 ) -> LoadedModel:
     """Load a model for evaluation, in eval mode on `device`.
 
     path_or_spec : a robustbench-mm checkpoint, a TorchScript file, `module:factory` (a function
-        returning an nn.Module; the working directory is importable; `weights` a state-dict file),
+        returning an nn.Module; the working directory is importable; `weights` a state-dict file,
+        required unless random_weights=True says the factory's initial weights are meant),
         or, only with trust=True, a full pickle of an nn.Module.
+    Weights holding NaN/Inf are refused.
     """
     spec = str(path_or_spec)
     path = Path(spec)
     if not path.exists() and _FACTORY.match(spec):
-        return _load_factory(spec, None if weights is None else str(weights), trust, device)
+        return _load_factory(spec, None if weights is None else str(weights), trust, device, random_weights)
     if weights is not None:
         raise InputError(f"--weights {weights}: only used with a module:factory model, not with the file {spec}")
     if not path.exists():
@@ -245,15 +285,18 @@ def load_model(
         except (RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"TorchScript file {path}: cannot be loaded ({first[:120]})") from None
+        _check_finite(module, f"TorchScript file {path}")
         return LoadedModel(module.eval(), path.stem, {}, digest, False, "torchscript", source=spec)
     obj = _torch_load(path, trust, "cpu")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, config, metrics = _load_ours(obj, path, device)
+        _check_finite(model, f"checkpoint {path}")
         return LoadedModel(
             model.to(device).eval(), path.stem, config, digest, isinstance(model, Reencodable), FORMAT, spec, metrics
         )
     if isinstance(obj, nn.Module):  # only reachable with trust=True
         config = dict(getattr(obj, "config", {}) or {})
+        _check_finite(obj, f"checkpoint {path}")
         return LoadedModel(obj.to(device).eval(), path.stem, config, digest, isinstance(obj, Reencodable), "pickle", spec)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(
