@@ -335,8 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.plugins or Path("corruptions").is_dir():
             from .corruptions import load_plugins
+            from .corruptions.plugins import rejected_plugins
 
             load_plugins(args.plugins)
+            for why in rejected_plugins().values():  # the others are loaded; a protocol naming it fails
+                print(f"rbmm: warning: {why}; skipped", file=sys.stderr)
         return args.func(args)
     except (InputError, GateFailure) as e:
         if args.debug:

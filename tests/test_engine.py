@@ -615,3 +615,18 @@ def test_out_folder_with_a_foreign_manifest(tmp_path, text, why):
         with pytest.raises(InputError, match=why):
             evaluate([TinyFusion(data.specs)], data, ONE_CELL, out=tmp_path / "r", device="cpu", progress=False, overwrite=overwrite)
     assert (tmp_path / "r" / "manifest.json").read_text() == text
+
+
+def test_regression_report_uses_regression_wording(tmp_path, protocol):
+    from robustbench_mm.report import write_report
+
+    base = tiny_data()
+    data = MultimodalData(
+        name="tiny-reg", split="test", specs=base.specs, inputs=base.inputs, labels=base.labels.float() * 0.5,
+        ids=base.ids, task="regression",
+    )
+    models = [TinyFusion(data.specs, classes=1, seed=3), BlackBox(TinyFusion(data.specs, classes=1, seed=4))]
+    run = evaluate(models, data, protocol, out=tmp_path / "reg", device="cpu", batch_size=8, progress=False)
+    md = (write_report(run, tmp_path / "report").parent / "report.md").read_text()  # a Run, not a path
+    assert "1 − accuracy" not in md and "mCE (ref." not in md
+    assert "with the highest mae (lower is better)" in md
