@@ -440,6 +440,14 @@ def _headline(data: _Data, boot: _Boot, reference: str) -> tuple[_Section, pd.Da
     ))
     if ce_note:
         sec.blocks.append(_Text(ce_note))
+    if "nonfinite" in df and df["nonfinite"].fillna(0).sum() > 0:
+        counts = df.groupby("model", sort=False)["nonfinite"].sum()
+        sec.blocks.append(_Text(
+            "NaN/Inf outputs, counted as wrong predictions (rbmm eval --nonfinite wrong): "
+            + "; ".join(f"{m}: {int(c)} samples over {int((df[df['model'] == m]['nonfinite'] > 0).sum())} cells"
+                        for m, c in counts.items() if c > 0)
+            + ". The raw per-cell table has the count of each cell (column nonfinite)."
+        ))
     sec.blocks.append(_Table("headline", table, shown, "Headline per model"))
     return sec, table
 
@@ -709,7 +717,7 @@ def _ranking(data: _Data, out_figs: list) -> _Section:
 def _raw(data: _Data) -> _Section:
     sec = _Section("Raw per-cell table", "raw")
     metric_cols = [c for c in data.cells.columns if c in METRICS]
-    cols = ["model", "run", "seed", "family", "name", "modalities", "level", "rate", "n", *metric_cols]
+    cols = ["model", "run", "seed", "family", "name", "modalities", "level", "rate", "n", "nonfinite", *metric_cols]
     table = data.cells[[c for c in cols if c in data.cells.columns]]
     if len(data.runs) == 1:
         table = table.drop(columns="run")

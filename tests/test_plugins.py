@@ -95,3 +95,74 @@ def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "tp_entry" in load_plugins()
     assert get_corruption("tp_entry").source == "entry point tp = tp_pkg_mod"
+
+
+# --------------------------------------------------------------------------- fault cases (issue 11)
+
+
+def test_rejection_messages_are_grammatical(tmp_path):
+    path = _plugin(tmp_path, "tp_nan_words", "return x + param * float('nan')")
+    with pytest.raises(InputError) as e:
+        load_plugins([str(path)], entry_points=False)
+    assert str(e.value) == f"plug-in {path}: corruption 'tp_nan_words' rejected: it must return finite values (no NaN/Inf) (vector)"
+
+
+def test_one_broken_file_in_corruptions_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    from robustbench_mm.cli import main
+
+    folder = tmp_path / "corruptions"
+    folder.mkdir()
+    _plugin(folder, "tp_fine", "return x + 0.0 * param")
+    broken = _plugin(folder, "tp_broken", "return x[:, :-1]")
+    (folder / "tp_syntax.py").write_text("def (:\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "corruptions"]) == 0
+    out, err = capsys.readouterr()
+    assert "tp_fine" in out and "tp_broken" not in out and "gaussian_noise" in out
+    assert f"rbmm: warning: plug-in {broken}: corruption 'tp_broken' rejected: it must preserve shape and dtype" in err
+    assert "tp_syntax.py failed to import: SyntaxError" in err
+    assert main(["list", "protocols"]) == 0
+    (tmp_path / "p.toml").write_text('name = "p"\ndescription = "d"\n[[corruption]]\ncorruptions = ["tp_broken"]\nlevels = [1]\n')
+    assert main(["show", "protocol", "p.toml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("rbmm: error: protocol p.toml: key 'corruption[0].corruptions': unknown corruption 'tp_broken'")
+    assert err.endswith("rejected: it must preserve shape and dtype (expected (6, 7) torch.float32) (vector)")
+
+
+def test_symlink_loop_in_a_plugin_folder(tmp_path, monkeypatch, capsys):
+    from robustbench_mm.cli import main
+
+    folder = tmp_path / "corruptions"
+    folder.mkdir()
+    (folder / "loop.py").symlink_to(folder / "loop.py")
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "corruptions"]) == 0
+    assert "loop.py cannot be read (a symlink loop)" in capsys.readouterr().err
+    assert main(["--plugins", str(folder / "loop.py"), "list", "corruptions"]) == 2
+    assert capsys.readouterr().err.strip() == f"rbmm: error: plug-in {folder / 'loop.py'} cannot be read (a symlink loop)"
+
+
+def test_a_plugin_reregistering_a_builtin_exits_2(tmp_path, monkeypatch, capsys):
+    from robustbench_mm.cli import main
+
+    path = _plugin(tmp_path, "gaussian_noise", "return x.clone()")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--plugins", str(path), "list", "corruptions"]) == 2
+    assert capsys.readouterr().err.strip() == f"rbmm: error: plug-in {path}: corruption 'gaussian_noise' is already registered by builtin"
+    assert get_corruption("gaussian_noise").source == "builtin"
+
+
+def test_plugins_a_protocol_can_select_enter_its_hash_and_the_manifest(tmp_path, monkeypatch):
+    import hashlib
+
+    from robustbench_mm.protocols import parse_protocol
+
+    text = 'name = "all"\ndescription = "d"\n[[corruption]]\ncorruptions = "kind:sequence"\nlevels = [1]\n'
+    named = 'name = "n"\ndescription = "d"\n[[corruption]]\ncorruptions = ["gaussian_noise"]\nlevels = [1]\n'
+    before, before_named = parse_protocol(text), parse_protocol(named)
+    path = _plugin(tmp_path, "tp_seq_hash", "return x + 0.0 * param", kinds='("sequence",)')
+    load_plugins([str(path)], entry_points=False)
+    after = parse_protocol(text)
+    assert after.hash != before.hash and parse_protocol(named).hash == before_named.hash
+    assert after.plugins == ({"name": "tp_seq_hash", "source": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},)
+    assert before_named.plugins == ()

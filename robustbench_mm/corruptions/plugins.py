@@ -163,6 +163,8 @@ def _files(path: Path) -> list[Path]:
         return sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
     if path.is_file() and path.suffix == ".py":
         return [path]
+    if path.is_symlink():
+        _resolved(path)  # a loop or a dangling link: say which
     raise InputError(f"plug-in path {path} not found; expected a .py file or a folder of them")
 
 
