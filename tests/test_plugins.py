@@ -166,3 +166,21 @@ def test_plugins_a_protocol_can_select_enter_its_hash_and_the_manifest(tmp_path,
     assert after.hash != before.hash and parse_protocol(named).hash == before_named.hash
     assert after.plugins == ({"name": "tp_seq_hash", "source": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},)
     assert before_named.plugins == ()
+
+
+def test_a_run_records_the_plugins_that_shaped_its_protocol(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_engine import TinyFusion, tiny_data
+
+    from robustbench_mm.engine import evaluate
+    from robustbench_mm.protocols import parse_protocol
+
+    path = _plugin(tmp_path, "tp_vec_run", "return x + 0.01 * param", kinds='("vector",)')
+    load_plugins([str(path)], entry_points=False)
+    protocol = parse_protocol('name = "p"\ndescription = "d"\n[[corruption]]\ncorruptions = ["tp_vec_run"]\nlevels = [2]\n')
+    data = tiny_data()
+    run = evaluate([TinyFusion(data.specs)], data, protocol, out=tmp_path / "r", device="cpu", progress=False)
+    assert run.manifest["plugins"] == [{"name": "tp_vec_run", "source": str(path), "sha256": protocol.plugins[0]["sha256"]}]
+    assert run.manifest["protocol"]["hash"] == protocol.hash and run.manifest["complete"] is True
