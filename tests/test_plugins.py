@@ -149,6 +149,11 @@ def test_a_plugin_reregistering_a_builtin_exits_2(tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)
     assert main(["--plugins", str(path), "list", "corruptions"]) == 2
     assert capsys.readouterr().err.strip() == f"rbmm: error: plug-in {path}: corruption 'gaussian_noise' is already registered by builtin"
+    # from ./corruptions/ too: skipping it would run the built-in where the user meant theirs
+    (tmp_path / "corruptions").mkdir()
+    local = _plugin(tmp_path / "corruptions", "gaussian_noise", "return x.clone()")
+    assert main(["list", "protocols"]) == 2
+    assert capsys.readouterr().err.strip() == f"rbmm: error: plug-in {local}: corruption 'gaussian_noise' is already registered by builtin"
     assert get_corruption("gaussian_noise").source == "builtin"
 
 

@@ -10,7 +10,9 @@ rule) when it breaks the contract.
 A broken file in ./corruptions/ or a broken entry point does not stop the program: it is rejected
 with its message (`rejected_plugins()`, which the CLI prints as a warning), the rest load, and a
 protocol naming one of its corruptions fails with that message (`rejection_note`). A path given
-explicitly (`paths`, the CLI's --plugins) is strict: its failure is the error.
+explicitly (`paths`, the CLI's --plugins) is strict: its failure is the error. So is a plug-in
+registering a name already taken (a built-in or another plug-in), wherever it comes from: skipping
+it would leave a protocol naming that corruption silently running the other one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ ENTRY_POINT_GROUP = "robustbench_mm.corruptions"
 _LOADED: dict[str, list[str]] = {}
 _REJECTED: dict[str, str] = {}  # origin (file or entry point) -> why it was rejected
 _SHA256: dict[str, str] = {}  # plug-in corruption name -> SHA-256 of the file that registered it
+
+
+class NameTaken(InputError):
+    """A plug-in registers a corruption name that is already registered (exit 2, never skipped)."""
 
 
 def example_input(kind: str, spec_check=None, batch: int = 6) -> tuple[torch.Tensor, ModalitySpec]:
@@ -151,7 +157,8 @@ def _load_file(path: Path) -> list[str]:
         for n in {s.name for s in list_corruptions()} - before:
             unregister(n)
         if isinstance(exc, InputError):
-            raise InputError(f"plug-in {path}: {exc}") from None
+            taken = "is already registered by" in str(exc)  # the registry's refusal of a taken name
+            raise (NameTaken if taken else InputError)(f"plug-in {path}: {exc}") from None
         msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
         raise InputError(f"plug-in {path} failed to import: {msg}") from None
     _LOADED[key] = _accept_new(before, str(path), key)
@@ -230,7 +237,7 @@ def load_plugins(paths: list[str] | None = None, *, entry_points: bool = True) -
             names += _load_file(f)
             _REJECTED.pop(str(f), None)
         except InputError as e:
-            if strict:
+            if strict or isinstance(e, NameTaken):
                 raise
             _REJECTED[str(f)] = str(e)
     if entry_points:
