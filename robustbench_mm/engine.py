@@ -98,13 +98,22 @@ def _as_model(m: object) -> _Model:
     )
 
 
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", text)
+
+
 def cell_id(model: str, seed: int, condition: Condition) -> str:
     """File-safe, human-readable, unique within a run (condition keys are unique in a protocol)."""
     parts = [model, f"s{seed}", condition.family, condition.name, "+".join(condition.modalities) or "-", f"l{condition.level:g}"]
     if condition.param is not None:
         parts.append(f"p{condition.param:g}")
     parts.append(f"r{condition.rate:g}")
-    return re.sub(r"[^A-Za-z0-9._+=-]", "_", "__".join(parts))
+    return _file_safe("__".join(parts))
+
+
+def _cell_prefix(model: str, seed: int) -> str:
+    """How every cell id of (model, seed) begins (see `cell_id`)."""
+    return _file_safe(f"{model}__s{seed}__")
 
 
 def _resolve_device(device: str | torch.device, local_rank: int) -> torch.device:
@@ -554,9 +563,10 @@ _MANIFEST_FIELDS = {"identity": dict, "cell_seconds": dict}  # what resuming or 
 class _Store:
     """The run folder on rank 0: refuses a folder holding a different run, records finished cells.
 
-    `--overwrite` deletes only what a run of ours wrote, as its manifest names it (manifest.json,
-    cells.csv, samples/<cell>.npz of its cells, our temporary files); a folder holding anything
-    else is refused, with or without it, and nothing is deleted.
+    `--overwrite` deletes only what a run of ours wrote, as its manifest names it: manifest.json,
+    cells.csv, our temporary files and samples/<cell>.npz of its models and seeds (cell ids begin
+    with model and seed, so this includes cells a killed run wrote after its last manifest); a
+    folder holding anything else is refused, with or without it, and nothing is deleted.
     """
 
     def __init__(self, out: Path, identity: dict, overwrite: bool, plugins: list[dict] | None = None):
@@ -583,7 +593,14 @@ class _Store:
                     "use another --out"
                 )
         if overwrite and previous is not None:
+            prefixes = tuple(
+                _cell_prefix(str(m.get("name")), s)
+                for m in previous["identity"].get("models") or [] if isinstance(m, dict)
+                for s in previous["identity"].get("seeds") or []
+            )
             ours = {Path("manifest.json"), Path("cells.csv")} | {Path("samples") / f"{c}.npz" for c in previous["cell_seconds"]}
+            if self.samples.is_dir():
+                ours |= {Path("samples") / p.name for p in self.samples.glob("*.npz") if prefixes and p.name.startswith(prefixes)}
             foreign = self._foreign(ours)
             if foreign:
                 raise InputError(
