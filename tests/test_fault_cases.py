@@ -171,3 +171,16 @@ def test_eval_out_on_a_foreign_manifest_is_one_line(here, capsys, text):
     (here / "r" / "manifest.json").write_text(text)
     line = _one_line_error(*_rbmm(capsys, *_eval(_script(Linear(), here / "m.pt"), "--out", "r"))[::2])
     assert "manifest.json" in line and ("JSON object" in line or "not a manifest" in line)
+
+
+def test_train_takes_task_and_says_the_inferred_one(here, capsys):
+    arrays = dict(np.load(here / "feats.npz"))
+    np.savez(here / "floats.npz", vec=arrays["vec"], labels=arrays["labels"].astype(np.float64))
+    argv = ["train", "--dataset", "floats.npz", "--fusion", "concat", "--epochs", "1", "--quiet"]
+    code, _, err = _rbmm(capsys, *argv, "--out", "reg.pt")
+    assert code == 0 and "task regression, inferred from its float labels (--task overrides)" in err
+    code, _, err = _rbmm(capsys, *argv, "--out", "cls.pt", "--task", "classification")
+    assert code == 0 and "inferred" not in err
+    from robustbench_mm.models import load_model
+
+    assert load_model(here / "cls.pt").config["num_classes"] == 3  # a classifier over the 3 whole-number labels
