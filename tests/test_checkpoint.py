@@ -243,3 +243,13 @@ def test_weight_mismatch_names_keys_in_whole_words(factory_module):
         "1 missing key(s) (lin.bias); 5 unexpected key(s) (extra_0.weight, extra_1.weight, extra_2.weight and 2 more); "
         "1 shape mismatch(es) (lin.weight (4, 6) vs (3, 6) in the model)"
     )
+
+
+def test_clipped_messages_end_at_a_word_boundary():
+    from robustbench_mm.models.checkpoint import _clip
+
+    text = "PytorchStreamReader failed reading zip archive: failed finding central directory " * 3
+    clipped = _clip(text)
+    assert clipped.endswith(" ...") and text.startswith(clipped[: -len(" ...")])
+    assert text[len(clipped) - len(" ...")] == " "  # the cut fell between two words
+    assert _clip("short") == "short"

@@ -138,6 +138,14 @@ def _is_valid_pickle(path: Path) -> bool:
         return False
 
 
+def _clip(text: str, limit: int = 120) -> str:
+    """`text` shortened at a word boundary (marked with "..."), never cut inside a word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(" ,;:") + " ..."
+
+
 def _torch_load(path: Path, trust: bool, device: str):
     """torch.load with weights_only unless trusted; every failure becomes one InputError line."""
     try:
@@ -153,7 +161,7 @@ def _torch_load(path: Path, trust: bool, device: str):
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError, OSError) as e:
         # the file was readable (it was hashed first), so an OSError here is a broken archive
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"checkpoint {path}: corrupt or truncated ({first[:120]})") from None
+        raise InputError(f"checkpoint {path}: corrupt or truncated ({_clip(first)})") from None
     except (AttributeError, ModuleNotFoundError, ImportError) as e:  # trusted pickle of code we lack
         raise InputError(f"checkpoint {path}: pickled object needs code that is not importable here ({e})") from None
 
@@ -284,7 +292,7 @@ def load_model(
             module = torch.jit.load(str(path), map_location=device)
         except (RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"TorchScript file {path}: cannot be loaded ({first[:120]})") from None
+            raise InputError(f"TorchScript file {path}: cannot be loaded ({_clip(first)})") from None
         _check_finite(module, f"TorchScript file {path}")
         return LoadedModel(module.eval(), path.stem, {}, digest, False, "torchscript", source=spec)
     obj = _torch_load(path, trust, "cpu")
