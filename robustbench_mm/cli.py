@@ -81,9 +81,19 @@ def _add_plugins(p: argparse.ArgumentParser, dest: str = "plugins") -> None:
 
 
 
+TASK_HELP = (
+    "classification or regression, for a feature file or factory (default: inferred from the labels: "
+    "integer -> classification, float -> regression; whole-number floats can be class ids)"
+)
+
+
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE", help="state-dict file for a `module:factory` model (default: none: the factory's own weights)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.add_argument(
+        "--random-weights", action="store_true",
+        help="evaluate a `module:factory` model without --weights, i.e. with its random initial weights (default: off; refused without it)",
+    )
 
 
 def _add_data(p: argparse.ArgumentParser, evaluating: bool = True) -> None:
@@ -98,6 +108,7 @@ def _add_data(p: argparse.ArgumentParser, evaluating: bool = True) -> None:
         "--kind", action="append", default=[], metavar="NAME=KIND",
         help="override an inferred modality kind, KIND one of {kinds} (repeatable; default: inferred from shape and dtype)",
     )
+    p.add_argument("--task", choices=["classification", "regression"], help=TASK_HELP)
 
 
 def _device(text: str, resolve_auto: bool = False) -> str:
@@ -216,10 +227,26 @@ def _apply_pixel_units(args: argparse.Namespace, data, protocol):
     return protocol
 
 
+def _note(text: str) -> None:
+    print(f"rbmm: note: {text}", file=sys.stderr)
+
+
+def _say_task(source: str, task: str | None, data) -> None:
+    from .datasets.loader import is_builtin
+
+    if task is None and not is_builtin(source):
+        how = "integer" if data.task == "classification" else "float"
+        _note(f"dataset {source!r}: task {data.task}, inferred from its {how} labels (--task overrides)")
+
+
 def _load_data(args: argparse.Namespace, source: str, split: str):
     from .datasets import load_dataset, parse_kind_overrides
 
-    return load_dataset(source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind))
+    data = load_dataset(source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task)
+    _say_task(source, args.task, data)
+    if data.split == "all":
+        _note(f"dataset {source!r} has no 'split' array: all {len(data)} samples are evaluated (recorded as split 'all')")
+    return data
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -278,7 +305,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     device = _device(args.device, resolve_auto=True)
     _check_writable(Path(args.out), "--out", folder=False)
-    splits = load_splits(args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed)
+    splits = load_splits(
+        args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task
+    )
+    _say_task(args.data, args.task, splits["train"])
     metrics = train_and_save(
         fusion=args.fusion,
         calibration=args.calibration,
@@ -312,7 +342,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     specs = _model_specs(args.models, args.name)
     device = _device(args.device)
     _cwd_importable()
-    models = [load_model(m, trust=args.trust_checkpoint, weights=args.weights, name=n) for n, m in specs]
+    models = [
+        load_model(m, trust=args.trust_checkpoint, weights=args.weights, random_weights=args.random_weights, name=n)
+        for n, m in specs
+    ]
+    for m in models:
+        if m.kind == "factory" and args.weights is None:
+            print(f"rbmm: WARNING: model {m.name!r} is evaluated with RANDOM initial weights (--random-weights); "
+                  "its results say nothing about a trained model", file=sys.stderr)
     data = _load_data(args, args.data, args.split)
     protocol = _apply_pixel_units(args, data, load_protocol(args.protocol))
     results = evaluate(
@@ -326,6 +363,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         amp=args.amp,
         progress=False if args.quiet else None,
         overwrite=args.overwrite,
+        nonfinite=args.nonfinite,
     )
     if results is not None:  # under torchrun only rank 0 holds the run
         print(results.summary())
@@ -482,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 on CUDA (default: off, float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: shown when stderr is a terminal)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out and start over (default: resume it)")
+    p.add_argument(
+        "--nonfinite", choices=["error", "wrong"], default="error",
+        help="what a model's NaN/Inf output means: error (stop, naming model, cell and samples; exit 2) or wrong "
+        "(count those samples as wrong and record their number per cell; classification only) (default: %(default)s)",
+    )
     _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_eval)
 
@@ -549,8 +592,11 @@ def main(argv: list[str] | None = None) -> int:
         plugins = args.plugins + getattr(args, "plugins_after", [])
         if plugins or Path("corruptions").is_dir():
             from .corruptions import load_plugins
+            from .corruptions.plugins import rejected_plugins
 
             load_plugins(plugins)
+            for why in rejected_plugins().values():  # the others are loaded; a protocol naming it fails
+                print(f"rbmm: warning: {why}; skipped", file=sys.stderr)
         return args.func(args)
     except (InputError, GateFailure) as e:
         if args.debug:

@@ -45,6 +45,8 @@ from .results import Run, atomic_write, csv_bytes, json_bytes, npz_bytes
 
 _RECORD_BYTES = 48  # upper bound of one sample's record in one cell (ids..affected), for chunking
 _MAX_CHUNK_COLUMNS = 64  # conditions per pass at most: bounds the work an interruption loses
+NONFINITE_POLICIES = ("error", "wrong")  # what a NaN/Inf model output means: stop the run, or a wrong answer
+_SHOWN_IDS = 3  # sample ids an error message lists
 
 
 @dataclass
@@ -96,13 +98,22 @@ def _as_model(m: object) -> _Model:
     )
 
 
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", text)
+
+
 def cell_id(model: str, seed: int, condition: Condition) -> str:
     """File-safe, human-readable, unique within a run (condition keys are unique in a protocol)."""
     parts = [model, f"s{seed}", condition.family, condition.name, "+".join(condition.modalities) or "-", f"l{condition.level:g}"]
     if condition.param is not None:
         parts.append(f"p{condition.param:g}")
     parts.append(f"r{condition.rate:g}")
-    return re.sub(r"[^A-Za-z0-9._+=-]", "_", "__".join(parts))
+    return _file_safe("__".join(parts))
+
+
+def _cell_prefix(model: str, seed: int) -> str:
+    """How every cell id of (model, seed) begins (see `cell_id`)."""
+    return _file_safe(f"{model}__s{seed}__")
 
 
 def _resolve_device(device: str | torch.device, local_rank: int) -> torch.device:
@@ -160,13 +171,18 @@ class _Dist:
             dist.destroy_process_group()
 
 
-def _check_compatible(models: list[_Model], data: MultimodalData, device: torch.device, amp: bool) -> None:
-    """Modality names/kinds/shapes (when a model states them) and finite data, then one tiny real batch."""
+def _check_compatible(models: list[_Model], data: MultimodalData, device: torch.device, amp: bool) -> int | None:
+    """Modality names/kinds/shapes (when a model states them) and finite data, then one tiny real batch.
+
+    Returns the class count of a classification run: the models' output width (the truth for a
+    classifier, since a test set may hold only some of its classes); a label at or above it is the error.
+    """
     check_tensors(data.specs, data.inputs, data=f"dataset {data.name!r}")
     for m in models:
         if m.specs:
             check_inputs(m.specs, data.specs, model=f"model {m.name!r}", data=f"for model {m.name!r}, dataset {data.name!r}")
     probe = next(data.subset(torch.arange(min(2, len(data)))).batches(2, device))
+    widths: dict[str, int] = {}
     for m in models:
         try:
             with torch.inference_mode(), _autocast(device, amp):
@@ -176,17 +192,31 @@ def _check_compatible(models: list[_Model], data: MultimodalData, device: torch.
         except Exception as e:  # a foreign model fails in its own way; say which model and data
             raise InputError(
                 f"model {m.name!r} failed on dataset {data.name!r} ({', '.join(f'{k} {tuple(v.shape[1:])}' for k, v in probe.inputs.items())}): "
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                f"{_error_text(e)}"
             ) from None
         b = len(probe)
-        if data.task == "classification":
-            if out.dim() != 2 or out.shape[0] != b or (data.num_classes and out.shape[1] != data.num_classes):
-                raise InputError(
-                    f"model {m.name!r}: output shape {tuple(out.shape)}, expected ({b}, {data.num_classes}) "
-                    f"for dataset {data.name!r} with {data.num_classes} classes"
-                )
-        elif out.shape not in ((b,), (b, 1)):
-            raise InputError(f"model {m.name!r}: output shape {tuple(out.shape)}, expected ({b},) for regression")
+        if data.task == "classification" and out.dim() == 2 and out.shape[0] == b and out.shape[1] >= 2:
+            widths[m.name] = int(out.shape[1])
+        elif data.task == "classification":
+            raise InputError(
+                f"model {m.name!r}: output shape {tuple(out.shape)}, expected ({b}, C) logits with C >= 2 classes "
+                f"for classification dataset {data.name!r}"
+            )
+        _check_output(m, out, b, data.task, widths.get(m.name), lambda: f"on dataset {data.name!r}")
+    if data.task != "classification":
+        return None
+    if len(set(widths.values())) > 1:
+        raise InputError(
+            "the models disagree on the number of classes: " + ", ".join(f"{k!r} has {v}" for k, v in widths.items())
+        )
+    width = next(iter(widths.values()))
+    top = int(data.labels.max()) if len(data) else -1
+    if top >= width:
+        raise InputError(
+            f"dataset {data.name!r} has label {top}, but model {models[0].name!r} has {width} outputs "
+            f"(classes 0..{width - 1}); expected labels below the model's output width"
+        )
+    return width
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -196,16 +226,67 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def _forward_full(m: _Model, batch: Batch) -> torch.Tensor:
-    if m.takes_present:
-        return m.module(batch.inputs, batch.present)
-    return m.module(batch.inputs)
+    out = m.module(batch.inputs, batch.present) if m.takes_present else m.module(batch.inputs)
+    return _as_logits(m.name, out)
+
+
+def _as_logits(name: str, out: object) -> torch.Tensor:
+    """The output tensor of a foreign model: a tensor, the first tensor of a tuple/list, or a dict's
+    `logits` (its only tensor when it holds one); anything else is an error naming the model."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        first = next((o for o in out if isinstance(o, torch.Tensor)), None)
+        if first is not None:
+            return first
+        raise InputError(f"model {name!r} returned a {type(out).__name__} without a tensor; expected logits [B, C]")
+    if isinstance(out, dict):
+        if isinstance(out.get("logits"), torch.Tensor):
+            return out["logits"]
+        tensors = [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return out[tensors[0]]
+        raise InputError(
+            f"model {name!r} returned a dict with keys {', '.join(map(repr, out)) or '(none)'} and no 'logits' tensor; "
+            "expected logits [B, C] (a tensor, or a dict with a 'logits' key)"
+        )
+    raise InputError(f"model {name!r} returned a {type(out).__name__}; expected a logits tensor [B, C]")
+
+
+def _error_text(e: Exception) -> str:
+    """One line of a foreign model's exception: the TorchScript interpreter's own last line
+    (e.g. the missing key), not its 'The following operation failed' preamble."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    if isinstance(e, torch.jit.Error) or lines[0].startswith("The following operation failed in the TorchScript interpreter"):
+        return lines[-1]
+    return f"{type(e).__name__}: {lines[0]}"
+
+
+def _check_output(m: _Model, out: torch.Tensor, b: int, task: str, width: int | None, where: Callable[[], str]) -> None:
+    """The output of one batch has the shape and dtype the first batch had (checked on every batch:
+    a model may break only on larger batches). `where` is built only for the message (no device sync)."""
+    if not out.dtype.is_floating_point:
+        raise InputError(f"model {m.name!r} returned {out.dtype} outputs {where()}; expected floating-point logits")
+    if task == "classification":
+        if out.dim() != 2 or out.shape[0] != b or (width is not None and out.shape[1] != width):
+            raise InputError(f"model {m.name!r}: output shape {tuple(out.shape)} {where()}, expected ({b}, {width if width else 'C'})")
+    elif out.shape not in ((b,), (b, 1)):
+        raise InputError(f"model {m.name!r}: output shape {tuple(out.shape)} {where()}, expected ({b},) for regression")
 
 
 def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
-    """Per-sample record tensors of one batch (on the device)."""
+    """Per-sample record tensors of one batch (on the device), with a `nonfinite` mask of the samples
+    whose output holds NaN/Inf. Their probabilities are set to uniform and their prediction to -1
+    (never a class), so that, if the run counts them as wrong, every metric is defined."""
+    out = out.float()
+    nonfinite = ~torch.isfinite(out.reshape(len(batch), -1)).all(dim=1)
     if task == "classification":
-        p = torch.softmax(out.float(), dim=-1)
+        p = torch.softmax(out, dim=-1)
+        p = torch.where(nonfinite[:, None], torch.full_like(p, 1.0 / p.shape[1]), p)
         conf, pred = p.max(dim=-1)
+        pred = torch.where(nonfinite, torch.full_like(pred, -1), pred)
         target = batch.labels.long()
         return {
             "ids": batch.ids,
@@ -216,8 +297,30 @@ def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str)
             "sq_prob": (p * p).sum(-1),
             "entropy": torch.special.entr(p).sum(-1),
             "affected": affected,
+            "nonfinite": nonfinite,
         }
-    return {"ids": batch.ids, "target": batch.labels.float(), "output": out.float().reshape(-1), "affected": affected}
+    return {"ids": batch.ids, "target": batch.labels.float(), "output": out.reshape(-1), "affected": affected, "nonfinite": nonfinite}
+
+
+def _settle_nonfinite(records: dict[str, dict[str, np.ndarray]], models: list["_Model"], owner: dict[str, int],
+                      task: str, policy: str) -> None:
+    """Apply the NaN/Inf policy to a chunk's records: stop with the model, cell and sample ids, or
+    keep the mask (the samples count as wrong; cells.csv gets their count). Without NaN/Inf under the
+    default policy the mask is dropped, so the files are those of a run that never checked."""
+    for cid, record in records.items():
+        bad = record["nonfinite"]
+        if bad.any() and (policy == "error" or task != "classification"):
+            ids = ", ".join(str(i) for i in record["ids"][bad][:_SHOWN_IDS]) + (", ..." if bad.sum() > _SHOWN_IDS else "")
+            remedy = (
+                "fix the model, or pass --nonfinite wrong to count such samples as wrong"
+                if task == "classification" else "fix the model (regression outputs cannot be counted as wrong)"
+            )
+            raise InputError(
+                f"model {models[owner[cid]].name!r} returned NaN/Inf outputs in cell {cid} for {int(bad.sum())} "
+                f"sample(s) (ids {ids}); {remedy}"
+            )
+        if policy == "error":
+            del record["nonfinite"]
 
 
 def _cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:
@@ -251,6 +354,7 @@ def evaluate(
     reuse_encoders: bool = True,
     buffer_mb: float = 512.0,
     on_cell: Callable[[str], None] | None = None,
+    nonfinite: str = "error",
 ) -> Run | None:
     """Evaluate `models` on `data` under every condition of `protocol`; write and return the run.
 
@@ -261,6 +365,9 @@ def evaluate(
     reuse_encoders : re-encode only touched modalities for Reencodable models (same predictions).
     buffer_mb : bound on the per-sample records held in memory before cells are written.
     on_cell : called with each cell id after that cell is safely on disk.
+    nonfinite : "error" (default) stops at the first cell where a model outputs NaN/Inf, naming the
+        model, the cell and sample ids; "wrong" counts those samples as wrong (classification only)
+        and records their count per cell (cells.csv column `nonfinite`, per-sample `nonfinite` mask).
     Returns the `Run` on rank 0 (None on other ranks under torchrun).
     """
     started = time.time()
@@ -268,14 +375,14 @@ def evaluate(
     try:
         return _evaluate(
             models, data, protocol, Path(out), device, batch_size, seeds, amp, progress, overwrite,
-            reuse_encoders, buffer_mb, on_cell, dist, started,
+            reuse_encoders, buffer_mb, on_cell, nonfinite, dist, started,
         )
     finally:
         dist.close()
 
 
 def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progress, overwrite,
-              reuse_encoders, buffer_mb, on_cell, dist: _Dist, started: float) -> Run | None:
+              reuse_encoders, buffer_mb, on_cell, nonfinite: str, dist: _Dist, started: float) -> Run | None:
     if isinstance(protocol, (str, Path)):
         protocol = load_protocol(protocol)
     models = [_as_model(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
@@ -284,6 +391,8 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise InputError(f"two models share the name {next(n for n in names if names.count(n) > 1)!r}; give each a distinct name")
+    if nonfinite not in NONFINITE_POLICIES:
+        raise InputError(f"--nonfinite {nonfinite!r}: expected one of: {', '.join(NONFINITE_POLICIES)}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     seeds = list(protocol.seeds if seeds is None else seeds)
@@ -293,7 +402,9 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     for m in models:
         m.module.to(dev).eval()
     conditions = protocol.expand(data.specs)
-    _check_compatible(models, data, dev, amp)
+    width = _check_compatible(models, data, dev, amp)
+    if data.task == "classification":
+        data = replace(data, num_classes=width)
 
     identity = {
         "protocol": {"name": protocol.name, "hash": protocol.hash, "source": protocol.source}
@@ -308,6 +419,8 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
         "amp": bool(amp),
         "rng": RNG_VERSION,
     }
+    if nonfinite != "error":  # only then does it change what the files hold
+        identity["nonfinite"] = nonfinite
     grid = [(s, ci, c) for s in seeds for ci, c in enumerate(conditions)]
     all_cells = [(cell_id(m.name, s, c), mi, s, c) for s, ci, c in grid for mi, m in enumerate(models)]
     if len({c[0] for c in all_cells}) != len(all_cells):
@@ -317,8 +430,9 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     plan: object
     if dist.rank == 0:
         try:
-            store = _Store(out, identity, overwrite)
+            store = _Store(out, identity, overwrite, list(getattr(protocol, "plugins", ())))
             store.load_rows(all_cells, data)
+            store.write_tables(protocol, started, complete=False)
             done = set(store.rows)
             plan = [
                 _Column(s, ci, c, {mi: cell_id(m.name, s, c) for mi, m in enumerate(models) if cell_id(m.name, s, c) not in done})
@@ -348,7 +462,8 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     cells_done = 0
     try:
         for chunk in chunks:
-            records, seconds = _run_chunk(chunk, models, shard, data.specs, protocol, dev, batch_size, amp, reuse_encoders, donors, bar)
+            records, seconds = _run_chunk(chunk, models, shard, data.specs, protocol, dev, batch_size, amp, reuse_encoders, donors, bar, width)
+            _settle_nonfinite(records, models, {cid: mi for col in chunk for mi, cid in col.cells.items()}, data.task, nonfinite)
             gathered = dist.gather(records)
             if dist.rank == 0:
                 for col in chunk:
@@ -386,7 +501,7 @@ def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData
 
 
 def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData, specs: dict[str, ModalitySpec],
-               protocol: Protocol, dev: torch.device, batch_size: int, amp: bool, reuse: bool, donors, bar):
+               protocol: Protocol, dev: torch.device, batch_size: int, amp: bool, reuse: bool, donors, bar, width: int | None):
     """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy)."""
     buffers: dict[str, list[dict[str, torch.Tensor]]] = {cid: [] for col in chunk for cid in col.cells.values()}
     seconds: dict[str, float] = {cid: 0.0 for cid in buffers}
@@ -411,7 +526,14 @@ def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData,
                             features[k] = m.module.encode(k, perturbed.inputs[k])
                         output = m.module.fuse(features, perturbed.present)
                     else:
-                        output = _forward_full(m, perturbed)
+                        try:
+                            output = _forward_full(m, perturbed)
+                        except InputError:
+                            raise
+                        except Exception as e:  # a foreign model failing on one batch: name it and the cell
+                            raise InputError(f"model {m.name!r} failed in cell {cid} (batch of {len(batch)}): {_error_text(e)}") from None
+                    _check_output(m, output, len(batch), data.task, width,
+                                  lambda: f"in cell {cid} (batch of {len(batch)} from sample id {int(batch.ids[0])})")
                     buffers[cid].append(_records(output, batch, affected, data.task))
                     seconds[cid] += share + time.perf_counter() - t1
                 bar.update(len(batch))
@@ -428,17 +550,30 @@ def _empty_record(task: str) -> dict[str, np.ndarray]:
         return {
             "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.int64), "pred": np.zeros(0, np.int64),
             "conf": np.zeros(0, np.float32), "p_true": np.zeros(0, np.float32), "sq_prob": np.zeros(0, np.float32),
-            "entropy": np.zeros(0, np.float32), "affected": np.zeros(0, bool),
+            "entropy": np.zeros(0, np.float32), "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool),
         }
-    return {"ids": np.zeros(0, np.int64), "target": np.zeros(0, np.float32), "output": np.zeros(0, np.float32), "affected": np.zeros(0, bool)}
+    return {
+        "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.float32), "output": np.zeros(0, np.float32),
+        "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool),
+    }
+
+
+_MANIFEST_FIELDS = {"identity": dict, "cell_seconds": dict}  # what resuming or overwriting a run reads
 
 
 class _Store:
-    """The run folder on rank 0: refuses a folder holding a different run, records finished cells."""
+    """The run folder on rank 0: refuses a folder holding a different run, records finished cells.
 
-    def __init__(self, out: Path, identity: dict, overwrite: bool):
+    `--overwrite` deletes only what a run of ours wrote, as its manifest names it: manifest.json,
+    cells.csv, our temporary files and samples/<cell>.npz of its models and seeds (cell ids begin
+    with model and seed, so this includes cells a killed run wrote after its last manifest); a
+    folder holding anything else is refused, with or without it, and nothing is deleted.
+    """
+
+    def __init__(self, out: Path, identity: dict, overwrite: bool, plugins: list[dict] | None = None):
         self.out = out
         self.identity = identity
+        self.plugins = list(plugins or [])
         self.samples = out / "samples"
         self.manifest_path = out / "manifest.json"
         self.seconds: dict[str, float] = {}
@@ -450,28 +585,38 @@ class _Store:
             raise InputError(f"cannot create output folder {out}: {e.strerror or e}; choose a writable --out") from None
         if not os.access(out, os.W_OK):
             raise InputError(f"output folder {out} is not writable; choose a writable --out")
-        previous = None
-        if self.manifest_path.is_file():
-            try:
-                previous = json.loads(self.manifest_path.read_text())
-            except (OSError, ValueError):
-                previous = None
-                if not overwrite:
-                    raise InputError(f"{self.manifest_path} is unreadable; use --overwrite to start over or another --out") from None
-        elif any(p.name not in ("samples",) and not p.name.startswith(".") for p in out.iterdir()) and not overwrite:
-            raise InputError(f"output folder {out} is not empty and holds no run (no manifest.json); use another --out")
-        if overwrite:
-            for p in self.samples.glob("*.npz") if self.samples.is_dir() else []:
-                p.unlink()
-            for name in ("cells.csv", "manifest.json"):
-                (out / name).unlink(missing_ok=True)
+        previous = self._previous() if self.manifest_path.is_file() else None
+        if previous is None:
+            foreign = self._foreign(set())
+            if foreign:
+                raise InputError(
+                    f"output folder {out} is not empty and holds no run (no manifest.json; it holds {foreign[0]}); "
+                    "use another --out"
+                )
+        if overwrite and previous is not None:
+            prefixes = tuple(
+                _cell_prefix(str(m.get("name")), s)
+                for m in previous["identity"].get("models") or [] if isinstance(m, dict)
+                for s in previous["identity"].get("seeds") or []
+            )
+            ours = {Path("manifest.json"), Path("cells.csv")} | {Path("samples") / f"{c}.npz" for c in previous["cell_seconds"]}
+            if self.samples.is_dir():
+                ours |= {Path("samples") / p.name for p in self.samples.glob("*.npz") if prefixes and p.name.startswith(prefixes)}
+            foreign = self._foreign(ours)
+            if foreign:
+                raise InputError(
+                    f"--overwrite would delete {out / foreign[0]}, which the run in {out} did not write "
+                    f"({len(foreign)} such file(s)); move them or use another --out"
+                )
+            for rel in sorted(ours):
+                (out / rel).unlink(missing_ok=True)
         elif previous is not None:
-            changed = [k for k in identity if previous.get("identity", {}).get(k) != identity[k]]
+            changed = [k for k in identity if previous["identity"].get(k) != identity[k]]
             if changed:
                 raise InputError(
                     f"{out} holds a different run (changed: {', '.join(changed)}); use --overwrite to replace it or another --out"
                 )
-            self.seconds = dict(previous.get("cell_seconds", {}))
+            self.seconds = dict(previous["cell_seconds"])
             self.started_iso = previous.get("started", self.started_iso)
         for leftover in [*out.glob(".*.tmp*"), *self.samples.glob(".*.tmp*")]:  # a killed run's half-written files
             leftover.unlink()
@@ -479,6 +624,36 @@ class _Store:
             self.samples.mkdir(exist_ok=True)
         except OSError as e:
             raise InputError(f"cannot create {self.samples}: {e.strerror or e}; choose a writable --out") from None
+
+    def _previous(self) -> dict:
+        """The manifest already in the folder, checked for the fields a resume or an overwrite reads."""
+        try:
+            previous = json.loads(self.manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise InputError(
+                f"{self.manifest_path}: unreadable ({type(e).__name__}), so the run it describes is unknown; "
+                "use another --out (or delete the folder yourself)"
+            ) from None
+        if not isinstance(previous, dict):
+            raise InputError(f"{self.manifest_path}: holds a JSON {type(previous).__name__}, expected a run manifest (a JSON object); use another --out")
+        for key, kind in _MANIFEST_FIELDS.items():
+            if not isinstance(previous.get(key), kind):
+                raise InputError(
+                    f"{self.manifest_path}: field {key!r} is {'missing' if key not in previous else type(previous[key]).__name__}, "
+                    f"expected a JSON object; not a manifest of an rbmm run, use another --out"
+                )
+        return previous
+
+    def _foreign(self, ours: set[Path]) -> list[Path]:
+        """Files in the folder (relative, sorted) that are not in `ours`, leaving out hidden ones
+        (our temporary files, .DS_Store...)."""
+        found = []
+        for p in sorted(self.out.rglob("*")):
+            rel = p.relative_to(self.out)
+            if p.is_dir() and not p.is_symlink() or rel in ours or any(part.startswith(".") for part in rel.parts):
+                continue
+            found.append(rel)
+        return found
 
     def finished(self) -> set[str]:
         return {p.name[: -len(".npz")] for p in self.samples.glob("*.npz")}
@@ -509,6 +684,8 @@ class _Store:
             "param": np.nan if c.param is None else c.param, "rate": c.rate, "group": c.group,
             "n": int(record["ids"].shape[0]),
         }
+        if "nonfinite" in record:
+            row["nonfinite"] = int(record["nonfinite"].sum())
         row.update(_cell_metrics(record, self.data.task, self.data.num_classes))
         return row
 
@@ -525,7 +702,9 @@ class _Store:
         atomic_write(self.out / "cells.csv", csv_bytes(rows), self._kept())
         manifest = {
             "identity": self.identity,
+            "complete": bool(complete),
             "status": "complete" if complete else "running",
+            "plugins": self.plugins,
             "package": {"robustbench_mm": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
             "protocol": {"name": protocol.name, "hash": protocol.hash, "seed": protocol.seed, "metrics": list(protocol.metrics)},
             "models": self.identity["models"],

@@ -175,7 +175,8 @@ def resampled_metric(
     onehot_t = np.zeros((len(target), k))
     onehot_t[np.arange(len(target)), target] = 1.0
     onehot_p = np.zeros((len(pred), k))
-    onehot_p[np.arange(len(pred)), pred] = 1.0
+    predicted_class = pred >= 0  # -1: no prediction (a NaN/Inf output counted as wrong)
+    onehot_p[np.flatnonzero(predicted_class), pred[predicted_class]] = 1.0
     support = w @ onehot_t  # TP + FN per class
     predicted = w @ onehot_p  # TP + FP per class
     tp = w @ (onehot_t * correct[:, None])

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
@@ -217,9 +218,18 @@ def critical_difference(
     right = order[(k + 1) // 2 :]
     lo, hi = 1, max(k, int(np.ceil(max(ranks.values()))))
     rows = max(len(left), len(right))
+    left_labels = [f"{m} ({ranks[m]:.2f})" for m in left]
+    right_labels = [f"({ranks[m]:.2f}) {m}" for m in right]
+    axis_in = 4.5
+    # the labels' own widths set the margins (a fixed 20% clipped "transformer+cal"), plus the
+    # 0.1-rank gap between a line's end and its label, plus a little air
+    gap_in = 0.1 * axis_in / (max(k, int(np.ceil(max(ranks.values())))) - 1 + 0.1) + 0.15
     with plt.rc_context({**_STYLE, "axes.grid": False}):
-        fig = Figure(figsize=(7.5, 1.1 + 0.3 * (rows + len(cliques))), dpi=DPI)
-        ax = fig.add_axes([0.2, 0.02, 0.6, 0.96])
+        left_in = max(1.0, _text_width_inches(left_labels, 9) + gap_in)
+        right_in = max(1.0, _text_width_inches(right_labels, 9) + gap_in)
+        width = left_in + axis_in + right_in
+        fig = Figure(figsize=(width, 1.1 + 0.3 * (rows + len(cliques))), dpi=DPI)
+        ax = fig.add_axes([left_in / width, 0.02, axis_in / width, 0.96])
         ax.set_axis_off()
         top = 0.0
         y_of = lambda i: -0.45 - 0.3 * len(cliques) - 0.4 * i  # noqa: E731
@@ -238,12 +248,12 @@ def critical_difference(
             y = y_of(i)
             ax.plot([ranks[model], ranks[model], lo - 0.05], [top, y, y], color=style[model][0], lw=1.3,
                     clip_on=False)
-            ax.text(lo - 0.1, y, f"{model} ({ranks[model]:.2f})", ha="right", va="center", fontsize=9)
+            ax.text(lo - 0.1, y, left_labels[i], ha="right", va="center", fontsize=9)
         for i, model in enumerate(right):
             y = y_of(i)
             ax.plot([ranks[model], ranks[model], hi + 0.05], [top, y, y], color=style[model][0], lw=1.3,
                     clip_on=False)
-            ax.text(hi + 0.1, y, f"({ranks[model]:.2f}) {model}", ha="left", va="center", fontsize=9)
+            ax.text(hi + 0.1, y, right_labels[i], ha="left", va="center", fontsize=9)
         for j, clique in enumerate(cliques):
             values = [ranks[m] for m in clique]
             y = -0.25 - 0.3 * j
@@ -251,6 +261,13 @@ def critical_difference(
         if title:
             fig.suptitle(title, fontsize=10)
     return fig
+
+
+def _text_width_inches(texts: Sequence[str], fontsize: float) -> float:
+    """The widest of `texts` as rendered (inches), so a figure can leave room for its labels."""
+    probe = Figure(dpi=DPI)
+    renderer = FigureCanvasAgg(probe).get_renderer()
+    return max((probe.text(0, 0, t, fontsize=fontsize).get_window_extent(renderer).width for t in texts), default=0.0) / DPI
 
 
 def _cd_cliques(sorted_ranks: list[float], cd: float, names: list[str]) -> list[list[str]]:

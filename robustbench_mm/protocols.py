@@ -54,7 +54,13 @@ name and hash; the protocol's `faithful` key describes what that reproduces.
 
 `Protocol.expand(specs)` turns this into Conditions, clean first. A corruption that does not
 apply to a modality's kind is skipped with a note when the target was chosen by kind or `each`,
-and is an error when the modality was named explicitly.
+and is an error when the modality was named explicitly. The same condition twice (a repeated
+entry, or two tables producing it) is an error, as are unknown metrics and `params` that are NaN
+or absurd (a valid input of every kind the corruption claims comes out non-finite, or it raises).
+
+Plug-in corruptions a protocol can select (named, or matched by "all"/"kind:K" when it is read)
+are part of what it means: `Protocol.plugins` lists them (name, source, SHA-256 of the file) and
+they enter its hash, so the same file read with other plug-ins loaded has another hash.
 """
 
 from __future__ import annotations
@@ -68,10 +74,17 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+import math
+
+import torch
+
 from .corruptions import CLEAN, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, list_corruptions, removal_subsets
 from .corruptions.condition import MASKS, Part
+from .corruptions.plugins import example_input, plugin_records, rejection_note
+from .corruptions.rng import SampleRandom
 from .datasets.batch import KINDS, ModalitySpec
 from .errors import InputError
+from .metrics import METRICS
 
 _TOP_KEYS = {"name", "description", "faithful", "seed", "seeds", "metrics", "corruption", "removal", "conflict", "joint"}
 _GROUP_KEYS = {
@@ -112,14 +125,24 @@ def load_protocol(name_or_path: str | Path) -> "Protocol":
     if text.endswith(".toml") or path.exists():
         if not path.is_file():
             raise InputError(f"protocol file {text!r} does not exist")
-        return parse_protocol(path.read_text(encoding="utf-8"), source=str(path))
+        return parse_protocol(_read_text(path, str(path)), source=str(path))
     if text in _names(_builtin_dir()):
         resource = _builtin_dir() / f"{text}.toml"
-        return parse_protocol(resource.read_text(encoding="utf-8"), source=f"{text}.toml")
+        return parse_protocol(_read_text(resource, f"{text}.toml"), source=f"{text}.toml")
     if text in _names(_local_dir()):
         local = _local_dir() / f"{text}.toml"
-        return parse_protocol(local.read_text(encoding="utf-8"), source=str(local))
+        return parse_protocol(_read_text(local, str(local)), source=str(local))
     raise InputError(f"unknown protocol {text!r}; expected a .toml path or one of: {', '.join(list_protocols())}")
+
+
+def _read_text(path, source: str) -> str:
+    """The file as UTF-8 text; a binary or unreadable file is one InputError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"protocol {source}: not a text file (byte {e.start} is not UTF-8); expected a TOML protocol") from None
+    except OSError as e:
+        raise InputError(f"protocol {source}: cannot read ({e.strerror or e})") from None
 
 
 def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
@@ -148,6 +171,10 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
         raise err("metrics", "a non-empty list of metric names", metrics)
     if "faithful" in doc and (not isinstance(doc["faithful"], str) or not doc["faithful"].strip()):
         raise err("faithful", "a non-empty string (what the protocol's :faithful variant reproduces)", doc["faithful"])
+    unknown_metric = next((m for m in metrics if m not in METRICS), None)
+    if unknown_metric is not None:
+        raise err("metrics", f"metric names from {', '.join(METRICS)}", unknown_metric)
+    _distinct(metrics, "metrics", err)
     groups: list[dict] = []
     for kind in ("corruption", "removal", "conflict", "joint"):
         tables = doc.get(kind, [])
@@ -155,11 +182,11 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
             raise err(kind, f"an array of tables ([[{kind}]])", tables)
         for i, table in enumerate(tables):
             groups.append(_check_group(kind, i, table, err))
-    canonical = json.dumps(
-        {"name": doc["name"], "seed": seed, "seeds": seeds, "metrics": metrics, "groups": groups},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    plugins = plugin_records(_selectable_plugins(groups))
+    content = {"name": doc["name"], "seed": seed, "seeds": seeds, "metrics": metrics, "groups": groups}
+    if plugins:  # only then: a protocol of built-ins keeps the hash it always had
+        content["plugins"] = [{"name": p["name"], "sha256": p["sha256"]} for p in plugins]
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return Protocol(
         name=doc["name"],
         description=doc["description"].strip(),
@@ -170,6 +197,7 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
         source=source,
         hash=hashlib.sha256(canonical.encode()).hexdigest(),
         faithful_note=doc.get("faithful", "").strip(),
+        plugins=tuple(plugins),
     )
 
 
@@ -194,6 +222,59 @@ def _faithful(protocol: "Protocol") -> "Protocol":
     )
 
 
+def _selectable_plugins(groups: list[dict]) -> list[str]:
+    """Names of the registered plug-in corruptions the corruption and joint tables can select."""
+    names: set[str] = set()
+    for g in groups:
+        if g["kind"] == "joint":
+            names |= {s.name for s in (get_corruption(p["corruption"]) for p in g["parts"]) if s.source != "builtin"}
+            continue
+        if g["kind"] != "corruption":
+            continue
+        chosen = g["corruptions"]
+        if chosen == "all":
+            specs = list_corruptions()
+        elif isinstance(chosen, str):
+            specs = list_corruptions(chosen[5:])
+        else:
+            specs = [get_corruption(n) for n in chosen]
+        names |= {s.name for s in specs if s.source != "builtin"}
+    return sorted(names)
+
+
+def _distinct(values: list, key: str, err: "_Errors") -> None:
+    """A repeated entry would evaluate the same condition twice: name it."""
+    seen = []
+    for v in values:
+        if v in seen:
+            raise err(key, "distinct entries (each condition once)", v)
+        seen.append(v)
+
+
+def _check_params(names: list[str], params: list[float], key: str, err: "_Errors") -> None:
+    """Refuse NaN, and parameters under which a valid input of a claimed kind comes out non-finite
+    (or the corruption raises): such a protocol would run and report NaN-cast metrics."""
+    for p in params:
+        if math.isnan(p):
+            raise err(key, "numbers in the corruption's own units (not NaN)", p)
+    for name in names:
+        spec = get_corruption(name)
+        for kind in spec.kinds:
+            x, mspec = example_input(kind, spec.check)
+            if spec.check is not None and spec.check(mspec):
+                continue
+            for p in params:
+                try:
+                    y = spec(x, p, SampleRandom(torch.arange(x.shape[0]), 0, "protocol-check"), mspec)
+                    finite = bool(torch.isfinite(y.double()).all())
+                except Exception as e:  # noqa: BLE001 - the corruption refused the value
+                    raise err(key, f"a parameter {name!r} accepts ({spec.unit}; levels 1-5: "
+                              f"{', '.join(f'{v:g}' for v in spec.table(kind))}); it raised {type(e).__name__}: {e}", p) from None
+                if not finite:
+                    raise err(key, f"a parameter under which {name!r} keeps a {kind} input finite ({spec.unit}; levels 1-5: "
+                              f"{', '.join(f'{v:g}' for v in spec.table(kind))})", p)
+
+
 class _Errors:
     """Builds InputErrors that name the file, the key and what was expected."""
 
@@ -211,6 +292,7 @@ def _number_list(value: object, key: str, err: _Errors, lo: float, hi: float, lo
     for v in value:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (lo < v if lo_open else lo <= v) or v > hi:
             raise err(key, what, v)
+    _distinct(value, key, err)
     return [float(v) for v in value]
 
 
@@ -261,7 +343,8 @@ def _check_group(kind: str, index: int, table: object, err: _Errors) -> dict:
                 try:
                     get_corruption(n)
                 except InputError as e:
-                    raise InputError(f"protocol {err.source}: key {where + '.corruptions'!r}: {e}") from None
+                    raise InputError(f"protocol {err.source}: key {where + '.corruptions'!r}: {e}{rejection_note(n)}") from None
+            _distinct(names, f"{where}.corruptions", err)
         out["corruptions"] = names
         out["targets"] = _targets(table.get("targets", "each"), f"{where}.targets", err)
         if ("levels" in table) == ("params" in table):
@@ -279,8 +362,12 @@ def _check_group(kind: str, index: int, table: object, err: _Errors) -> dict:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in shown
             ):
                 raise err(f"{where}.param_levels", f"a list of {len(params)} numbers (one per param)", shown)
+            _distinct(params, f"{where}.params", err)
+            _distinct(shown, f"{where}.param_levels", err)
             out["params"] = [float(p) for p in params]
             out["param_levels"] = [float(v) for v in shown]
+            if isinstance(names, list):
+                _check_params(names, out["params"], f"{where}.params", err)
     elif kind == "removal":
         subsets = table.get("subsets", "all")
         if isinstance(subsets, str):
@@ -290,12 +377,15 @@ def _check_group(kind: str, index: int, table: object, err: _Errors) -> dict:
             isinstance(s, list) and s and all(isinstance(m, str) for m in s) for s in subsets
         ):
             raise err(f"{where}.subsets", f"one of {', '.join(SUBSET_SHORTCUTS)} or a list of lists of names", subsets)
+        if isinstance(subsets, list):
+            _distinct([sorted(s) for s in subsets], f"{where}.subsets", err)
         out["subsets"] = subsets
         fills = table.get("fills", ["zero"])
         if isinstance(fills, str):
             fills = [fills]
         if not isinstance(fills, list) or not fills or any(f not in FILLS for f in fills):
             raise err(f"{where}.fills", f"a list of fills from {', '.join(FILLS)}", fills)
+        _distinct(fills, f"{where}.fills", err)
         out["fills"] = fills
     else:
         out["targets"] = _targets(table.get("targets", "each"), f"{where}.targets", err)
@@ -405,6 +495,7 @@ class Protocol:
                     _, why = self._to_raw(g, part, specs[m])
                     lines.append(f"{g['where']} {part['corruption']} on {m!r}: raw pixels [0, {part['pixel_max']:g}] {why}")
         return lines
+    plugins: tuple[dict, ...] = field(default=(), repr=False)  # {"name", "source", "sha256"} it can select
 
     def expand(self, specs: dict[str, ModalitySpec]) -> list[Condition]:
         """The conditions on data with these modality specs: clean first, then the groups in order."""
@@ -413,27 +504,29 @@ class Protocol:
     def expand_with_notes(self, specs: dict[str, ModalitySpec]) -> tuple[list[Condition], list[str]]:
         """Conditions plus notes on what was skipped (a corruption that does not fit a modality's kind)."""
         conditions = [CLEAN]
+        origin = {CLEAN.key: "clean"}
         notes: list[str] = []
         for g in self.groups:
             if g["kind"] == "corruption":
-                conditions += self._expand_corruption(g, specs, notes)
+                made = self._expand_corruption(g, specs, notes)
             elif g["kind"] == "removal":
-                conditions += self._expand_removal(g, specs)
+                made = self._expand_removal(g, specs)
             elif g["kind"] == "joint":
-                conditions += self._expand_joint(g, specs, notes)
+                made = self._expand_joint(g, specs, notes)
             else:
-                for mods, _ in self._resolve_targets(g, specs):
-                    conditions += [
-                        Condition(family="conflict", name="conflict", modalities=mods, rate=r, group=g["group"])
-                        for r in g["rates"]
-                    ]
-        seen: set[str] = set()
-        unique = []
-        for c in conditions:
-            if c.key not in seen:
-                seen.add(c.key)
-                unique.append(c)
-        return unique, notes
+                made = [
+                    Condition(family="conflict", name="conflict", modalities=mods, rate=r, group=g["group"])
+                    for mods, _ in self._resolve_targets(g, specs)
+                    for r in g["rates"]
+                ]
+            for c in made:
+                if c.key in origin:
+                    raise self._error(
+                        g["where"], f"condition {c.key} is already made by {origin[c.key]}; expected each condition once"
+                    )
+                origin[c.key] = g["where"]
+                conditions.append(c)
+        return conditions, notes
 
     def _error(self, key: str, message: str) -> InputError:
         return InputError(f"protocol {self.source}: key {key!r}: {message}")

@@ -10,8 +10,12 @@ McNemar, Holm, Friedman/Nemenyi); this module only selects cells, pairs models a
 Replicates. A replicate is one (run, protocol seed): several runs of the same models (e.g. one
 per training seed) are several replicates. With one replicate, intervals are percentile
 bootstrap intervals over the evaluation samples (`stats.bootstrap_counts`, the same resamples
-for every cell of a model, so summaries over cells stay paired); with several, they are t
-intervals of the mean across replicates (`stats.mean_ci`).
+for every cell of a model, so summaries over cells stay paired); with several, they are
+two-stage (cluster) bootstrap intervals of the mean across replicates: each resample draws the
+replicates with replacement and, within each, the samples' bootstrap resample. Every resample is
+a mean of metric values, so the interval stays within the metric's range (a t interval across 3
+replicates of an accuracy reached 1.022). mCE across replicates keeps a t interval (it is not
+bounded above); the reference model's own mCE (1 by definition) has none.
 
 Calibration pairs. A model with calibration is paired with the model without it that has the same
 backbone: the manifest's model config gives the backbone (key `fusion`, else `backbone`) and
@@ -96,12 +100,13 @@ def _run_names(paths: list[Path]) -> list[str]:
 
 
 def _load(runs) -> _Data:
-    if isinstance(runs, (str, Path)):
+    """Run folders (paths) or `Run`s (what `evaluate` returns), one or a list."""
+    if isinstance(runs, (str, Path, Run)):
         runs = [runs]
-    paths = [Path(r) for r in runs]
-    if not paths:
+    runs = [r if isinstance(r, Run) else load_run(Path(r)) for r in runs]
+    if not runs:
         raise InputError("report needs at least one run folder")
-    loaded = {name: load_run(p) for name, p in zip(_run_names(paths), paths)}
+    loaded = dict(zip(_run_names([r.path for r in runs]), runs))
     frames = []
     for name, run in loaded.items():
         if run.cells.empty:
@@ -175,14 +180,19 @@ def _estimate(data: _Data, boot: _Boot, rows: pd.DataFrame) -> tuple[float, floa
     """Mean of the metric over `rows` (cells of one model), with its interval.
 
     One replicate: the mean over the cells, bootstrap interval from resampling the samples jointly
-    in every cell. Several: per replicate the mean over its cells, then mean_ci across replicates.
+    in every cell. Several: the mean over replicates of each replicate's mean over its cells, with a
+    two-stage bootstrap interval (replicates drawn with replacement, samples resampled within).
     """
     if rows.empty:
         return float("nan"), float("nan"), float("nan")
     if rows["replicate"].nunique() > 1:
-        per = rows.groupby("replicate")[data.metric].mean()
-        ci = mean_ci(per.to_numpy())
-        return ci.mean, ci.low, ci.high
+        groups = [g for _, g in rows.groupby("replicate", sort=False)]
+        estimate = float(np.mean([g[data.metric].mean() for g in groups]))
+        per_replicate = np.stack([np.mean([boot.values(r) for _, r in g.iterrows()], axis=0) for g in groups])  # (k, R)
+        k, n_draws = per_replicate.shape
+        picks = np.random.default_rng(boot.seed).integers(0, k, size=(n_draws, k))  # replicates per resample
+        two_stage = per_replicate[picks, np.arange(n_draws)[:, None]].mean(axis=1)
+        return (estimate, *_interval(two_stage))
     draws = np.mean([boot.values(r) for _, r in rows.iterrows()], axis=0)
     return (float(rows[data.metric].mean()), *_interval(draws))
 
@@ -298,7 +308,9 @@ def _setup(data: _Data) -> _Section:
     sec.blocks.append(_Text(
         f"{len(data.runs)} run(s), {len(data.models)} model(s), task {data.task}, headline metric {data.metric} "
         f"({METRICS[data.metric].description}). Intervals are {CONFIDENCE:.0%} "
-        + ("t intervals across replicates (runs × protocol seeds)." if data.replicated
+        + (f"two-stage bootstrap intervals across replicates (runs × protocol seeds): each of {N_RESAMPLES} resamples "
+           "draws the replicates with replacement and resamples the evaluation samples within each (seed 0), so "
+           "an interval stays within the metric's range; mCE has a t interval across replicates." if data.replicated
            else f"percentile bootstrap intervals over the evaluation samples ({N_RESAMPLES} resamples, seed 0).")
     ))
     for name, run in data.runs.items():
@@ -382,7 +394,7 @@ def _headline(data: _Data, boot: _Boot, reference: str) -> tuple[_Section, pd.Da
         row.update(corrupted=corrupted[0], corrupted_low=corrupted[1], corrupted_high=corrupted[2])
         m = mce[mce["model"] == model]
         if len(m):
-            ci = mean_ci(m["mce"].to_numpy()) if len(m) > 1 else None
+            ci = mean_ci(m["mce"].to_numpy()) if len(m) > 1 and model != reference else None  # the reference's is 1
             row.update(mce=float(m["mce"].mean()), mce_low=ci.low if ci else np.nan, mce_high=ci.high if ci else np.nan,
                        relative_mce=float(m["relative_mce"].mean()))
         else:
@@ -409,15 +421,33 @@ def _headline(data: _Data, boot: _Boot, reference: str) -> tuple[_Section, pd.Da
         f"worst removal {data.metric}": [_fmt_ci(*r) for r in table[["worst_removal", "worst_removal_low", "worst_removal_high"]].to_numpy()],
         "worst removed subset": table["worst_removed"],
     })
-    sec.blocks.append(_Text(
-        "Clean and mean corrupted values with their intervals; mCE and relative mCE follow ImageNet-C against "
+    worst_word = "lowest" if data.higher_is_better else "highest"
+    mce_text = (
+        "mCE and relative mCE follow ImageNet-C against "
         f"the reference model {reference}: CE_c = Σ_s E_c,s / Σ_s E^ref_c,s and relative CE_c = "
         "Σ_s (E_c,s − E_clean) / Σ_s (E^ref_c,s − E^ref_clean), E = 1 − accuracy, averaged over corruptions c "
-        "(each corruption × modality). mCE has an interval only across replicates. "
-        "Worst removal: the removal cell (subset, fill, rate) with the lowest value."
+        "(each corruption × modality). mCE has an interval only across replicates, and none for the reference "
+        "model (its mCE is 1 by definition). "
+        if data.task == "classification"
+        else f"mCE is a classification summary; for {data.metric} it is not computed. "
+    )
+    if data.task != "classification":
+        shown = shown.drop(columns=[f"mCE (ref. {reference})", "relative mCE"])
+    sec.blocks.append(_Text(
+        "Clean and mean corrupted values with their intervals; " + mce_text
+        + f"Worst removal: the removal cell (subset, fill, rate) with the {worst_word} {data.metric} "
+        f"({'higher' if data.higher_is_better else 'lower'} is better)."
     ))
     if ce_note:
         sec.blocks.append(_Text(ce_note))
+    if "nonfinite" in df and df["nonfinite"].fillna(0).sum() > 0:
+        counts = df.groupby("model", sort=False)["nonfinite"].sum()
+        sec.blocks.append(_Text(
+            "NaN/Inf outputs, counted as wrong predictions (rbmm eval --nonfinite wrong): "
+            + "; ".join(f"{m}: {int(c)} samples over {int((df[df['model'] == m]['nonfinite'] > 0).sum())} cells"
+                        for m, c in counts.items() if c > 0)
+            + ". The raw per-cell table has the count of each cell (column nonfinite)."
+        ))
     sec.blocks.append(_Table("headline", table, shown, "Headline per model"))
     return sec, table
 
@@ -515,7 +545,7 @@ def _curves(data: _Data, boot: _Boot, out_figs: list) -> _Section:
     points = _curve_points(data, boot)
     fig = plots.level_curves(points, ylabel=data.metric)
     out_figs.append(fig)
-    bands = "across replicates" if data.replicated else "bootstrap over samples"
+    bands = "two-stage bootstrap over replicates and samples" if data.replicated else "bootstrap over samples"
     sec.blocks.append(_Figure("curves", fig, f"{data.metric} vs severity level; level 0 is the clean cell; "
                                              f"bands: {CONFIDENCE:.0%} intervals ({bands})."))
     summary = level_summary(_metric_frame(data), data.metric)
@@ -687,7 +717,7 @@ def _ranking(data: _Data, out_figs: list) -> _Section:
 def _raw(data: _Data) -> _Section:
     sec = _Section("Raw per-cell table", "raw")
     metric_cols = [c for c in data.cells.columns if c in METRICS]
-    cols = ["model", "run", "seed", "family", "name", "modalities", "level", "rate", "n", *metric_cols]
+    cols = ["model", "run", "seed", "family", "name", "modalities", "level", "rate", "n", "nonfinite", *metric_cols]
     table = data.cells[[c for c in cols if c in data.cells.columns]]
     if len(data.runs) == 1:
         table = table.drop(columns="run")
@@ -795,7 +825,7 @@ def _render(sections: list[_Section], title: str, subtitle: str, out: Path) -> P
 def write_report(runs, out, *, reference: str | None = None, title: str | None = None) -> Path:
     """Write index.html, report.md, figures/ and tables/ for one or more run folders into `out`.
 
-    runs : run folder paths (several: e.g. one per training seed, merged as replicates).
+    runs : run folder paths or `Run`s (what `evaluate` returns); several (e.g. one per training seed) are merged as replicates.
     reference : the CE/mCE reference model (default: the first model).
     Returns the path of index.html.
     """
@@ -874,21 +904,48 @@ def compare_runs(run_a, run_b, *, metric: str = "accuracy", alpha: float = ALPHA
                 "family": ra["family"], "name": ra["name"], "modalities": ra["modalities"], "level": ra["level"],
                 "a": va, "b": va + res.estimate, "diff": res.estimate, "low": res.low, "high": res.high, "p": p,
             })
+    differences = run_differences(next(iter(a.runs.values())).manifest, next(iter(b.runs.values())).manifest)
     if not rows:
-        raise InputError(f"runs {run_a} and {run_b} share no (model, condition, seed) cell")
+        raise InputError(f"runs {run_a} and {run_b} share no (model, condition, seed) cell" + "".join(f"; {d}" for d in differences))
     df = pd.DataFrame(rows)
     df["p_holm"] = holm(df["p"].to_numpy())
     df["significant"] = df["p_holm"] < alpha
-    df.attrs.update(metric=metric, alpha=alpha, run_a=str(run_a), run_b=str(run_b))
+    df.attrs.update(metric=metric, alpha=alpha, run_a=str(run_a), run_b=str(run_b), differences=differences)
     return df
+
+
+def run_differences(a: dict, b: dict) -> list[str]:
+    """What makes two runs' cells mean different things: the protocol (name, hash) and the plug-ins
+    that shaped it (name, source, SHA-256), one line each, A first; empty when they agree."""
+    out = []
+    pa, pb = a.get("protocol") or {}, b.get("protocol") or {}
+    if (pa.get("name"), pa.get("hash")) != (pb.get("name"), pb.get("hash")):
+        out.append(
+            f"protocol differs: A {pa.get('name')!r} (hash {str(pa.get('hash'))[:12]}), "
+            f"B {pb.get('name')!r} (hash {str(pb.get('hash'))[:12]}); only the conditions both hold are compared"
+        )
+    plugs_a = {p.get("name"): p for p in a.get("plugins") or [] if isinstance(p, dict)}
+    plugs_b = {p.get("name"): p for p in b.get("plugins") or [] if isinstance(p, dict)}
+    for name in sorted(set(plugs_a) | set(plugs_b), key=str):
+        pa_, pb_ = plugs_a.get(name), plugs_b.get(name)
+        if pa_ is None or pb_ is None:
+            have = pa_ or pb_
+            out.append(f"plug-in {name!r} ({have.get('source')}, sha256 {str(have.get('sha256'))[:12]}) shaped only run {'A' if pb_ is None else 'B'}")
+        elif pa_.get("sha256") != pb_.get("sha256"):
+            out.append(
+                f"plug-in {name!r} differs: A {pa_.get('source')} (sha256 {str(pa_.get('sha256'))[:12]}), "
+                f"B {pb_.get('source')} (sha256 {str(pb_.get('sha256'))[:12]})"
+            )
+    return out
 
 
 def format_comparison(df: pd.DataFrame) -> str:
     """Terminal table of the cells whose difference is significant after Holm correction."""
     metric, alpha = df.attrs.get("metric", "metric"), df.attrs.get("alpha", ALPHA)
     sig = df[df["significant"]].sort_values("p_holm")
-    head = (f"{len(sig)} of {len(df)} matched cells differ significantly in {metric} "
-            f"(B − A, Holm-adjusted p < {alpha:g})")
+    head = "".join(f"note: {d}\n" for d in df.attrs.get("differences", [])) + (
+        f"{len(sig)} of {len(df)} matched cells differ significantly in {metric} (B − A, Holm-adjusted p < {alpha:g})"
+    )
     if sig.empty:
         return head
     labels = [f"{r.model_a}" + ("" if r.model_a == r.model_b else f" vs {r.model_b}") + f"  s{r.seed} {r.condition}"

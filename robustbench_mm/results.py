@@ -2,12 +2,17 @@
 
     results/NAME/
       manifest.json          versions, device, protocol name + hash, model SHA-256s, dataset
-                             fingerprint, seeds, start/end time, wall seconds per cell
+                             fingerprint, seeds, start/end time, wall seconds per cell;
+                             `complete` (false from the start, true once the last cell is
+                             written), `plugins` [{name, source, sha256}] that shaped the protocol
       cells.csv              one row per model x seed x condition: the condition's fields, n,
                              the per-cell metrics, seconds
       samples/<cell_id>.npz  per-sample records (numpy alone loads them):
                              classification: ids, target, pred, conf, p_true, sq_prob, entropy, affected
                              regression: ids, target, output, affected
+                             (+ `nonfinite`, True where the model output NaN/Inf, and the
+                             cells.csv column of its count, in a run that counts them as wrong;
+                             pred is then -1 and the probabilities uniform)
 
 Every file is written to a temporary name in the same folder and moved into place with
 `os.replace`, so a crashed or killed process (Ctrl-C, kill -9) leaves either the old file or the
@@ -32,6 +37,9 @@ import pandas as pd
 from .errors import InputError
 
 CONDITION_COLUMNS = ["cell_id", "model", "seed", "condition", "family", "name", "modalities", "level", "param", "rate", "group", "n"]
+# Written only by a run that counts NaN/Inf outputs as wrong (`nonfinite="wrong"`): how many samples
+# of the cell had them. Not a metric; it follows `n`.
+COUNT_COLUMNS = ["nonfinite"]
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -77,12 +85,14 @@ def json_bytes(obj: object) -> bytes:
 
 
 def cells_frame(rows: list[dict]) -> pd.DataFrame:
-    """The tidy cell table, condition columns first, metric columns next, seconds last."""
+    """The tidy cell table, condition columns first (then the `nonfinite` count, when written),
+    metric columns next, seconds last."""
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=CONDITION_COLUMNS + ["seconds"])
-    metric_cols = [c for c in frame.columns if c not in CONDITION_COLUMNS and c != "seconds"]
-    return frame[CONDITION_COLUMNS + metric_cols + ["seconds"]]
+    counts = [c for c in COUNT_COLUMNS if c in frame.columns]
+    metric_cols = [c for c in frame.columns if c not in CONDITION_COLUMNS and c not in counts and c != "seconds"]
+    return frame[CONDITION_COLUMNS + counts + metric_cols + ["seconds"]]
 
 
 def csv_bytes(rows: list[dict]) -> bytes:
@@ -99,8 +109,10 @@ class Run:
             raise InputError(f"{self.path} is not a run folder: no manifest.json (expected the --out of `rbmm eval`)")
         try:
             self.manifest = json.loads(manifest.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"{manifest}: not valid JSON ({e})") from None
+        if not isinstance(self.manifest, dict):
+            raise InputError(f"{manifest}: holds a JSON {type(self.manifest).__name__}; expected a run manifest (a JSON object)")
         cells = self.path / "cells.csv"
         self.cells = (
             pd.read_csv(cells, keep_default_na=True, dtype={"modalities": str, "group": str})
@@ -120,19 +132,24 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        return self.manifest.get("status") == "complete"
+        """Whether the run wrote its last cell: the manifest's `complete` (older runs: `status`)."""
+        return bool(self.manifest.get("complete", self.manifest.get("status") == "complete"))
 
     def summary(self) -> str:
         """A few lines for the terminal: where the run is, cells, and each model's clean/mean metric."""
         lines = [f"{self.path}: {len(self.cells)} cells, protocol {self.manifest.get('protocol', {}).get('name')}"]
         metric = "accuracy" if "accuracy" in self.cells else next(
-            (c for c in self.cells.columns if c not in CONDITION_COLUMNS and c != "seconds"), None
+            (c for c in self.cells.columns if c not in CONDITION_COLUMNS + COUNT_COLUMNS and c != "seconds"), None
         )
         if metric is not None and not self.cells.empty:
             for model, g in self.cells.groupby("model", sort=False):
                 clean = g.loc[g["family"] == "clean", metric].mean()
                 rest = g.loc[g["family"] != "clean", metric].mean()
                 lines.append(f"  {model:<24} clean {metric} {clean:.4f}   mean over perturbed cells {rest:.4f}")
+                if "nonfinite" in g and g["nonfinite"].sum():
+                    lines.append(f"  {'':<24} NaN/Inf outputs counted as wrong: {int(g['nonfinite'].sum())} sample-cells")
+        if self.manifest.get("identity", {}).get("dataset", {}).get("split") == "all":
+            lines.append("  the dataset has no 'split' array: all of its samples were evaluated (split: all)")
         return "\n".join(lines)
 
 

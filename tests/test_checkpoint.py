@@ -209,3 +209,47 @@ def test_factory_errors(factory_module):
 def test_weights_only_for_factories(saved):
     with pytest.raises(InputError, match="module:factory"):
         load_model(saved, weights=saved)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_refused_at_load(tmp_path, model, bad, factory_module):
+    key = next(k for k, v in model.state_dict().items() if v.dtype.is_floating_point)
+    with torch.no_grad():
+        model.state_dict()[key].view(-1)[0] = bad
+    path = save_checkpoint(model, tmp_path / "nan.pt", {"dataset": "toy"})
+    with pytest.raises(InputError, match=rf"checkpoint .*nan.pt: weight '{key}' holds 1 NaN/Inf value\(s\)"):
+        load_model(path)
+    scripted = tmp_path / "nan_ts.pt"
+    torch.jit.trace(model, (_inputs(),), strict=False).save(str(scripted))
+    with pytest.raises(InputError, match=rf"TorchScript file .*nan_ts.pt: weight '{key}' holds 1 NaN/Inf"):
+        load_model(scripted)
+    torch.save({"lin.weight": torch.full((3, 6), bad), "lin.bias": torch.zeros(3)}, factory_module / "nan_w.pt")
+    with pytest.raises(InputError, match=r"weights file nan_w.pt: weight 'lin.weight' holds 18 NaN/Inf"):
+        load_model("user_models:make", weights="nan_w.pt")
+
+
+def test_factory_without_weights_needs_random_weights(factory_module):
+    with pytest.raises(InputError, match=r"no --weights given.*random initial weights.*--random-weights"):
+        load_model("user_models:make")
+    assert load_model("user_models:make", random_weights=True).kind == "factory"
+
+
+def test_weight_mismatch_names_keys_in_whole_words(factory_module):
+    state = {f"extra_{i}.weight": torch.zeros(1) for i in range(5)} | {"lin.weight": torch.zeros(4, 6)}
+    torch.save(state, factory_module / "mismatch.pt")
+    with pytest.raises(InputError) as e:
+        load_model("user_models:make", weights="mismatch.pt")
+    assert str(e.value).endswith(
+        "1 missing key(s) (lin.bias); 5 unexpected key(s) (extra_0.weight, extra_1.weight, extra_2.weight and 2 more); "
+        "1 shape mismatch(es) (lin.weight (4, 6) vs (3, 6) in the model)"
+    )
+
+
+def test_clipped_messages_end_at_a_word_boundary():
+    from robustbench_mm.models.checkpoint import _clip
+
+    text = "PytorchStreamReader failed reading zip archive: failed finding central directory " * 3
+    clipped = _clip(text)
+    assert clipped.endswith(" ...") and text.startswith(clipped[: -len(" ...")])
+    assert text[len(clipped) - len(" ...")] == " "  # the cut fell between two words
+    assert _clip("short") == "short"

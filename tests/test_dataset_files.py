@@ -50,7 +50,7 @@ def _error(fn, *args, **kwargs) -> str:
 
 def test_kinds_are_inferred_from_shape_and_dtype_and_overridable(tmp_path):
     path = _save(tmp_path, _arrays())
-    data = load_file_splits(path, kinds={"wave": "audio"})["test"]
+    data = load_file_splits(path, kinds={"wave": "audio"})["all"]
     kinds = {m: s.kind for m, s in data.specs.items()}
     assert kinds == {"vec": "vector", "seq": "sequence", "img": "image", "txt": "tokens", "wave": "audio"}
     assert data.specs["img"].shape == (2, 4, 3)
@@ -58,20 +58,20 @@ def test_kinds_are_inferred_from_shape_and_dtype_and_overridable(tmp_path):
     assert data.specs["wave"].value_range == (-1.0, 1.0)
     assert data.specs["img"].value_range == (0.0, 1.0)
     assert data.inputs["txt"].dtype == torch.int64 and data.inputs["vec"].dtype == torch.float32
-    without = load_file_splits(path)["test"]
+    without = load_file_splits(path)["all"]
     assert without.specs["wave"].kind == "vector"
 
 
 def test_a_3d_array_declared_image_gets_a_channel_axis(tmp_path):
     arrays = {"gray": np.zeros((6, 4, 5), np.float32), "labels": np.arange(6) % 2}
-    data = load_file_splits(_save(tmp_path, arrays), kinds={"gray": "image"})["test"]
+    data = load_file_splits(_save(tmp_path, arrays), kinds={"gray": "image"})["all"]
     assert data.specs["gray"].shape == (1, 4, 5)
 
 
 def test_npz_round_trip_keeps_values_labels_and_ids(tmp_path):
     arrays = _arrays()
     arrays["ids"] = np.arange(100, 160)
-    data = load_file_splits(_save(tmp_path, arrays))["test"]
+    data = load_file_splits(_save(tmp_path, arrays))["all"]
     assert set(data.modalities) == {"vec", "seq", "img", "txt", "wave"}
     np.testing.assert_array_equal(data.inputs["seq"].numpy(), arrays["seq"])
     np.testing.assert_array_equal(data.inputs["txt"].numpy(), arrays["txt"])
@@ -83,8 +83,8 @@ def test_npz_round_trip_keeps_values_labels_and_ids(tmp_path):
 def test_without_split_the_whole_file_is_the_evaluation_set_with_its_own_stats(tmp_path):
     arrays = _arrays()
     splits = load_file_splits(_save(tmp_path, arrays))
-    assert list(splits) == ["test"] and len(splits["test"]) == 60
-    spec = splits["test"].specs["vec"]
+    assert list(splits) == ["all"] and len(splits["all"]) == 60
+    spec = splits["all"].specs["vec"]
     np.testing.assert_allclose(spec.mean.numpy(), arrays["vec"].astype(np.float64).mean(0), rtol=1e-6)
     np.testing.assert_allclose(spec.std.numpy(), arrays["vec"].astype(np.float64).std(0), rtol=1e-6)
 
@@ -149,7 +149,7 @@ def test_constant_feature_gets_unit_std():
 
 def test_float_labels_mean_regression(tmp_path):
     arrays = {"x": np.ones((8, 2), np.float32), "labels": np.linspace(0, 1, 8)}
-    data = load_file_splits(_save(tmp_path, arrays))["test"]
+    data = load_file_splits(_save(tmp_path, arrays))["all"]
     assert data.task == "regression" and data.num_classes is None and data.labels.dtype == torch.float32
 
 
@@ -217,7 +217,7 @@ def test_factory_with_split_gives_three_splits_with_train_stats(factory_dir):
 
 def test_factory_without_split_is_one_evaluation_set(factory_dir):
     splits = load_factory_splits("toyfactory:one_set")
-    assert list(splits) == ["test"] and splits["test"].ids.tolist() == list(range(10))
+    assert list(splits) == ["all"] and splits["all"].ids.tolist() == list(range(10))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -318,3 +318,41 @@ def test_parse_kind_overrides_builds_the_mapping():
 )
 def test_bad_factories(factory_dir, source, expected):
     assert expected in _error(load_factory_splits, source)
+
+
+# ----------------------------------------------------------------------------- fault cases (issue 11)
+
+
+def test_task_override_turns_whole_number_floats_into_classes(tmp_path):
+    arrays = _arrays()
+    arrays["labels"] = arrays["labels"].astype(np.float64)  # 0.0, 1.0, 2.0: looks like regression
+    path = _save(tmp_path, arrays)
+    assert load_file_splits(path)["all"].task == "regression"
+    data = load_file_splits(path, task="classification")["all"]
+    assert data.task == "classification" and data.num_classes == 3 and data.labels.tolist() == arrays["labels"].tolist()
+    ints = _save(tmp_path, _arrays(), "ints.npz")
+    as_regression = load_file_splits(ints, task="regression")["all"]
+    assert as_regression.task == "regression" and as_regression.labels.dtype == torch.float32
+    arrays["labels"][0] = 0.5
+    assert "not whole numbers" in _error(load_file_splits, _save(tmp_path, arrays, "half.npz"), task="classification")
+
+
+def test_a_file_without_split_is_evaluated_whole_as_split_all(tmp_path):
+    from robustbench_mm.datasets import load_dataset
+
+    path = _save(tmp_path, _arrays())
+    for split in ("test", "all"):
+        data = load_dataset(str(path), split)
+        assert data.split == "all" and len(data) == 60
+    assert "no 'split' array" in _error(load_dataset, str(path), "train")
+
+
+def test_zero_samples_is_one_error_without_numpy_warnings(tmp_path):
+    import warnings
+
+    arrays = {k: v[:0] for k, v in _arrays().items()}
+    path = _save(tmp_path, arrays)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning (mean of empty slice) would fail here
+        assert "zero samples" in _error(load_file_splits, path)
+        assert "zero samples" in _error(load_file_splits, path, seed=0)

@@ -382,7 +382,7 @@ def kill_after_three(cid):
     if len(done) == 3:
         os.kill(os.getpid(), signal.SIGKILL)
 data = tiny_data()
-evaluate(tiny_models(data), data, parse_protocol(PROTOCOL), out={out!r}, device="cpu", batch_size=8,
+evaluate(tiny_models(data), data, parse_protocol(PROTOCOL, source="tiny.toml"), out={out!r}, device="cpu", batch_size=8,
          progress=False, buffer_mb=0.01, on_cell=kill_after_three)
 """
 
@@ -403,3 +403,234 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, reference, protocol):
     assert run.complete
     assert run_files(tmp_path / "k") == run_files(out)
     assert cells_without_seconds(tmp_path / "k").equals(cells_without_seconds(out))
+
+
+# --------------------------------------------------------------------------- fault cases (issue 11)
+
+ONE_CELL = parse_protocol(
+    'name = "one"\ndescription = "noise on vec"\nseed = 3\n[[corruption]]\ncorruptions = ["gaussian_noise"]\n'
+    'targets = ["vec"]\nlevels = [3]\n',
+    source="one.toml",
+)
+
+
+class Poisoned(nn.Module):
+    """TinyFusion whose logits are `value` for the samples whose row in the batch is >= `from_row`
+    (so a batch of 2, the engine's probe, is clean when from_row >= 2) and whose id is in `ids`."""
+
+    def __init__(self, inner: nn.Module, value: float, from_row: int = 0, ids: set[int] | None = None):
+        super().__init__()
+        self.inner, self.value, self.from_row, self.ids = inner, value, from_row, ids
+
+    def forward(self, inputs):
+        out = self.inner(inputs)
+        rows = torch.arange(out.shape[0]) >= self.from_row
+        if self.ids is not None:
+            rows &= torch.isin(self._ids, torch.tensor(sorted(self.ids)))
+        return torch.where(rows[:, None], torch.full_like(out, self.value), out)
+
+
+class _IdsFromInput(Poisoned):
+    """Poisoned by sample id: the ids are recovered from the `aux` modality (tagged by the test)."""
+
+    def forward(self, inputs):
+        self._ids = inputs["aux"][:, 0].round().long()
+        return super().forward(inputs)
+
+
+@pytest.mark.parametrize("value,from_row", [(float("nan"), 0), (float("inf"), 3), (float("-inf"), 3)])
+def test_nonfinite_logits_stop_with_model_cell_and_ids(tmp_path, value, from_row):
+    data = tiny_data()
+    model = Poisoned(TinyFusion(data.specs), value, from_row)
+    with pytest.raises(InputError) as e:
+        evaluate([model], data, ONE_CELL, out=tmp_path / "r", device="cpu", batch_size=8, progress=False)
+    msg = str(e.value)
+    assert "'poisoned'" in msg and "cell poisoned__s0__clean" in msg and "NaN/Inf" in msg
+    first = 1000 + from_row  # the first poisoned sample of the first batch
+    assert f"ids {first}, {first + 1}, {first + 2}, ..." in msg and "--nonfinite wrong" in msg
+    assert "\n" not in msg
+
+
+def test_nonfinite_wrong_counts_the_samples_as_wrong(tmp_path):
+    data = tiny_data()
+    tagged = dict(data.inputs, aux=data.inputs["aux"].clone())
+    tagged["aux"][:, 0] = data.ids.float()  # the model can see each sample's id
+    data = MultimodalData(**{**data.__dict__, "inputs": tagged})
+    bad = {1003, 1010, 1011, 1030}
+    inner = TinyFusion(data.specs)
+    model = _IdsFromInput(inner, float("nan"), ids=bad)
+    run = evaluate([model], data, ONE_CELL, out=tmp_path / "r", device="cpu", batch_size=8, progress=False, nonfinite="wrong")
+    # independent: the clean model's predictions, with the poisoned samples wrong
+    with torch.no_grad():
+        pred = inner(data.inputs).argmax(1)
+    hit = (pred == data.labels) & ~torch.isin(data.ids, torch.tensor(sorted(bad)))
+    clean = run.cells[run.cells["family"] == "clean"].iloc[0]
+    assert clean["nonfinite"] == len(bad)
+    assert clean["accuracy"] == pytest.approx(hit.double().mean().item(), abs=1e-12)
+    assert np.isfinite(run.cells[["accuracy", "nll", "ece", "brier", "macro_f1", "confidence"]].to_numpy()).all()
+    assert list(run.cells.columns[:13]) == [*run.cells.columns[:12], "nonfinite"]  # the count follows n
+    record = run.samples(clean["cell_id"])
+    assert sorted(record["ids"][record["nonfinite"]].tolist()) == sorted(bad)
+    assert run.manifest["identity"]["nonfinite"] == "wrong"
+    assert "NaN/Inf outputs counted as wrong: 8 sample-cells" in run.summary()  # 4 samples x 2 cells
+
+
+def test_default_run_files_carry_no_nonfinite_traces(reference):
+    out, run = reference
+    assert "nonfinite" not in run.cells and "nonfinite" not in run.manifest["identity"]
+    assert all("nonfinite" not in run.samples(c) for c in run.cells["cell_id"])
+
+
+class IntegerLogits(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, inputs):
+        return self.inner(inputs).round().long()
+
+
+class Wrapped(nn.Module):
+    """Returns the logits inside a tuple, a dict with `logits`, or an ambiguous dict."""
+
+    def __init__(self, inner, how: str):
+        super().__init__()
+        self.inner, self.how = inner, how
+
+    def forward(self, inputs):
+        out = self.inner(inputs)
+        if self.how == "tuple":
+            return out, out.softmax(1)
+        if self.how == "dict":
+            return {"probs": out.softmax(1), "logits": out}
+        return {"a": out, "b": out}
+
+
+def test_integer_logits_refused(tmp_path):
+    data = tiny_data()
+    with pytest.raises(InputError, match=r"'integerlogits' returned torch.int64 outputs .*expected floating-point logits"):
+        evaluate([IntegerLogits(TinyFusion(data.specs))], data, ONE_CELL, out=tmp_path / "r", device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("how", ["tuple", "dict"])
+def test_tuple_or_dict_outputs_use_the_logits(tmp_path, how):
+    data = tiny_data()
+    inner = TinyFusion(data.specs)
+    plain = evaluate([inner], data, ONE_CELL, out=tmp_path / "a", device="cpu", progress=False)
+    wrapped = evaluate([Wrapped(inner, how)], data, ONE_CELL, out=tmp_path / "b", device="cpu", progress=False)
+    assert wrapped.cells["accuracy"].tolist() == plain.cells["accuracy"].tolist()
+
+
+def test_ambiguous_dict_output_is_a_clear_error(tmp_path):
+    data = tiny_data()
+    with pytest.raises(InputError, match=r"returned a dict with keys 'a', 'b' and no 'logits' tensor"):
+        evaluate([Wrapped(TinyFusion(data.specs), "both")], data, ONE_CELL, out=tmp_path / "r", device="cpu", progress=False)
+
+
+class ShapeOnBigBatches(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, inputs):
+        out = self.inner(inputs)
+        return out if out.shape[0] <= 2 else out[:, :2]
+
+
+class FailsOnBigBatches(ShapeOnBigBatches):
+    def forward(self, inputs):
+        if inputs["vec"].shape[0] > 2:
+            raise KeyError("'hidden' missing in a batch of more than two")
+        return self.inner(inputs)
+
+
+def test_wrong_shape_or_failure_only_on_larger_batches(tmp_path):
+    data = tiny_data()
+    with pytest.raises(InputError, match=r"'shapeonbigbatches': output shape \(8, 2\) in cell shapeonbigbatches__s0__clean.* expected \(8, 3\)"):
+        evaluate([ShapeOnBigBatches(TinyFusion(data.specs))], data, ONE_CELL, out=tmp_path / "a", device="cpu", batch_size=8, progress=False)
+    with pytest.raises(InputError, match=r"'failsonbigbatches' failed in cell .*KeyError: .*'hidden' missing"):
+        evaluate([FailsOnBigBatches(TinyFusion(data.specs))], data, ONE_CELL, out=tmp_path / "b", device="cpu", batch_size=8, progress=False)
+
+
+def _relabelled(data: MultimodalData, labels: torch.Tensor) -> MultimodalData:
+    return MultimodalData(**{**data.__dict__, "labels": labels, "num_classes": int(labels.max()) + 1})
+
+
+def test_class_count_is_the_model_output_width(tmp_path):
+    data = tiny_data()
+    model = TinyFusion(data.specs, classes=6)
+    some = _relabelled(data, torch.tensor([0, 2, 5])[torch.arange(N) % 3])  # labels {0, 2, 5} of 6 classes
+    run = evaluate([model], some, ONE_CELL, out=tmp_path / "a", device="cpu", progress=False)
+    assert run.manifest["dataset"]["num_classes"] == 6
+    with torch.no_grad():
+        expected = (model(some.inputs).argmax(1) == some.labels).double().mean().item()
+    assert run.cells.loc[0, "accuracy"] == pytest.approx(expected, abs=1e-12)
+    all_but_last = _relabelled(data, torch.arange(N) % 5)  # every class but 5
+    assert evaluate([model], all_but_last, ONE_CELL, out=tmp_path / "b", device="cpu", progress=False).complete
+    too_high = _relabelled(data, torch.arange(N) % 7)
+    with pytest.raises(InputError, match=r"has label 6, but model 'tinyfusion' has 6 outputs"):
+        evaluate([model], too_high, ONE_CELL, out=tmp_path / "c", device="cpu", progress=False)
+
+
+def test_overwrite_deletes_only_what_a_run_of_ours_wrote(tmp_path):
+    data = tiny_data()
+    models = [TinyFusion(data.specs)]
+    mine = tmp_path / "mine"
+    (mine / "samples").mkdir(parents=True)
+    (mine / "samples" / "my_experiment.npz").write_bytes(b"the user's own file")
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match=r"holds no run .*samples/my_experiment.npz"):
+            evaluate(models, data, ONE_CELL, out=mine, device="cpu", progress=False, overwrite=overwrite)
+    assert (mine / "samples" / "my_experiment.npz").read_bytes() == b"the user's own file"
+
+    out = tmp_path / "run"
+    evaluate(models, data, ONE_CELL, out=out, device="cpu", progress=False)
+    ours = sorted(p.relative_to(out) for p in out.rglob("*"))
+    (out / "samples" / "notes.npz").write_bytes(b"mine")
+    with pytest.raises(InputError, match=r"--overwrite would delete .*samples/notes.npz, which the run .* did not write"):
+        evaluate(models, data, ONE_CELL, out=out, device="cpu", progress=False, overwrite=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted([*ours, Path("samples/notes.npz")])
+    (out / "samples" / "notes.npz").unlink()
+    # a run killed after writing a cell but before the manifest named it: that cell is still ours
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["cell_seconds"] = {}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert evaluate(models, data, ONE_CELL, out=out, device="cpu", progress=False, overwrite=True).complete
+
+
+def test_manifest_complete_is_false_until_the_last_cell(tmp_path):
+    data = tiny_data()
+    seen = []
+
+    def look(cid):
+        seen.append(json.loads((tmp_path / "r" / "manifest.json").read_text())["complete"])
+
+    run = evaluate([TinyFusion(data.specs)], data, ONE_CELL, out=tmp_path / "r", device="cpu", progress=False, on_cell=look)
+    assert seen == [False, False] and run.manifest["complete"] is True and run.manifest["plugins"] == []
+
+
+@pytest.mark.parametrize("text,why", [("[1, 2]", "holds a JSON list"), ('{"identity": {}}', "field 'cell_seconds' is missing"),
+                                      ('{"identity": 3, "cell_seconds": {}}', "field 'identity' is int")])
+def test_out_folder_with_a_foreign_manifest(tmp_path, text, why):
+    data = tiny_data()
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "manifest.json").write_text(text)
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match=why):
+            evaluate([TinyFusion(data.specs)], data, ONE_CELL, out=tmp_path / "r", device="cpu", progress=False, overwrite=overwrite)
+    assert (tmp_path / "r" / "manifest.json").read_text() == text
+
+
+def test_regression_report_uses_regression_wording(tmp_path, protocol):
+    from robustbench_mm.report import write_report
+
+    base = tiny_data()
+    data = MultimodalData(
+        name="tiny-reg", split="test", specs=base.specs, inputs=base.inputs, labels=base.labels.float() * 0.5,
+        ids=base.ids, task="regression",
+    )
+    models = [TinyFusion(data.specs, classes=1, seed=3), BlackBox(TinyFusion(data.specs, classes=1, seed=4))]
+    run = evaluate(models, data, protocol, out=tmp_path / "reg", device="cpu", batch_size=8, progress=False)
+    md = (write_report(run, tmp_path / "report").parent / "report.md").read_text()  # a Run, not a path
+    assert "1 − accuracy" not in md and "mCE (ref." not in md
+    assert "with the highest mae (lower is better)" in md

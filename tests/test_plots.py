@@ -112,3 +112,17 @@ def test_save_figure_writes_png_and_svg(tmp_path):
     paths = plots.save_figure(plots.level_curves(_curve_points()), tmp_path / "figs" / "curves")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in paths["svg"].read_bytes()[:2000]
+
+
+def test_cd_diagram_labels_lie_inside_the_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    names = ["transformer+cal", "transformer", "concat+cal", "concat", "conv+cal", "a-very-long-model-name+cal"]
+    ranks = {n: 1.0 + 0.9 * i for i, n in enumerate(names)}
+    fig = plots.critical_difference(ranks, 1.2)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    width, height = fig.bbox.width, fig.bbox.height
+    for t in fig.axes[0].texts:
+        box = t.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= width, f"{t.get_text()!r} clipped: [{box.x0:.0f}, {box.x1:.0f}] of {width:.0f} px"

@@ -48,8 +48,8 @@ def test_good_plugin_from_a_path_registers(tmp_path, monkeypatch):
         ("tp_nan", "return x + param * float('nan')", "finite"),
         ("tp_mutate", "x.add_(param)\nreturn x", "never mutate the input"),
         ("tp_global_rng", "return x + param * torch.randn_like(x)", "deterministic under the same SampleRandom"),
-        ("tp_not_identity", "return x + 1.0", "level 0 .* must return the input unchanged"),
-        ("tp_raises", "raise RuntimeError('boom')", "raises on a valid vector input: RuntimeError: boom"),
+        ("tp_not_identity", "return x + 1.0", "return the input unchanged at level 0"),
+        ("tp_raises", "raise RuntimeError('boom')", "run on a valid vector input, but it raises on one: RuntimeError: boom"),
     ],
 )
 def test_contract_breaking_plugin_is_rejected_and_unregistered(tmp_path, name, body, rule):
@@ -95,3 +95,97 @@ def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "tp_entry" in load_plugins()
     assert get_corruption("tp_entry").source == "entry point tp = tp_pkg_mod"
+
+
+# --------------------------------------------------------------------------- fault cases (issue 11)
+
+
+def test_rejection_messages_are_grammatical(tmp_path):
+    path = _plugin(tmp_path, "tp_nan_words", "return x + param * float('nan')")
+    with pytest.raises(InputError) as e:
+        load_plugins([str(path)], entry_points=False)
+    assert str(e.value) == f"plug-in {path}: corruption 'tp_nan_words' rejected: it must return finite values (no NaN/Inf) (vector)"
+
+
+def test_one_broken_file_in_corruptions_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    from robustbench_mm.cli import main
+
+    folder = tmp_path / "corruptions"
+    folder.mkdir()
+    _plugin(folder, "tp_fine", "return x + 0.0 * param")
+    broken = _plugin(folder, "tp_broken", "return x[:, :-1]")
+    (folder / "tp_syntax.py").write_text("def (:\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "corruptions"]) == 0
+    out, err = capsys.readouterr()
+    assert "tp_fine" in out and "tp_broken" not in out and "gaussian_noise" in out
+    assert f"rbmm: warning: plug-in {broken}: corruption 'tp_broken' rejected: it must preserve shape and dtype" in err
+    assert "tp_syntax.py failed to import: SyntaxError" in err
+    assert main(["list", "protocols"]) == 0
+    (tmp_path / "p.toml").write_text('name = "p"\ndescription = "d"\n[[corruption]]\ncorruptions = ["tp_broken"]\nlevels = [1]\n')
+    assert main(["show", "protocol", "p.toml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("rbmm: error: protocol p.toml: key 'corruption[0].corruptions': unknown corruption 'tp_broken'")
+    assert err.endswith("rejected: it must preserve shape and dtype (expected (6, 7) torch.float32) (vector)")
+
+
+def test_symlink_loop_in_a_plugin_folder(tmp_path, monkeypatch, capsys):
+    from robustbench_mm.cli import main
+
+    folder = tmp_path / "corruptions"
+    folder.mkdir()
+    (folder / "loop.py").symlink_to(folder / "loop.py")
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "corruptions"]) == 0
+    assert "loop.py cannot be read (a symlink loop)" in capsys.readouterr().err
+    assert main(["--plugins", str(folder / "loop.py"), "list", "corruptions"]) == 2
+    assert capsys.readouterr().err.strip() == f"rbmm: error: plug-in {folder / 'loop.py'} cannot be read (a symlink loop)"
+
+
+def test_a_plugin_reregistering_a_builtin_exits_2(tmp_path, monkeypatch, capsys):
+    from robustbench_mm.cli import main
+
+    path = _plugin(tmp_path, "gaussian_noise", "return x.clone()")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--plugins", str(path), "list", "corruptions"]) == 2
+    assert capsys.readouterr().err.strip() == f"rbmm: error: plug-in {path}: corruption 'gaussian_noise' is already registered by builtin"
+    # from ./corruptions/ too: skipping it would run the built-in where the user meant theirs
+    (tmp_path / "corruptions").mkdir()
+    local = _plugin(tmp_path / "corruptions", "gaussian_noise", "return x.clone()")
+    assert main(["list", "protocols"]) == 2
+    assert capsys.readouterr().err.strip() == f"rbmm: error: plug-in {local}: corruption 'gaussian_noise' is already registered by builtin"
+    assert get_corruption("gaussian_noise").source == "builtin"
+
+
+def test_plugins_a_protocol_can_select_enter_its_hash_and_the_manifest(tmp_path, monkeypatch):
+    import hashlib
+
+    from robustbench_mm.protocols import parse_protocol
+
+    text = 'name = "all"\ndescription = "d"\n[[corruption]]\ncorruptions = "kind:sequence"\nlevels = [1]\n'
+    named = 'name = "n"\ndescription = "d"\n[[corruption]]\ncorruptions = ["gaussian_noise"]\nlevels = [1]\n'
+    before, before_named = parse_protocol(text), parse_protocol(named)
+    path = _plugin(tmp_path, "tp_seq_hash", "return x + 0.0 * param", kinds='("sequence",)')
+    load_plugins([str(path)], entry_points=False)
+    after = parse_protocol(text)
+    assert after.hash != before.hash and parse_protocol(named).hash == before_named.hash
+    assert after.plugins == ({"name": "tp_seq_hash", "source": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},)
+    assert before_named.plugins == ()
+
+
+def test_a_run_records_the_plugins_that_shaped_its_protocol(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_engine import TinyFusion, tiny_data
+
+    from robustbench_mm.engine import evaluate
+    from robustbench_mm.protocols import parse_protocol
+
+    path = _plugin(tmp_path, "tp_vec_run", "return x + 0.01 * param", kinds='("vector",)')
+    load_plugins([str(path)], entry_points=False)
+    protocol = parse_protocol('name = "p"\ndescription = "d"\n[[corruption]]\ncorruptions = ["tp_vec_run"]\nlevels = [2]\n')
+    data = tiny_data()
+    run = evaluate([TinyFusion(data.specs)], data, protocol, out=tmp_path / "r", device="cpu", progress=False)
+    assert run.manifest["plugins"] == [{"name": "tp_vec_run", "source": str(path), "sha256": protocol.plugins[0]["sha256"]}]
+    assert run.manifest["protocol"]["hash"] == protocol.hash and run.manifest["complete"] is True

@@ -3,6 +3,8 @@ and the paper presets' units map to the kernels' units as documented."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -165,3 +167,55 @@ def test_unknown_protocol_name_lists_choices():
         load_protocol("quik")
     with pytest.raises(InputError, match="does not exist"):
         load_protocol("nowhere/p.toml")
+
+
+# --------------------------------------------------------------------------- fault cases (issue 11)
+
+PARAMS = BASE + '[[corruption]]\ncorruptions = ["gaussian_noise"]\ntargets = "each"\nparams = [{p}]\n'
+
+
+@pytest.mark.parametrize("param,why", [("nan", "not NaN"), ("1e40", "keeps a vector input finite"),
+                                       ("-inf", "keeps a")])
+def test_nan_or_absurd_param_names_file_and_field(param, why):
+    with pytest.raises(InputError) as e:
+        parse_protocol(PARAMS.format(p=param), source="p.toml")
+    msg = str(e.value)
+    assert msg.startswith("protocol p.toml: key 'corruption[0].params': expected ") and why in msg and "\n" not in msg
+
+
+def test_a_sane_param_is_accepted():
+    assert parse_protocol(PARAMS.format(p="0.5"), source="p.toml").groups[0]["params"] == [0.5]
+
+
+def test_unknown_metric_is_refused():
+    with pytest.raises(InputError, match=r"protocol m.toml: key 'metrics': expected metric names from accuracy, .*got 'acuracy'"):
+        parse_protocol(BASE + 'metrics = ["accuracy", "acuracy"]\n', source="m.toml")
+
+
+@pytest.mark.parametrize("tables,key", [
+    ('[[corruption]]\ncorruptions = ["gaussian_noise"]\nlevels = [1, 3, 1]\n', "corruption[0].levels"),
+    ('[[corruption]]\ncorruptions = ["gaussian_noise", "gaussian_noise"]\nlevels = [1]\n', "corruption[0].corruptions"),
+    ('[[removal]]\nfills = ["zero", "zero"]\n', "removal[0].fills"),
+])
+def test_a_repeated_entry_is_refused(tables, key):
+    with pytest.raises(InputError, match=rf"protocol d.toml: key '{re.escape(key)}': expected distinct entries"):
+        parse_protocol(BASE + tables, source="d.toml")
+
+
+def test_the_same_condition_from_two_tables_is_refused():
+    table = '[[corruption]]\ncorruptions = ["gaussian_noise"]\ntargets = ["fou"]\nlevels = [2]\n'
+    protocol = parse_protocol(BASE + table + table.replace('["fou"]', '"each"'), source="twice.toml")
+    with pytest.raises(InputError, match=r"protocol twice.toml: key 'corruption\[1\]': condition .*fou.* is already made by corruption\[0\]"):
+        protocol.expand(MFEAT_LIKE)
+
+
+def test_binary_protocol_file_is_one_error(tmp_path, monkeypatch):
+    path = tmp_path / "bin.toml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(InputError, match=r"protocol .*bin.toml: not a text file \(byte 0 is not UTF-8\)"):
+        load_protocol(str(path))
+    (tmp_path / "protocols").mkdir()
+    (tmp_path / "protocols" / "mine.toml").write_bytes(b"\xff\xfe\x00binary")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"protocols/mine.toml: not a text file"):
+        load_protocol("mine")

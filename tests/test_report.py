@@ -239,18 +239,43 @@ def test_user_strings_are_escaped_and_missing_sections_say_why(tmp_path):
     assert "needs at least 3 models; these runs have 2" in ranking
 
 
-def test_several_runs_are_replicates_with_bands_across_them(tmp_path):
+def _set_clean_accuracy(run: Path, model: str, correct: int) -> None:
+    """Make the clean cell of `model` get exactly `correct` of the N samples right."""
+    cells = pd.read_csv(run / "cells.csv")
+    i = cells.index[(cells["model"] == model) & (cells["family"] == "clean")][0]
+    path = run / "samples" / f"{cells.loc[i, 'cell_id']}.npz"
+    record = dict(np.load(path))
+    record["pred"] = np.where(np.arange(N) < correct, record["target"], (record["target"] + 1) % CLASSES)
+    np.savez_compressed(path, **record)
+    for k, v in cell_metrics(record, "classification", CLASSES).items():
+        cells.loc[i, k] = v
+    cells.to_csv(run / "cells.csv", index=False)
+
+
+def test_several_runs_are_replicates_with_bounded_two_stage_intervals(tmp_path):
     runs = [write_fake_run(tmp_path / f"seed{k}", ["concat", "concat+cal"], training_seed=k,
-                           families=("clean", "corruption")) for k in range(2)]
+                           families=("clean", "corruption")) for k in range(3)]
+    for run, correct in zip(runs, (N, 270, 291)):  # accuracies 1.0, 0.90, 0.97
+        _set_clean_accuracy(run, "concat", correct)
+    clean = np.array([N, 270, 291]) / N
+    t_high = clean.mean() + 4.302653 * clean.std(ddof=1) / np.sqrt(3)  # t_{0.975, 2}: the old interval
+    assert t_high > 1.0
     out = tmp_path / "report"
     write_report(runs, out, reference="concat")
     headline = pd.read_csv(out / "tables" / "headline.csv").set_index("model")
-    per_run = [pd.read_csv(r / "cells.csv") for r in runs]
-    clean = [f[(f["model"] == "concat") & (f["family"] == "clean")]["accuracy"].iloc[0] for f in per_run]
-    half = 12.706205 * np.std(clean, ddof=1) / np.sqrt(2)  # t_{0.975, 1}
-    assert headline.loc["concat", "clean"] == pytest.approx(np.mean(clean))
-    assert headline.loc["concat", "clean_high"] == pytest.approx(np.mean(clean) + half)
-    assert "across replicates" in (out / "index.html").read_text()
+    row = headline.loc["concat"]
+    assert row["clean"] == pytest.approx(clean.mean())
+    # every resample is a mean of per-replicate accuracies: the interval lies within [min, max] of the
+    # replicates' bootstrap values, hence within [0, 1], and around the estimate
+    assert 0.0 <= row["clean_low"] < row["clean"] < row["clean_high"] <= 1.0
+    assert row["clean_low"] >= 0.88 and row["clean_high"] <= 1.0
+    for model, r in headline.iterrows():
+        for what in ("clean", "corrupted"):
+            assert 0.0 <= r[f"{what}_low"] <= r[what] <= r[f"{what}_high"] <= 1.0
+    assert np.isnan(row["mce_low"]) and np.isnan(row["mce_high"]) and row["mce"] == pytest.approx(1.0)
+    assert np.isfinite(headline.loc["concat+cal", "mce_low"])
+    html_text = (out / "index.html").read_text()
+    assert "two-stage bootstrap intervals across replicates" in html_text and "t intervals across" not in html_text
 
 
 def test_unknown_reference_model_is_an_input_error(three_model_run, tmp_path):
@@ -273,6 +298,27 @@ def test_compare_runs_finds_the_real_difference_and_formats_it(tmp_path):
     assert "clean|clean" not in text  # the clean cells do not differ significantly
     same = compare_runs(a, a)
     assert not same["significant"].any() and "0 of 18" in format_comparison(same)
+
+
+def test_compare_runs_names_protocol_and_plugin_differences(tmp_path):
+    a = write_fake_run(tmp_path / "a", ["concat"], families=("clean",))
+    b = write_fake_run(tmp_path / "b", ["concat"], families=("clean",))
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["protocol"].update(name="quick", hash="ef" * 32)
+    manifest["plugins"] = [{"name": "rain", "source": "corruptions/rain.py", "sha256": "12" * 32}]
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    text = format_comparison(compare_runs(a, b))
+    assert "note: protocol differs: A 'fake-<b>protocol</b>' (hash abababababab), B 'quick' (hash efefefefefef)" in text
+    assert "note: plug-in 'my_blur' (corruptions/my_blur.py, sha256 None) shaped only run A" in text
+    assert "note: plug-in 'rain' (corruptions/rain.py, sha256 121212121212) shaped only run B" in text
+    assert "note:" not in format_comparison(compare_runs(a, a))
+
+
+def test_write_report_takes_the_run_evaluate_returns(three_model_run, tmp_path):
+    from robustbench_mm.results import Run
+
+    index = write_report(Run(three_model_run), tmp_path / "r")
+    assert index.is_file() and "concat+cal" in index.read_text()
 
 
 def test_compare_runs_without_shared_models_is_an_input_error(tmp_path):

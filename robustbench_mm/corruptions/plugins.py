@@ -6,6 +6,13 @@ working directory, each extra path (a file or a folder of such files), and the e
 `@corruption` decorator as the built-ins. Each newly registered corruption is run on small
 inputs of every kind it claims and rejected (unregistered, `InputError` naming the file and the
 rule) when it breaks the contract.
+
+A broken file in ./corruptions/ or a broken entry point does not stop the program: it is rejected
+with its message (`rejected_plugins()`, which the CLI prints as a warning), the rest load, and a
+protocol naming one of its corruptions fails with that message (`rejection_note`). A path given
+explicitly (`paths`, the CLI's --plugins) is strict: its failure is the error. So is a plug-in
+registering a name already taken (a built-in or another plug-in), wherever it comes from: skipping
+it would leave a protocol naming that corruption silently running the other one.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 
@@ -25,6 +33,12 @@ from .rng import SampleRandom
 
 ENTRY_POINT_GROUP = "robustbench_mm.corruptions"
 _LOADED: dict[str, list[str]] = {}
+_REJECTED: dict[str, str] = {}  # origin (file or entry point) -> why it was rejected
+_SHA256: dict[str, str] = {}  # plug-in corruption name -> SHA-256 of the file that registered it
+
+
+class NameTaken(InputError):
+    """A plug-in registers a corruption name that is already registered (exit 2, never skipped)."""
 
 
 def example_input(kind: str, spec_check=None, batch: int = 6) -> tuple[torch.Tensor, ModalitySpec]:
@@ -72,7 +86,7 @@ def contract_violation(spec: CorruptionSpec) -> str | None:
             y = spec(x, param, SampleRandom(ids, 0, "contract"), mspec)
             y2 = spec(x, param, SampleRandom(ids, 0, "contract"), mspec)
         except Exception as exc:  # noqa: BLE001 - any failure of foreign code is a contract breach
-            return f"raises on a valid {kind} input: {type(exc).__name__}: {exc}".replace("\n", " ")
+            return f"run on a valid {kind} input, but it raises on one: {type(exc).__name__}: {exc}".replace("\n", " ")
         where = f" ({kind})"
         if not torch.equal(x, before):
             return "never mutate the input" + where
@@ -82,20 +96,20 @@ def contract_violation(spec: CorruptionSpec) -> str | None:
             if out.device != x.device:
                 return "stay on the input's device" + where
         if x.is_floating_point() and not bool(torch.isfinite(y).all()):
-            return "outputs must be finite (no NaN/Inf)" + where
+            return "return finite values (no NaN/Inf)" + where
         if not torch.equal(y, y2):
-            return "deterministic under the same SampleRandom (no global RNG)" + where
+            return "be deterministic under the same SampleRandom (no global RNG)" + where
         if not torch.allclose(ident.double(), x.double(), atol=1e-6, rtol=0):
-            return "level 0 (the identity parameter) must return the input unchanged" + where
+            return "return the input unchanged at level 0 (the identity parameter)" + where
         if mspec.value_range is not None:
             lo, hi = mspec.value_range
             if bool((y < lo).any()) or bool((y > hi).any()):
                 return f"keep the value range [{lo}, {hi}]" + where
         if kind == "tokens":
             if bool((y < 0).any()) or bool((y >= mspec.vocab_size).any()):
-                return f"token ids must stay in [0, {mspec.vocab_size})" + where
+                return f"keep token ids in [0, {mspec.vocab_size})" + where
             if not torch.equal(y[x == PAD_ID], x[x == PAD_ID]):
-                return "PAD positions must not change" + where
+                return "leave PAD positions unchanged" + where
     return None
 
 
@@ -104,11 +118,20 @@ def _module_name(path: Path) -> str:
     return f"robustbench_mm_plugins.{path.stem}_{digest}"
 
 
-def _accept_new(before: set[str], origin: str) -> list[str]:
+def _file_sha256(path: str | None) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+    except OSError:
+        return ""
+
+
+def _accept_new(before: set[str], origin: str, source_file: str | None) -> list[str]:
     """Contract-check corruptions registered since `before`; unregister all of them on a breach."""
     new = sorted({s.name for s in list_corruptions()} - before)
+    digest = _file_sha256(source_file)
     for name in new:
         set_source(name, origin)
+        _SHA256[name] = digest
     for name in new:
         rule = contract_violation(get_corruption(name))
         if rule:
@@ -134,10 +157,11 @@ def _load_file(path: Path) -> list[str]:
         for n in {s.name for s in list_corruptions()} - before:
             unregister(n)
         if isinstance(exc, InputError):
-            raise InputError(f"plug-in {path}: {exc}") from None
+            taken = "is already registered by" in str(exc)  # the registry's refusal of a taken name
+            raise (NameTaken if taken else InputError)(f"plug-in {path}: {exc}") from None
         msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
         raise InputError(f"plug-in {path} failed to import: {msg}") from None
-    _LOADED[key] = _accept_new(before, str(path))
+    _LOADED[key] = _accept_new(before, str(path), key)
     return _LOADED[key]
 
 
@@ -146,7 +170,48 @@ def _files(path: Path) -> list[Path]:
         return sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
     if path.is_file() and path.suffix == ".py":
         return [path]
+    if path.is_symlink():
+        _resolved(path)  # a loop or a dangling link: say which
     raise InputError(f"plug-in path {path} not found; expected a .py file or a folder of them")
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve(strict=True))
+    except (OSError, RuntimeError) as e:  # a symlink loop is RuntimeError before Python 3.13
+        why = "a symlink loop" if "loop" in str(e).lower() or getattr(e, "errno", None) == 40 else (getattr(e, "strerror", None) or str(e))
+        raise InputError(f"plug-in {path} cannot be read ({why})") from None
+
+
+def rejected_plugins() -> dict[str, str]:
+    """Plug-ins found but rejected (origin -> the one-line reason), for a warning per plug-in."""
+    return dict(_REJECTED)
+
+
+def rejection_note(name: str) -> str:
+    """For an unknown corruption `name`: the rejection of a plug-in that may have defined it
+    (its file is named after it, or it registered it), as text to append to the error."""
+    hits = [why for origin, why in _REJECTED.items() if Path(origin.split(" = ")[-1]).stem == name or f"'{name}'" in why]
+    if not hits and _REJECTED:
+        hits = [f"{len(_REJECTED)} plug-in(s) were rejected at load: " + "; ".join(_REJECTED.values())]
+    return "".join(f"; {why}" for why in hits[:1])
+
+
+def plugin_records(names: list[str]) -> list[dict]:
+    """{"name", "source", "sha256"} of registered plug-in corruptions: what a manifest records and a
+    protocol hash includes. A corruption registered from Python code (not a file or entry point)
+    is identified by the SHA-256 of its function's source, or of its qualified name without one."""
+    out = []
+    for name in sorted(names):
+        spec = get_corruption(name)
+        digest = _SHA256.get(name)
+        if not digest:
+            try:
+                digest = hashlib.sha256(inspect.getsource(spec.fn).encode()).hexdigest()
+            except (OSError, TypeError):
+                digest = hashlib.sha256(f"{spec.fn.__module__}.{spec.fn.__qualname__}".encode()).hexdigest()
+        out.append({"name": name, "source": spec.source, "sha256": digest})
+    return out
 
 
 def load_plugins(paths: list[str] | None = None, *, entry_points: bool = True) -> list[str]:
@@ -155,18 +220,26 @@ def load_plugins(paths: list[str] | None = None, *, entry_points: bool = True) -
     Looks in ./corruptions/ (if present), in each of `paths` (files or folders), and in the
     `robustbench_mm.corruptions` entry-point group. Loading is idempotent per file.
     """
-    files: list[Path] = []
+    files: list[tuple[Path, bool]] = []  # (file, strict)
     local = Path.cwd() / "corruptions"
     if local.is_dir():
-        files += _files(local)
+        files += [(f, False) for f in _files(local)]
     for p in paths or []:
-        files += _files(Path(p))
+        files += [(f, True) for f in _files(Path(p))]
     names: list[str] = []
     seen: set[str] = set()
-    for f in files:
-        if str(f.resolve()) not in seen:
-            seen.add(str(f.resolve()))
+    for f, strict in files:
+        try:
+            key = _resolved(f)
+            if key in seen:
+                continue
+            seen.add(key)
             names += _load_file(f)
+            _REJECTED.pop(str(f), None)
+        except InputError as e:
+            if strict or isinstance(e, NameTaken):
+                raise
+            _REJECTED[str(f)] = str(e)
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             origin = f"entry point {ep.name} = {ep.value}"
@@ -175,12 +248,22 @@ def load_plugins(paths: list[str] | None = None, *, entry_points: bool = True) -
                 continue
             before = {s.name for s in list_corruptions()}
             try:
-                ep.load()
+                loaded = ep.load()
             except Exception as exc:  # noqa: BLE001
                 for n in {s.name for s in list_corruptions()} - before:
                     unregister(n)
                 msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-                raise InputError(f"plug-in {origin} failed to import: {msg}") from None
-            _LOADED[origin] = _accept_new(before, origin)
+                _REJECTED[origin] = f"plug-in {origin} failed to import: {msg}"
+                continue
+            try:
+                source_file = inspect.getsourcefile(loaded)
+            except TypeError:
+                source_file = None
+            try:
+                _LOADED[origin] = _accept_new(before, origin, source_file)
+            except InputError as e:
+                _REJECTED[origin] = str(e)
+                continue
+            _REJECTED.pop(origin, None)
             names += _LOADED[origin]
     return sorted(set(names))

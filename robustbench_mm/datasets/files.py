@@ -2,8 +2,10 @@
 and the split/statistics helpers the embedded datasets share.
 
 A feature file holds one array per modality (first axis = samples), `labels` (integer class ids ->
-classification, float -> regression), optionally `split` (strings train/val/test or ints 0/1/2)
-and `ids` (unique integers). Kinds are inferred from shape and dtype:
+classification, float -> regression, unless `task` says which: whole-number float labels can be
+class ids), optionally `split` (strings train/val/test or ints 0/1/2) and `ids` (unique
+integers). Without `split`, evaluation uses the whole file, as split "all". Kinds are inferred
+from shape and dtype:
 
     2-D float -> vector     3-D float -> sequence     4-D float or integer -> image (B, C, H, W)
     2-D integer -> tokens   (`kinds={"name": "audio"}` turns a 2-D float array into audio)
@@ -28,6 +30,8 @@ from ..errors import InputError, one_of
 from .batch import KINDS, UNK_ID, ModalitySpec, MultimodalData
 
 SPLITS = ("train", "val", "test")
+WHOLE = "all"  # the split name of a file or factory without a `split`: every sample is evaluated
+TASKS = ("classification", "regression")
 RESERVED = ("labels", "split", "ids")
 # A std this small relative to max(1, |mean|) marks a feature constant in the train split; it is
 # replaced by 1.0 (scikit-learn's StandardScaler convention), so standardising neither divides by
@@ -156,6 +160,8 @@ def infer_kind(where: str, name: str, x: np.ndarray, override: str | None) -> st
     """The kind of modality `name` from its array (N, ...) and an optional override."""
     if x.dtype.kind not in "iuf":
         raise InputError(f"{where}: modality {name!r} has dtype {x.dtype}; expected float (or integer ids for tokens)")
+    if x.ndim and x.size == 0:
+        raise InputError(f"{where}: modality {name!r} has shape {x.shape}, holding no values; expected non-empty samples")
     integer = x.dtype.kind in "iu"
     if override is not None:
         if override not in KINDS:
@@ -184,12 +190,25 @@ def infer_kind(where: str, name: str, x: np.ndarray, override: str | None) -> st
     raise InputError(f"{where}: modality {name!r} has shape {x.shape}; expected 2-D, 3-D or 4-D (samples first)")
 
 
-def check_arrays(where: str, raw: dict[str, Any], kinds: dict[str, str] | None) -> dict[str, Any]:
-    """Validate a loaded dict of arrays; return modalities, kinds, labels, ids, split rows, extras."""
+def infer_task(labels: np.ndarray) -> str:
+    """The task the labels' dtype implies: integer ids -> classification, floats -> regression."""
+    return "regression" if np.asarray(labels).dtype.kind == "f" else "classification"
+
+
+def check_arrays(where: str, raw: dict[str, Any], kinds: dict[str, str] | None, task: str | None = None) -> dict[str, Any]:
+    """Validate a loaded dict of arrays; return modalities, kinds, labels, ids, split rows, extras.
+
+    task : "classification" or "regression" to override the one the labels' dtype implies (whole-
+        number float labels as class ids, integer labels as regression targets); None infers it.
+    """
+    if task is not None and task not in TASKS:
+        raise one_of("task", task, TASKS)
     raw = {k: _as_numpy(where, k, v) for k, v in raw.items()}
     if "labels" not in raw:
         raise InputError(f"{where}: no 'labels' array; expected one array per modality plus 'labels'")
     labels = raw["labels"]
+    if labels.ndim >= 1 and labels.shape[0] == 0:
+        raise InputError(f"{where}: 'labels' has zero samples; expected at least one sample")
     if labels.ndim == 2 and labels.shape[1] == 1 and labels.dtype.kind == "f":
         labels = labels[:, 0]
     if labels.ndim != 1 or labels.dtype.kind not in "iuf":
@@ -202,6 +221,13 @@ def check_arrays(where: str, raw: dict[str, Any], kinds: dict[str, str] | None) 
         bad = int((~np.isfinite(labels)).sum())
         if bad:
             raise InputError(f"{where}: 'labels' has {bad} NaN/Inf values; expected finite targets")
+        if task == "classification":
+            if not bool((labels == np.round(labels)).all()):
+                raise InputError(f"{where}: 'labels' are not whole numbers, so they cannot be class ids (--task classification)")
+            labels = labels.astype(np.int64)
+    if task == "regression":
+        labels = labels.astype(np.float32)
+    if labels.dtype.kind == "f":
         labels = labels.astype(np.float32)
     else:
         if n and labels.min() < 0:
@@ -295,16 +321,17 @@ def read_feature_file(path: str | Path) -> dict[str, Any]:
 
 
 def assemble(
-    where: str, source: str, raw: dict[str, Any], kinds: dict[str, str] | None, name: str, seed: int | None = None
+    where: str, source: str, raw: dict[str, Any], kinds: dict[str, str] | None, name: str, seed: int | None = None,
+    task: str | None = None,
 ) -> dict[str, MultimodalData]:
     """Checked arrays -> splits. With a `split` array: train/val/test (stats from train). Without
-    it: {"test": the whole set} (stats from all of it), or, when `seed` is given (training), a
+    it: {"all": the whole set} (stats from all of it), or, when `seed` is given (training), a
     60/20/20 `stratified_split` with that seed (stats from its train part)."""
-    checked = check_arrays(where, raw, kinds)
+    checked = check_arrays(where, raw, kinds, task)
     arrays, labels = checked["arrays"], checked["labels"]
     split_rows = checked["split_rows"]
     if split_rows is None and seed is None:
-        split_rows = {"test": np.arange(len(labels), dtype=np.int64)}
+        split_rows = {WHOLE: np.arange(len(labels), dtype=np.int64)}
         stats_rows = None
     else:
         if split_rows is None:
@@ -339,11 +366,13 @@ def assemble(
     )
 
 
-def load_file_splits(path: str | Path, kinds: dict[str, str] | None = None, seed: int | None = None) -> dict[str, MultimodalData]:
-    """A feature file as splits: train/val/test from its `split` array; without one, {"test":
+def load_file_splits(
+    path: str | Path, kinds: dict[str, str] | None = None, seed: int | None = None, task: str | None = None
+) -> dict[str, MultimodalData]:
+    """A feature file as splits: train/val/test from its `split` array; without one, {"all":
     everything}, or a seeded 60/20/20 stratified split when `seed` is given (for training)."""
     raw = read_feature_file(path)
-    return assemble(str(path), str(path), raw, kinds, name=Path(path).stem, seed=seed)
+    return assemble(str(path), str(path), raw, kinds, name=Path(path).stem, seed=seed, task=task)
 
 
 # --------------------------------------------------------------------------- module:factory
@@ -415,13 +444,15 @@ def collate_dataset(source: str, dataset) -> dict[str, Any]:
     return out
 
 
-def load_factory_splits(source: str, kinds: dict[str, str] | None = None, seed: int | None = None) -> dict[str, MultimodalData]:
+def load_factory_splits(
+    source: str, kinds: dict[str, str] | None = None, seed: int | None = None, task: str | None = None
+) -> dict[str, MultimodalData]:
     """`module:factory` as splits. A factory taking `split=` is called for train, val and test
     (stats from train); one without it gives one set, handled like a file without `split`."""
     factory = resolve_factory(source)
     name = source.rpartition(":")[2]
     if not _accepts_split(factory):
-        return assemble(source, source, collate_dataset(source, _call(source, factory)), kinds, name=name, seed=seed)
+        return assemble(source, source, collate_dataset(source, _call(source, factory)), kinds, name=name, seed=seed, task=task)
     raws = {s: collate_dataset(f"{source} (split={s})", _call(source, factory, split=s)) for s in SPLITS}
     # One table with a split column, so the checks and statistics are those of a feature file.
     keys = set(raws["train"])
@@ -433,7 +464,7 @@ def load_factory_splits(source: str, kinds: dict[str, str] | None = None, seed: 
     if "ids" not in merged:
         # Stable ids without a user id: split index * 10^9 + position in that split.
         merged["ids"] = np.concatenate([i * 1_000_000_000 + np.arange(len(raws[s]["labels"])) for i, s in enumerate(SPLITS)])
-    return assemble(source, source, merged, kinds, name=name)
+    return assemble(source, source, merged, kinds, name=name, task=task)
 
 
 def _call(source: str, factory, **kwargs):
@@ -447,6 +478,9 @@ def _call(source: str, factory, **kwargs):
 
 __all__ = [
     "SPLITS",
+    "TASKS",
+    "WHOLE",
+    "infer_task",
     "assemble",
     "build_splits",
     "check_arrays",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import InputError, one_of
 from .batch import MultimodalData
-from .files import SPLITS, load_factory_splits, load_file_splits
+from .files import SPLITS, TASKS, WHOLE, load_factory_splits, load_file_splits
 from .mfeat import mfeat_splits
 from .synthetic import SyntheticConfig, synthetic_splits
 
@@ -55,13 +55,20 @@ def _int_option(options: dict[str, str], key: str, default: int, where: str) -> 
         raise InputError(f"dataset {where!r}: option {key}={options[key]!r} is not an integer") from None
 
 
+def is_builtin(source: str) -> bool:
+    """Whether a source names an embedded dataset (whose task is fixed), not a file or factory."""
+    return isinstance(source, str) and source.strip().partition(":")[0] in BUILTIN
+
+
 def _all_splits(
-    source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool
+    source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool, task: str | None = None
 ) -> tuple[dict[str, MultimodalData], bool]:
     """(splits, selected): `selected` is True when `modalities` was already applied.
 
-    Evaluation of a feature file or factory without its own split gives {"test": everything}.
+    Evaluation of a feature file or factory without its own split gives {"all": everything}.
     """
+    if task is not None and task not in TASKS:
+        raise one_of("task", task, TASKS)
     if not isinstance(source, str) or not source.strip():
         raise one_of("dataset", source, SOURCE_CHOICES)
     source = source.strip()
@@ -71,17 +78,24 @@ def _all_splits(
             raise InputError(f"dataset {base!r}: --kind overrides apply to feature files and factories only")
         options = parse_options(opts, source)
         if base == "synthetic":
-            return synthetic_splits(options, seed=seed), False
+            return _fixed_task(base, synthetic_splits(options, seed=seed), task), False
         unknown = [k for k in options if k != "seed"]
         if unknown:
             raise one_of(f"option of dataset {base!r}", unknown[0], ["seed"])
         split_seed = _int_option(options, "seed", seed, source)
-        return mfeat_splits(modalities, seed=split_seed, all_views=base == "mfeat-all"), True
+        return _fixed_task(base, mfeat_splits(modalities, seed=split_seed, all_views=base == "mfeat-all"), task), True
     if Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
-        return load_file_splits(source, kinds, seed=seed if training else None), False
+        return load_file_splits(source, kinds, seed=seed if training else None, task=task), False
     if ":" in source:
-        return load_factory_splits(source, kinds, seed=seed if training else None), False
+        return load_factory_splits(source, kinds, seed=seed if training else None, task=task), False
     raise one_of("dataset", source, SOURCE_CHOICES)
+
+
+def _fixed_task(name: str, splits: dict[str, MultimodalData], task: str | None) -> dict[str, MultimodalData]:
+    own = next(iter(splits.values())).task
+    if task is not None and task != own:
+        raise InputError(f"dataset {name!r} is a {own} dataset; --task {task} applies to feature files and factories")
+    return splits
 
 
 def _select(data: MultimodalData, modalities, selected: bool) -> MultimodalData:
@@ -89,13 +103,15 @@ def _select(data: MultimodalData, modalities, selected: bool) -> MultimodalData:
 
 
 def load_splits(
-    source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0
+    source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0,
+    task: str | None = None,
 ) -> dict[str, MultimodalData]:
     """{"train", "val", "test"} of a source, train statistics on every split's specs (for training).
 
     A feature file or factory without its own split is split 60/20/20 per class with `seed`.
+    task : "classification" | "regression" for a file or factory (None: from the labels' dtype).
     """
-    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=True)
+    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task)
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
         raise InputError(f"dataset {source!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
@@ -109,14 +125,23 @@ def load_dataset(
     modalities: list[str] | None = None,
     kinds: dict[str, str] | None = None,
     seed: int = 0,
+    task: str | None = None,
 ) -> MultimodalData:
     """One split of a source. A feature file or factory without its own split is one evaluation
-    set: split "test" is the whole of it."""
-    if split not in SPLITS:
-        raise one_of("split", split, SPLITS)
-    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=False)
+    set: asking for "test" (the default) or "all" gives the whole of it, with split "all" (as the
+    run's manifest then records). task : as in `load_splits`."""
+    if split not in SPLITS + (WHOLE,):
+        raise one_of("split", split, SPLITS + (WHOLE,))
+    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task)
+    if WHOLE in splits and split in ("test", WHOLE):
+        split = WHOLE
     if split not in splits:
-        raise InputError(f"dataset {source!r} has no 'split' array, so all of it is the evaluation set; ask for split 'test'")
+        raise InputError(
+            f"dataset {source!r}: " + (
+                f"has no 'split' array, so all of it is the evaluation set; ask for split 'test' or 'all'"
+                if WHOLE in splits else f"has no split {split!r} (it has {', '.join(splits)})"
+            )
+        )
     if len(splits[split]) == 0:
         raise InputError(f"dataset {source!r}: its 'split' has no {split!r} samples")
     return _select(splits[split], modalities, selected)

@@ -138,6 +138,14 @@ def _is_valid_pickle(path: Path) -> bool:
         return False
 
 
+def _clip(text: str, limit: int = 120) -> str:
+    """`text` shortened at a word boundary (marked with "..."), never cut inside a word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(" ,;:") + " ..."
+
+
 def _torch_load(path: Path, trust: bool, device: str):
     """torch.load with weights_only unless trusted; every failure becomes one InputError line."""
     try:
@@ -153,9 +161,42 @@ def _torch_load(path: Path, trust: bool, device: str):
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError, OSError) as e:
         # the file was readable (it was hashed first), so an OSError here is a broken archive
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"checkpoint {path}: corrupt or truncated ({first[:120]})") from None
+        raise InputError(f"checkpoint {path}: corrupt or truncated ({_clip(first)})") from None
     except (AttributeError, ModuleNotFoundError, ImportError) as e:  # trusted pickle of code we lack
         raise InputError(f"checkpoint {path}: pickled object needs code that is not importable here ({e})") from None
+
+
+def _mismatch(model: nn.Module, state: dict) -> str:
+    """Which keys and shapes differ between a model and a state dict, in whole words (at most a few
+    of each, with the counts), instead of torch's message cut at a character count."""
+    own = model.state_dict()
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} in the model"
+        for k in sorted(set(own) & set(state))
+        if isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) ({some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) ({some(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es) ({some(shapes)})")
+    return "; ".join(parts) or "the values could not be copied"
+
+
+def _check_finite(module: nn.Module, where: str) -> None:
+    """Refuse weights holding NaN/Inf at load: every output they touch would be NaN-cast."""
+    for key, t in module.state_dict().items():
+        if isinstance(t, torch.Tensor) and t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            count = int((~torch.isfinite(t)).sum())
+            raise InputError(f"{where}: weight {key!r} holds {count} NaN/Inf value(s); expected finite weights")
 
 
 def _load_ours(obj: dict, path: Path, device: str) -> tuple[nn.Module, dict, dict]:
@@ -167,15 +208,14 @@ def _load_ours(obj: dict, path: Path, device: str) -> tuple[nn.Module, dict, dic
     model = build_model(config)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:200]
+    except RuntimeError:
         raise InputError(
-            f"checkpoint {path}: state dict does not match its config (fusion {config.get('fusion')!r}): {detail}"
+            f"checkpoint {path}: state dict does not match its config (fusion {config.get('fusion')!r}): {_mismatch(model, state)}"
         ) from None
     return model, config, obj.get("metrics") or {}
 
 
-def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> LoadedModel:
+def _load_factory(spec: str, weights: str | None, trust: bool, device: str, random_weights: bool) -> LoadedModel:
     module_name, attr = spec.split(":")
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -191,6 +231,11 @@ def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> L
     if not isinstance(model, nn.Module):
         raise InputError(f"model {spec!r}: factory returned {type(model).__name__}; expected a torch.nn.Module")
     digest = hashlib.sha256(spec.encode()).hexdigest()
+    if weights is None and not random_weights:
+        raise InputError(
+            f"model {spec!r}: no --weights given, so it would be evaluated with the factory's random initial weights; "
+            "pass --weights STATE_DICT.pt, or --random-weights if that is what you mean"
+        )
     if weights is not None:
         wpath = Path(weights)
         if not wpath.is_file():
@@ -203,9 +248,9 @@ def _load_factory(spec: str, weights: str | None, trust: bool, device: str) -> L
             raise InputError(f"weights file {weights}: expected a state dict, found {type(state).__name__}")
         try:
             model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            detail = " ".join(str(e).split())[:200]
-            raise InputError(f"weights file {weights}: does not match the model from {spec!r}: {detail}") from None
+        except RuntimeError:
+            raise InputError(f"weights file {weights}: does not match the model from {spec!r}: {_mismatch(model, state)}") from None
+        _check_finite(model, f"weights file {weights}")
         digest = wdigest
     config = dict(getattr(model, "config", {}) or {})
     return LoadedModel(
@@ -225,27 +270,30 @@ def load_model(
     trust: bool = False,
     device: str = "cpu",
     weights: str | Path | None = None,
+    random_weights: bool = False,
     name: str | None = None,
 ) -> LoadedModel:
     """Load a model for evaluation, in eval mode on `device`.
 
     path_or_spec : a robustbench-mm checkpoint, a TorchScript file, `module:factory` (a function
-        returning an nn.Module; the working directory is importable; `weights` a state-dict file),
+        returning an nn.Module; the working directory is importable; `weights` a state-dict file,
+        required unless random_weights=True says the factory's initial weights are meant),
         or, only with trust=True, a full pickle of an nn.Module.
     name : the model's name in cells, reports and baselines (default: the file's stem, or the
         `module:factory` text).
+    Weights holding NaN/Inf are refused.
     """
-    loaded = _load(path_or_spec, trust, device, weights)
+    loaded = _load(path_or_spec, trust, device, weights, random_weights)
     if name is not None:
         loaded.name = str(name)
     return loaded
 
 
-def _load(path_or_spec: str | Path, trust: bool, device: str, weights: str | Path | None) -> LoadedModel:
+def _load(path_or_spec: str | Path, trust: bool, device: str, weights: str | Path | None, random_weights: bool) -> LoadedModel:
     spec = str(path_or_spec)
     path = Path(spec)
     if not path.exists() and _FACTORY.match(spec):
-        return _load_factory(spec, None if weights is None else str(weights), trust, device)
+        return _load_factory(spec, None if weights is None else str(weights), trust, device, random_weights)
     if weights is not None:
         raise InputError(f"--weights {weights}: only used with a module:factory model, not with the file {spec}")
     if not path.exists():
@@ -258,16 +306,19 @@ def _load(path_or_spec: str | Path, trust: bool, device: str, weights: str | Pat
             module = torch.jit.load(str(path), map_location=device)
         except (RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"TorchScript file {path}: cannot be loaded ({first[:120]})") from None
+            raise InputError(f"TorchScript file {path}: cannot be loaded ({_clip(first)})") from None
+        _check_finite(module, f"TorchScript file {path}")
         return LoadedModel(module.eval(), path.stem, {}, digest, False, "torchscript", source=spec)
     obj = _torch_load(path, trust, "cpu")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, config, metrics = _load_ours(obj, path, device)
+        _check_finite(model, f"checkpoint {path}")
         return LoadedModel(
             model.to(device).eval(), path.stem, config, digest, isinstance(model, Reencodable), FORMAT, spec, metrics
         )
     if isinstance(obj, nn.Module):  # only reachable with trust=True
         config = dict(getattr(obj, "config", {}) or {})
+        _check_finite(obj, f"checkpoint {path}")
         return LoadedModel(obj.to(device).eval(), path.stem, config, digest, isinstance(obj, Reencodable), "pickle", spec)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(
