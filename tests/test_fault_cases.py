@@ -176,7 +176,7 @@ def test_eval_out_on_a_foreign_manifest_is_one_line(here, capsys, text):
 def test_train_takes_task_and_says_the_inferred_one(here, capsys):
     arrays = dict(np.load(here / "feats.npz"))
     np.savez(here / "floats.npz", vec=arrays["vec"], labels=arrays["labels"].astype(np.float64))
-    argv = ["train", "--dataset", "floats.npz", "--fusion", "concat", "--epochs", "1", "--quiet"]
+    argv = ["train", "--data", "floats.npz", "--fusion", "concat", "--epochs", "1", "--quiet"]
     code, _, err = _rbmm(capsys, *argv, "--out", "reg.pt")
     assert code == 0 and "task regression, inferred from its float labels (--task overrides)" in err
     code, _, err = _rbmm(capsys, *argv, "--out", "cls.pt", "--task", "classification")
