@@ -1,6 +1,7 @@
 """One entry point for every dataset source: `load_dataset` (one split) and `load_splits` (all three).
 
-Sources: "mfeat" (pix+fou+fac), "mfeat-all" (six views), "synthetic" or "synthetic:key=value,...",
+Sources: "mfeat" (pix+fou+fac), "mfeat-all" (six views), "avdigits" (image+audio), "avdigits-all"
+(+ the mfeat vector views), "synthetic" or "synthetic:key=value,...",
 a .npz/.pt feature file, or "module:factory". Built-in sources also take options after a colon
 ("mfeat:seed=1"); the keyword `seed` is the split seed (and the generator seed of synthetic)
 unless the source string sets one.
@@ -11,12 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError, one_of
+from .avdigits import OPTIONS as AVDIGITS_OPTIONS
+from .avdigits import avdigits_splits
 from .batch import MultimodalData
 from .files import SPLITS, TASKS, WHOLE, load_factory_splits, load_file_splits
 from .mfeat import mfeat_splits
 from .synthetic import SyntheticConfig, synthetic_splits
 
-BUILTIN = ("mfeat", "mfeat-all", "synthetic")
+BUILTIN = ("mfeat", "mfeat-all", "avdigits", "avdigits-all", "synthetic")
 SOURCE_CHOICES = BUILTIN + ("PATH.npz", "PATH.pt", "module:factory")
 FILE_SUFFIXES = (".npz", ".pt", ".pth")
 
@@ -27,6 +30,10 @@ def describe_sources() -> dict[str, str]:
         "mfeat": "UCI Multiple Features digits (embedded): 2,000 samples, 10 classes; pix (image 1x16x15) + fou + fac; "
         "'mfeat:seed=N' sets the 60/20/20 split seed",
         "mfeat-all": "the same digits with all six views: fou, fac, kar, pix (image), zer, mor",
+        "avdigits": "the mfeat digit images paired by class with real spoken digits (FSDD, CC BY-SA 4.0, embedded): "
+        "image (1x16x15) + audio (8 kHz waveform, 8000 samples); options 'avdigits:" + ",".join(AVDIGITS_OPTIONS)
+        + "=...', split=speaker holds one speaker out for test (holdout=NAME)",
+        "avdigits-all": "avdigits plus the mfeat vector views fou, fac, kar, zer, mor",
         "synthetic": "seeded sequence + audio + tokens set; options 'synthetic:" + ",".join(
             f"{k}={v}" for k, v in SyntheticConfig().__dict__.items()
         ) + "' (info=x sets all info_*)",
@@ -79,6 +86,8 @@ def _all_splits(
         options = parse_options(opts, source)
         if base == "synthetic":
             return _fixed_task(base, synthetic_splits(options, seed=seed), task), False
+        if base in ("avdigits", "avdigits-all"):
+            return _fixed_task(base, avdigits_splits(options, modalities, seed=seed, all_views=base == "avdigits-all"), task), True
         unknown = [k for k in options if k != "seed"]
         if unknown:
             raise one_of(f"option of dataset {base!r}", unknown[0], ["seed"])

@@ -95,25 +95,69 @@ class SequenceEncoder(nn.Module):
         return self.net(self.norm(x).transpose(1, 2)).transpose(1, 2)
 
 
+AUDIO_SAMPLE_RATE = 8000  # every built-in audio modality is 8 kHz; it only places the mel bands
+MAX_MELS = 40
+LOG_FLOOR = 1e-3  # log(floor + band power): silence sits at log(1e-3), speech well above it
+
+
+def mel_filterbank(bins: int, bands: int, sample_rate: int = AUDIO_SAMPLE_RATE) -> torch.Tensor:
+    """(bands, bins) triangular filters on the HTK mel scale, mel = 2595 log10(1 + f / 700),
+    spanning 0 .. sample_rate / 2, each normalised to sum 1 (a band's value is an average power)."""
+    to_mel = lambda f: 2595.0 * torch.log10(1.0 + f / 700.0)  # noqa: E731
+    edges_mel = torch.linspace(0.0, float(to_mel(torch.tensor(sample_rate / 2.0))), bands + 2, dtype=torch.float64)
+    edges = 700.0 * (10.0 ** (edges_mel / 2595.0) - 1.0)
+    freqs = torch.linspace(0.0, sample_rate / 2.0, bins, dtype=torch.float64)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rise = (freqs - lo) / (mid - lo)
+    fall = (hi - freqs) / (hi - mid)
+    weights = torch.clamp(torch.minimum(rise, fall), min=0.0)
+    return (weights / weights.sum(1, keepdim=True)).float()
+
+
+def _conv_out(length: int, kernel: int, stride: int) -> int:
+    return (length + 2 * (kernel // 2) - kernel) // stride + 1
+
+
 class AudioEncoder(nn.Module):
-    """x : (B, N) float waveform -> (B, T', dim): log-magnitude STFT, then a temporal conv."""
+    """x : (B, N) float waveform -> (B, T', dim): log-mel spectrogram computed here, then temporal convs.
+
+    The spectrogram is part of the model, so a corruption of the waveform (noise, clipping,
+    filtering, gain) reaches the features the way it would reach a real front end. Window:
+    Hann, n_fft the largest power of two <= N/8 capped at 256 (32 ms at 8 kHz), hop n_fft/2;
+    power per bin divided by the window's energy (unit-variance white noise -> 1 per bin), averaged
+    into min(40, bins // 2) mel bands, log(1e-3 + power). Three 1-D convs over time (two of stride
+    2: about 17 frames, 270 ms at N = 8000, of receptive field, the length of a syllable) are
+    average-pooled to T' <= MAX_TOKENS tokens.
+    """
 
     def __init__(self, spec: ModalitySpec, dim: int, width: int, dropout: float):
         super().__init__()
         (length,) = spec.shape
-        self.n_fft = int(min(128, 2 ** int(math.log2(max(length // 8, 8)))))
+        self.n_fft = int(min(256, 2 ** int(math.log2(max(length // 8, 8)))))
         self.hop = self.n_fft // 2
+        bins = self.n_fft // 2 + 1
+        bands = max(1, min(MAX_MELS, bins // 2))
         frames = length // self.hop + 1
+        after = _conv_out(_conv_out(frames, 5, 2), 3, 2)
         self.norm = Standardize(spec)
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        window = torch.hann_window(self.n_fft)
+        self.register_buffer("window", window, persistent=False)
+        self.register_buffer("mel", mel_filterbank(bins, bands), persistent=False)
+        self.window_energy = float(window.pow(2).sum())
         self.net = nn.Sequential(
-            nn.Conv1d(self.n_fft // 2 + 1, dim, 3, stride=2, padding=1), nn.GELU(), nn.Dropout(dropout),
-            nn.Conv1d(dim, dim, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool1d(_tokens_after(frames)),
+            nn.Conv1d(bands, dim, 5, stride=2, padding=2), nn.GELU(), nn.Dropout(dropout),
+            nn.Conv1d(dim, dim, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv1d(dim, dim, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool1d(min(MAX_TOKENS, after)),
         )  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def log_mel(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N) waveform in data units -> (B, bands, frames) log band powers."""
         spec = torch.stft(self.norm(x), self.n_fft, self.hop, window=self.window, return_complex=True)
-        return self.net(torch.log1p(spec.abs())).transpose(1, 2)
+        power = spec.abs().pow(2) / self.window_energy
+        return torch.log(LOG_FLOOR + torch.einsum("mf,bft->bmt", self.mel, power))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.log_mel(x)).transpose(1, 2)
 
 
 class TokenEncoder(nn.Module):
