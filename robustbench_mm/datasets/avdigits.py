@@ -23,7 +23,6 @@ Options ("avdigits:key=value,..."):
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,9 +30,10 @@ import numpy as np
 
 from ..errors import InputError, one_of
 from .batch import MultimodalData
+from .embedded import read_embedded
 from .files import build_splits, stratified_split
 from .mfeat import ALL_VIEWS, CLASS_NAMES, PIX_RANGE, PIX_SHAPE
-from .mfeat import _read as read_mfeat
+from .mfeat import read_mfeat
 
 AVDIGITS_FILE = Path(__file__).parent / "data" / "avdigits.npz"
 AVDIGITS_SHA256 = "1b9409ad42512a933d7487f78c514e1fbf427f0ba0ed7eae090077cfbef58bd6"
@@ -65,15 +65,7 @@ def mu_law_decode(codes: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _read() -> dict[str, np.ndarray]:
     """The recordings as a (2400, AUDIO_LENGTH) float32 matrix plus their digit/speaker/take."""
-    try:
-        raw = AVDIGITS_FILE.read_bytes()
-    except OSError as e:
-        raise InputError(f"{AVDIGITS_FILE}: cannot read the embedded avdigits data ({e}); reinstall the package") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != AVDIGITS_SHA256:
-        raise InputError(f"{AVDIGITS_FILE}: SHA-256 {digest}, expected {AVDIGITS_SHA256}; rebuild with tools/build_avdigits.py")
-    with np.load(AVDIGITS_FILE, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = read_embedded(AVDIGITS_FILE, AVDIGITS_SHA256, "tools/build_avdigits.py")
     lengths = arrays["lengths"].astype(np.int64)
     ends = np.cumsum(lengths)
     waves = np.zeros((len(lengths), AUDIO_LENGTH), dtype=np.float32)

@@ -10,7 +10,6 @@ vectors. The train/val/test split is 60/20/20 per class, seeded (`seed`, default
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from .batch import MultimodalData
+from .embedded import read_embedded
 from .files import build_splits, stratified_split
 
 MFEAT_FILE = Path(__file__).parent / "data" / "mfeat.npz"
@@ -30,17 +30,9 @@ CLASS_NAMES = [str(d) for d in range(10)]
 
 
 @lru_cache(maxsize=1)
-def _read() -> dict[str, np.ndarray]:
+def read_mfeat() -> dict[str, np.ndarray]:
     """The committed arrays, after checking the file is the one the build script produced."""
-    try:
-        raw = MFEAT_FILE.read_bytes()
-    except OSError as e:
-        raise InputError(f"{MFEAT_FILE}: cannot read the embedded mfeat data ({e}); reinstall the package") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != MFEAT_SHA256:
-        raise InputError(f"{MFEAT_FILE}: SHA-256 {digest}, expected {MFEAT_SHA256}; rebuild with tools/build_mfeat.py")
-    with np.load(MFEAT_FILE, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return read_embedded(MFEAT_FILE, MFEAT_SHA256, "tools/build_mfeat.py")
 
 
 def mfeat_splits(
@@ -53,7 +45,7 @@ def mfeat_splits(
         raise InputError(f"mfeat has no modality {unknown[0]!r}; available: {', '.join(ALL_VIEWS)}")
     if len(set(views)) != len(views):
         raise InputError(f"mfeat modalities {list(views)} repeat a name; expected each at most once")
-    data = _read()
+    data = read_mfeat()
     labels = data["labels"]
     arrays = {v: data[v].reshape(len(labels), *PIX_SHAPE) if v == "pix" else data[v] for v in views}
     kinds = {v: "image" if v == "pix" else "vector" for v in views}

@@ -1,0 +1,23 @@
+"""The data files shipped inside the package: read only after checking they are the built ones."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def read_embedded(path: Path, sha256: str, tool: str) -> dict[str, np.ndarray]:
+    """The arrays of an embedded .npz, refused unless its SHA-256 is the one `tool` produces."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the embedded {path.stem} data ({e}); reinstall the package") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != sha256:
+        raise InputError(f"{path}: SHA-256 {digest}, expected {sha256}; rebuild with {tool}")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
