@@ -74,8 +74,6 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-import math
-
 import torch
 
 from .corruptions import CLEAN, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, list_corruptions, removal_subsets

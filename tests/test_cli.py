@@ -110,20 +110,6 @@ def test_eval_under_torchrun_matches_one_process(tmp_path):
         assert (tmp_path / "dist" / "samples" / name).read_bytes() == (tmp_path / "single" / "samples" / name).read_bytes()
 
 
-def _read_only_dir(tmp_path: Path) -> Path:
-    """A folder no file can be created in: mode 0o555, or /sys where mode bits do not bind (root)."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    for candidate in (folder, Path("/sys")):
-        try:
-            (candidate / "probe").touch()
-        except OSError:
-            return candidate
-        (candidate / "probe").unlink()
-    pytest.skip("no read-only folder available")
-
-
 @pytest.mark.parametrize("command", ["eval", "train"])
 @pytest.mark.parametrize("device", ["mps", "meta", "gpu0", "cuda:99", "cpu:0"])
 def test_unsupported_devices_are_refused_at_the_edge(command, device, tmp_path, capsys, monkeypatch):
@@ -147,18 +133,18 @@ def test_cuda_without_cuda_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where", ["directory", "below-a-file", "read-only"])
-def test_train_out_that_cannot_be_written_is_refused_before_training(where, tmp_path, capsys):
+def test_train_out_that_cannot_be_written_is_refused_before_training(where, tmp_path, read_only_dir, capsys):
     (tmp_path / "a-file").write_text("x")
-    out = {"directory": tmp_path, "below-a-file": tmp_path / "a-file" / "m.pt", "read-only": _read_only_dir(tmp_path) / "m.pt"}[where]
+    out = {"directory": tmp_path, "below-a-file": tmp_path / "a-file" / "m.pt", "read-only": read_only_dir / "m.pt"}[where]
     assert main(["train", "--fusion", "concat", "--out", str(out), "--quiet"]) == 2
     assert f"--out {out}" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize("flag, where", [("--cache", "a-file"), ("--out", "below-a-file"), ("--report", "read-only")])
-def test_demo_paths_that_cannot_be_written_are_refused_before_any_work(flag, where, tmp_path, capsys, monkeypatch):
+def test_demo_paths_that_cannot_be_written_are_refused_before_any_work(flag, where, tmp_path, read_only_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("x")
-    path = {"a-file": tmp_path / "a-file", "below-a-file": tmp_path / "a-file" / "demo", "read-only": _read_only_dir(tmp_path) / "demo"}[where]
+    path = {"a-file": tmp_path / "a-file", "below-a-file": tmp_path / "a-file" / "demo", "read-only": read_only_dir / "demo"}[where]
     assert main(["demo", "--fast", "--quiet", flag, str(path)]) == 2
     assert f"{flag} {path}" in _one_line_error(capsys)
     assert not (tmp_path / ".cache").exists() and not (tmp_path / "results").exists(), "nothing trained or evaluated"

@@ -261,20 +261,6 @@ def test_manifest_without_fields_or_not_an_object_is_one_line_exit_2(manifest, f
     assert err.startswith("rbmm: error: ") and "manifest.json" in err and "\n" not in err, err
 
 
-@pytest.fixture
-def read_only_dir(tmp_path) -> Path:
-    """A folder no file can be created in: mode 0o555, or /sys where mode bits do not bind (root)."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    for candidate in (folder, Path("/sys")):
-        try:
-            (candidate / "probe").touch()
-        except OSError:
-            return candidate
-        (candidate / "probe").unlink()
-    pytest.skip("no read-only folder available")
-
 
 @pytest.mark.parametrize("flag", ["--junit", "--summary", "--benchmark-json"])
 @pytest.mark.parametrize("where", ["directory", "below-a-file", "read-only"])

@@ -122,7 +122,7 @@ def test_cd_diagram_labels_lie_inside_the_figure():
     fig = plots.critical_difference(ranks, 1.2)
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw(renderer)
-    width, height = fig.bbox.width, fig.bbox.height
+    width = fig.bbox.width
     for t in fig.axes[0].texts:
         box = t.get_window_extent(renderer)
         assert box.x0 >= 0 and box.x1 <= width, f"{t.get_text()!r} clipped: [{box.x0:.0f}, {box.x1:.0f}] of {width:.0f} px"

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import sys
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path

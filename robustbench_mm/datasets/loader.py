@@ -147,7 +147,7 @@ def load_dataset(
     if split not in splits:
         raise InputError(
             f"dataset {source!r}: " + (
-                f"has no 'split' array, so all of it is the evaluation set; ask for split 'test' or 'all'"
+                "has no 'split' array, so all of it is the evaluation set; ask for split 'test' or 'all'"
                 if WHOLE in splits else f"has no split {split!r} (it has {', '.join(splits)})"
             )
         )

@@ -21,7 +21,6 @@ Methods from the literature, each in its own module (see README "Methods"):
 
 from __future__ import annotations
 
-import copy
 
 import torch
 from torch import nn
