@@ -133,6 +133,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         amp=args.amp,
         progress=False if args.quiet else None,
         overwrite=args.overwrite,
+        keep_probabilities=args.keep_probabilities,
     )
     if results is not None:  # under torchrun only rank 0 holds the run
         print(results.summary())
@@ -182,6 +183,14 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     print(format_table(result, only_regressions=not args.all))
     if not result.passed:
         raise GateFailure(f"{len(result.regressions)} robustness regressions beyond tolerance {args.tolerance:g}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    for path in export_run(args.run, Path(args.out), args.format):
+        print(f"written: {path}")
     return 0
 
 
@@ -242,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out and start over")
+    p.add_argument("--keep-probabilities", action="store_true",
+                   help="also store each sample's full probability vector (classification), so calibration and "
+                        "later metrics can be recomputed without the models (default: off)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("report", help="write a self-contained HTML + Markdown robustness report")
@@ -274,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark-json", help="write github-action-benchmark customBiggerIsBetter JSON here")
     p.add_argument("--all", action="store_true", help="print every check, not only regressions")
     p.set_defaults(func=_cmd_gate)
+
+    p = sub.add_parser("export", help="write a run in RobustBench's or lm-evaluation-harness's result format")
+    p.add_argument("run", help="run folder (the --out of `rbmm eval`)")
+    p.add_argument("--format", required=True, choices=["robustbench", "lm-eval"],
+                   help="robustbench: per-model JSON + unaggregated_results.csv; lm-eval: <model>/results.json "
+                        "(required; choices: %(choices)s)")
+    p.add_argument("-o", "--out", default="export", help="folder to write into (default: %(default)s)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="train the default zoo on mfeat (cached), evaluate `standard`, write the report")
     p.add_argument("--fast", action="store_true", help="smaller version: one seed, the quick protocol")

@@ -16,12 +16,14 @@ a contiguous shard of the samples and rank 0 gathers the records and writes them
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 import zipfile
@@ -201,13 +203,15 @@ def _forward_full(m: _Model, batch: Batch) -> torch.Tensor:
     return m.module(batch.inputs)
 
 
-def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
-    """Per-sample record tensors of one batch (on the device)."""
+def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str,
+             keep_probabilities: bool = False) -> dict[str, torch.Tensor]:
+    """Per-sample record tensors of one batch (on the device); `probs` (B, K) too when kept."""
     if task == "classification":
         p = torch.softmax(out.float(), dim=-1)
         conf, pred = p.max(dim=-1)
         target = batch.labels.long()
-        return {
+        kept = {"probs": p} if keep_probabilities else {}
+        return {**kept,
             "ids": batch.ids,
             "target": target,
             "pred": pred,
@@ -221,9 +225,10 @@ def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str)
 
 
 def _cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:
-    from .metrics import cell_metrics
+    """Each metric of the cell, then each metric's standard error (`<metric>_se` columns of cells.csv)."""
+    from .metrics import cell_metrics, cell_standard_errors
 
-    return cell_metrics(record, task, num_classes)
+    return {**cell_metrics(record, task, num_classes), **cell_standard_errors(record, task, num_classes)}
 
 
 @dataclass
@@ -251,6 +256,7 @@ def evaluate(
     reuse_encoders: bool = True,
     buffer_mb: float = 512.0,
     on_cell: Callable[[str], None] | None = None,
+    keep_probabilities: bool = False,
 ) -> Run | None:
     """Evaluate `models` on `data` under every condition of `protocol`; write and return the run.
 
@@ -261,6 +267,9 @@ def evaluate(
     reuse_encoders : re-encode only touched modalities for Reencodable models (same predictions).
     buffer_mb : bound on the per-sample records held in memory before cells are written.
     on_cell : called with each cell id after that cell is safely on disk.
+    keep_probabilities : also keep each sample's full probability vector (`probs`, float32 (n, K),
+        classification only) in the per-sample records, so calibration and later metrics can be
+        recomputed from the run without the models; K floats more per sample and cell on disk.
     Returns the `Run` on rank 0 (None on other ranks under torchrun).
     """
     started = time.time()
@@ -268,14 +277,14 @@ def evaluate(
     try:
         return _evaluate(
             models, data, protocol, Path(out), device, batch_size, seeds, amp, progress, overwrite,
-            reuse_encoders, buffer_mb, on_cell, dist, started,
+            reuse_encoders, buffer_mb, on_cell, dist, started, keep_probabilities,
         )
     finally:
         dist.close()
 
 
 def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progress, overwrite,
-              reuse_encoders, buffer_mb, on_cell, dist: _Dist, started: float) -> Run | None:
+              reuse_encoders, buffer_mb, on_cell, dist: _Dist, started: float, keep_probabilities: bool = False) -> Run | None:
     if isinstance(protocol, (str, Path)):
         protocol = load_protocol(protocol)
     models = [_as_model(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
@@ -286,6 +295,8 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
         raise InputError(f"two models share the name {next(n for n in names if names.count(n) > 1)!r}; give each a distinct name")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if keep_probabilities and data.task != "classification":
+        raise InputError(f"--keep-probabilities needs a classification dataset; {data.name!r} is {data.task}")
     seeds = list(protocol.seeds if seeds is None else seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds must be distinct integers, got {seeds}")
@@ -306,6 +317,7 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
         "seeds": seeds,
         "amp": bool(amp),
         "rng": RNG_VERSION,
+        **({"keep_probabilities": True} if keep_probabilities else {}),  # absent when off: older runs resume
     }
     grid = [(s, ci, c) for s in seeds for ci, c in enumerate(conditions)]
     all_cells = [(cell_id(m.name, s, c), mi, s, c) for s, ci, c in grid for mi, m in enumerate(models)]
@@ -335,7 +347,7 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     donors = DonorPool.from_data(data, dev) if any(c.family == "conflict" for c in conditions) else None
     shard = _shard(data, batch_size, dist)
     n_local = len(shard)
-    per_column = max(1, n_local * len(models) * _RECORD_BYTES)
+    per_column = max(1, n_local * len(models) * (_RECORD_BYTES + (4 * data.num_classes if keep_probabilities else 0)))
     chunk_size = int(max(1, min(_MAX_CHUNK_COLUMNS, buffer_mb * 2**20 // per_column)))
     chunks = [pending[i : i + chunk_size] for i in range(0, len(pending), chunk_size)]
 
@@ -347,7 +359,8 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     cells_done = 0
     try:
         for chunk in chunks:
-            records, seconds = _run_chunk(chunk, models, shard, data.specs, protocol, dev, batch_size, amp, reuse_encoders, donors, bar)
+            records, seconds = _run_chunk(chunk, models, shard, data.specs, protocol, dev, batch_size, amp, reuse_encoders, donors, bar,
+                                          data.num_classes if keep_probabilities else None)
             gathered = dist.gather(records)
             if dist.rank == 0:
                 for col in chunk:
@@ -385,8 +398,11 @@ def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData
 
 
 def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData, specs: dict[str, ModalitySpec],
-               protocol: Protocol, dev: torch.device, batch_size: int, amp: bool, reuse: bool, donors, bar):
-    """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy)."""
+               protocol: Protocol, dev: torch.device, batch_size: int, amp: bool, reuse: bool, donors, bar,
+               kept_classes: int | None = None):
+    """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy).
+
+    kept_classes : K when the records keep the probability vectors, else None."""
     buffers: dict[str, list[dict[str, torch.Tensor]]] = {cid: [] for col in chunk for cid in col.cells.values()}
     seconds: dict[str, float] = {cid: 0.0 for cid in buffers}
     reusing = [reuse and m.reencodable for m in models]
@@ -411,25 +427,38 @@ def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData,
                         output = m.module.fuse(features, perturbed.present)
                     else:
                         output = _forward_full(m, perturbed)
-                    buffers[cid].append(_records(output, batch, affected, data.task))
+                    buffers[cid].append(_records(output, batch, affected, data.task, kept_classes is not None))
                     seconds[cid] += share + time.perf_counter() - t1
                 bar.update(len(batch))
     records = {
-        cid: {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]} if parts else _empty_record(data.task)
+        cid: {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]} if parts else _empty_record(data.task, kept_classes)
         for cid, parts in buffers.items()
     }
     return records, seconds
 
 
-def _empty_record(task: str) -> dict[str, np.ndarray]:
+def _empty_record(task: str, kept_classes: int | None = None) -> dict[str, np.ndarray]:
     """The record of a rank that holds no samples (more ranks than samples)."""
     if task == "classification":
-        return {
+        kept = {"probs": np.zeros((0, kept_classes), np.float32)} if kept_classes is not None else {}
+        return {**kept,
             "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.int64), "pred": np.zeros(0, np.int64),
             "conf": np.zeros(0, np.float32), "p_true": np.zeros(0, np.float32), "sq_prob": np.zeros(0, np.float32),
             "entropy": np.zeros(0, np.float32), "affected": np.zeros(0, bool),
         }
     return {"ids": np.zeros(0, np.int64), "target": np.zeros(0, np.float32), "output": np.zeros(0, np.float32), "affected": np.zeros(0, bool)}
+
+
+@functools.lru_cache(maxsize=1)
+def _source_commit() -> str | None:
+    """The git commit of the robustbench_mm source that ran (None outside a git checkout), as
+    lm-evaluation-harness records `git_hash` (lm_eval/utils.py, get_git_commit_hash)."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 class _Store:
@@ -525,7 +554,8 @@ class _Store:
         manifest = {
             "identity": self.identity,
             "status": "complete" if complete else "running",
-            "package": {"robustbench_mm": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+            "package": {"robustbench_mm": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+                        "git": _source_commit()},
             "protocol": {"name": protocol.name, "hash": protocol.hash, "seed": protocol.seed, "metrics": list(protocol.metrics)},
             "models": self.identity["models"],
             "dataset": self.identity["dataset"],

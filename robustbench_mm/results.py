@@ -4,9 +4,11 @@
       manifest.json          versions, device, protocol name + hash, model SHA-256s, dataset
                              fingerprint, seeds, start/end time, wall seconds per cell
       cells.csv              one row per model x seed x condition: the condition's fields, n,
-                             the per-cell metrics, seconds
+                             the per-cell metrics, their jackknife standard errors (`<metric>_se`,
+                             metrics.cell_standard_errors), seconds
       samples/<cell_id>.npz  per-sample records (numpy alone loads them):
                              classification: ids, target, pred, conf, p_true, sq_prob, entropy, affected
+                             (+ probs, float32 (n, K), with keep_probabilities)
                              regression: ids, target, output, affected
 
 Every file is written to a temporary name in the same folder and moved into place with
