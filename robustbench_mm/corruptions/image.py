@@ -491,7 +491,7 @@ def _shuffle_locally(u: torch.Tensor, rng: SampleRandom, reach: float) -> torch.
     times the reach, grows with the level.
     """
     b, c, h, w = u.shape
-    offsets = torch.round(rng.uniform(2, h, w, dtype=torch.float64).mul_(2.0).sub_(1.0).mul_(reach)).long()
+    offsets = torch.round(rng.uniform(2, h, w).mul_(2.0).sub_(1.0).mul_(reach)).long()  # float32: 23 bits are plenty
     rows = (torch.arange(h, device=u.device)[:, None] + offsets[:, 0]).clamp_(0, h - 1)
     cols = (torch.arange(w, device=u.device)[None, :] + offsets[:, 1]).clamp_(0, w - 1)
     index = (rows * w + cols).reshape(b, 1, h * w).expand(b, c, h * w)
