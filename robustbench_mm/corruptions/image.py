@@ -390,8 +390,10 @@ def elastic(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec
 # --- ImageNet-C's remaining five: glass blur, zoom blur, snow, frost, fog -------------------------------
 #
 # Parameter tables follow hendrycks/robustness, ImageNet-C/create_c/make_tinyimagenet_c.py (the 64x64
-# variant, the size of our images; functions glass_blur, zoom_blur, snow, frost, fog). Where a level is
-# a tuple of parameters the kernel's param is the ImageNet-C severity s itself: levels 1-5 are the table's
+# variant, the size of our images; functions zoom_blur, snow, frost, fog) and, for glass_blur,
+# make_imagenet_c.py (whose blur sigmas imagecorruptions also uses; `_shuffle_locally` says why the
+# 64-px rows could not be kept under the contract). Where a level is a tuple of parameters (glass
+# blur, snow, fog) the kernel's param is the ImageNet-C severity s itself: levels 1-5 are the table's
 # rows, a level between two rows interpolates them (integer entries rounded), and between 0 and 1 the
 # output is the input blended with level 1's output, so the corruption grows continuously from the
 # identity.
