@@ -52,6 +52,10 @@ def _registry_text(field: str) -> str:
 
         here = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
         return f"{', '.join(DEVICES)}; this machine: {here}"
+    if field == "export_formats":
+        from .export import FORMATS
+
+        return ", ".join(FORMATS)
     if field == "train_defaults":
         from .models.training import TRAIN_DEFAULTS
 
@@ -60,7 +64,7 @@ def _registry_text(field: str) -> str:
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Fills {fusions}, {protocols}, {datasets}, {kinds}, {metrics}, {devices}, {train_defaults} in
+    """Fills {fusions}, {protocols}, {datasets}, {kinds}, {metrics}, {devices}, {export_formats}, {train_defaults} in
     help texts from the registries, only when help is printed (so other commands skip the imports)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -364,6 +368,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         progress=False if args.quiet else None,
         overwrite=args.overwrite,
         nonfinite=args.nonfinite,
+        keep_probabilities=args.keep_probabilities,
     )
     if results is not None:  # under torchrun only rank 0 holds the run
         print(results.summary())
@@ -419,6 +424,15 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     print(format_table(result, only_regressions=not args.all))
     if not result.passed:
         raise GateFailure(f"{len(result.regressions)} robustness regressions beyond tolerance {args.tolerance:g}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    _check_writable(Path(args.out), "-o", folder=True)
+    for path in export_run(args.run, Path(args.out), args.format):
+        print(f"written: {path}")
     return 0
 
 
@@ -525,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what a model's NaN/Inf output means: error (stop, naming model, cell and samples; exit 2) or wrong "
         "(count those samples as wrong and record their number per cell; classification only) (default: %(default)s)",
     )
+    p.add_argument(
+        "--keep-probabilities", action="store_true",
+        help="also store each sample's full probability vector (classification), so calibration and "
+        "later metrics can be recomputed without the models (default: off)",
+    )
     _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_eval)
 
@@ -572,6 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--all", action="store_true", help="print every check, not only regressions (default: off)")
     p.set_defaults(func=_cmd_gate)
+
+    p = _parser(sub, "export", "write a run in RobustBench's or lm-evaluation-harness's result format")
+    p.add_argument("run", metavar="RUN", help="run folder (the --out of `rbmm eval`)")
+    p.add_argument(
+        "--format", required=True,
+        help="one of {export_formats} (required): robustbench writes per-model JSON + unaggregated_results.csv, "
+        "lm-eval writes <model>/results.json",
+    )
+    p.add_argument("-o", "--out", default="export", metavar="FOLDER", help="folder to write into (default: %(default)s)")
+    p.set_defaults(func=_cmd_export)
 
     p = _parser(sub, "demo", "train the default zoo on mfeat (cached), evaluate `standard`, write the report")
     p.add_argument("--fast", action="store_true", help="smaller version: one training seed, the quick protocol (default: off)")

@@ -16,12 +16,14 @@ a contiguous shard of the samples and rank 0 gathers the records and writes them
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 import zipfile
@@ -276,10 +278,12 @@ def _check_output(m: _Model, out: torch.Tensor, b: int, task: str, width: int | 
         raise InputError(f"model {m.name!r}: output shape {tuple(out.shape)} {where()}, expected ({b},) for regression")
 
 
-def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
-    """Per-sample record tensors of one batch (on the device), with a `nonfinite` mask of the samples
-    whose output holds NaN/Inf. Their probabilities are set to uniform and their prediction to -1
-    (never a class), so that, if the run counts them as wrong, every metric is defined."""
+def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str,
+             keep_probabilities: bool = False) -> dict[str, torch.Tensor]:
+    """Per-sample record tensors of one batch (on the device), `probs` (B, K) too when kept, with a
+    `nonfinite` mask of the samples whose output holds NaN/Inf. Their probabilities are set to uniform
+    and their prediction to -1 (never a class), so that, if the run counts them as wrong, every metric
+    is defined."""
     out = out.float()
     nonfinite = ~torch.isfinite(out.reshape(len(batch), -1)).all(dim=1)
     if task == "classification":
@@ -288,7 +292,8 @@ def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str)
         conf, pred = p.max(dim=-1)
         pred = torch.where(nonfinite, torch.full_like(pred, -1), pred)
         target = batch.labels.long()
-        return {
+        kept = {"probs": p} if keep_probabilities else {}
+        return {**kept,
             "ids": batch.ids,
             "target": target,
             "pred": pred,
@@ -324,9 +329,10 @@ def _settle_nonfinite(records: dict[str, dict[str, np.ndarray]], models: list["_
 
 
 def _cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:
-    from .metrics import cell_metrics
+    """Each metric of the cell, then each metric's standard error (`<metric>_se` columns of cells.csv)."""
+    from .metrics import cell_metrics, cell_standard_errors
 
-    return cell_metrics(record, task, num_classes)
+    return {**cell_metrics(record, task, num_classes), **cell_standard_errors(record, task, num_classes)}
 
 
 @dataclass
@@ -355,6 +361,7 @@ def evaluate(
     buffer_mb: float = 512.0,
     on_cell: Callable[[str], None] | None = None,
     nonfinite: str = "error",
+    keep_probabilities: bool = False,
 ) -> Run | None:
     """Evaluate `models` on `data` under every condition of `protocol`; write and return the run.
 
@@ -368,6 +375,9 @@ def evaluate(
     nonfinite : "error" (default) stops at the first cell where a model outputs NaN/Inf, naming the
         model, the cell and sample ids; "wrong" counts those samples as wrong (classification only)
         and records their count per cell (cells.csv column `nonfinite`, per-sample `nonfinite` mask).
+    keep_probabilities : also keep each sample's full probability vector (`probs`, float32 (n, K),
+        classification only) in the per-sample records, so calibration and later metrics can be
+        recomputed from the run without the models; K floats more per sample and cell on disk.
     Returns the `Run` on rank 0 (None on other ranks under torchrun).
     """
     started = time.time()
@@ -375,14 +385,14 @@ def evaluate(
     try:
         return _evaluate(
             models, data, protocol, Path(out), device, batch_size, seeds, amp, progress, overwrite,
-            reuse_encoders, buffer_mb, on_cell, nonfinite, dist, started,
+            reuse_encoders, buffer_mb, on_cell, nonfinite, dist, started, keep_probabilities,
         )
     finally:
         dist.close()
 
 
 def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progress, overwrite,
-              reuse_encoders, buffer_mb, on_cell, nonfinite: str, dist: _Dist, started: float) -> Run | None:
+              reuse_encoders, buffer_mb, on_cell, nonfinite: str, dist: _Dist, started: float, keep_probabilities: bool = False) -> Run | None:
     if isinstance(protocol, (str, Path)):
         protocol = load_protocol(protocol)
     models = [_as_model(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
@@ -395,6 +405,8 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
         raise InputError(f"--nonfinite {nonfinite!r}: expected one of: {', '.join(NONFINITE_POLICIES)}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if keep_probabilities and data.task != "classification":
+        raise InputError(f"--keep-probabilities needs a classification dataset; {data.name!r} is {data.task}")
     seeds = list(protocol.seeds if seeds is None else seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds must be distinct integers, got {seeds}")
@@ -418,6 +430,7 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
         "seeds": seeds,
         "amp": bool(amp),
         "rng": RNG_VERSION,
+        **({"keep_probabilities": True} if keep_probabilities else {}),  # absent when off: older runs resume
     }
     if nonfinite != "error":  # only then does it change what the files hold
         identity["nonfinite"] = nonfinite
@@ -450,7 +463,7 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     donors = DonorPool.from_data(data, dev) if any(c.family == "conflict" for c in conditions) else None
     shard = _shard(data, batch_size, dist)
     n_local = len(shard)
-    per_column = max(1, n_local * len(models) * _RECORD_BYTES)
+    per_column = max(1, n_local * len(models) * (_RECORD_BYTES + (4 * data.num_classes if keep_probabilities else 0)))
     chunk_size = int(max(1, min(_MAX_CHUNK_COLUMNS, buffer_mb * 2**20 // per_column)))
     chunks = [pending[i : i + chunk_size] for i in range(0, len(pending), chunk_size)]
 
@@ -462,7 +475,8 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     cells_done = 0
     try:
         for chunk in chunks:
-            records, seconds = _run_chunk(chunk, models, shard, data.specs, protocol, dev, batch_size, amp, reuse_encoders, donors, bar, width)
+            records, seconds = _run_chunk(chunk, models, shard, data.specs, protocol, dev, batch_size, amp, reuse_encoders, donors, bar,
+                                          width, width if keep_probabilities else None)
             _settle_nonfinite(records, models, {cid: mi for col in chunk for mi, cid in col.cells.items()}, data.task, nonfinite)
             gathered = dist.gather(records)
             if dist.rank == 0:
@@ -501,8 +515,11 @@ def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData
 
 
 def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData, specs: dict[str, ModalitySpec],
-               protocol: Protocol, dev: torch.device, batch_size: int, amp: bool, reuse: bool, donors, bar, width: int | None):
-    """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy)."""
+               protocol: Protocol, dev: torch.device, batch_size: int, amp: bool, reuse: bool, donors, bar, width: int | None,
+               kept_classes: int | None = None):
+    """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy).
+
+    kept_classes : K when the records keep the probability vectors, else None."""
     buffers: dict[str, list[dict[str, torch.Tensor]]] = {cid: [] for col in chunk for cid in col.cells.values()}
     seconds: dict[str, float] = {cid: 0.0 for cid in buffers}
     reusing = [reuse and m.reencodable for m in models]
@@ -534,20 +551,21 @@ def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData,
                             raise InputError(f"model {m.name!r} failed in cell {cid} (batch of {len(batch)}): {_error_text(e)}") from None
                     _check_output(m, output, len(batch), data.task, width,
                                   lambda: f"in cell {cid} (batch of {len(batch)} from sample id {int(batch.ids[0])})")
-                    buffers[cid].append(_records(output, batch, affected, data.task))
+                    buffers[cid].append(_records(output, batch, affected, data.task, kept_classes is not None))
                     seconds[cid] += share + time.perf_counter() - t1
                 bar.update(len(batch))
     records = {
-        cid: {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]} if parts else _empty_record(data.task)
+        cid: {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]} if parts else _empty_record(data.task, kept_classes)
         for cid, parts in buffers.items()
     }
     return records, seconds
 
 
-def _empty_record(task: str) -> dict[str, np.ndarray]:
+def _empty_record(task: str, kept_classes: int | None = None) -> dict[str, np.ndarray]:
     """The record of a rank that holds no samples (more ranks than samples)."""
     if task == "classification":
-        return {
+        kept = {"probs": np.zeros((0, kept_classes), np.float32)} if kept_classes is not None else {}
+        return {**kept,
             "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.int64), "pred": np.zeros(0, np.int64),
             "conf": np.zeros(0, np.float32), "p_true": np.zeros(0, np.float32), "sq_prob": np.zeros(0, np.float32),
             "entropy": np.zeros(0, np.float32), "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool),
@@ -559,6 +577,18 @@ def _empty_record(task: str) -> dict[str, np.ndarray]:
 
 
 _MANIFEST_FIELDS = {"identity": dict, "cell_seconds": dict}  # what resuming or overwriting a run reads
+
+
+@functools.lru_cache(maxsize=1)
+def _source_commit() -> str | None:
+    """The git commit of the robustbench_mm source that ran (None outside a git checkout), as
+    lm-evaluation-harness records `git_hash` (lm_eval/utils.py, get_git_commit_hash)."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 class _Store:
@@ -705,7 +735,8 @@ class _Store:
             "complete": bool(complete),
             "status": "complete" if complete else "running",
             "plugins": self.plugins,
-            "package": {"robustbench_mm": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+            "package": {"robustbench_mm": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+                        "git": _source_commit()},
             "protocol": {"name": protocol.name, "hash": protocol.hash, "seed": protocol.seed, "metrics": list(protocol.metrics)},
             "models": self.identity["models"],
             "dataset": self.identity["dataset"],

@@ -200,6 +200,40 @@ def cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | No
     return {name: float(resampled_metric(record, name, task, num_classes, ones)[0]) for name in task_metrics(task)}
 
 
+SE_SUFFIX = "_se"
+JACKKNIFE_GROUPS = 1000
+
+
+def cell_standard_errors(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:
+    """`<metric>_se` for every metric of one cell: the jackknife standard error of the cell's value.
+
+    Delete-a-group jackknife through `resampled_metric` (the same code as the cell value, so the SE
+    is the SE of the number in the table): samples go to G = min(n, 1000) groups by position
+    (i mod G), theta_g is the metric without group g, and SE^2 = (G - 1) / G * sum_g (theta_g - mean)^2.
+    With n <= 1000 this is the delete-one jackknife, which for a mean of per-sample values
+    (accuracy, NLL, Brier, confidence, MAE) is exactly s / sqrt(n) with the n - 1 sample variance:
+    for accuracy sqrt(p (1 - p) / (n - 1)), the binomial SE. ECE, macro-F1, Pearson and sign
+    accuracy get the same jackknife without a closed form. NaN for a single sample.
+    """
+    n = _check_record(record, task)
+    groups = min(n, JACKKNIFE_GROUPS)
+    if groups < 2:
+        return {name + SE_SUFFIX: float("nan") for name in task_metrics(task)}
+    member = np.arange(n) % groups
+    out = {}
+    for name in task_metrics(task):
+        theta = []
+        rows = max(1, 2**22 // n)  # weight rows per product: about 32 MB of float64
+        for start in range(0, groups, rows):
+            g = np.arange(start, min(groups, start + rows))
+            weights = (member[None, :] != g[:, None]).astype(np.float64)
+            theta.append(resampled_metric(record, name, task, num_classes, weights))
+        theta = np.concatenate(theta)
+        with np.errstate(invalid="ignore"):
+            out[name + SE_SUFFIX] = float(np.sqrt((groups - 1) / groups * np.sum((theta - theta.mean()) ** 2)))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Robustness summaries over a tidy cells table (columns as in cells.csv)
 # ---------------------------------------------------------------------------------------------

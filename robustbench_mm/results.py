@@ -6,9 +6,11 @@
                              `complete` (false from the start, true once the last cell is
                              written), `plugins` [{name, source, sha256}] that shaped the protocol
       cells.csv              one row per model x seed x condition: the condition's fields, n,
-                             the per-cell metrics, seconds
+                             the per-cell metrics, their jackknife standard errors (`<metric>_se`,
+                             metrics.cell_standard_errors), seconds
       samples/<cell_id>.npz  per-sample records (numpy alone loads them):
                              classification: ids, target, pred, conf, p_true, sq_prob, entropy, affected
+                             (+ probs, float32 (n, K), with keep_probabilities)
                              regression: ids, target, output, affected
                              (+ `nonfinite`, True where the model output NaN/Inf, and the
                              cells.csv column of its count, in a run that counts them as wrong;

@@ -190,7 +190,7 @@ def test_swap_permutes_tokens_instead_of_copying():
     assert torch.equal(torch.sort(y, dim=1).values, torch.sort(x, dim=1).values), "swap must keep the multiset"
 
 
-@pytest.mark.parametrize("name", ["affine", "elastic", "pixelate", "motion_blur", "gaussian_blur", "jpeg"])
+@pytest.mark.parametrize("name", ["affine", "elastic", "pixelate", "motion_blur", "gaussian_blur", "jpeg", "glass_blur", "zoom_blur"])
 def test_geometric_kernels_keep_orientation_of_non_square_images(name):
     mspec = ModalitySpec("pix", "image", (1, 16, 15), value_range=(0.0, 1.0))
     rows = torch.linspace(0, 1, 16)[:, None].expand(16, 15)  # vertical ramp: a transpose would be a horizontal one
@@ -210,9 +210,7 @@ def test_gaussian_noise_has_the_declared_sigma_in_grey_levels():
     assert sigma > 1.0
 
 
-IMAGE_KERNELS = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur", "defocus_blur",
-                 "motion_blur", "contrast", "brightness", "desaturate", "pixelate", "jpeg", "occlusion", "affine",
-                 "elastic"]
+IMAGE_KERNELS = [s.name for s in list_corruptions("image") if s.source == "builtin"]
 
 
 @pytest.mark.parametrize("name", IMAGE_KERNELS)

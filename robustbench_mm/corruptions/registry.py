@@ -92,6 +92,12 @@ class CorruptionSpec:
 
 _REGISTRY: dict[str, CorruptionSpec] = {}
 
+# ImageNet-C's names (hendrycks/robustness, ImageNet-C/create_c/make_imagenet_c.py, the keys of its
+# distortion table) for the corruptions we name otherwise, so its protocols and result files can be
+# read as written. Each maps to the same operation; ImageNet-C's `saturate` is not our `desaturate`
+# (it scales HSV saturation by 0.3 ... 20, over-saturating from level 3) and so is no alias.
+ALIASES: dict[str, str] = {"jpeg_compression": "jpeg", "elastic_transform": "elastic"}
+
 
 def corruption(
     name: str,
@@ -124,6 +130,8 @@ def corruption(
 
     def register(fn: CorruptionFn) -> CorruptionFn:
         source = getattr(fn, "__module__", "builtin")
+        if name in ALIASES:
+            raise InputError(f"corruption {name!r} is already the name of {ALIASES[name]!r} (an ImageNet-C alias)")
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise InputError(f"corruption {name!r} is already registered by {_REGISTRY[name].source}")
         _REGISTRY[name] = CorruptionSpec(
@@ -144,8 +152,10 @@ def corruption(
 
 
 def get_corruption(name: str) -> CorruptionSpec:
+    """The registered corruption `name`, or the one an ImageNet-C alias (`ALIASES`) stands for."""
+    name = ALIASES.get(name, name)
     if name not in _REGISTRY:
-        raise one_of("corruption", name, _REGISTRY)
+        raise one_of("corruption", name, list(_REGISTRY) + [a for a, n in ALIASES.items() if n in _REGISTRY])
     return _REGISTRY[name]
 
 

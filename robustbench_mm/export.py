@@ -1,0 +1,184 @@
+"""A run in the result formats the field already reads: RobustBench's and lm-evaluation-harness's.
+
+robustbench : per model `<model>.json` in RobustBench's corruption-leaderboard layout, the fields of
+    its `ModelInfo` (github:RobustBench/robustbench, robustbench/utils.py, ModelInfo and
+    update_json: accuracies as strings of percentages rounded to 2 decimals, `corruptions_acc` the
+    mean over every (corruption, severity) cell as in eval.py `corruptions_evaluation`), plus
+    `unaggregated_results.csv`, its wide model x (corruption, severity) table of accuracies as
+    fractions (model_info/<dataset>/corruptions/unaggregated_results.csv: two header rows,
+    model names as the index). ImageNet-C's names are used where we call a corruption otherwise.
+lm-eval : `<model>/results.json` per model in lm-evaluation-harness's results layout
+    (github:EleutherAI/lm-evaluation-harness, lm_eval/evaluator_utils.py EvalAcc._to_eval_results
+    and lm_eval/evaluator.py simple_evaluate): `results` per task with `<metric>,none` and
+    `<metric>_stderr,none`, `configs`, `versions`, `n-shot`, `higher_is_better`, `n-samples`,
+    `config`, `git_hash`, `date`. One task per cell (condition, and seed when there are several).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .corruptions.registry import ALIASES
+from .errors import InputError, one_of
+from .metrics import METRICS, SE_SUFFIX
+from .results import Run, atomic_write
+
+FORMATS = ("robustbench", "lm-eval")
+
+# robustbench/data.py CORRUPTIONS: the column order of its unaggregated_results.csv
+ROBUSTBENCH_ORDER = ("shot_noise", "motion_blur", "snow", "pixelate", "gaussian_noise", "defocus_blur", "brightness",
+                     "fog", "zoom_blur", "frost", "glass_blur", "impulse_noise", "contrast", "jpeg_compression",
+                     "elastic_transform")
+_IMAGENET_C_NAME = {ours: theirs for theirs, ours in ALIASES.items()}
+
+
+def export_run(run: Run | str | Path, out: str | Path, fmt: str) -> list[Path]:
+    """Write `run` in format `fmt` (one of FORMATS) under the folder `out`; returns the files written."""
+    run = run if isinstance(run, Run) else Run(run)
+    if fmt not in FORMATS:
+        raise one_of("export format", fmt, FORMATS)
+    if run.cells.empty:
+        raise InputError(f"run {run.path} has no cells to export")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {out}: {e.strerror or e}; choose a writable --out") from None
+    return _robustbench(run, out) if fmt == "robustbench" else _lm_eval(run, out)
+
+
+def _pct(value: float) -> str:
+    return str(round(float(value) * 100, 2))
+
+
+def corruption_table(run: Run) -> pd.DataFrame:
+    """Accuracy per model x (corruption, severity), fractions, ImageNet-C names, mean over seeds.
+
+    Only cells of the corruption family with every sample corrupted (rate 1) and an integer
+    severity 1-5 count, as on RobustBench. When a run corrupts several modalities in turn, the
+    corruption label becomes `name:modality`, one column group per modality.
+    """
+    cells = run.cells
+    if "accuracy" not in cells:
+        raise InputError(f"run {run.path}: the robustbench format needs accuracy; this run's task has none")
+    picked = cells[(cells["family"] == "corruption") & (cells["rate"] == 1.0) & cells["level"].isin([1, 2, 3, 4, 5])]
+    if picked.empty:
+        raise InputError(f"run {run.path}: no corruption cells at severities 1-5 with rate 1 (try --protocol imagenet-c)")
+    picked = picked.assign(corruption=picked["name"].map(lambda n: _IMAGENET_C_NAME.get(n, n)))
+    if picked["modalities"].nunique() > 1:
+        picked = picked.assign(corruption=picked["corruption"] + ":" + picked["modalities"])
+    table = picked.pivot_table(index="model", columns=["corruption", "level"], values="accuracy", aggfunc="mean", sort=False)
+    order = {name: i for i, name in enumerate(ROBUSTBENCH_ORDER)}
+    seen = list(dict.fromkeys(c for c, _ in table.columns))
+    first = sorted(seen, key=lambda c: (order.get(c.split(":")[0], len(order)), seen.index(c)))
+    columns = [(c, lv) for c in first for lv in sorted({lv for cc, lv in table.columns if cc == c})]
+    table = table[columns]
+    table.columns = pd.MultiIndex.from_tuples([(c, int(lv)) for c, lv in columns])
+    table.index.name = None
+    models = list(dict.fromkeys(cells["model"]))
+    return table.loc[[m for m in models if m in table.index]]
+
+
+def _robustbench(run: Run, out: Path) -> list[Path]:
+    table = corruption_table(run)
+    cells = run.cells
+    dataset = run.manifest.get("dataset", {}).get("name")
+    written = []
+    for model in table.index:
+        clean = cells[(cells["model"] == model) & (cells["family"] == "clean")]["accuracy"]
+        if clean.empty:
+            raise InputError(f"run {run.path}: model {model!r} has no clean cell; the robustbench format needs clean_acc")
+        facts = next((m.get("config", {}) for m in run.manifest.get("models", []) if m.get("name") == model), {})
+        info = {  # robustbench/utils.py ModelInfo, in its field order
+            "link": None,
+            "name": model,
+            "authors": None,
+            "additional_data": None,
+            "number_forward_passes": 1,
+            "dataset": dataset,
+            "venue": None,
+            "architecture": facts.get("fusion") or facts.get("kind"),
+            "eps": None,
+            "clean_acc": _pct(clean.mean()),
+            "reported": None,
+            "corruptions_acc": _pct(np.nanmean(table.loc[model].to_numpy(dtype=float))),
+            "corruptions_acc_3d": None,
+            "corruptions_mce": None,  # RobustBench normalises by AlexNet's errors, which a run does not hold
+            "corruptions_mce_3d": None,
+            "autoattack_acc": None,
+            "footnote": f"robustbench-mm run {run.path.name}, protocol {run.manifest.get('protocol', {}).get('name')}",
+        }
+        path = out / f"{model}.json"
+        atomic_write(path, (json.dumps(info, indent=2) + "\n").encode())
+        written.append(path)
+    path = out / "unaggregated_results.csv"
+    atomic_write(path, table.to_csv(lineterminator="\n").encode())
+    return written + [path]
+
+
+def _task_name(row: pd.Series, several_seeds: bool) -> str:
+    return f"{row['condition']}#seed={row['seed']}" if several_seeds else str(row["condition"])
+
+
+def _lm_eval(run: Run, out: Path) -> list[Path]:
+    cells, manifest = run.cells, run.manifest
+    metrics = [c for c in cells.columns if c in METRICS]
+    several_seeds = cells["seed"].nunique() > 1
+    protocol = manifest.get("protocol", {})
+    package = manifest.get("package", {})
+    written = []
+    for model, group in cells.groupby("model", sort=False):
+        results, configs, versions, n_shot, better, n_samples = {}, {}, {}, {}, {}, {}
+        for _, row in group.iterrows():
+            task = _task_name(row, several_seeds)
+            entry = {"alias": task}
+            for m in metrics:
+                se = row.get(m + SE_SUFFIX, np.nan)
+                entry[f"{m},none"] = None if pd.isna(row[m]) else float(row[m])
+                entry[f"{m}_stderr,none"] = "N/A" if pd.isna(se) else float(se)  # lm-eval writes "N/A" without one
+            results[task] = entry
+            configs[task] = {
+                "task": task, "family": row["family"], "corruption": row["name"], "modalities": row["modalities"],
+                "level": float(row["level"]), "param": None if pd.isna(row["param"]) else float(row["param"]),
+                "rate": float(row["rate"]), "seed": int(row["seed"]), "group": row["group"],
+                "protocol": protocol.get("name"), "protocol_seed": protocol.get("seed"),
+            }
+            versions[task] = f"{protocol.get('name')}@{str(protocol.get('hash', ''))[:12]}"
+            n_shot[task] = 0
+            better[task] = {m: METRICS[m].higher_is_better for m in metrics}
+            n_samples[task] = {"original": int(manifest.get("dataset", {}).get("n", row["n"])), "effective": int(row["n"])}
+        facts = next((m for m in manifest.get("models", []) if m.get("name") == model), {})
+        document = {
+            "results": results,
+            "group_subtasks": {},
+            "configs": configs,
+            "versions": versions,
+            "n-shot": n_shot,
+            "higher_is_better": better,
+            "n-samples": n_samples,
+            "config": {
+                "model": model,
+                "model_args": {"sha256": facts.get("sha256"), **facts.get("config", {})},
+                "batch_size": manifest.get("batch_size"),
+                "device": manifest.get("device"),
+                "random_seed": protocol.get("seed"),
+                "dataset": manifest.get("dataset", {}).get("name"),
+                "split": manifest.get("dataset", {}).get("split"),
+                "rng": manifest.get("rng"),
+            },
+            "git_hash": package.get("git"),
+            "date": manifest.get("started"),
+            "robustbench_mm_version": package.get("robustbench_mm"),
+            "torch_version": package.get("torch"),
+            "numpy_version": package.get("numpy"),
+            "python_version": package.get("python"),
+        }
+        path = out / model / "results.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
+        written.append(path)
+    return written
