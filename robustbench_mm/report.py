@@ -694,11 +694,14 @@ def _ranking(data: _Data, out_figs: list) -> _Section:
     if len(scores) < 2:
         sec.blocks.append(_Text("Omitted: fewer than 2 perturbed conditions are shared by every model."))
         return sec
-    result = critical_difference(scores.to_numpy(), data.models, alpha=ALPHA, higher_is_better=data.higher_is_better)
+    # accuracies of models on the same samples tie often: the tie-corrected statistic, said by name
+    result = critical_difference(
+        scores.to_numpy(), data.models, alpha=ALPHA, higher_is_better=data.higher_is_better, tie_correction=True
+    )
     fr = result.friedman
     sec.blocks.append(_Text(
         f"Friedman test over the {fr.n} perturbed conditions shared by all {fr.k} models (ranks 1 = best, "
-        f"replicates averaged per condition): χ²_F = {fr.chi2:.2f}, p = {_fmt_p(fr.p_value)}; Iman–Davenport "
+        f"replicates averaged per condition; {fr.formula}): χ²_F = {fr.chi2:.2f}, p = {_fmt_p(fr.p_value)}; Iman–Davenport "
         f"F = {fr.f_stat:.2f}, p = {_fmt_p(fr.f_p_value)}. Nemenyi critical difference at α = {ALPHA:g}: "
         f"CD = {result.cd:.3f}; models joined by a bar do not differ significantly. Conditions are not independent "
         "datasets (they share samples), so read the ranking as descriptive."

@@ -350,3 +350,16 @@ def test_report_renders_in_headless_chromium_with_its_images(report_dir, tmp_pat
     # (#E69F00, used by no CSS rule) covers many pixels of the curves and removal figures
     orange = (np.abs(pixels - np.array([0xE6, 0x9F, 0x00])).sum(axis=2) < 30).sum()
     assert orange > 500
+
+
+def test_ranking_says_which_friedman_statistic_it_used(three_model_run, report_dir):
+    """Ties are common among accuracies on the same samples: the tie-corrected chi2, named, and equal to scipy's."""
+    from scipy.stats import friedmanchisquare
+
+    md = (report_dir / "report.md").read_text()
+    ranking = md.split("## Statistical ranking")[1]
+    assert "Friedman chi2 with tie correction (as scipy.stats.friedmanchisquare)" in ranking
+    cells = pd.read_csv(three_model_run / "cells.csv")
+    scores = cells[cells["family"] != "clean"].pivot_table(index="condition", columns="model", values="accuracy")
+    chi2 = friedmanchisquare(*[scores[m] for m in ["concat", "concat+cal", "late"]]).statistic
+    assert f"χ²_F = {chi2:.2f}" in ranking
