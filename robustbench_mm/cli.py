@@ -20,22 +20,39 @@ TRUST_HELP = (
 )
 
 
+TRUST_DATA_HELP = (
+    "read pickled datasets (MultiBench .pkl): a pickle can execute arbitrary code on this machine, "
+    "so use this only for data files you created or fully trust (default: refused)"
+)
+FORMAT_CHOICES = ("npz", "pt", "hdf5", "csd", "affect-pickle", "parquet", "npy-folder", "media")
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMAT_CHOICES, help="how to read the data path (default: detected from the path; rbmm list datasets describes each)")
+    p.add_argument("--trust-data", action="store_true", help=TRUST_DATA_HELP)
+    p.add_argument("--tokenizer", metavar="MODULE:FUNCTION", help="text -> list of token ids for media/Parquet text (default: a whitespace vocabulary of the train split)")
+
+
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="state-dict file for a `module:factory` model")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
 
 
 def _add_data(p: argparse.ArgumentParser, flag: str = "--data", default: str | None = "mfeat") -> None:
-    p.add_argument(flag, default=default, help="mfeat, mfeat-all, synthetic[:k=v,...], a .npz/.pt feature file, or module:factory (default: %(default)s)")
+    p.add_argument(flag, default=default, help="mfeat, mfeat-all, synthetic[:k=v,...], a .npz/.pt feature file, a data path (see --format), or module:factory (default: %(default)s)")
     p.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     p.add_argument("--modalities", nargs="+", help="use only these modalities")
     p.add_argument("--kind", action="append", default=[], metavar="NAME=KIND", help="override an inferred modality kind (repeatable)")
+    _add_format(p)
 
 
 def _load_data(args: argparse.Namespace, source: str, split: str):
     from .datasets import load_dataset, parse_kind_overrides
 
-    return load_dataset(source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind))
+    return load_dataset(
+        source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind),
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+    )
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -89,7 +106,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .datasets import load_splits, parse_kind_overrides
     from .models import train_and_save
 
-    splits = load_splits(args.dataset, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed)
+    splits = load_splits(
+        args.dataset, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+    )
     metrics = train_and_save(
         fusion=args.fusion,
         calibration=args.calibration,
@@ -217,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", nargs="+")
     p.add_argument("--kind", action="append", default=[], metavar="NAME=KIND", help="override an inferred modality kind (repeatable)")
     p.add_argument("--split-seed", type=int, default=0)
+    _add_format(p)
     p.add_argument("--fusion", required=True, help="concat, transformer, conv, late or dynamic")
     p.add_argument("--calibration", action="store_true", help="insert the pre-fusion calibration module")
     p.add_argument("--seed", type=int, default=0)

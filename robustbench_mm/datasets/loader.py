@@ -1,7 +1,8 @@
 """One entry point for every dataset source: `load_dataset` (one split) and `load_splits` (all three).
 
 Sources: "mfeat" (pix+fou+fac), "mfeat-all" (six views), "synthetic" or "synthetic:key=value,...",
-a .npz/.pt feature file, or "module:factory". Built-in sources also take options after a colon
+a .npz/.pt feature file, a path in one of the `readers` formats (`fmt` names it, else detected), or
+"module:factory". Built-in sources also take options after a colon
 ("mfeat:seed=1"); the keyword `seed` is the split seed (and the generator seed of synthetic)
 unless the source string sets one.
 """
@@ -14,11 +15,14 @@ from ..errors import InputError, one_of
 from .batch import MultimodalData
 from .files import SPLITS, load_factory_splits, load_file_splits
 from .mfeat import mfeat_splits
+from .readers import READERS, ReadOptions, detect_format, read_splits
 from .synthetic import SyntheticConfig, synthetic_splits
 
 BUILTIN = ("mfeat", "mfeat-all", "synthetic")
-SOURCE_CHOICES = BUILTIN + ("PATH.npz", "PATH.pt", "module:factory")
+SOURCE_CHOICES = BUILTIN + ("PATH.npz", "PATH.pt", "PATH (see rbmm list datasets)", "module:factory")
 FILE_SUFFIXES = (".npz", ".pt", ".pth")
+FEATURE_FILE_FORMATS = ("npz", "pt")
+FORMATS = FEATURE_FILE_FORMATS + tuple(READERS)
 
 
 def describe_sources() -> dict[str, str]:
@@ -32,6 +36,7 @@ def describe_sources() -> dict[str, str]:
         ) + "' (info=x sets all info_*)",
         "PATH.npz / PATH.pt": "your features: one array per modality + labels [+ split, ids]; kinds inferred, --kind NAME=KIND overrides",
         "module:factory": "a function (taking split= optionally) returning a torch Dataset of dict samples",
+        **{name: f"(--format {name}) {r.description}" for name, r in READERS.items()},
     }
 
 
@@ -56,7 +61,8 @@ def _int_option(options: dict[str, str], key: str, default: int, where: str) -> 
 
 
 def _all_splits(
-    source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool
+    source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
 ) -> tuple[dict[str, MultimodalData], bool]:
     """(splits, selected): `selected` is True when `modalities` was already applied.
 
@@ -77,7 +83,12 @@ def _all_splits(
             raise one_of(f"option of dataset {base!r}", unknown[0], ["seed"])
         split_seed = _int_option(options, "seed", seed, source)
         return mfeat_splits(modalities, seed=split_seed, all_views=base == "mfeat-all"), True
-    if Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
+    if fmt not in (None, *FORMATS):
+        raise one_of("--format", fmt, FORMATS)
+    if fmt in READERS or (fmt is None and detect_format(source)):
+        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer)
+        return read_splits(source, fmt, options), False
+    if fmt in FEATURE_FILE_FORMATS or Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
         return load_file_splits(source, kinds, seed=seed if training else None), False
     if ":" in source:
         return load_factory_splits(source, kinds, seed=seed if training else None), False
@@ -89,13 +100,18 @@ def _select(data: MultimodalData, modalities, selected: bool) -> MultimodalData:
 
 
 def load_splits(
-    source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0
+    source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
 ) -> dict[str, MultimodalData]:
     """{"train", "val", "test"} of a source, train statistics on every split's specs (for training).
 
     A feature file or factory without its own split is split 60/20/20 per class with `seed`.
+    Streamed media are decoded into memory here: training revisits samples in random order.
     """
-    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=True)
+    splits, selected = _all_splits(
+        source, modalities=modalities, kinds=kinds, seed=seed, training=True, fmt=fmt, trust=trust, tokenizer=tokenizer
+    )
+    splits = {s: d.in_memory() if d.streamed else d for s, d in splits.items()}
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
         raise InputError(f"dataset {source!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
@@ -109,12 +125,18 @@ def load_dataset(
     modalities: list[str] | None = None,
     kinds: dict[str, str] | None = None,
     seed: int = 0,
+    fmt: str | None = None,
+    trust: bool = False,
+    tokenizer: str | None = None,
 ) -> MultimodalData:
     """One split of a source. A feature file or factory without its own split is one evaluation
-    set: split "test" is the whole of it."""
+    set: split "test" is the whole of it. fmt: a reader name (default: detected from the path);
+    trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text."""
     if split not in SPLITS:
         raise one_of("split", split, SPLITS)
-    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=False)
+    splits, selected = _all_splits(
+        source, modalities=modalities, kinds=kinds, seed=seed, training=False, fmt=fmt, trust=trust, tokenizer=tokenizer
+    )
     if split not in splits:
         raise InputError(f"dataset {source!r} has no 'split' array, so all of it is the evaluation set; ask for split 'test'")
     if len(splits[split]) == 0:
