@@ -65,7 +65,7 @@ def read(path: Path, options: ReadOptions) -> dict:
 
     where = str(path)
     if not path.is_file():
-        raise InputError(f"Parquet file {where!r} not found")
+        raise InputError(f"{where!r} is not a file; --format parquet reads one .parquet file")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
