@@ -110,6 +110,17 @@ def test_streamed_evaluation_equals_the_same_data_in_memory(tmp_path):
             np.testing.assert_array_equal(ra[k], rb[k])
 
 
+def test_conflict_conditions_on_streamed_data_say_they_need_memory(tmp_path):
+    from robustbench_mm.engine import evaluate
+    from robustbench_mm.models import build_model
+
+    _class_folders(tmp_path / "pets")
+    streamed = load_dataset(str(tmp_path / "pets"), "test", modalities=["image", "audio"])
+    model = build_model({"fusion": "concat", "specs": list(streamed.specs.values()), "num_classes": 2, "dim": 8, "hidden": 8}).eval()
+    message = _error(evaluate, model, streamed, "conflict", out=tmp_path / "run", device="cpu", progress=False)
+    assert "streamed from files" in message and "convert it to a .npz" in message
+
+
 def test_media_bad_cases(tmp_path):
     _class_folders(tmp_path / "a")
     for stem in ("cat01", "cat03"):

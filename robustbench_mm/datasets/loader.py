@@ -111,11 +111,11 @@ def load_splits(
     splits, selected = _all_splits(
         source, modalities=modalities, kinds=kinds, seed=seed, training=True, fmt=fmt, trust=trust, tokenizer=tokenizer
     )
-    splits = {s: d.in_memory() if d.streamed else d for s, d in splits.items()}
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
         raise InputError(f"dataset {source!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
-    return {s: _select(splits[s], modalities, selected) for s in SPLITS}
+    chosen = {s: _select(splits[s], modalities, selected) for s in SPLITS}
+    return {s: d.in_memory() if d.streamed else d for s, d in chosen.items()}
 
 
 def load_dataset(
