@@ -44,6 +44,15 @@ TEXT_SUFFIXES = (".txt",)
 INDEX_NAMES = ("index.csv", "index.jsonl")
 STATS_BATCH = 64  # samples decoded at once for the statistics pass
 DECODE_THREADS = min(8, os.cpu_count() or 1)  # PIL and file reads release the GIL
+_pool: ThreadPoolExecutor | None = None
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """One pool for the process: threads (and their malloc arenas) are made once, not per batch."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="rbmm-decode")
+    return _pool
 
 
 def matches(path: Path) -> bool:
@@ -233,12 +242,12 @@ class StreamedData:
 
     def decode(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         """The inputs of samples lo..hi-1, decoded now (threads: decoding releases the GIL)."""
-        out = {}
-        with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            for m, decoder in self.decoders.items():
-                if m in self.specs:
-                    out[m] = torch.from_numpy(np.stack(list(pool.map(decoder, self.items[m][lo:hi]))))
-        return out
+        pool = _decode_pool()
+        return {
+            m: torch.from_numpy(np.stack(list(pool.map(decoder, self.items[m][lo:hi]))))
+            for m, decoder in self.decoders.items()
+            if m in self.specs
+        }
 
     def batches(self, batch_size: int, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
         """As `MultimodalData.batches`: this rank's contiguous shard, in order, decoded per batch."""
