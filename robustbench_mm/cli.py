@@ -52,6 +52,10 @@ def _registry_text(field: str) -> str:
 
         here = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
         return f"{', '.join(DEVICES)}; this machine: {here}"
+    if field == "data_formats":
+        from .datasets.loader import FORMATS
+
+        return ", ".join(FORMATS)
     if field == "export_formats":
         from .export import FORMATS
 
@@ -64,8 +68,9 @@ def _registry_text(field: str) -> str:
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """Fills {fusions}, {protocols}, {datasets}, {kinds}, {metrics}, {devices}, {export_formats}, {train_defaults} in
-    help texts from the registries, only when help is printed (so other commands skip the imports)."""
+    """Fills {fusions}, {protocols}, {datasets}, {kinds}, {metrics}, {devices}, {data_formats},
+    {export_formats}, {train_defaults} in help texts from the registries, only when help is printed
+    (so other commands skip the imports)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = super()._get_help_string(action) or ""
@@ -91,6 +96,24 @@ TASK_HELP = (
 )
 
 
+TRUST_DATA_HELP = (
+    "read pickled datasets (MultiBench .pkl): a pickle can execute arbitrary code on this machine, "
+    "so use this only for data files you created or fully trust (default: refused)"
+)
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format", metavar="FORMAT",
+        help="how to read the data path, one of {data_formats} (default: detected from the path; `rbmm list datasets` describes each)",
+    )
+    p.add_argument("--trust-data", action="store_true", help=TRUST_DATA_HELP)
+    p.add_argument(
+        "--tokenizer", metavar="MODULE:FUNCTION",
+        help="text -> list of token ids for media/Parquet text (default: a whitespace vocabulary of the train split)",
+    )
+
+
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE", help="state-dict file for a `module:factory` model (default: none: the factory's own weights)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
@@ -113,6 +136,7 @@ def _add_data(p: argparse.ArgumentParser, evaluating: bool = True) -> None:
         help="override an inferred modality kind, KIND one of {kinds} (repeatable; default: inferred from shape and dtype)",
     )
     p.add_argument("--task", choices=["classification", "regression"], help=TASK_HELP)
+    _add_format(p)
 
 
 def _device(text: str, resolve_auto: bool = False) -> str:
@@ -246,7 +270,10 @@ def _say_task(source: str, task: str | None, data) -> None:
 def _load_data(args: argparse.Namespace, source: str, split: str):
     from .datasets import load_dataset, parse_kind_overrides
 
-    data = load_dataset(source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task)
+    data = load_dataset(
+        source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+    )
     _say_task(source, args.task, data)
     if data.split == "all":
         _note(f"dataset {source!r} has no 'split' array: all {len(data)} samples are evaluated (recorded as split 'all')")
@@ -310,7 +337,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     device = _device(args.device, resolve_auto=True)
     _check_writable(Path(args.out), "--out", folder=False)
     splits = load_splits(
-        args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task
+        args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
     )
     _say_task(args.data, args.task, splits["train"])
     metrics = train_and_save(

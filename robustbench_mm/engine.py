@@ -28,7 +28,7 @@ import sys
 import time
 import zipfile
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -179,7 +179,8 @@ def _check_compatible(models: list[_Model], data: MultimodalData, device: torch.
     Returns the class count of a classification run: the models' output width (the truth for a
     classifier, since a test set may hold only some of its classes); a label at or above it is the error.
     """
-    check_tensors(data.specs, data.inputs, data=f"dataset {data.name!r}")
+    if not data.streamed:  # streamed data checks dtype and finiteness as it decodes each batch
+        check_tensors(data.specs, data.inputs, data=f"dataset {data.name!r}")
     for m in models:
         if m.specs:
             check_inputs(m.specs, data.specs, model=f"model {m.name!r}", data=f"for model {m.name!r}, dataset {data.name!r}")
@@ -509,9 +510,7 @@ def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData
     n_batches = -(-len(data) // batch_size)
     start = min(len(data), n_batches * dist.rank // dist.world_size * batch_size)
     stop = min(len(data), n_batches * (dist.rank + 1) // dist.world_size * batch_size)
-    return replace(
-        data, inputs={k: v[start:stop] for k, v in data.inputs.items()}, labels=data.labels[start:stop], ids=data.ids[start:stop]
-    )
+    return data.rows(start, stop)
 
 
 def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData, specs: dict[str, ModalitySpec],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -138,7 +138,12 @@ class MultimodalData:
     task : "classification" (labels int64 class ids, `num_classes` set) or "regression" (float).
     ids : int64 (N,) stable sample ids, unique within the dataset.
     source : how it was loaded (e.g. "mfeat", "synthetic:seed=0", a file path) for manifests.
+    lengths : modality -> int64 (N,) valid time steps per sample, for sequences a reader padded with
+        zeros to one length (the mask is `arange(T) < length`); empty when nothing was padded.
     """
+
+    # Whole tensors in memory; `readers.media.StreamedData` (True) decodes its batches from files.
+    streamed: ClassVar[bool] = False
 
     name: str
     split: str
@@ -150,6 +155,7 @@ class MultimodalData:
     num_classes: int | None = None
     source: str = ""
     class_names: list[str] | None = None
+    lengths: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = int(self.labels.shape[0])
@@ -165,6 +171,9 @@ class MultimodalData:
                 )
         if self.ids.shape != (n,):
             raise InputError(f"dataset {self.name!r}: ids must have shape ({n},), got {tuple(self.ids.shape)}")
+        for name, length in self.lengths.items():
+            if name not in self.specs or length.shape != (n,):
+                raise InputError(f"dataset {self.name!r}: lengths of {name!r} must be one per sample of a modality")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -184,6 +193,7 @@ class MultimodalData:
             self,
             specs={m: self.specs[m] for m in modalities},
             inputs={m: self.inputs[m] for m in modalities},
+            lengths={m: v for m, v in self.lengths.items() if m in modalities},
         )
 
     def subset(self, index: torch.Tensor) -> "MultimodalData":
@@ -193,6 +203,17 @@ class MultimodalData:
             inputs={k: v[index] for k, v in self.inputs.items()},
             labels=self.labels[index],
             ids=self.ids[index],
+            lengths={k: v[index] for k, v in self.lengths.items()},
+        )
+
+    def rows(self, start: int, stop: int) -> "MultimodalData":
+        """Samples start..stop-1 as views (no copy): one rank's shard."""
+        return replace(
+            self,
+            inputs={k: v[start:stop] for k, v in self.inputs.items()},
+            labels=self.labels[start:stop],
+            ids=self.ids[start:stop],
+            lengths={k: v[start:stop] for k, v in self.lengths.items()},
         )
 
     def batches(
@@ -224,7 +245,8 @@ class MultimodalData:
         """SHA-256 over ids, labels and every modality's bytes (for manifests and resume checks)."""
         h = hashlib.sha256()
         h.update(f"{self.name}|{self.split}|{self.task}".encode())
-        for t in [self.ids, self.labels] + [self.inputs[k] for k in sorted(self.inputs)]:
+        tensors = [self.ids, self.labels] + [self.inputs[k] for k in sorted(self.inputs)]
+        for t in tensors + [self.lengths[k] for k in sorted(self.lengths)]:  # no lengths: as before
             a = t.detach().cpu().contiguous().numpy()
             h.update(str(a.dtype).encode() + str(a.shape).encode())
             h.update(np.ascontiguousarray(a).tobytes())

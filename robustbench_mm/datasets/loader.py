@@ -2,7 +2,8 @@
 
 Sources: "mfeat" (pix+fou+fac), "mfeat-all" (six views), "avdigits" (image+audio), "avdigits-all"
 (+ the mfeat vector views), "synthetic" or "synthetic:key=value,...",
-a .npz/.pt feature file, or "module:factory". Built-in sources also take options after a colon
+a .npz/.pt feature file, a path in one of the `readers` formats (`fmt` names it, else detected), or
+"module:factory". Built-in sources also take options after a colon
 ("mfeat:seed=1"); the keyword `seed` is the split seed (and the generator seed of synthetic)
 unless the source string sets one.
 """
@@ -17,11 +18,14 @@ from .avdigits import avdigits_splits
 from .batch import MultimodalData
 from .files import SPLITS, TASKS, WHOLE, load_factory_splits, load_file_splits
 from .mfeat import mfeat_splits
+from .readers import READERS, ReadOptions, detect_format, read_splits
 from .synthetic import SyntheticConfig, synthetic_splits
 
 BUILTIN = ("mfeat", "mfeat-all", "avdigits", "avdigits-all", "synthetic")
-SOURCE_CHOICES = BUILTIN + ("PATH.npz", "PATH.pt", "module:factory")
+SOURCE_CHOICES = BUILTIN + ("PATH.npz", "PATH.pt", "PATH (see rbmm list datasets)", "module:factory")
 FILE_SUFFIXES = (".npz", ".pt", ".pth")
+FEATURE_FILE_FORMATS = ("npz", "pt")
+FORMATS = FEATURE_FILE_FORMATS + tuple(READERS)
 
 
 def describe_sources() -> dict[str, str]:
@@ -39,6 +43,7 @@ def describe_sources() -> dict[str, str]:
         ) + "' (info=x sets all info_*)",
         "PATH.npz / PATH.pt": "your features: one array per modality + labels [+ split, ids]; kinds inferred, --kind NAME=KIND overrides",
         "module:factory": "a function (taking split= optionally) returning a torch Dataset of dict samples",
+        **{name: f"(--format {name}) {r.description}" for name, r in READERS.items()},
     }
 
 
@@ -68,7 +73,8 @@ def is_builtin(source: str) -> bool:
 
 
 def _all_splits(
-    source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool, task: str | None = None
+    source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool, task: str | None = None,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
 ) -> tuple[dict[str, MultimodalData], bool]:
     """(splits, selected): `selected` is True when `modalities` was already applied.
 
@@ -93,7 +99,12 @@ def _all_splits(
             raise one_of(f"option of dataset {base!r}", unknown[0], ["seed"])
         split_seed = _int_option(options, "seed", seed, source)
         return _fixed_task(base, mfeat_splits(modalities, seed=split_seed, all_views=base == "mfeat-all"), task), True
-    if Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
+    if fmt not in (None, *FORMATS):
+        raise one_of("--format", fmt, FORMATS)
+    if fmt in READERS or (fmt is None and detect_format(source)):
+        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer)
+        return _fixed_task(source, read_splits(source, fmt, options), task), False
+    if fmt in FEATURE_FILE_FORMATS or Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
         return load_file_splits(source, kinds, seed=seed if training else None, task=task), False
     if ":" in source:
         return load_factory_splits(source, kinds, seed=seed if training else None, task=task), False
@@ -114,17 +125,22 @@ def _select(data: MultimodalData, modalities, selected: bool) -> MultimodalData:
 def load_splits(
     source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0,
     task: str | None = None,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
 ) -> dict[str, MultimodalData]:
     """{"train", "val", "test"} of a source, train statistics on every split's specs (for training).
 
     A feature file or factory without its own split is split 60/20/20 per class with `seed`.
     task : "classification" | "regression" for a file or factory (None: from the labels' dtype).
+    Streamed media are decoded into memory here: training revisits samples in random order.
     """
-    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task)
+    splits, selected = _all_splits(
+        source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer
+    )
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
         raise InputError(f"dataset {source!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
-    return {s: _select(splits[s], modalities, selected) for s in SPLITS}
+    chosen = {s: _select(splits[s], modalities, selected) for s in SPLITS}
+    return {s: d.in_memory() if d.streamed else d for s, d in chosen.items()}
 
 
 def load_dataset(
@@ -135,13 +151,19 @@ def load_dataset(
     kinds: dict[str, str] | None = None,
     seed: int = 0,
     task: str | None = None,
+    fmt: str | None = None,
+    trust: bool = False,
+    tokenizer: str | None = None,
 ) -> MultimodalData:
     """One split of a source. A feature file or factory without its own split is one evaluation
     set: asking for "test" (the default) or "all" gives the whole of it, with split "all" (as the
-    run's manifest then records). task : as in `load_splits`."""
+    run's manifest then records). task : as in `load_splits`. fmt: a reader name (default: detected
+    from the path); trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text."""
     if split not in SPLITS + (WHOLE,):
         raise one_of("split", split, SPLITS + (WHOLE,))
-    splits, selected = _all_splits(source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task)
+    splits, selected = _all_splits(
+        source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer
+    )
     if WHOLE in splits and split in ("test", WHOLE):
         split = WHOLE
     if split not in splits:
