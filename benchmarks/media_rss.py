@@ -70,7 +70,7 @@ def main() -> None:
         per_sample = folder_bytes(train) / 300
         ckpt = root / "concat.pt"
         if not ckpt.exists():
-            wall, rss, rc = run_child(["train", "--dataset", str(train), "--fusion", "concat", "--epochs", "1", "--out", str(ckpt), "--quiet"])
+            wall, rss, rc = run_child(["train", "--data", str(train), "--fusion", "concat", "--epochs", "1", "--out", str(ckpt), "--quiet"])
             assert rc == 0, "training failed"
         rows = []
         for gb in args.sizes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,7 @@ def _one_line_error(capsys) -> str:
 
 def test_cli_format_help_names_the_library_formats(capsys):
     eval_help = build_parser()._subparsers._group_actions[0].choices["eval"].format_help()
+    eval_help = re.sub(r"-\s+", "-", re.sub(r"\s+", " ", eval_help))  # undo argparse's line wrapping
     assert all(f in eval_help for f in FORMATS)
     capsys.readouterr()
     assert main(["show", "protocol", "quick", "--data", "x", "--format", "nope"]) == 2
@@ -39,7 +42,7 @@ def test_train_then_eval_on_an_npy_folder_and_format_override(tmp_path, capsys, 
     monkeypatch.chdir(tmp_path)
     _avmnist(tmp_path / "av")
     ckpt = tmp_path / "m.pt"
-    assert main(["train", "--dataset", str(tmp_path / "av"), "--fusion", "concat", "--out", str(ckpt), "--epochs", "1", "--quiet"]) == 0
+    assert main(["train", "--data", str(tmp_path / "av"), "--fusion", "concat", "--out", str(ckpt), "--epochs", "1", "--quiet"]) == 0
     assert main(["eval", str(ckpt), "--data", str(tmp_path / "av"), "--protocol", "quick", "--out", str(tmp_path / "run"), "--quiet"]) == 0
     cells = pd.read_csv(tmp_path / "run" / "cells.csv")
     assert (cells["n"] == 10).all()
