@@ -13,9 +13,10 @@ from robustbench_mm.datasets.loader import FORMATS
 
 
 def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("rbmm: error: ") and "\n" not in err, err
-    return err
+    """The error, one line (notes and warnings from earlier steps in this process may precede it)."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith(("rbmm: note:", "rbmm: warning:"))]
+    assert len(lines) == 1 and lines[0].startswith("rbmm: error: "), lines
+    return lines[0]
 
 
 def test_cli_format_help_names_the_library_formats(capsys):
