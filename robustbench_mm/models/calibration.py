@@ -15,9 +15,14 @@ Between the encoders and an unchanged fusion backbone. For every modality m:
 
 The last layer starts at zero, so at initialisation every gate is exactly 1 and the model
 computes exactly what the same backbone without calibration computes.
+
+Each forward keeps the gates it applied (`last_gates`, detached), so the engine can write them
+into the per-sample records and a study can see whether they fall on conflicting inputs.
 """
 
 from __future__ import annotations
+
+from math import nan
 
 import torch
 from torch import nn
@@ -41,6 +46,7 @@ class PreFusionCalibration(nn.Module):
         self.gates = nn.Linear(h, 1 + dim)
         nn.init.zeros_(self.gates.weight)
         nn.init.zeros_(self.gates.bias)
+        self.last_gates: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # m -> (instance, mean dim), (B,)
 
     def cues(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, M, 3r + 2): [summary, agreement, products, conflicts, fraction of others present].
@@ -74,7 +80,12 @@ class PreFusionCalibration(nn.Module):
     def forward(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The original features rescaled by their gates (token features: same gate per token)."""
         out = {}
-        for m, (instance, channel) in self.compute_gates(features, present).items():
+        gates = self.compute_gates(features, present)
+        self.last_gates = {  # NaN where m is absent: its features are zeroed after the gate anyway
+            m: (g.detach().float().masked_fill(~present[m], nan), d.detach().float().mean(-1).masked_fill(~present[m], nan))
+            for m, (g, d) in gates.items()
+        }
+        for m, (instance, channel) in gates.items():
             scale = instance.unsqueeze(-1) * channel
             f = features[m]
             out[m] = f * (scale.unsqueeze(1) if f.dim() == 3 else scale)
