@@ -3,6 +3,8 @@ the model actually applied, the same with and without encoder reuse and for any 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,41 @@ def test_uncalibrated_and_foreign_models_write_no_gate_fields(tmp_path, protocol
     run = evaluate(models, data, protocol, out=tmp_path / "r", batch_size=8, progress=False)
     for cid in run.cells["cell_id"]:
         assert set(run.samples(cid)) == RECORD_FIELDS, cid
+
+
+def test_report_gate_section_matches_the_records_and_says_why_when_absent(tmp_path, protocol):
+    from robustbench_mm.report import write_report
+
+    data = tiny_data()
+    named = [SimpleNamespace(module=calibrated(data), name="concat+cal"),
+             SimpleNamespace(module=calibrated(data, calibration=False, seed=1), name="concat")]
+    with_gates = evaluate(named, data, protocol,
+                          out=tmp_path / "g", batch_size=16, progress=False)
+    write_report(tmp_path / "g", tmp_path / "rep-g")
+    md = (tmp_path / "rep-g" / "report.md").read_text()
+    assert "## Calibration gates" in md and "figures/gates.png" in md
+    table = __import__("pandas").read_csv(tmp_path / "rep-g" / "tables" / "gates.csv")
+    model = "concat+cal"
+    assert set(table["model"]) == {model}
+    assert set(table["input"]) == {"clean", "corrupted", "conflicting", "other conflicting"}
+    # independent computation for one row: noise on vec (both levels, both rates), affected samples only
+    cells = with_gates.cells[(with_gates.cells["model"] == model)]
+    clean = with_gates.samples(cells.loc[cells["family"] == "clean", "cell_id"].item())
+    changes, lower = [], []
+    for cid in cells.loc[(cells["family"] == "corruption") & (cells["modalities"] == "vec"), "cell_id"]:
+        rec = with_gates.samples(cid)
+        assert np.array_equal(rec["ids"], clean["ids"])
+        hit = rec["affected"]
+        diff = rec["gate_instance_vec"][hit].astype(np.float64) - clean["gate_instance_vec"][hit]
+        changes.append(diff)
+        lower.append(diff < 0)
+    row = table[(table["modality"] == "vec") & (table["input"] == "corrupted")].iloc[0]
+    assert row["n"] == sum(len(c) for c in changes)
+    assert row["median_change_instance"] == pytest.approx(np.median(np.concatenate(changes)), abs=1e-7)
+    assert row["lower_instance"] == pytest.approx(np.concatenate(lower).mean())
+
+    evaluate([calibrated(data, calibration=False)], data, protocol, out=tmp_path / "n", batch_size=16, progress=False)
+    write_report(tmp_path / "n", tmp_path / "rep-n")
+    md = (tmp_path / "rep-n" / "report.md").read_text()
+    assert "## Calibration gates" in md and "no model in these runs recorded calibration gates" in md
+    assert not (tmp_path / "rep-n" / "tables" / "gates.csv").exists()

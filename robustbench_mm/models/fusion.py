@@ -96,7 +96,12 @@ class FusionModel(nn.Module):
     def _add_calibration(self) -> None:
         """Called last in subclass constructors, so the other weights do not depend on it."""
         self.calibrate = (
-            PreFusionCalibration(self.modalities, int(self.config["dim"])) if self.config["calibration"] else None
+            PreFusionCalibration(
+                self.modalities, int(self.config["dim"]),
+                conflict=float(self.config.get("calibration_conflict", 0.0)),  # opt-in, README "Do the calibration gates see conflict?"
+                relative=bool(self.config.get("calibration_relative", False)),
+            )
+            if self.config["calibration"] else None
         )
 
     def gate_fields(self) -> list[str]:
