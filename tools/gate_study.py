@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from torch.nn import functional as F
 
 from robustbench_mm.datasets import load_dataset, load_splits
 from robustbench_mm.demo import model_name
@@ -32,7 +34,7 @@ from robustbench_mm.models import load_model
 from robustbench_mm.models.training import train_and_save
 from robustbench_mm.report import gate_summary, gate_samples
 from robustbench_mm.results import load_runs
-from robustbench_mm.stats import holm, mean_ci, paired_ttest
+from robustbench_mm.stats import cliffs_delta, holm, mean_ci, paired_ttest
 
 PROTOCOLS = ("standard", "missing", "conflict")
 
@@ -64,12 +66,12 @@ def train(dataset: str, seeds, backbones, cache: Path, epochs: int | None, modal
     return zoo
 
 
-def run_all(dataset: str, zoo: dict[int, list[Path]], out: Path) -> dict[tuple[int, str], Path]:
+def run_all(dataset: str, zoo: dict[int, list[Path]], out: Path, protocols=PROTOCOLS) -> dict[tuple[int, str], Path]:
     data = load_dataset(dataset, "test")
     runs = {}
     for seed, paths in zoo.items():
         models = [load_model(p) for p in paths]
-        for protocol in PROTOCOLS:
+        for protocol in protocols:
             run = out / _safe(dataset) / f"{protocol}-seed-{seed}"
             t0 = time.perf_counter()
             evaluate(models, data, protocol, out=run, progress=False)
@@ -112,7 +114,7 @@ def gate_table(dataset: str, runs: dict[tuple[int, str], Path]) -> pd.DataFrame:
 
 def accuracy_table(dataset: str, runs: dict[tuple[int, str], Path], backbones) -> pd.DataFrame:
     rows = []
-    for protocol in PROTOCOLS:
+    for protocol in dict.fromkeys(p for _, p in runs):
         cells = load_runs([run for (seed, p), run in runs.items() if p == protocol]).cells
         cells["training_seed"] = cells["run"].str.extract(r"seed-(\d+)$", expand=False).astype(int)
         acc = cells.groupby(["training_seed", "model"])["accuracy"].mean().unstack("model")
@@ -122,6 +124,69 @@ def accuracy_table(dataset: str, runs: dict[tuple[int, str], Path], backbones) -
             rows.append({"dataset": dataset, "backbone": backbone, "protocol": protocol, "seeds": len(a),
                          "without": a.mean(), "with_cal": b.mean(), "gain": ci.mean, "low": ci.low, "high": ci.high,
                          "p": paired_ttest(b, a).p_value})
+    return pd.DataFrame(rows)
+
+
+def _swapped_features(model, data, generator: torch.Generator):
+    """Clean features of every sample, and for each modality a copy where only it comes from a random
+    sample of another class (what the `conflict` protocol does, on the encoded features)."""
+    with torch.no_grad():
+        features = {m: model.encode(m, data.inputs[m]) for m in model.modalities}
+    labels, n = data.labels, len(data.labels)
+    donor = torch.randint(0, n, (n,), generator=generator)
+    for _ in range(50):  # redraw donors of the same class
+        same = labels[donor] == labels
+        if not same.any():
+            break
+        donor[same] = torch.randint(0, n, (int(same.sum()),), generator=generator)
+    return features, {m: dict(features, **{m: features[m][donor]}) for m in model.modalities}
+
+
+def cue_probe(checkpoint: Path, dataset: str) -> pd.DataFrame:
+    """Can the calibration cues tell a swapped modality from a clean one, and does the gate use them?
+
+    A logistic-regression probe (torch LBFGS) on the cue vector of modality m, fitted on the
+    training split (clean vs m swapped), scored on the test split as AUC = (Cliff's delta + 1) / 2;
+    beside it the AUC of the trained instance gate itself (lower gate = swapped).
+    """
+    model = load_model(checkpoint).module.eval()
+    splits = load_splits(dataset)
+    g = torch.Generator().manual_seed(0)
+    cues, gates = {}, {}
+    for split in ("train", "test"):
+        clean, swapped = _swapped_features(model, splits[split], g)
+        present = model.presence(clean, None)
+        with torch.no_grad():
+            base_cues, base_gates = model.calibrate.cues(clean, present), model.calibrate.compute_gates(clean, present)
+            for i, m in enumerate(model.modalities):
+                other_cues = model.calibrate.cues(swapped[m], present)
+                cues[split, m] = (base_cues[:, i], other_cues[:, i])
+                gates[split, m] = (base_gates[m][0], model.calibrate.compute_gates(swapped[m], present)[m][0])
+    rows = []
+    for i, m in enumerate(model.modalities):
+        (a, b), (ta, tb) = cues["train", m], cues["test", m]
+        x, y = torch.cat([a, b]), torch.cat([torch.zeros(len(a)), torch.ones(len(b))])
+        mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)
+        w = torch.zeros(x.shape[1], requires_grad=True)
+        c = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.LBFGS([w, c], max_iter=200)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits((x - mu) / sd @ w + c, y) + 1e-3 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            score_clean, score_swapped = ((ta - mu) / sd @ w + c).numpy(), ((tb - mu) / sd @ w + c).numpy()
+        g_clean, g_swapped = gates["test", m]
+        rows.append({
+            "dataset": dataset, "checkpoint": checkpoint.parent.name + "/" + checkpoint.stem, "modality": m,
+            "probe_auc": (cliffs_delta(score_swapped, score_clean) + 1) / 2,
+            "gate_auc": (cliffs_delta(g_clean.numpy(), g_swapped.numpy()) + 1) / 2,
+            "gate_lower": float((g_swapped < g_clean).float().mean()),
+        })
     return pd.DataFrame(rows)
 
 
@@ -139,21 +204,34 @@ def main() -> None:
     ap.add_argument("--data", action="append", help="dataset (repeatable); default avdigits and synthetic:conflict=0.3")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--backbones", nargs="+", default=["concat"])
+    ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     ap.add_argument("--epochs", type=int, default=None, help="training epoch cap (default: the recipe's)")
     ap.add_argument("--modality-dropout", type=float, default=0.0)
     ap.add_argument("--calibration-conflict", type=float, default=0.0,
                     help="train the calibrated models with this fraction of feature swaps (PreFusionCalibration.swap_for_training)")
     ap.add_argument("--relative-gate", action="store_true",
                     help="calibrated models: instance gates divided by their mean over present modalities")
+    ap.add_argument("--probe", action="store_true",
+                    help="only the cue probe: of every cached calibrated checkpoint (trains none, evaluates none)")
     ap.add_argument("--cache", type=Path, default=Path("results/gate-study/checkpoints"))
     ap.add_argument("--out", type=Path, default=Path("results/gate-study"))
     args = ap.parse_args()
     started = time.perf_counter()
+    if args.probe:
+        probes = []
+        for dataset in args.data or ["avdigits", "synthetic:conflict=0.3"]:
+            for seed in args.seeds:
+                for backbone in args.backbones:
+                    path = args.cache / _safe(dataset) / f"seed-{seed}" / f"{model_name(backbone, True)}.pt"
+                    probes.append(cue_probe(path, dataset))
+        print(_md(pd.concat(probes, ignore_index=True)))
+        print(f"\ntotal {time.perf_counter() - started:.0f} s")
+        return
     gates, accuracy = [], []
     for dataset in args.data or ["avdigits", "synthetic:conflict=0.3"]:
         zoo = train(dataset, args.seeds, args.backbones, args.cache, args.epochs, args.modality_dropout,
                     args.calibration_conflict, args.relative_gate)
-        runs = run_all(dataset, zoo, args.out / "runs")
+        runs = run_all(dataset, zoo, args.out / "runs", args.protocols)
         gates.append(gate_table(dataset, runs))
         accuracy.append(accuracy_table(dataset, runs, args.backbones))
     gates, accuracy = pd.concat(gates, ignore_index=True), pd.concat(accuracy, ignore_index=True)
