@@ -12,8 +12,9 @@ t-interval of those per-seed values across training seeds. Accuracy: per trainin
 accuracy over every cell of a protocol, with minus without calibration; mean, 95% t-interval,
 paired t-test across seeds, Holm over every row of the accuracy table.
 
-    python tools/gate_study.py --data avdigits --data synthetic:conflict=0.3 --seeds 0 1 2 \
-        --backbones concat --epochs 30 --out results/gate-study      # prints Markdown tables
+    python tools/gate_study.py --data avdigits --seeds 0 1 2 --backbones concat   # prints Markdown tables
+    python tools/gate_study.py --data synthetic:conflict=0.3 --protocols standard conflict \
+        --calibration-conflict 0.3 --relative-gate --out results/gate-study-after   # the opt-in variant
 """
 
 from __future__ import annotations
@@ -43,16 +44,27 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
+def _options(calibration_conflict: float, relative: bool) -> dict | None:
+    """The calibrated models' extra build options (None: the default module)."""
+    return {k: v for k, v in {"calibration_conflict": calibration_conflict, "calibration_relative": relative}.items() if v} or None
+
+
+def _folder(cache: Path, dataset: str, seed: int, options: dict | None) -> Path:
+    """Checkpoints of one training seed; a variant gets its own folder (so nothing is reused across variants)."""
+    variant = "".join(f"-{k}={v}" for k, v in (options or {}).items())
+    return cache / _safe(dataset) / _safe(f"seed-{seed}{variant}")
+
+
 def train(dataset: str, seeds, backbones, cache: Path, epochs: int | None, modality_dropout: float,
           calibration_conflict: float, relative: bool) -> dict[int, list[Path]]:
     """Checkpoints per training seed (only the missing ones are trained); prints training seconds."""
     splits = None
-    options = {k: v for k, v in {"calibration_conflict": calibration_conflict, "calibration_relative": relative}.items() if v} or None
+    options = _options(calibration_conflict, relative)
     zoo: dict[int, list[Path]] = {}
     for seed in seeds:
         for backbone in backbones:
             for calibration in (False, True):
-                path = cache / _safe(dataset) / f"seed-{seed}" / f"{model_name(backbone, calibration)}.pt"
+                path = _folder(cache, dataset, seed, options) / f"{model_name(backbone, calibration)}.pt"
                 if not path.exists():
                     splits = splits or load_splits(dataset)
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +234,8 @@ def main() -> None:
         for dataset in args.data or ["avdigits", "synthetic:conflict=0.3"]:
             for seed in args.seeds:
                 for backbone in args.backbones:
-                    path = args.cache / _safe(dataset) / f"seed-{seed}" / f"{model_name(backbone, True)}.pt"
+                    options = _options(args.calibration_conflict, args.relative_gate)
+                    path = _folder(args.cache, dataset, seed, options) / f"{model_name(backbone, True)}.pt"
                     probes.append(cue_probe(path, dataset))
         print(_md(pd.concat(probes, ignore_index=True)))
         print(f"\ntotal {time.perf_counter() - started:.0f} s")
