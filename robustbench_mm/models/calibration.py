@@ -16,6 +16,11 @@ Between the encoders and an unchanged fusion backbone. For every modality m:
 The last layer starts at zero, so at initialisation every gate is exactly 1 and the model
 computes exactly what the same backbone without calibration computes.
 
+Two opt-in departures (model options `calibration_conflict`, `calibration_relative`; off by default,
+README "Do the calibration gates see conflict?" has the evidence, they did not make the gates fall):
+feature-swap conflict augmentation during training, and instance gates divided by their mean over
+the present modalities (no common scale).
+
 Each forward keeps the gates it applied (`last_gates`, detached), so the engine can write them
 into the per-sample records and a study can see whether they fall on conflicting inputs.
 """
@@ -28,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import InputError
 from .encoders import pool
 
 
@@ -37,6 +43,8 @@ class PreFusionCalibration(nn.Module):
     def __init__(self, modalities: list[str], dim: int, summary: int | None = None, hidden: int | None = None,
                  conflict: float = 0.0, relative: bool = False):
         super().__init__()
+        if not 0.0 <= float(conflict) < 1.0:
+            raise InputError(f"model option calibration_conflict must be in [0, 1), got {conflict}")
         self.relative = bool(relative)  # instance gates divided by their mean over present modalities
         self.modalities = list(modalities)
         self.conflict = float(conflict)  # training-time swap fraction (see `swap_for_training`)
