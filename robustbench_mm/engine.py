@@ -41,7 +41,7 @@ from . import __version__
 from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition
 from .datasets.batch import Batch, ModalitySpec, MultimodalData
 from .errors import InputError
-from .models import Reencodable, check_inputs, check_tensors
+from .models import FusionModel, Reencodable, check_inputs, check_tensors
 from .protocols import Protocol, load_protocol
 from .results import Run, atomic_write, csv_bytes, json_bytes, npz_bytes
 
@@ -62,6 +62,7 @@ class _Model:
     takes_present: bool
     specs: object = None  # the modality specs the model was built for, when it says
     facts: dict = field(default_factory=dict)  # JSON-safe config facts for the manifest (fusion, calibration...)
+    gate_fields: tuple[str, ...] = ()  # per-sample calibration gates our calibrated models record
 
 
 def _module_sha256(module: nn.Module) -> str:
@@ -97,6 +98,7 @@ def _as_model(m: object) -> _Model:
     return _Model(
         name=name, module=module, sha256=sha, reencodable=reenc, takes_present=_takes_present(module),
         specs=specs or getattr(module, "specs", None), facts=facts,
+        gate_fields=tuple(module.gate_fields()) if isinstance(module, FusionModel) else (),
     )
 
 
@@ -550,28 +552,34 @@ def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData,
                             raise InputError(f"model {m.name!r} failed in cell {cid} (batch of {len(batch)}): {_error_text(e)}") from None
                     _check_output(m, output, len(batch), data.task, width,
                                   lambda: f"in cell {cid} (batch of {len(batch)} from sample id {int(batch.ids[0])})")
-                    buffers[cid].append(_records(output, batch, affected, data.task, kept_classes is not None))
+                    record = _records(output, batch, affected, data.task, kept_classes is not None)
+                    if m.gate_fields:  # our calibrated models: gate_<instance|dim>_<modality>, (B,) each
+                        record.update(m.module.gate_records())
+                    buffers[cid].append(record)
                     seconds[cid] += share + time.perf_counter() - t1
                 bar.update(len(batch))
+    owner = {cid: mi for col in chunk for mi, cid in col.cells.items()}
     records = {
-        cid: {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]} if parts else _empty_record(data.task, kept_classes)
+        cid: {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]} if parts
+        else _empty_record(data.task, kept_classes, models[owner[cid]].gate_fields)
         for cid, parts in buffers.items()
     }
     return records, seconds
 
 
-def _empty_record(task: str, kept_classes: int | None = None) -> dict[str, np.ndarray]:
+def _empty_record(task: str, kept_classes: int | None = None, gate_fields: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """The record of a rank that holds no samples (more ranks than samples)."""
+    gates = {k: np.zeros(0, np.float32) for k in gate_fields}
     if task == "classification":
         kept = {"probs": np.zeros((0, kept_classes), np.float32)} if kept_classes is not None else {}
         return {**kept,
             "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.int64), "pred": np.zeros(0, np.int64),
             "conf": np.zeros(0, np.float32), "p_true": np.zeros(0, np.float32), "sq_prob": np.zeros(0, np.float32),
-            "entropy": np.zeros(0, np.float32), "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool),
+            "entropy": np.zeros(0, np.float32), "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool), **gates,
         }
     return {
         "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.float32), "output": np.zeros(0, np.float32),
-        "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool),
+        "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool), **gates,
     }
 
 

@@ -149,3 +149,73 @@ def test_gates_rescale_the_original_features_the_same_way_for_every_token():
         assert torch.allclose(out[m], expected)
     ratio = out["seq"] / features["seq"]
     assert torch.allclose(ratio, ratio[:, :1, :].expand_as(ratio), atol=1e-5)
+
+
+def _toy_features(n, g, protos, swap_rate):
+    """Three 'modalities' of fixed features: a class prototype of their own plus noise; in a
+    `swap_rate` fraction of samples one modality (random) shows another class's prototype."""
+    modalities, classes, dim = protos.shape
+    y = torch.randint(0, classes, (n,), generator=g)
+    swapped = torch.where(torch.rand(n, generator=g) < swap_rate, torch.randint(0, modalities, (n,), generator=g), -1)
+    other = (y + torch.randint(1, classes, (n,), generator=g)) % classes
+    noise = [0.7 * torch.randn(n, dim, generator=g) for _ in range(modalities)]
+    clean = {f"m{i}": protos[i, y] + noise[i] for i in range(modalities)}
+    conflicted = {f"m{i}": torch.where((swapped == i)[:, None], protos[i, other], protos[i, y]) + noise[i] for i in range(modalities)}
+    return clean, conflicted, y, other
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_trained_on_conflicting_samples_the_gate_of_the_conflicting_modality_falls(relative):
+    """The property the gates exist for: after training with conflicts, a sample's gate for modality
+    m is lower when m alone shows another class than on the same sample with m clean."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    protos = torch.randn(3, 5, 8, generator=g)
+    names = ["m0", "m1", "m2"]
+    cal = PreFusionCalibration(names, 8, relative=relative)
+    head = torch.nn.Sequential(torch.nn.Linear(24, 32), torch.nn.GELU(), torch.nn.Linear(32, 5))
+    opt = torch.optim.Adam([*cal.parameters(), *head.parameters()], lr=1e-2)
+    everyone = {m: torch.ones(128, dtype=torch.bool) for m in names}
+    for _ in range(200):
+        _, x, y, _ = _toy_features(128, g, protos, swap_rate=0.3)
+        out = cal(x, everyone)
+        loss = F.cross_entropy(head(torch.cat([out[m] for m in names], -1)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    n = 1000
+    clean, _, y, other = _toy_features(n, g, protos, swap_rate=0.0)
+    present = {m: torch.ones(n, dtype=torch.bool) for m in names}
+    with torch.no_grad():
+        base = cal.compute_gates(clean, present)
+        for i, m in enumerate(names):
+            conflicted = dict(clean, **{m: protos[i, other] + (clean[m] - protos[i, y])})  # same noise, other class
+            fell = cal.compute_gates(conflicted, present)[m][0] - base[m][0]
+            assert (fell < 0).float().mean() > 0.7, m  # 0.5 if the gate ignored the conflict
+            assert fell.median() < -0.03, m
+
+
+def test_relative_gates_average_one_over_present_modalities_and_swaps_are_training_only():
+    torch.manual_seed(0)
+    names = ["a", "b", "c"]
+    cal = PreFusionCalibration(names, 8, relative=True, conflict=0.5)
+    torch.nn.init.normal_(cal.gates.weight, std=0.5)
+    x = {m: torch.randn(B, 8) for m in names}
+    present = {"a": torch.ones(B, dtype=torch.bool), "b": torch.arange(B) % 2 == 0, "c": torch.ones(B, dtype=torch.bool)}
+    gates = cal.compute_gates(x, present)
+    mask = torch.stack([present[m] for m in names], 1).float()
+    instance = torch.stack([gates[m][0] for m in names], 1)
+    torch.testing.assert_close((instance * mask).sum(1) / mask.sum(1), torch.ones(B))
+    assert instance.std() > 0.01  # still sample- and modality-wise
+    cal.eval()
+    eval_out = cal(x, present)
+    torch.manual_seed(1)
+    swapped = cal.swap_for_training(x, present)
+    rows_changed = {m: (swapped[m] != x[m]).any(1) for m in names}
+    assert not (rows_changed["b"] & ~present["b"]).any()  # an absent modality is never swapped in
+    changed = torch.stack(list(rows_changed.values()), 1)
+    assert changed.sum(1).max() <= 1 and changed.any()  # at most one modality per sample
+    for m in names:  # a swapped row is another sample's row of the same modality
+        for r in torch.nonzero(rows_changed[m]).flatten():
+            assert any(torch.equal(swapped[m][r], x[m][k]) for k in range(B) if k != r)
+    torch.testing.assert_close(cal(x, present)["a"], eval_out["a"])  # eval mode: no swap

@@ -95,8 +95,29 @@ class FusionModel(nn.Module):
     def _add_calibration(self) -> None:
         """Called last in subclass constructors, so the other weights do not depend on it."""
         self.calibrate = (
-            PreFusionCalibration(self.modalities, int(self.config["dim"])) if self.config["calibration"] else None
+            PreFusionCalibration(
+                self.modalities, int(self.config["dim"]),
+                conflict=float(self.config.get("calibration_conflict", 0.0)),  # opt-in, README "Do the calibration gates see conflict?"
+                relative=bool(self.config.get("calibration_relative", False)),
+            )
+            if self.config["calibration"] else None
         )
+
+    def gate_fields(self) -> list[str]:
+        """The per-sample record fields `gate_records` fills: none without calibration."""
+        if self.calibrate is None:
+            return []
+        return [f"gate_{kind}_{m}" for m in self.modalities for kind in ("instance", "dim")]
+
+    def gate_records(self) -> dict[str, torch.Tensor]:
+        """The gates of the last `fuse`, per sample (B,) float32: instance gate and mean dimension
+        gate of each modality, NaN where the modality was absent."""
+        if self.calibrate is None:
+            return {}
+        out = {}
+        for m in self.modalities:
+            out[f"gate_instance_{m}"], out[f"gate_dim_{m}"] = self.calibrate.last_gates[m]
+        return out
 
     def encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Raw input (B, *shape) of modality `name` -> features (B, dim) or (B, T, dim)."""
