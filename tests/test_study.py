@@ -100,3 +100,13 @@ def test_study_refuses_one_seed_with_one_line(capsys, tmp_path):
     assert seed_study.main(["--seeds", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --seeds") and "\n" not in err
+
+
+def test_study_rerun_reuses_complete_runs(tiny_study):
+    """A second call reads the finished runs (no model is evaluated again), and prints the same table."""
+    cells = tiny_study / "conflict-seed-0" / "cells.csv"
+    before, table = cells.stat().st_mtime_ns, (tiny_study / "study.md").read_text()
+    argv = ["--data", "mfeat", "--seeds", "0", "1", "--protocols", "conflict", "--fusions", "concat", "unimodal"]
+    assert seed_study.main([*argv, "--cache", str(tiny_study.parents[1] / "cache"), "--out", str(tiny_study.parent)]) == 0
+    assert cells.stat().st_mtime_ns == before
+    assert (tiny_study / "study.md").read_text() == table

@@ -2,7 +2,8 @@
 
 Uses only the suite. Trains (or reuses from the cache `rbmm demo` uses) every model of
 `robustbench_mm.demo.ZOO` for each training seed, evaluates each protocol once per training seed
-(`<out>/<protocol>-seed-<N>`, resumed when rerun), and scores each (model, training seed,
+(`<out>/<protocol>-seed-<N>`; a complete run of the same models is reused, an
+unfinished one resumed), and scores each (model, training seed,
 protocol) by its mean accuracy over the protocol's perturbed cells (all evaluation seeds).
 Across training seeds it reports, per protocol:
   - every model's mean with a 95% t-interval (n = the number of training seeds);
@@ -32,7 +33,7 @@ from robustbench_mm.errors import InputError
 from robustbench_mm.models import load_model
 from robustbench_mm.plots import critical_difference as cd_figure
 from robustbench_mm.plots import save_figure
-from robustbench_mm.results import load_runs
+from robustbench_mm.results import load_run, load_runs
 from robustbench_mm.stats import critical_difference, holm, mean_ci, paired_ttest
 
 PROTOCOLS = ("standard", "missing", "conflict", "qmf", "udml")
@@ -50,12 +51,22 @@ def run_study(
     zoo = train_zoo(entries, cache, dataset=dataset, progress=progress)
     runs = []
     for seed, paths in zoo.items():
-        models = [load_model(p) for p in paths]
+        models = None
         for protocol in protocols:
             run = out / dataset_folder(dataset) / f"{protocol}-seed-{seed}"
-            evaluate(models, data, protocol, out=run, progress=progress)
+            if not _finished(run, [p.stem for p in paths]):
+                models = models or [load_model(p) for p in paths]
+                evaluate(models, data, protocol, out=run, progress=progress)
             runs.append(run)
     return runs, list(dict.fromkeys(e.name for e in entries))
+
+
+def _finished(run: Path, names: list[str]) -> bool:
+    """A complete run of exactly these models: reused as it is (resuming it would load every model for nothing)."""
+    if not (run / "manifest.json").is_file():
+        return False
+    done = load_run(run)
+    return done.complete and set(done.cells["model"]) == set(names)
 
 
 def seed_scores(cells: pd.DataFrame) -> pd.DataFrame:
