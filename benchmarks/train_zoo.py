@@ -1,12 +1,15 @@
-"""Train every fusion configuration on a dataset and print clean accuracy and seconds per model.
+"""Train every model of the zoo (`robustbench_mm.demo.ZOO`) on a dataset; print clean accuracy and seconds per model.
 
     python benchmarks/train_zoo.py                      # mfeat (pix + fou + fac), seed 0
-    python benchmarks/train_zoo.py --data synthetic --seed 1 --out /tmp/zoo
+    python benchmarks/train_zoo.py --data avdigits:split=speaker --seed 1 --out /tmp/zoo
     python benchmarks/train_zoo.py --data synthetic --fusions udml qmf cal unimodal
 
-This measures the issue's quality bar: every backbone with and without calibration, the late and
+This measures the issues' quality bars: every backbone with and without calibration, the late and
 uncertainty-late baselines and the udml, qmf and cal methods should reach >= 95% clean test accuracy
-on mfeat, each in <= 60 s on 2 CPU cores; the unimodal models (one per modality) are the reference.
+on mfeat and >= 90% on avdigits, each in <= 60 s on 2 CPU cores; the unimodal models (one per
+modality) are the reference. With --out the checkpoints are named as in the demo's cache
+(`--out .cache/rbmm-zoo/avdigits/seed-0` fills what `rbmm demo --data avdigits` and
+`tools/seed_study.py` reuse).
 """
 
 from __future__ import annotations
@@ -18,22 +21,19 @@ from pathlib import Path
 import torch
 
 from robustbench_mm.datasets import load_splits
+from robustbench_mm.demo import zoo_entries
 from robustbench_mm.models import train_and_save, train_model
-
-ZOO = [(f, c) for f in ("concat", "transformer", "conv") for c in (False, True)] + [
-    (f, False) for f in ("late", "uncertainty-late", "udml", "qmf", "cal")
-]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="mfeat", help="dataset source (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--modality-dropout", type=float, default=0.0)
-    p.add_argument("--out", help="also write each checkpoint (+ metrics JSON) into this folder")
-    p.add_argument("--fusions", nargs="+", metavar="FUSION", help="train only these fusions (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=0, help="the dataset's split seed (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the recipe's, training.TRAIN_DEFAULTS)")
+    p.add_argument("--modality-dropout", type=float, default=0.0, help="modality dropout rate in [0, 1) (default: %(default)s)")
+    p.add_argument("--out", help="also write each checkpoint (+ metrics JSON) into this folder (default: not written)")
+    p.add_argument("--fusions", nargs="+", metavar="FUSION", help="train only these rows of the zoo (default: all)")
     args = p.parse_args()
 
     splits = load_splits(args.data, seed=args.split_seed)
@@ -41,10 +41,8 @@ def main() -> None:
           f"{', '.join(splits['train'].modalities)}; torch {torch.__version__}")  # fmt: skip
     print(f"{'model':<22} {'val acc':>8} {'test acc':>8} {'epochs':>6} {'best':>5} {'seconds':>8}")
     total = time.perf_counter()
-    zoo = [(f, c, None) for f, c in ZOO] + [("unimodal", False, m) for m in splits["train"].modalities]
-    zoo = [z for z in zoo if not args.fusions or z[0] in args.fusions]
-    for fusion, calibration, modality in zoo:
-        name = fusion + ("+cal" if calibration else "") + (f"-{modality}" if modality else "")
+    for entry in zoo_entries((args.seed,), list(splits["train"].modalities), fusions=args.fusions):
+        fusion, calibration, modality, name = entry.fusion, entry.calibration, entry.modality, entry.name
         common = dict(seed=args.seed, epochs=args.epochs, modality_dropout=args.modality_dropout, progress=False)
         if args.out:
             metrics = train_and_save(

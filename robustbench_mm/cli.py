@@ -485,7 +485,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _check_writable(Path(args.report), "--report", folder=True)
     run_demo(
         fast=args.fast, cache=Path(args.cache), out=Path(args.out), report=Path(args.report),
-        progress=not args.quiet, overwrite=args.overwrite,
+        progress=not args.quiet, overwrite=args.overwrite, dataset=args.data,
     )
     return 0
 
@@ -630,7 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="export", metavar="FOLDER", help="folder to write into (default: %(default)s)")
     p.set_defaults(func=_cmd_export)
 
-    p = _parser(sub, "demo", "train the default zoo on mfeat (cached), evaluate `standard`, write the report")
+    p = _parser(sub, "demo", "train the zoo (every fusion ± calibration, the methods, unimodal references; cached), evaluate `standard`, write the report")
+    p.add_argument(
+        "--data", default="mfeat", metavar="SOURCE",
+        help="dataset to train and evaluate on: one of {datasets} (options as NAME:key=v,...; default: %(default)s)",
+    )
     p.add_argument("--fast", action="store_true", help="smaller version: one training seed, the quick protocol (default: off)")
     p.add_argument("--cache", default=".cache/rbmm-zoo", metavar="FOLDER", help="where trained checkpoints are kept and reused (default: %(default)s)")
     p.add_argument("--out", default="results/demo", metavar="FOLDER", help="run folders, one per training seed (default: %(default)s)")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from robustbench_mm.cli import main
+from robustbench_mm.demo import zoo_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "results" / "baselines" / "mfeat-concat.pt"
@@ -156,8 +157,8 @@ def test_demo_report_failure_keeps_the_runs_and_says_where(tmp_path, capsys, mon
     monkeypatch.chdir(tmp_path)
     zoo = tmp_path / ".cache" / "rbmm-zoo" / "mfeat" / "seed-0"
     zoo.mkdir(parents=True)
-    for name in ("concat", "concat+cal", "transformer", "transformer+cal", "conv", "conv+cal"):
-        (zoo / f"{name}.pt").write_bytes(CHECKPOINT.read_bytes())  # a cached zoo: nothing to train
+    for entry in zoo_entries((0,), ["pix", "fou", "fac"]):
+        (zoo / f"{entry.name}.pt").write_bytes(CHECKPOINT.read_bytes())  # a cached zoo: nothing to train
     (tmp_path / "reports" / "demo").mkdir(parents=True)
     (tmp_path / "reports" / "demo" / "figures").write_text("in the way")
     assert main(["demo", "--fast", "--quiet"]) == 2
