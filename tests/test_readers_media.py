@@ -229,3 +229,10 @@ def test_parquet_bad_cases(tmp_path):
     assert "no 'label' column" in _error(load_dataset, str(tmp_path / "l.parquet"))
     (tmp_path / "c.parquet").write_bytes(b"PAR1 this is not a parquet file PAR1")
     assert "not a readable Parquet file" in _error(load_dataset, str(tmp_path / "c.parquet"))
+
+
+def test_class_folders_without_split_folders_are_one_evaluation_set_named_all(tmp_path):
+    """As a feature file without `split`: every sample is evaluated and the split is recorded as "all"."""
+    _class_folders(tmp_path / "flat", splits=("",))
+    data = load_dataset(str(tmp_path / "flat"), "test")
+    assert data.split == "all" and len(data) == 10

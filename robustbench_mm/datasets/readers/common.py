@@ -31,7 +31,7 @@ class ReadOptions:
     """What a reader may be told beyond the path.
 
     kinds : --kind overrides. seed : the 60/20/20 split seed when training on a set without splits
-        (None = evaluation: such a set is one "test" split). trust : --trust-data (pickles).
+        (None = evaluation: such a set is one split, "all"). trust : --trust-data (pickles).
     tokenizer : "module:function" mapping a text to a list of token ids (None = whitespace vocabulary).
     """
 

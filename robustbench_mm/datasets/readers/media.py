@@ -35,7 +35,7 @@ import torch
 
 from ...errors import InputError
 from ..batch import PAD_ID, UNK_ID, Batch, ModalitySpec, MultimodalData
-from ..files import CONSTANT_STD_REL, SPLITS, resolve_factory, stratified_split
+from ..files import CONSTANT_STD_REL, SPLITS, WHOLE, resolve_factory, stratified_split
 from .common import SPLIT_ALIASES, ReadOptions, few
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -455,7 +455,7 @@ def read(path: Path, options: ReadOptions) -> dict[str, StreamedData]:
     elif options.seed is not None:
         split_rows = stratified_split(labels, options.seed)
     else:
-        split_rows = {"test": np.arange(n)}
+        split_rows = {WHOLE: np.arange(n)}  # no splits: one evaluation set, as a feature file without `split`
     stats_rows = split_rows["train"] if "train" in split_rows and len(split_rows["train"]) else np.arange(n)
 
     specs, items, decoders = {}, {}, {}
