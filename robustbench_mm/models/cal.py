@@ -102,10 +102,7 @@ class CALFusion(FusionModel):
         return self.head(z.flatten(1))
 
     def training_loss(self, inputs, present, labels, generator, index=None):
-        features = {m: self.encode(m, inputs[m]) for m in self.modalities}
-        present = self.presence(features, present)
-        if self.calibrate is not None:
-            features = self.calibrate(features, present)
+        features, present = self.calibrated_features(inputs, present)
         keep = torch.stack([present[m] for m in self.modalities], 1).to(labels.device).float().unsqueeze(-1)
         pooled = [pool(features[m]) for m in self.modalities]
         mu = torch.stack([self.mu[i](f) for i, f in enumerate(pooled)], 1)  # (B, M, dim)

@@ -135,6 +135,14 @@ class FusionModel(nn.Module):
             out[m] = torch.ones(f.shape[0], dtype=torch.bool, device=f.device) if p is None else p.to(f.device).bool()
         return out
 
+    def calibrated_features(self, inputs, present):
+        """Training-time encode -> presence -> calibration (absent features are masked in the losses)."""
+        features = {m: self.encode(m, inputs[m]) for m in self.modalities}
+        present = self.presence(features, present)
+        if self.calibrate is not None:
+            features = self.calibrate(features, present)
+        return features, present
+
     def fuse(self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Encoded features of every modality -> logits (B, C) or regression output (B,)."""
         missing = [m for m in self.modalities if m not in features]
@@ -258,14 +266,6 @@ class _UnimodalHeads(FusionModel):
             nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), PredictionHead(hidden, self.num_outputs, p))
             for _ in self.modalities
         )
-
-    def calibrated_features(self, inputs, present):
-        """Training-time encode -> presence -> calibration (absent features are masked in the losses)."""
-        features = {m: self.encode(m, inputs[m]) for m in self.modalities}
-        present = self.presence(features, present)
-        if self.calibrate is not None:
-            features = self.calibrate(features, present)
-        return features, present
 
     def unimodal_outputs(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, M, outputs): each modality's own prediction."""

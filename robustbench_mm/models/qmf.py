@@ -93,10 +93,7 @@ class QMFFusion(FusionModel):
     def training_loss(self, inputs, present, labels, generator, index=None):
         if index is None or self.history is None:
             raise InputError("qmf training needs the samples' positions in the training split (train_model passes them)")
-        features = {m: self.encode(m, inputs[m]) for m in self.modalities}
-        present = self.presence(features, present)
-        if self.calibrate is not None:
-            features = self.calibrate(features, present)
+        features, present = self.calibrated_features(inputs, present)
         logits = self.unimodal_logits(features)
         fused, conf, mask = self._fused(logits, present)
         b, m = mask.shape

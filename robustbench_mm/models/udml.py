@@ -172,10 +172,7 @@ class UDMLFusion(FusionModel):
         else:
             levels = torch.ones(b, len(self.modalities))
         levels = levels.to(labels.device)
-        features = {m: self.encode(m, inputs[m]) for m in self.modalities}
-        present = self.presence(features, present)
-        if self.calibrate is not None:
-            features = self.calibrate(features, present)
+        features, present = self.calibrated_features(inputs, present)
         features = {m: _zero_absent(features[m], present[m]) for m in self.modalities}
         blocks, sigma = self._blocks(features, present)
         mask = presence_mask(present, self.modalities, sigma)
