@@ -7,7 +7,7 @@ The public API is small and flat; everything else is an implementation detail:
     run = evaluate([load_model("model.pt")], data, "standard", out="results/mine")
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["corruption", "evaluate", "load_dataset", "load_model", "load_run", "write_report"]
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition
 from .datasets.batch import Batch, ModalitySpec, MultimodalData
 from .errors import InputError

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .errors import InputError
 from .results import Run, atomic_write
 from .stats import bootstrap_counts

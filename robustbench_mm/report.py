@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import __version__, plots
+from . import plots
+from .version import __version__
 from .errors import InputError, one_of
 from .metrics import (
     METRICS,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..errors import InputError
 from .base import Reencodable
 

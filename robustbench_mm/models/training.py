@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .. import __version__
+from ..version import __version__
 from ..datasets.batch import PAD_ID, MultimodalData
 from ..errors import InputError
 from .checkpoint import save_checkpoint
