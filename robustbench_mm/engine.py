@@ -19,14 +19,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import json
 import os
 import platform
-import re
-import subprocess
 import sys
 import time
-import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -37,13 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .version import __version__
 from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition
-from .datasets.batch import Batch, ModalitySpec, MultimodalData
+from .datasets.batch import Batch, MultimodalData
 from .errors import InputError
 from .models import FusionModel, Reencodable, check_inputs, check_tensors
 from .protocols import Protocol, load_protocol
-from .results import Run, atomic_write, csv_bytes, json_bytes, npz_bytes
+from .domain import Family, Task
+from .results import (
+    DatasetInfo, Manifest, ModelInfo, PlannedCell, ProtocolInfo, Run, RunWriter, cell_id, empty_record, package_versions,
+)
 
 _RECORD_BYTES = 48  # upper bound of one sample's record in one cell (ids..affected), for chunking
 _MAX_CHUNK_COLUMNS = 64  # conditions per pass at most: bounds the work an interruption loses
@@ -100,24 +98,6 @@ def _as_model(m: object) -> _Model:
         specs=specs or getattr(module, "specs", None), facts=facts,
         gate_fields=tuple(module.gate_fields()) if isinstance(module, FusionModel) else (),
     )
-
-
-def _file_safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+=-]", "_", text)
-
-
-def cell_id(model: str, seed: int, condition: Condition) -> str:
-    """File-safe, human-readable, unique within a run (condition keys are unique in a protocol)."""
-    parts = [model, f"s{seed}", condition.family, condition.name, "+".join(condition.modalities) or "-", f"l{condition.level:g}"]
-    if condition.param is not None:
-        parts.append(f"p{condition.param:g}")
-    parts.append(f"r{condition.rate:g}")
-    return _file_safe("__".join(parts))
-
-
-def _cell_prefix(model: str, seed: int) -> str:
-    """How every cell id of (model, seed) begins (see `cell_id`)."""
-    return _file_safe(f"{model}__s{seed}__")
 
 
 def _resolve_device(device: str | torch.device, local_rank: int) -> torch.device:
@@ -343,35 +323,22 @@ class _Column:
     """One (seed, condition) of the grid and the model cells it still has to produce."""
 
     seed: int
-    index: int
     condition: Condition
     cells: dict[int, str]  # model position -> cell id (pending only)
 
 
-def evaluate(
-    models: Sequence[object] | object,
-    data: MultimodalData,
-    protocol: Protocol | str,
-    *,
-    out: str | Path,
-    device: str | torch.device = "auto",
-    batch_size: int = 256,
-    seeds: Sequence[int] | None = None,
-    amp: bool = False,
-    progress: bool | None = None,
-    overwrite: bool = False,
-    reuse_encoders: bool = True,
-    buffer_mb: float = 512.0,
-    on_cell: Callable[[str], None] | None = None,
-    nonfinite: str = "error",
-    keep_probabilities: bool = False,
-) -> Run | None:
-    """Evaluate `models` on `data` under every condition of `protocol`; write and return the run.
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate, validated once here (none of it changes what a cell's records hold, except
+    `nonfinite` and `keep_probabilities`, which are part of the run's identity).
 
-    models : loaded models (`load_model`) or nn.Modules; all see the same perturbed inputs.
+    device : "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+    batch_size : samples per forward pass; results do not depend on it.
     seeds : evaluation seed offsets (default: the protocol's `seeds`); cell randomness uses
         `protocol.seed + offset`.
+    amp : autocast (float16 on CUDA, bfloat16 on CPU).
     progress : True/False forces the progress bar on/off; None shows it when stderr is a TTY.
+    overwrite : replace a different run in `out` (deleting only files a run of ours wrote).
     reuse_encoders : re-encode only touched modalities for Reencodable models (same predictions).
     buffer_mb : bound on the per-sample records held in memory before cells are written.
     on_cell : called with each cell id after that cell is safely on disk.
@@ -381,21 +348,81 @@ def evaluate(
     keep_probabilities : also keep each sample's full probability vector (`probs`, float32 (n, K),
         classification only) in the per-sample records, so calibration and later metrics can be
         recomputed from the run without the models; K floats more per sample and cell on disk.
+    """
+
+    device: str | torch.device = "auto"
+    batch_size: int = 256
+    seeds: tuple[int, ...] | None = None
+    amp: bool = False
+    progress: bool | None = None
+    overwrite: bool = False
+    reuse_encoders: bool = True
+    buffer_mb: float = 512.0
+    on_cell: Callable[[str], None] | None = None
+    nonfinite: str = "error"
+    keep_probabilities: bool = False
+
+    def __post_init__(self):
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise InputError(f"--nonfinite {self.nonfinite!r}: expected one of: {', '.join(NONFINITE_POLICIES)}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.buffer_mb > 0:
+            raise InputError(f"buffer_mb must be > 0, got {self.buffer_mb}")
+        if self.seeds is not None:
+            seeds = tuple(self.seeds)
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise InputError(f"--seeds must be distinct integers, got {list(seeds)}")
+            object.__setattr__(self, "seeds", seeds)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one evaluation runs: checked models, the data (class count settled), the protocol's
+    conditions, the seeds and the device."""
+
+    models: list[_Model]
+    data: MultimodalData
+    protocol: Protocol
+    conditions: list[Condition]
+    seeds: tuple[int, ...]
+    device: torch.device
+    width: int | None  # the classifiers' output width (None for regression)
+
+
+def evaluate(
+    models: Sequence[object] | object,
+    data: MultimodalData,
+    protocol: Protocol | str,
+    *,
+    out: str | Path,
+    options: EvalOptions | None = None,
+    **settings,
+) -> Run | None:
+    """Evaluate `models` on `data` under every condition of `protocol`; write and return the run.
+
+    models : loaded models (`load_model`) or nn.Modules; all see the same perturbed inputs.
+    options : an `EvalOptions`; keyword `settings` (its field names: batch_size=, seeds=, ...)
+        override its fields or stand in for it.
     Returns the `Run` on rank 0 (None on other ranks under torchrun).
     """
     started = time.time()
+    options = replace(options, **settings) if options is not None else EvalOptions(**settings)
     dist = _Dist()
     try:
-        return _evaluate(
-            models, data, protocol, Path(out), device, batch_size, seeds, amp, progress, overwrite,
-            reuse_encoders, buffer_mb, on_cell, nonfinite, dist, started, keep_probabilities,
-        )
+        job = _prepare(models, data, protocol, options, dist)
+        writer, pending = _plan(job, Path(out), options, dist)
+        _run(job, writer, pending, options, dist)
+        if dist.rank != 0:
+            return None
+        writer.write_tables(complete=True, wall_seconds=time.time() - started)
+        return Run(out)
     finally:
         dist.close()
 
 
-def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progress, overwrite,
-              reuse_encoders, buffer_mb, on_cell, nonfinite: str, dist: _Dist, started: float, keep_probabilities: bool = False) -> Run | None:
+def _prepare(models, data: MultimodalData, protocol: Protocol | str, options: EvalOptions, dist: _Dist) -> _Job:
+    """Load the protocol, check the models against the data, settle the class count."""
     if isinstance(protocol, (str, Path)):
         protocol = load_protocol(protocol)
     models = [_as_model(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
@@ -404,101 +431,100 @@ def _evaluate(models, data, protocol, out, device, batch_size, seeds, amp, progr
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise InputError(f"two models share the name {next(n for n in names if names.count(n) > 1)!r}; give each a distinct name")
-    if nonfinite not in NONFINITE_POLICIES:
-        raise InputError(f"--nonfinite {nonfinite!r}: expected one of: {', '.join(NONFINITE_POLICIES)}")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    if keep_probabilities and data.task != "classification":
+    if options.keep_probabilities and data.task != Task.CLASSIFICATION:
         raise InputError(f"--keep-probabilities needs a classification dataset; {data.name!r} is {data.task}")
-    seeds = list(protocol.seeds if seeds is None else seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise InputError(f"--seeds must be distinct integers, got {seeds}")
-    dev = _resolve_device(device, dist.local_rank)
+    seeds = EvalOptions(seeds=protocol.seeds if options.seeds is None else options.seeds).seeds
+    dev = _resolve_device(options.device, dist.local_rank)
     for m in models:
         m.module.to(dev).eval()
     conditions = protocol.expand(data.specs)
-    width = _check_compatible(models, data, dev, amp)
-    if data.task == "classification":
+    width = _check_compatible(models, data, dev, options.amp)
+    if data.task == Task.CLASSIFICATION:
         data = replace(data, num_classes=width)
+    return _Job(models, data, protocol, conditions, seeds, dev, width)
 
-    identity = {
-        "protocol": {"name": protocol.name, "hash": protocol.hash, "source": protocol.source}
-        | ({"units": units} if (units := protocol.units(data.specs)) else {}),
-        "models": [{"name": m.name, "sha256": m.sha256, "config": m.facts} for m in models],
-        "dataset": {
-            "name": data.name, "split": data.split, "source": data.source, "fingerprint": data.fingerprint(), "n": len(data),
-            "task": data.task, "num_classes": data.num_classes,
-            "modalities": {k: {"kind": v.kind, "shape": list(v.shape)} for k, v in data.specs.items()},
-        },
-        "seeds": seeds,
-        "amp": bool(amp),
-        "rng": RNG_VERSION,
-        **({"keep_probabilities": True} if keep_probabilities else {}),  # absent when off: older runs resume
-    }
-    if nonfinite != "error":  # only then does it change what the files hold
-        identity["nonfinite"] = nonfinite
-    grid = [(s, ci, c) for s in seeds for ci, c in enumerate(conditions)]
-    all_cells = [(cell_id(m.name, s, c), mi, s, c) for s, ci, c in grid for mi, m in enumerate(models)]
-    if len({c[0] for c in all_cells}) != len(all_cells):
+
+def _manifest(job: _Job, options: EvalOptions, dist: _Dist) -> Manifest:
+    """The manifest of a run that has not written a cell yet."""
+    data, protocol, dev = job.data, job.protocol, job.device
+    return Manifest(
+        protocol=ProtocolInfo(protocol.name, protocol.hash, protocol.source, protocol.seed, tuple(protocol.metrics),
+                              tuple(protocol.units(data.specs))),
+        models=tuple(ModelInfo(m.name, m.sha256, m.facts) for m in job.models),
+        dataset=DatasetInfo(
+            name=data.name, split=data.split, source=data.source, fingerprint=data.fingerprint(), n=len(data),
+            task=Task(data.task), num_classes=data.num_classes,
+            modalities={k: {"kind": v.kind, "shape": list(v.shape)} for k, v in data.specs.items()},
+        ),
+        seeds=job.seeds, rng=RNG_VERSION, amp=bool(options.amp), keep_probabilities=bool(options.keep_probabilities),
+        nonfinite=options.nonfinite, plugins=tuple(getattr(protocol, "plugins", ())), package=package_versions(),
+        complete=False, started=datetime.now(timezone.utc).isoformat(timespec="seconds"), cell_seconds={},
+        device=str(dev),
+        device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        batch_size=options.batch_size, world_size=dist.world_size,
+    )
+
+
+def _plan(job: _Job, out: Path, options: EvalOptions, dist: _Dist) -> tuple[RunWriter | None, list[_Column]]:
+    """Which cells remain: rank 0 opens (or resumes) the run folder and tells every rank."""
+    grid = [(s, c) for s in job.seeds for c in job.conditions]
+    cells = [PlannedCell(cell_id(m.name, s, c), m.name, s, c) for s, c in grid for m in job.models]
+    if len({c.id for c in cells}) != len(cells):
         raise InputError("model names collide after making them file-safe; use names of letters, digits, . _ -")
-
-    store = None
-    plan: object
+    writer = None
+    plan: object = None
     if dist.rank == 0:
         try:
-            store = _Store(out, identity, overwrite, list(getattr(protocol, "plugins", ())))
-            store.load_rows(all_cells, data)
-            store.write_tables(protocol, started, complete=False)
-            done = set(store.rows)
+            metrics = functools.partial(_cell_metrics, task=job.data.task, num_classes=job.data.num_classes)
+            writer = RunWriter(out, _manifest(job, options, dist), cells, metrics, options.overwrite)
+            writer.write_tables(complete=False)
+            done = writer.done
             plan = [
-                _Column(s, ci, c, {mi: cell_id(m.name, s, c) for mi, m in enumerate(models) if cell_id(m.name, s, c) not in done})
-                for s, ci, c in grid
+                _Column(s, c, {mi: cid for mi, m in enumerate(job.models) if (cid := cell_id(m.name, s, c)) not in done})
+                for s, c in grid
             ]
         except InputError as e:
             plan = e
-    else:
-        plan = None
     plan = dist.broadcast(plan)
     if isinstance(plan, InputError):
         raise plan
-    pending = [col for col in plan if col.cells]
+    return writer, [col for col in plan if col.cells]
 
-    donors = DonorPool.from_data(data, dev) if any(c.family == "conflict" for c in conditions) else None
-    shard = _shard(data, batch_size, dist)
+
+def _run(job: _Job, writer: RunWriter | None, pending: list[_Column], options: EvalOptions, dist: _Dist) -> None:
+    """Evaluate the pending cells chunk by chunk; rank 0 writes each finished cell."""
+    data = job.data
+    donors = DonorPool.from_data(data, job.device) if any(c.family == Family.CONFLICT for c in job.conditions) else None
+    shard = _shard(data, options.batch_size, dist)
     n_local = len(shard)
-    per_column = max(1, n_local * len(models) * (_RECORD_BYTES + (4 * data.num_classes if keep_probabilities else 0)))
-    chunk_size = int(max(1, min(_MAX_CHUNK_COLUMNS, buffer_mb * 2**20 // per_column)))
+    per_column = max(1, n_local * len(job.models) * (_RECORD_BYTES + (4 * data.num_classes if options.keep_probabilities else 0)))
+    chunk_size = int(max(1, min(_MAX_CHUNK_COLUMNS, options.buffer_mb * 2**20 // per_column)))
     chunks = [pending[i : i + chunk_size] for i in range(0, len(pending), chunk_size)]
 
-    show = (sys.stderr.isatty() if progress is None else progress) and dist.rank == 0
+    show = (sys.stderr.isatty() if options.progress is None else options.progress) and dist.rank == 0
     from tqdm.auto import tqdm
 
     total_cells = sum(len(col.cells) for col in pending)
-    bar = tqdm(total=len(pending) * n_local, unit="sample", disable=not show, desc=f"{protocol.name}", dynamic_ncols=True)
+    bar = tqdm(total=len(pending) * n_local, unit="sample", disable=not show, desc=f"{job.protocol.name}", dynamic_ncols=True)
     cells_done = 0
     try:
         for chunk in chunks:
-            records, seconds = _run_chunk(chunk, models, shard, data.specs, protocol, dev, batch_size, amp, reuse_encoders, donors, bar,
-                                          width, width if keep_probabilities else None)
-            _settle_nonfinite(records, models, {cid: mi for col in chunk for mi, cid in col.cells.items()}, data.task, nonfinite)
+            records, seconds = _run_chunk(chunk, job, shard, donors, bar, options)
+            owner = {cid: mi for col in chunk for mi, cid in col.cells.items()}
+            _settle_nonfinite(records, job.models, owner, data.task, options.nonfinite)
             gathered = dist.gather(records)
             if dist.rank == 0:
                 for col in chunk:
-                    for mi, cid in col.cells.items():
+                    for cid in col.cells.values():
                         parts = [g[cid] for g in gathered]
-                        record = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-                        store.write_cell(cid, record, seconds[cid])
+                        writer.write_cell(cid, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, seconds[cid])
                         cells_done += 1
-                        if on_cell is not None:
-                            on_cell(cid)
+                        if options.on_cell is not None:
+                            options.on_cell(cid)
                     bar.set_postfix_str(f"cells {cells_done}/{total_cells}")
-                store.write_tables(protocol, started, complete=False)
+                writer.write_tables(complete=False)
     finally:
         bar.close()
-    if dist.rank != 0:
-        return None
-    store.write_tables(protocol, started, complete=True, device=dev, batch_size=batch_size, world_size=dist.world_size)
-    return Run(out)
 
 
 def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData:
@@ -515,21 +541,20 @@ def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData
     return data.rows(start, stop)
 
 
-def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData, specs: dict[str, ModalitySpec],
-               protocol: Protocol, dev: torch.device, batch_size: int, amp: bool, reuse: bool, donors, bar, width: int | None,
-               kept_classes: int | None = None):
-    """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy).
-
-    kept_classes : K when the records keep the probability vectors, else None."""
+def _run_chunk(chunk: list[_Column], job: _Job, data: MultimodalData, donors: DonorPool | None, bar,
+               options: EvalOptions) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
+    """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy)."""
+    models, specs, dev, task = job.models, job.data.specs, job.device, job.data.task
+    kept_classes = job.width if options.keep_probabilities else None
     buffers: dict[str, list[dict[str, torch.Tensor]]] = {cid: [] for col in chunk for cid in col.cells.values()}
     seconds: dict[str, float] = {cid: 0.0 for cid in buffers}
-    reusing = [reuse and m.reencodable for m in models]
-    with torch.inference_mode(), _autocast(dev, amp):
-        for batch in data.batches(batch_size, dev):
+    reusing = [options.reuse_encoders and m.reencodable for m in models]
+    with torch.inference_mode(), _autocast(dev, options.amp):
+        for batch in data.batches(options.batch_size, dev):
             clean_features: dict[int, dict[str, torch.Tensor]] = {}
             for col in chunk:
                 t0 = time.perf_counter()
-                seed = protocol.seed + col.seed
+                seed = job.protocol.seed + col.seed
                 perturbed = apply_condition(batch, col.condition, specs, seed, donors)
                 affected = affected_mask(batch.ids, col.condition, seed)
                 share = (time.perf_counter() - t0) / len(col.cells)
@@ -550,9 +575,9 @@ def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData,
                             raise
                         except Exception as e:  # a foreign model failing on one batch: name it and the cell
                             raise InputError(f"model {m.name!r} failed in cell {cid} (batch of {len(batch)}): {_error_text(e)}") from None
-                    _check_output(m, output, len(batch), data.task, width,
+                    _check_output(m, output, len(batch), task, job.width,
                                   lambda: f"in cell {cid} (batch of {len(batch)} from sample id {int(batch.ids[0])})")
-                    record = _records(output, batch, affected, data.task, kept_classes is not None)
+                    record = _records(output, batch, affected, task, kept_classes is not None)
                     if m.gate_fields:  # our calibrated models: gate_<instance|dim>_<modality>, (B,) each
                         record.update(m.module.gate_records())
                     buffers[cid].append(record)
@@ -561,205 +586,7 @@ def _run_chunk(chunk: list[_Column], models: list[_Model], data: MultimodalData,
     owner = {cid: mi for col in chunk for mi, cid in col.cells.items()}
     records = {
         cid: {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]} if parts
-        else _empty_record(data.task, kept_classes, models[owner[cid]].gate_fields)
+        else empty_record(task, kept_classes, models[owner[cid]].gate_fields)
         for cid, parts in buffers.items()
     }
     return records, seconds
-
-
-def _empty_record(task: str, kept_classes: int | None = None, gate_fields: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """The record of a rank that holds no samples (more ranks than samples)."""
-    gates = {k: np.zeros(0, np.float32) for k in gate_fields}
-    if task == "classification":
-        kept = {"probs": np.zeros((0, kept_classes), np.float32)} if kept_classes is not None else {}
-        return {**kept,
-            "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.int64), "pred": np.zeros(0, np.int64),
-            "conf": np.zeros(0, np.float32), "p_true": np.zeros(0, np.float32), "sq_prob": np.zeros(0, np.float32),
-            "entropy": np.zeros(0, np.float32), "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool), **gates,
-        }
-    return {
-        "ids": np.zeros(0, np.int64), "target": np.zeros(0, np.float32), "output": np.zeros(0, np.float32),
-        "affected": np.zeros(0, bool), "nonfinite": np.zeros(0, bool), **gates,
-    }
-
-
-_MANIFEST_FIELDS = {"identity": dict, "cell_seconds": dict}  # what resuming or overwriting a run reads
-
-
-@functools.lru_cache(maxsize=1)
-def _source_commit() -> str | None:
-    """The git commit of the robustbench_mm source that ran (None outside a git checkout), as
-    lm-evaluation-harness records `git_hash` (lm_eval/utils.py, get_git_commit_hash)."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-class _Store:
-    """The run folder on rank 0: refuses a folder holding a different run, records finished cells.
-
-    `--overwrite` deletes only what a run of ours wrote, as its manifest names it: manifest.json,
-    cells.csv, our temporary files and samples/<cell>.npz of its models and seeds (cell ids begin
-    with model and seed, so this includes cells a killed run wrote after its last manifest); a
-    folder holding anything else is refused, with or without it, and nothing is deleted.
-    """
-
-    def __init__(self, out: Path, identity: dict, overwrite: bool, plugins: list[dict] | None = None):
-        self.out = out
-        self.identity = identity
-        self.plugins = list(plugins or [])
-        self.samples = out / "samples"
-        self.manifest_path = out / "manifest.json"
-        self.seconds: dict[str, float] = {}
-        self.rows: dict[str, dict] = {}
-        self.started_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot create output folder {out}: {e.strerror or e}; choose a writable --out") from None
-        if not os.access(out, os.W_OK):
-            raise InputError(f"output folder {out} is not writable; choose a writable --out")
-        previous = self._previous() if self.manifest_path.is_file() else None
-        if previous is None:
-            foreign = self._foreign(set())
-            if foreign:
-                raise InputError(
-                    f"output folder {out} is not empty and holds no run (no manifest.json; it holds {foreign[0]}); "
-                    "use another --out"
-                )
-        if overwrite and previous is not None:
-            prefixes = tuple(
-                _cell_prefix(str(m.get("name")), s)
-                for m in previous["identity"].get("models") or [] if isinstance(m, dict)
-                for s in previous["identity"].get("seeds") or []
-            )
-            ours = {Path("manifest.json"), Path("cells.csv")} | {Path("samples") / f"{c}.npz" for c in previous["cell_seconds"]}
-            if self.samples.is_dir():
-                ours |= {Path("samples") / p.name for p in self.samples.glob("*.npz") if prefixes and p.name.startswith(prefixes)}
-            foreign = self._foreign(ours)
-            if foreign:
-                raise InputError(
-                    f"--overwrite would delete {out / foreign[0]}, which the run in {out} did not write "
-                    f"({len(foreign)} such file(s)); move them or use another --out"
-                )
-            for rel in sorted(ours):
-                (out / rel).unlink(missing_ok=True)
-        elif previous is not None:
-            changed = [k for k in identity if previous["identity"].get(k) != identity[k]]
-            if changed:
-                raise InputError(
-                    f"{out} holds a different run (changed: {', '.join(changed)}); use --overwrite to replace it or another --out"
-                )
-            self.seconds = dict(previous["cell_seconds"])
-            self.started_iso = previous.get("started", self.started_iso)
-        for leftover in [*out.glob(".*.tmp*"), *self.samples.glob(".*.tmp*")]:  # a killed run's half-written files
-            leftover.unlink()
-        try:
-            self.samples.mkdir(exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot create {self.samples}: {e.strerror or e}; choose a writable --out") from None
-
-    def _previous(self) -> dict:
-        """The manifest already in the folder, checked for the fields a resume or an overwrite reads."""
-        try:
-            previous = json.loads(self.manifest_path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise InputError(
-                f"{self.manifest_path}: unreadable ({type(e).__name__}), so the run it describes is unknown; "
-                "use another --out (or delete the folder yourself)"
-            ) from None
-        if not isinstance(previous, dict):
-            raise InputError(f"{self.manifest_path}: holds a JSON {type(previous).__name__}, expected a run manifest (a JSON object); use another --out")
-        for key, kind in _MANIFEST_FIELDS.items():
-            if not isinstance(previous.get(key), kind):
-                raise InputError(
-                    f"{self.manifest_path}: field {key!r} is {'missing' if key not in previous else type(previous[key]).__name__}, "
-                    f"expected a JSON object; not a manifest of an rbmm run, use another --out"
-                )
-        return previous
-
-    def _foreign(self, ours: set[Path]) -> list[Path]:
-        """Files in the folder (relative, sorted) that are not in `ours`, leaving out hidden ones
-        (our temporary files, .DS_Store...)."""
-        found = []
-        for p in sorted(self.out.rglob("*")):
-            rel = p.relative_to(self.out)
-            if p.is_dir() and not p.is_symlink() or rel in ours or any(part.startswith(".") for part in rel.parts):
-                continue
-            found.append(rel)
-        return found
-
-    def finished(self) -> set[str]:
-        return {p.name[: -len(".npz")] for p in self.samples.glob("*.npz")}
-
-    def _kept(self) -> str:
-        return f"the {len(self.rows)} finished cells in {self.out} are kept"
-
-    def load_rows(self, all_cells, data: MultimodalData) -> None:
-        """Rows of the cells already on disk (a resumed run), from their records."""
-        self.cell_meta = {cid: (mi, seed, c) for cid, mi, seed, c in all_cells}
-        self.order = [cid for cid, *_ in all_cells]
-        self.data = data
-        for cid in sorted(self.finished() & set(self.cell_meta)):
-            path = self.samples / f"{cid}.npz"
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    record = {k: z[k] for k in z.files}
-            except (OSError, ValueError, zipfile.BadZipFile):  # damaged (e.g. power loss): evaluate again
-                path.unlink()
-                continue
-            self.rows[cid] = self._row(cid, record)
-
-    def _row(self, cid: str, record: dict[str, np.ndarray]) -> dict:
-        mi, seed, c = self.cell_meta[cid]
-        row = {
-            "cell_id": cid, "model": self.identity["models"][mi]["name"], "seed": seed, "condition": c.key,
-            "family": c.family, "name": c.name, "modalities": "+".join(c.modalities), "level": c.level,
-            "param": np.nan if c.param is None else c.param, "rate": c.rate, "group": c.group,
-            "n": int(record["ids"].shape[0]),
-        }
-        if "nonfinite" in record:
-            row["nonfinite"] = int(record["nonfinite"].sum())
-        row.update(_cell_metrics(record, self.data.task, self.data.num_classes))
-        return row
-
-    def write_cell(self, cid: str, record: dict[str, np.ndarray], seconds: float) -> None:
-        row = self._row(cid, record)
-        atomic_write(self.samples / f"{cid}.npz", npz_bytes(record), self._kept())
-        self.rows[cid] = row
-        self.seconds[cid] = seconds
-
-    def write_tables(self, protocol: Protocol, started: float, complete: bool,
-                     device: torch.device | None = None, batch_size: int | None = None, world_size: int = 1) -> None:
-        """cells.csv (grid order) and the manifest, both atomic."""
-        rows = [dict(self.rows[cid], seconds=self.seconds.get(cid, np.nan)) for cid in self.order if cid in self.rows]
-        atomic_write(self.out / "cells.csv", csv_bytes(rows), self._kept())
-        manifest = {
-            "identity": self.identity,
-            "complete": bool(complete),
-            "status": "complete" if complete else "running",
-            "plugins": self.plugins,
-            "package": {"robustbench_mm": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                        "git": _source_commit()},
-            "protocol": {"name": protocol.name, "hash": protocol.hash, "seed": protocol.seed, "metrics": list(protocol.metrics)},
-            "models": self.identity["models"],
-            "dataset": self.identity["dataset"],
-            "seeds": self.identity["seeds"],
-            "rng": self.identity["rng"],
-            "started": self.started_iso,
-            "cells": len(rows),
-            "cell_seconds": {k: self.seconds[k] for k in sorted(self.seconds)},
-        }
-        if complete:
-            manifest.update(
-                finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                wall_seconds=time.time() - started,
-                device=str(device) if device is not None else None,
-                device_name=torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else platform.processor() or platform.machine(),
-                batch_size=batch_size,
-                world_size=world_size,
-            )
-        atomic_write(self.manifest_path, json_bytes(manifest), self._kept())

@@ -86,13 +86,14 @@ def corruption_table(run: Run) -> pd.DataFrame:
 def _robustbench(run: Run, out: Path) -> list[Path]:
     table = corruption_table(run)
     cells = run.cells
-    dataset = run.manifest.get("dataset", {}).get("name")
+    dataset = run.manifest.dataset.name
     written = []
     for model in table.index:
         clean = cells[(cells["model"] == model) & (cells["family"] == "clean")]["accuracy"]
         if clean.empty:
             raise InputError(f"run {run.path}: model {model!r} has no clean cell; the robustbench format needs clean_acc")
-        facts = next((m.get("config", {}) for m in run.manifest.get("models", []) if m.get("name") == model), {})
+        listed = run.manifest.model(model)
+        facts = listed.config if listed is not None else {}
         info = {  # robustbench/utils.py ModelInfo, in its field order
             "link": None,
             "name": model,
@@ -110,7 +111,7 @@ def _robustbench(run: Run, out: Path) -> list[Path]:
             "corruptions_mce": None,  # RobustBench normalises by AlexNet's errors, which a run does not hold
             "corruptions_mce_3d": None,
             "autoattack_acc": None,
-            "footnote": f"robustbench-mm run {run.path.name}, protocol {run.manifest.get('protocol', {}).get('name')}",
+            "footnote": f"robustbench-mm run {run.path.name}, protocol {run.manifest.protocol.name}",
         }
         path = out / f"{model}.json"
         atomic_write(path, (json.dumps(info, indent=2) + "\n").encode())
@@ -128,8 +129,8 @@ def _lm_eval(run: Run, out: Path) -> list[Path]:
     cells, manifest = run.cells, run.manifest
     metrics = [c for c in cells.columns if c in METRICS]
     several_seeds = cells["seed"].nunique() > 1
-    protocol = manifest.get("protocol", {})
-    package = manifest.get("package", {})
+    protocol = manifest.protocol
+    package = manifest.package
     written = []
     for model, group in cells.groupby("model", sort=False):
         results, configs, versions, n_shot, better, n_samples = {}, {}, {}, {}, {}, {}
@@ -145,13 +146,13 @@ def _lm_eval(run: Run, out: Path) -> list[Path]:
                 "task": task, "family": row["family"], "corruption": row["name"], "modalities": row["modalities"],
                 "level": float(row["level"]), "param": None if pd.isna(row["param"]) else float(row["param"]),
                 "rate": float(row["rate"]), "seed": int(row["seed"]), "group": row["group"],
-                "protocol": protocol.get("name"), "protocol_seed": protocol.get("seed"),
+                "protocol": protocol.name, "protocol_seed": protocol.seed,
             }
-            versions[task] = f"{protocol.get('name')}@{str(protocol.get('hash', ''))[:12]}"
+            versions[task] = f"{protocol.name}@{protocol.hash[:12]}"
             n_shot[task] = 0
             better[task] = {m: METRICS[m].higher_is_better for m in metrics}
-            n_samples[task] = {"original": int(manifest.get("dataset", {}).get("n", row["n"])), "effective": int(row["n"])}
-        facts = next((m for m in manifest.get("models", []) if m.get("name") == model), {})
+            n_samples[task] = {"original": manifest.dataset.n, "effective": int(row["n"])}
+        facts = manifest.model(model)
         document = {
             "results": results,
             "group_subtasks": {},
@@ -162,16 +163,16 @@ def _lm_eval(run: Run, out: Path) -> list[Path]:
             "n-samples": n_samples,
             "config": {
                 "model": model,
-                "model_args": {"sha256": facts.get("sha256"), **facts.get("config", {})},
-                "batch_size": manifest.get("batch_size"),
-                "device": manifest.get("device"),
-                "random_seed": protocol.get("seed"),
-                "dataset": manifest.get("dataset", {}).get("name"),
-                "split": manifest.get("dataset", {}).get("split"),
-                "rng": manifest.get("rng"),
+                "model_args": {"sha256": facts.sha256, **facts.config} if facts is not None else {},
+                "batch_size": manifest.batch_size,
+                "device": manifest.device,
+                "random_seed": protocol.seed,
+                "dataset": manifest.dataset.name,
+                "split": manifest.dataset.split,
+                "rng": manifest.rng,
             },
             "git_hash": package.get("git"),
-            "date": manifest.get("started"),
+            "date": manifest.started,
             "robustbench_mm_version": package.get("robustbench_mm"),
             "torch_version": package.get("torch"),
             "numpy_version": package.get("numpy"),

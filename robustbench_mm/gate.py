@@ -121,29 +121,6 @@ def _run_scores(run: Run) -> tuple[np.ndarray, dict[tuple[str, str], dict]]:
     return ids_ref, cells
 
 
-_MANIFEST_FIELDS = ("protocol.name", "protocol.hash", "dataset.name", "dataset.fingerprint", "dataset.modalities", "dataset.task")
-
-
-def _manifest(run: Run) -> dict:
-    """The run's manifest, checked for the fields a baseline and a gate read (one-line errors)."""
-    where = run.path / "manifest.json"
-    manifest = run.manifest
-    if not isinstance(manifest, dict):
-        raise InputError(f"{where}: expected a JSON object, found {type(manifest).__name__}")
-    for dotted in _MANIFEST_FIELDS:
-        value: object = manifest
-        for key in dotted.split("."):
-            if not isinstance(value, dict) or key not in value:
-                raise InputError(f"{where}: missing field {dotted!r} (expected the manifest `rbmm eval` writes)")
-            value = value[key]
-    plugins = manifest.get("plugins")
-    if plugins is not None:
-        _check_plugins(plugins, f"{where}: field 'plugins'")
-    if "complete" in manifest and not isinstance(manifest["complete"], bool):
-        raise InputError(f"{where}: field 'complete' must be true or false, got {manifest['complete']!r}")
-    return manifest
-
-
 def _check_plugins(plugins: object, where: str) -> None:
     if not isinstance(plugins, list) or not all(
         isinstance(p, dict) and all(isinstance(p.get(k), str) for k in _PLUGIN_KEYS) for p in plugins
@@ -152,16 +129,16 @@ def _check_plugins(plugins: object, where: str) -> None:
 
 
 def _fingerprint(run: Run) -> dict:
-    manifest = _manifest(run)
-    dataset = manifest["dataset"]
+    manifest = run.manifest
+    dataset = manifest.dataset
     return {
-        "protocol": {"name": manifest["protocol"]["name"], "hash": manifest["protocol"]["hash"]},
-        "dataset": {"name": dataset["name"], "sha256": dataset["fingerprint"], "modalities": sorted(dataset["modalities"])},
-        "task": dataset["task"],
-        "rng": manifest.get("rng", "lowbias32/1"),  # runs before the field existed used version 1
-        # None: a run written before the field existed, whose plug-ins are unknown
-        "plugins": None if manifest.get("plugins") is None else sorted(
-            ({k: p[k] for k in _PLUGIN_KEYS} for p in manifest["plugins"]), key=lambda p: (p["name"], p["source"])
+        "protocol": {"name": manifest.protocol.name, "hash": manifest.protocol.hash},
+        "dataset": {"name": dataset.name, "sha256": dataset.fingerprint, "modalities": sorted(dataset.modalities)},
+        "task": str(dataset.task),
+        "rng": manifest.rng,
+        # None: a migrated version-1 run written before the field existed, whose plug-ins are unknown
+        "plugins": None if manifest.plugins is None else sorted(
+            ({k: p[k] for k in _PLUGIN_KEYS} for p in manifest.plugins), key=lambda p: (p["name"], p["source"])
         ),
     }
 
@@ -169,7 +146,7 @@ def _fingerprint(run: Run) -> dict:
 def make_baseline(run: Run) -> dict:
     """The JSON-able baseline of a run: what a later gate needs, nothing more."""
     facts = _fingerprint(run)
-    if run.manifest.get("complete") is False:
+    if not run.manifest.complete:
         raise InputError(
             f"run {run.path} is not marked complete in its manifest; finish it (run the same `rbmm eval` "
             "command again) before recording it as a baseline"
@@ -382,8 +359,7 @@ def match_models(run_models: list[str], base_models: list[str], match: dict[str,
 
 def _run_models(run: Run) -> list[str]:
     """Models of a run, in evaluation order: the manifest's list, then any others in cells.csv."""
-    listed = run.manifest.get("models")
-    names = [str(m["name"]) for m in listed if isinstance(m, dict) and "name" in m] if isinstance(listed, list) else []
+    names = [m.name for m in run.manifest.models]
     return list(dict.fromkeys(names + [str(m) for m in run.cells["model"]] if "model" in run.cells else names))
 
 
@@ -391,7 +367,7 @@ def _check_complete(run: Run, pairs: list[tuple[str, str]], baseline: dict, curr
     """A run missing baseline cells, or not marked complete, is not gated: exit 2 with the count."""
     wanted = [(cand, c["cell"]) for cand, base in pairs for c in baseline["cells"] if c["model"] == base]
     missing = [key for key in wanted if key not in current_cells]
-    unfinished = run.manifest.get("complete") is False
+    unfinished = not run.manifest.complete
     if missing or unfinished:
         example = f" (e.g. model {missing[0][0]!r}, cell {missing[0][1]!r})" if missing else ""
         why = "; its manifest is not marked complete" if unfinished else ""

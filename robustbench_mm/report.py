@@ -120,19 +120,18 @@ def _load(runs) -> _Data:
     cells["replicate"] = [f"{r}:{s}" if many else s for r, s in zip(cells["run"], cells["seed"])]
     first = next(iter(loaded.values()))
     rec = first.samples(first.cells["cell_id"].iloc[0])
-    task = first.manifest.get("task") or ("classification" if "pred" in rec else "regression")
+    task = first.manifest.dataset.task
     num_classes = None
     if task == "classification":
-        declared = first.manifest.get("num_classes") or first.manifest.get("dataset", {}).get("num_classes")
+        declared = first.manifest.dataset.num_classes
         num_classes = int(declared) if declared else int(max(rec["target"].max(), rec["pred"].max()) + 1)
     metric = "accuracy" if task == "classification" else "mae"
     if metric not in cells.columns:
         raise InputError(f"cells.csv of {first.path} has no {metric!r} column; expected the per-cell metrics")
     configs: dict[str, dict] = {}
     for run in loaded.values():
-        for entry in run.manifest.get("models", []):
-            if isinstance(entry, dict) and "name" in entry:
-                configs.setdefault(str(entry["name"]), entry.get("config") or {})
+        for entry in run.manifest.models:
+            configs.setdefault(entry.name, entry.config)
     models = list(dict.fromkeys(cells["model"]))
     return _Data(loaded, cells, task, num_classes, metric, models, configs)
 
@@ -279,7 +278,7 @@ def _setup(data: _Data) -> _Section:
     sec = _Section("Setup", "setup")
     rows = []
     for name, run in data.runs.items():
-        m = run.manifest
+        m = run.manifest.to_json()
         protocol = m.get("protocol", {})
         dataset = m.get("dataset", {})
         versions = m.get("package") or m.get("versions") or {}
@@ -288,7 +287,7 @@ def _setup(data: _Data) -> _Section:
         facts = {
             "run": name,
             "path": str(run.path),
-            "status": m.get("status", ""),
+            "complete": m["complete"],
             "protocol": f"{protocol.get('name', '?')} (hash {_short(protocol.get('hash', '?'))}, seed {protocol.get('seed', '?')})",
         }
         for key, value in dataset.items():
@@ -315,10 +314,7 @@ def _setup(data: _Data) -> _Section:
            else f"percentile bootstrap intervals over the evaluation samples ({N_RESAMPLES} resamples, seed 0).")
     ))
     for name, run in data.runs.items():
-        desc = run.manifest.get("protocol", {}).get("description")
-        if desc:
-            sec.blocks.append(_Text(f"Protocol of {name}: {desc}"))
-        plugins = run.manifest.get("plugins")
+        plugins = run.manifest.plugins
         if plugins:
             listed = plugins if isinstance(plugins, list) else [plugins]
             sec.blocks.append(_Text(f"Corruption plug-ins of {name}: " + "; ".join(
@@ -327,7 +323,7 @@ def _setup(data: _Data) -> _Section:
     sec.blocks.append(_Table("runs", runs, transposed.astype(str), "Runs (hashes: first 16 hex digits)"))
     model_rows = []
     for name, run in data.runs.items():
-        for entry in run.manifest.get("models", []):
+        for entry in run.manifest.to_json()["models"]:
             config = entry.get("config") or {}
             backbone, calibrated = _backbone(str(entry.get("name")), config)
             model_rows.append({
@@ -1044,7 +1040,7 @@ def compare_runs(run_a, run_b, *, metric: str = "accuracy", alpha: float = ALPHA
                 "family": ra["family"], "name": ra["name"], "modalities": ra["modalities"], "level": ra["level"],
                 "a": va, "b": va + res.estimate, "diff": res.estimate, "low": res.low, "high": res.high, "p": p,
             })
-    differences = run_differences(next(iter(a.runs.values())).manifest, next(iter(b.runs.values())).manifest)
+    differences = run_differences(next(iter(a.runs.values())).manifest.to_json(), next(iter(b.runs.values())).manifest.to_json())
     if not rows:
         raise InputError(f"runs {run_a} and {run_b} share no (model, condition, seed) cell" + "".join(f"; {d}" for d in differences))
     df = pd.DataFrame(rows)

@@ -1,20 +1,23 @@
-"""The run folder: atomic writes, the manifest, the tidy cell table and per-sample records.
+"""The run folder and its contract: atomic writes, the manifest, the cell table, per-sample records.
 
     results/NAME/
-      manifest.json          versions, device, protocol name + hash, model SHA-256s, dataset
-                             fingerprint, seeds, start/end time, wall seconds per cell;
-                             `complete` (false from the start, true once the last cell is
-                             written), `plugins` [{name, source, sha256}] that shaped the protocol
-      cells.csv              one row per model x seed x condition: the condition's fields, n,
-                             the per-cell metrics, their jackknife standard errors (`<metric>_se`,
-                             metrics.cell_standard_errors), seconds
-      samples/<cell_id>.npz  per-sample records (numpy alone loads them):
+      manifest.json          `Manifest` (version 2; schemas/manifest.schema.json): the run's
+                             identity (protocol name + hash + seed + metrics, models with SHA-256s
+                             and configs, dataset fingerprint, seeds, RNG version, amp and the
+                             two record options), the plug-ins that shaped the protocol, package
+                             versions and git commit, `complete` (false until the last cell is
+                             written), start/end time, wall seconds per cell, the last session's
+                             device and batch size
+      cells.csv              one row per model x seed x condition (`cell_row`): the condition's
+                             fields, n, the per-cell metrics, their jackknife standard errors
+                             (`<metric>_se`), seconds
+      samples/<cell_id>.npz  per-sample records (numpy alone loads them), `RECORD_FIELDS[task]`:
                              classification: ids, target, pred, conf, p_true, sq_prob, entropy, affected
-                             (+ probs, float32 (n, K), with keep_probabilities)
                              regression: ids, target, output, affected
-                             (+ `nonfinite`, True where the model output NaN/Inf, and the
-                             cells.csv column of its count, in a run that counts them as wrong;
-                             pred is then -1 and the probabilities uniform)
+                             and optionally `nonfinite` (True where the model output NaN/Inf, in a
+                             run that counts them as wrong; pred is then -1 and the probabilities
+                             uniform), `probs` (float32 (n, K), with keep_probabilities) and the
+                             calibration gates `gate_instance_<m>`, `gate_dim_<m>` of our models
 
 Every file is written to a temporary name in the same folder and moved into place with
 `os.replace`, so a crashed or killed process (Ctrl-C, kill -9) leaves either the old file or the
@@ -27,16 +30,26 @@ to an uninterrupted one.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import os
+import platform
+import re
+import subprocess
 import zipfile
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from .corruptions.condition import Condition
+from .domain import Family, Task, parse_task
 from .errors import InputError
+from .version import __version__
 
 CONDITION_COLUMNS = ["cell_id", "model", "seed", "condition", "family", "name", "modalities", "level", "param", "rate", "group", "n"]
 # Written only by a run that counts NaN/Inf outputs as wrong (`nonfinite="wrong"`): how many samples
@@ -101,20 +114,276 @@ def csv_bytes(rows: list[dict]) -> bytes:
     return cells_frame(rows).to_csv(index=False, lineterminator="\n").encode()
 
 
+# ---------------------------------------------------------------------------------------------
+# The per-sample record: one schema per task, the one place that knows a record's shape.
+
+# field -> dtype of every record of a task, in the order the engine builds them
+RECORD_FIELDS: dict[Task, dict[str, type]] = {
+    Task.CLASSIFICATION: {
+        "ids": np.int64, "target": np.int64, "pred": np.int64, "conf": np.float32, "p_true": np.float32,
+        "sq_prob": np.float32, "entropy": np.float32, "affected": np.bool_,
+    },
+    Task.REGRESSION: {"ids": np.int64, "target": np.float32, "output": np.float32, "affected": np.bool_},
+}
+# fields a record holds only in some runs: the NaN/Inf mask (`nonfinite="wrong"`), the probability
+# vectors (`keep_probabilities`, (n, K)), calibration gates (`gate_instance_<m>`, `gate_dim_<m>`)
+NONFINITE_FIELD = "nonfinite"
+PROBS_FIELD = "probs"
+GATE_PREFIXES = ("gate_instance_", "gate_dim_")
+# the field only a record of that task has, which tells the task of a record read back
+_TASK_MARKER = {Task.CLASSIFICATION: "pred", Task.REGRESSION: "output"}
+
+
+def empty_record(task: Task, kept_classes: int | None = None, extra_fields: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """A record of no samples (a rank that holds none): the task's fields, the NaN/Inf mask, `probs`
+    (0, K) when kept, and each extra float field (calibration gates)."""
+    record = {name: np.zeros(0, dtype) for name, dtype in RECORD_FIELDS[Task(task)].items()}
+    record[NONFINITE_FIELD] = np.zeros(0, np.bool_)
+    if kept_classes is not None:
+        record[PROBS_FIELD] = np.zeros((0, kept_classes), np.float32)
+    record.update({name: np.zeros(0, np.float32) for name in extra_fields})
+    return record
+
+
+def task_of(record: dict[str, np.ndarray], where: str = "record") -> Task:
+    """The task a record was written for, from the field only that task's records have."""
+    for task, marker in _TASK_MARKER.items():
+        if marker in record:
+            return task
+    raise InputError(f"{where}: holds neither {' nor '.join(map(repr, _TASK_MARKER.values()))}; not a per-sample record of rbmm")
+
+
+def check_record(record: dict[str, np.ndarray], task: Task, where: str = "record") -> int:
+    """The number of samples in a record, after checking it has the task's fields, all of that length."""
+    missing = [k for k in RECORD_FIELDS[Task(task)] if k not in record]
+    if missing:
+        raise InputError(f"{where}: missing field(s) {', '.join(missing)} of a {task} record")
+    lengths = {k: len(v) for k, v in record.items()}
+    n = lengths["ids"]
+    ragged = [k for k, length in lengths.items() if length != n]
+    if ragged:
+        raise InputError(f"{where}: field {ragged[0]!r} has {lengths[ragged[0]]} entries, 'ids' has {n}")
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest: a versioned dataclass, every field written once.
+
+MANIFEST_VERSION = 2
+# Version 1 (no `version` field) held the identity under `identity` and again at the top level
+# (models, dataset, seeds, rng, part of protocol) and a `status` string beside `complete`.
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """The protocol a run evaluated. units: one line per modality of a raw-pixel preset part, the
+    mapping to raw units it applied (empty for other protocols)."""
+
+    name: str
+    hash: str
+    source: str
+    seed: int
+    metrics: tuple[str, ...]
+    units: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One evaluated model: its display name, the SHA-256 of its weights, JSON-safe config facts."""
+
+    name: str
+    sha256: str
+    config: dict
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The evaluation set: where it came from and the fingerprint of its ids, labels and inputs."""
+
+    name: str
+    split: str
+    source: str
+    fingerprint: str
+    n: int
+    task: Task
+    num_classes: int | None
+    modalities: dict  # name -> {"kind": str, "shape": [int, ...]}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json of a run folder. The identity fields (`IDENTITY`) decide whether a folder
+    holds the same run (resume) or another one (refused without --overwrite); the rest describe
+    this session of it. device, device_name, batch_size and world_size are those of the last
+    session; finished and wall_seconds are null until `complete`."""
+
+    protocol: ProtocolInfo
+    models: tuple[ModelInfo, ...]
+    dataset: DatasetInfo
+    seeds: tuple[int, ...]
+    rng: str
+    amp: bool
+    keep_probabilities: bool
+    nonfinite: str
+    plugins: tuple[dict, ...] | None  # None only for a migrated version-1 run that did not record them
+    package: dict
+    complete: bool
+    started: str
+    cell_seconds: dict
+    device: str | None = None
+    device_name: str | None = None
+    batch_size: int | None = None
+    world_size: int | None = None
+    finished: str | None = None
+    wall_seconds: float | None = None
+    version: int = MANIFEST_VERSION
+
+    IDENTITY = ("protocol", "models", "dataset", "seeds", "rng", "amp", "keep_probabilities", "nonfinite")
+
+    def identity(self) -> dict:
+        """The identity fields as JSON values (what two sessions of one run must agree on)."""
+        doc = self.to_json()
+        return {k: doc[k] for k in self.IDENTITY}
+
+    def model(self, name: str) -> ModelInfo | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def to_json(self) -> dict:
+        """The manifest as JSON values (tuples as lists), as written to and read back from disk."""
+        doc = asdict(self)
+        doc["dataset"]["task"] = str(self.dataset.task)
+        return json.loads(json.dumps(doc))
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "manifest.json") -> "Manifest":
+        """Parse a manifest, migrating version 1; any other shape is a one-line error naming `where`."""
+        if not isinstance(doc, dict):
+            raise InputError(f"{where}: holds a JSON {type(doc).__name__}; expected a run manifest (a JSON object)")
+        version = doc.get("version", 1)
+        if version == 1:
+            doc = _migrate_v1(doc, where)
+        elif version != MANIFEST_VERSION:
+            raise InputError(
+                f"{where}: manifest version {version!r}; this robustbench-mm reads versions 1 and {MANIFEST_VERSION} "
+                "(a newer version needs a newer robustbench-mm)"
+            )
+        return _parse(doc, where)
+
+
+def _field(doc: dict, key: str, kind: type | tuple[type, ...], where: str, optional: bool = False):
+    if key not in doc:
+        if optional:
+            return None
+        raise InputError(f"{where}: missing field {key!r}")
+    value = doc[key]
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InputError(f"{where}: field {key!r} is {type(value).__name__}, expected {names}")
+    return value
+
+
+def _parse(doc: dict, where: str) -> Manifest:
+    protocol = _field(doc, "protocol", dict, where)
+    pw = f"{where}: protocol"
+    dataset = _field(doc, "dataset", dict, where)
+    dw = f"{where}: dataset"
+    models = _field(doc, "models", list, where)
+    for i, m in enumerate(models):
+        if not isinstance(m, dict):
+            raise InputError(f"{where}: models[{i}] is {type(m).__name__}, expected an object")
+    plugins = _field(doc, "plugins", list, where, optional=True)
+    for p in plugins or []:
+        if not (isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("name", "source", "sha256"))):
+            raise InputError(f"{where}: field 'plugins': expected a list of {{name, source, sha256}} strings")
+    nonfinite = _field(doc, "nonfinite", str, where)
+    return Manifest(
+        protocol=ProtocolInfo(
+            name=_field(protocol, "name", str, pw), hash=_field(protocol, "hash", str, pw),
+            source=_field(protocol, "source", str, pw), seed=_field(protocol, "seed", int, pw),
+            metrics=tuple(_field(protocol, "metrics", list, pw)), units=tuple(_field(protocol, "units", list, pw, optional=True) or ()),
+        ),
+        models=tuple(
+            ModelInfo(_field(m, "name", str, f"{where}: models[{i}]"), _field(m, "sha256", str, f"{where}: models[{i}]"),
+                      _field(m, "config", dict, f"{where}: models[{i}]"))
+            for i, m in enumerate(models)
+        ),
+        dataset=DatasetInfo(
+            name=_field(dataset, "name", str, dw), split=_field(dataset, "split", str, dw),
+            source=_field(dataset, "source", str, dw), fingerprint=_field(dataset, "fingerprint", str, dw),
+            n=_field(dataset, "n", int, dw), task=parse_task(_field(dataset, "task", str, dw), f"{dw}: field 'task'"),
+            num_classes=_field(dataset, "num_classes", int, dw, optional=True),
+            modalities=_field(dataset, "modalities", dict, dw),
+        ),
+        seeds=tuple(_field(doc, "seeds", list, where)),
+        rng=_field(doc, "rng", str, where),
+        amp=_field(doc, "amp", bool, where),
+        keep_probabilities=_field(doc, "keep_probabilities", bool, where),
+        nonfinite=nonfinite,
+        plugins=None if plugins is None else tuple(plugins),
+        package=_field(doc, "package", dict, where),
+        complete=_field(doc, "complete", bool, where),
+        started=_field(doc, "started", str, where),
+        cell_seconds=_field(doc, "cell_seconds", dict, where),
+        device=_field(doc, "device", str, where, optional=True),
+        device_name=_field(doc, "device_name", str, where, optional=True),
+        batch_size=_field(doc, "batch_size", int, where, optional=True),
+        world_size=_field(doc, "world_size", int, where, optional=True),
+        finished=_field(doc, "finished", str, where, optional=True),
+        wall_seconds=_field(doc, "wall_seconds", (int, float), where, optional=True),
+    )
+
+
+def _migrate_v1(doc: dict, where: str) -> dict:
+    """A version-1 manifest (robustbench-mm 0.1.0 before the run contract) in version 2's layout."""
+    identity = doc.get("identity")
+    if not isinstance(identity, dict):
+        raise InputError(f"{where}: manifest version 1 without an 'identity' object")
+    top_protocol = doc.get("protocol") if isinstance(doc.get("protocol"), dict) else {}
+    protocol = dict(identity.get("protocol") or {})
+    protocol.update(seed=top_protocol.get("seed"), metrics=top_protocol.get("metrics"))
+    complete = doc.get("complete", doc.get("status") == "complete")
+    return {
+        **{k: identity.get(k) for k in ("models", "dataset", "seeds", "rng")},
+        "protocol": protocol,
+        "amp": bool(identity.get("amp", False)),
+        "keep_probabilities": bool(identity.get("keep_probabilities", False)),  # written only when on
+        "nonfinite": identity.get("nonfinite", "error"),  # written only when not the default
+        "plugins": doc.get("plugins"),  # absent in runs before plug-ins were recorded: unknown
+        "package": doc.get("package", {}),
+        "complete": bool(complete),
+        "started": doc.get("started", ""),
+        "cell_seconds": doc.get("cell_seconds", {}),
+        **{k: doc.get(k) for k in ("device", "device_name", "batch_size", "world_size", "finished", "wall_seconds")},
+        "version": MANIFEST_VERSION,
+    }
+
+
+def read_manifest(path: Path) -> Manifest:
+    """manifest.json of a run folder, parsed (one-line errors naming the file)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    return Manifest.from_json(doc, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs back.
+
+
 class Run:
-    """One run folder, read back: `.manifest` (dict), `.cells` (DataFrame), `.samples(cell_id)`."""
+    """One run folder, read back: `.manifest` (`Manifest`), `.cells` (DataFrame), `.samples(cell_id)`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
             raise InputError(f"{self.path} is not a run folder: no manifest.json (expected the --out of `rbmm eval`)")
-        try:
-            self.manifest = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{manifest}: not valid JSON ({e})") from None
-        if not isinstance(self.manifest, dict):
-            raise InputError(f"{manifest}: holds a JSON {type(self.manifest).__name__}; expected a run manifest (a JSON object)")
+        self.manifest = read_manifest(manifest)
         cells = self.path / "cells.csv"
         self.cells = (
             pd.read_csv(cells, keep_default_na=True, dtype={"modalities": str, "group": str})
@@ -134,23 +403,27 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        """Whether the run wrote its last cell: the manifest's `complete` (older runs: `status`)."""
-        return bool(self.manifest.get("complete", self.manifest.get("status") == "complete"))
+        """Whether the run wrote its last cell."""
+        return self.manifest.complete
+
+    @property
+    def task(self) -> Task:
+        return self.manifest.dataset.task
 
     def summary(self) -> str:
         """A few lines for the terminal: where the run is, cells, and each model's clean/mean metric."""
-        lines = [f"{self.path}: {len(self.cells)} cells, protocol {self.manifest.get('protocol', {}).get('name')}"]
+        lines = [f"{self.path}: {len(self.cells)} cells, protocol {self.manifest.protocol.name}"]
         metric = "accuracy" if "accuracy" in self.cells else next(
             (c for c in self.cells.columns if c not in CONDITION_COLUMNS + COUNT_COLUMNS and c != "seconds"), None
         )
         if metric is not None and not self.cells.empty:
             for model, g in self.cells.groupby("model", sort=False):
-                clean = g.loc[g["family"] == "clean", metric].mean()
-                rest = g.loc[g["family"] != "clean", metric].mean()
+                clean = g.loc[g["family"] == Family.CLEAN, metric].mean()
+                rest = g.loc[g["family"] != Family.CLEAN, metric].mean()
                 lines.append(f"  {model:<24} clean {metric} {clean:.4f}   mean over perturbed cells {rest:.4f}")
                 if "nonfinite" in g and g["nonfinite"].sum():
                     lines.append(f"  {'':<24} NaN/Inf outputs counted as wrong: {int(g['nonfinite'].sum())} sample-cells")
-        if self.manifest.get("identity", {}).get("dataset", {}).get("split") == "all":
+        if self.manifest.dataset.split == "all":
             lines.append("  the dataset has no 'split' array: all of its samples were evaluated (split: all)")
         return "\n".join(lines)
 
@@ -181,3 +454,206 @@ def load_runs(paths: list[str | Path]) -> Runs:
     if len(set(names)) != len(names):
         names = [str(p) for p in paths]
     return Runs({n: Run(p) for n, p in zip(names, paths)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Cell ids, the cell table's rows and the run writer.
+
+
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", text)
+
+
+def cell_id(model: str, seed: int, condition: Condition) -> str:
+    """File-safe, human-readable, unique within a run (condition keys are unique in a protocol)."""
+    parts = [model, f"s{seed}", condition.family, condition.name, "+".join(condition.modalities) or "-", f"l{condition.level:g}"]
+    if condition.param is not None:
+        parts.append(f"p{condition.param:g}")
+    parts.append(f"r{condition.rate:g}")
+    return _file_safe("__".join(parts))
+
+
+def _cell_prefix(model: str, seed: int) -> str:
+    """How every cell id of (model, seed) begins (see `cell_id`)."""
+    return _file_safe(f"{model}__s{seed}__")
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One model x seed x condition cell of a run, in grid order."""
+
+    id: str
+    model: str
+    seed: int
+    condition: Condition
+
+
+def cell_row(cell: PlannedCell, record: dict[str, np.ndarray], metrics: dict[str, float]) -> dict:
+    """The cells.csv row of a finished cell (without `seconds`, which the writer adds)."""
+    c = cell.condition
+    row = {
+        "cell_id": cell.id, "model": cell.model, "seed": cell.seed, "condition": c.key,
+        "family": c.family, "name": c.name, "modalities": "+".join(c.modalities), "level": c.level,
+        "param": np.nan if c.param is None else c.param, "rate": c.rate, "group": c.group,
+        "n": int(record["ids"].shape[0]),
+    }
+    if NONFINITE_FIELD in record:
+        row[NONFINITE_FIELD] = int(record[NONFINITE_FIELD].sum())
+    row.update(metrics)
+    return row
+
+
+@functools.lru_cache(maxsize=1)
+def _source_commit() -> str | None:
+    """The git commit of the robustbench_mm source that ran (None outside a git checkout), as
+    lm-evaluation-harness records `git_hash` (lm_eval/utils.py, get_git_commit_hash)."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def package_versions() -> dict:
+    """The versions a manifest records, and the git commit of the source when it is a checkout."""
+    import torch
+
+    return {"robustbench_mm": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "git": _source_commit()}
+
+
+class RunWriter:
+    """The run folder, written by rank 0: refuses a folder holding a different run, resumes the same
+    run from the cells on disk, and records each finished cell atomically.
+
+    `--overwrite` deletes only what a run of ours wrote, as its manifest names it: manifest.json,
+    cells.csv, our temporary files and samples/<cell>.npz of its models and seeds (cell ids begin
+    with model and seed, so this includes cells a killed run wrote after its last manifest); a
+    folder holding anything else is refused, with or without it, and nothing is deleted.
+
+    metrics : record -> the cell's metric columns (metrics and their standard errors).
+    """
+
+    def __init__(self, out: Path, manifest: Manifest, cells: list[PlannedCell], metrics: Callable[[dict], dict],
+                 overwrite: bool = False):
+        self.out = Path(out)
+        self.manifest = manifest
+        self.cells = {c.id: c for c in cells}
+        self.metrics = metrics
+        self.samples = self.out / "samples"
+        self.manifest_path = self.out / "manifest.json"
+        self.seconds: dict[str, float] = {}
+        self.rows: dict[str, dict] = {}
+        self._prepare_folder(overwrite)
+        self._load_finished()
+
+    # -- opening ------------------------------------------------------------------------------
+    def _prepare_folder(self, overwrite: bool) -> None:
+        out = self.out
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create output folder {out}: {e.strerror or e}; choose a writable --out") from None
+        if not os.access(out, os.W_OK):
+            raise InputError(f"output folder {out} is not writable; choose a writable --out")
+        previous = self._previous() if self.manifest_path.is_file() else None
+        if previous is None:
+            foreign = self._foreign(set())
+            if foreign:
+                raise InputError(
+                    f"output folder {out} is not empty and holds no run (no manifest.json; it holds {foreign[0]}); "
+                    "use another --out"
+                )
+        if overwrite and previous is not None:
+            prefixes = tuple(_cell_prefix(m.name, s) for m in previous.models for s in previous.seeds)
+            ours = {Path("manifest.json"), Path("cells.csv")} | {Path("samples") / f"{c}.npz" for c in previous.cell_seconds}
+            if self.samples.is_dir():
+                ours |= {Path("samples") / p.name for p in self.samples.glob("*.npz") if prefixes and p.name.startswith(prefixes)}
+            foreign = self._foreign(ours)
+            if foreign:
+                raise InputError(
+                    f"--overwrite would delete {out / foreign[0]}, which the run in {out} did not write "
+                    f"({len(foreign)} such file(s)); move them or use another --out"
+                )
+            for rel in sorted(ours):
+                (out / rel).unlink(missing_ok=True)
+        elif previous is not None:
+            before, now = previous.identity(), self.manifest.identity()
+            changed = [k for k in now if before[k] != now[k]]
+            if changed:
+                raise InputError(
+                    f"{out} holds a different run (changed: {', '.join(changed)}); use --overwrite to replace it or another --out"
+                )
+            self.seconds = dict(previous.cell_seconds)
+            self.manifest = replace(self.manifest, started=previous.started or self.manifest.started)
+        for leftover in [*out.glob(".*.tmp*"), *self.samples.glob(".*.tmp*")]:  # a killed run's half-written files
+            leftover.unlink()
+        try:
+            self.samples.mkdir(exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create {self.samples}: {e.strerror or e}; choose a writable --out") from None
+
+    def _previous(self) -> Manifest:
+        """The manifest already in the folder, which must be one of ours."""
+        try:
+            doc = json.loads(self.manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise InputError(
+                f"{self.manifest_path}: unreadable ({type(e).__name__}), so the run it describes is unknown; "
+                "use another --out (or delete the folder yourself)"
+            ) from None
+        try:
+            return Manifest.from_json(doc, str(self.manifest_path))
+        except InputError as e:
+            raise InputError(f"{e}; not a manifest of an rbmm run, use another --out") from None
+
+    def _foreign(self, ours: set[Path]) -> list[Path]:
+        """Files in the folder (relative, sorted) that are not in `ours`, leaving out hidden ones
+        (our temporary files, .DS_Store...)."""
+        found = []
+        for p in sorted(self.out.rglob("*")):
+            rel = p.relative_to(self.out)
+            if p.is_dir() and not p.is_symlink() or rel in ours or any(part.startswith(".") for part in rel.parts):
+                continue
+            found.append(rel)
+        return found
+
+    def _load_finished(self) -> None:
+        """Rows of the cells already on disk (a resumed run), from their records; a damaged record
+        (e.g. a power loss) is deleted, so that its cell is evaluated again."""
+        on_disk = {p.name[: -len(".npz")] for p in self.samples.glob("*.npz")}
+        for cid in sorted(on_disk & set(self.cells)):
+            path = self.samples / f"{cid}.npz"
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    record = {k: z[k] for k in z.files}
+            except (OSError, ValueError, zipfile.BadZipFile):
+                path.unlink()
+                continue
+            self.rows[cid] = cell_row(self.cells[cid], record, self.metrics(record))
+
+    # -- writing ------------------------------------------------------------------------------
+    @property
+    def done(self) -> set[str]:
+        return set(self.rows)
+
+    def _kept(self) -> str:
+        return f"the {len(self.rows)} finished cells in {self.out} are kept"
+
+    def write_cell(self, cid: str, record: dict[str, np.ndarray], seconds: float) -> None:
+        row = cell_row(self.cells[cid], record, self.metrics(record))
+        atomic_write(self.samples / f"{cid}.npz", npz_bytes(record), self._kept())
+        self.rows[cid] = row
+        self.seconds[cid] = seconds
+
+    def write_tables(self, *, complete: bool, wall_seconds: float | None = None) -> None:
+        """cells.csv (grid order) and the manifest, both atomic."""
+        rows = [dict(self.rows[cid], seconds=self.seconds.get(cid, np.nan)) for cid in self.cells if cid in self.rows]
+        atomic_write(self.out / "cells.csv", csv_bytes(rows), self._kept())
+        self.manifest = replace(
+            self.manifest, complete=bool(complete), cell_seconds={k: self.seconds[k] for k in sorted(self.seconds)},
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds") if complete else None,
+            wall_seconds=wall_seconds if complete else None,
+        )
+        atomic_write(self.manifest_path, json_bytes(self.manifest.to_json()), self._kept())

@@ -39,6 +39,6 @@ def test_two_ranks_match_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = tiny_data()
     evaluate(tiny_models(data), data, parse_protocol(PROTOCOL), out=tmp_path / "one", device="cpu", batch_size=8, progress=False)
-    assert load_run(tmp_path / "dist").manifest["world_size"] == 2
+    assert load_run(tmp_path / "dist").manifest.world_size == 2
     assert run_files(tmp_path / "dist") == run_files(tmp_path / "one")
     assert cells_without_seconds(tmp_path / "dist").equals(cells_without_seconds(tmp_path / "one"))

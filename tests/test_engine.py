@@ -213,7 +213,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, reference, protocol):
     with pytest.raises(Interrupt):
         evaluate(tiny_models(data), data, protocol, out=tmp_path / "r", on_cell=stop_after_five, **kwargs)
     assert len(run_files(tmp_path / "r")) == 5
-    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "running"
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["complete"] is False
     damaged = tmp_path / "r" / "samples" / f"{seen[0]}.npz"
     damaged.write_bytes(damaged.read_bytes()[:100])  # as a power loss could leave it
     resumed: list[str] = []
@@ -238,7 +238,7 @@ def test_changed_protocol_or_model_is_refused_and_overwrite_starts_over(tmp_path
         evaluate(models, data, protocol, out=out, device="cpu", progress=False)
     before = run_files(out)
     run = evaluate(tiny_models(data), data, other, out=out, device="cpu", progress=False, overwrite=True)
-    assert run.manifest["protocol"]["hash"] == other.hash
+    assert run.manifest.protocol.hash == other.hash
     assert run_files(out).keys() == before.keys() and run_files(out) != before
 
 
@@ -337,12 +337,12 @@ def test_progress_bar_only_when_asked(tmp_path, protocol, capsys):
 def test_manifest_and_combined_runs(reference, tmp_path, protocol):
     out, run = reference
     m = run.manifest
-    assert m["status"] == "complete"
-    assert m["protocol"]["hash"] == protocol.hash
-    assert m["dataset"]["fingerprint"] == tiny_data().fingerprint()
-    assert {d["name"] for d in m["models"]} == {"tinyfusion", "blackbox"}
-    assert set(m["cell_seconds"]) == set(run.cells["cell_id"])
-    assert {"torch", "robustbench_mm"} <= set(m["package"])
+    assert m.complete is True
+    assert m.version == 2 and m.protocol.hash == protocol.hash
+    assert m.dataset.fingerprint == tiny_data().fingerprint()
+    assert {d.name for d in m.models} == {"tinyfusion", "blackbox"}
+    assert set(m.cell_seconds) == set(run.cells["cell_id"])
+    assert {"torch", "robustbench_mm"} <= set(m.package)
     data = tiny_data()
     evaluate([TinyFusion(data.specs, seed=5)], data, protocol, out=tmp_path / "seed5", device="cpu", progress=False)
     both = load_runs([out, tmp_path / "seed5"])
@@ -471,13 +471,13 @@ def test_nonfinite_wrong_counts_the_samples_as_wrong(tmp_path):
     assert list(run.cells.columns[:13]) == [*run.cells.columns[:12], "nonfinite"]  # the count follows n
     record = run.samples(clean["cell_id"])
     assert sorted(record["ids"][record["nonfinite"]].tolist()) == sorted(bad)
-    assert run.manifest["identity"]["nonfinite"] == "wrong"
+    assert run.manifest.nonfinite == "wrong"
     assert "NaN/Inf outputs counted as wrong: 8 sample-cells" in run.summary()  # 4 samples x 2 cells
 
 
 def test_default_run_files_carry_no_nonfinite_traces(reference):
     out, run = reference
-    assert "nonfinite" not in run.cells and "nonfinite" not in run.manifest["identity"]
+    assert "nonfinite" not in run.cells and run.manifest.nonfinite == "error"
     assert all("nonfinite" not in run.samples(c) for c in run.cells["cell_id"])
 
 
@@ -561,7 +561,7 @@ def test_class_count_is_the_model_output_width(tmp_path):
     model = TinyFusion(data.specs, classes=6)
     some = _relabelled(data, torch.tensor([0, 2, 5])[torch.arange(N) % 3])  # labels {0, 2, 5} of 6 classes
     run = evaluate([model], some, ONE_CELL, out=tmp_path / "a", device="cpu", progress=False)
-    assert run.manifest["dataset"]["num_classes"] == 6
+    assert run.manifest.dataset.num_classes == 6
     with torch.no_grad():
         expected = (model(some.inputs).argmax(1) == some.labels).double().mean().item()
     assert run.cells.loc[0, "accuracy"] == pytest.approx(expected, abs=1e-12)
@@ -606,11 +606,12 @@ def test_manifest_complete_is_false_until_the_last_cell(tmp_path):
         seen.append(json.loads((tmp_path / "r" / "manifest.json").read_text())["complete"])
 
     run = evaluate([TinyFusion(data.specs)], data, ONE_CELL, out=tmp_path / "r", device="cpu", progress=False, on_cell=look)
-    assert seen == [False, False] and run.manifest["complete"] is True and run.manifest["plugins"] == []
+    assert seen == [False, False] and run.manifest.complete is True and run.manifest.plugins == ()
 
 
-@pytest.mark.parametrize("text,why", [("[1, 2]", "holds a JSON list"), ('{"identity": {}}', "field 'cell_seconds' is missing"),
-                                      ('{"identity": 3, "cell_seconds": {}}', "field 'identity' is int")])
+@pytest.mark.parametrize("text,why", [("[1, 2]", "holds a JSON list"), ('{"identity": {}}', "field 'dataset' is NoneType"),
+                                      ('{"identity": 3, "cell_seconds": {}}', "version 1 without an 'identity' object"),
+                                      ('{"version": 7}', "manifest version 7; this robustbench-mm reads versions 1 and 2")])
 def test_out_folder_with_a_foreign_manifest(tmp_path, text, why):
     data = tiny_data()
     (tmp_path / "r").mkdir()

@@ -122,7 +122,7 @@ def test_lm_eval_results_layout_metrics_and_stderr(run, tmp_path):
     doc = json.loads((tmp_path / "first" / "results.json").read_text())
     for key in ("results", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "config", "git_hash", "date"):
         assert key in doc, key
-    assert doc["git_hash"] == run.manifest["package"]["git"]
+    assert doc["git_hash"] == run.manifest.package["git"]
     own = run.cells[run.cells["model"] == "first"]
     assert set(doc["results"]) == set(own["condition"])
     for _, row in own.iterrows():

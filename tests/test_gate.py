@@ -3,6 +3,7 @@ committed baseline; a copy with one modality's encoder damaged, saved under anot
 unusable input (other protocol or plug-ins, an incomplete run, unmatched models) exits 2."""
 
 import base64
+import dataclasses
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -205,12 +206,12 @@ def test_incomplete_run_exits_2_with_the_count_of_missing_cells(tmp_path, capsys
     assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
     err = capsys.readouterr().err
     assert f"{n_baseline - written} of {n_baseline} baseline cells missing" in err and "not marked complete" in err, err
-    # without the field, the missing cells alone make it incomplete
+    # the field is part of the run contract: a manifest without it is refused in one line
     manifest = json.loads((run / "manifest.json").read_text())
     manifest.pop("complete")
     (run / "manifest.json").write_text(json.dumps(manifest))
     assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
-    assert f"{n_baseline - written} of {n_baseline} baseline cells missing" in capsys.readouterr().err
+    assert "missing field 'complete'" in capsys.readouterr().err
 
 
 def test_run_not_marked_complete_is_not_gated_even_with_every_cell(fresh_run, tmp_path, capsys):
@@ -246,7 +247,8 @@ def test_plugin_differences_are_named(fresh_run, tmp_path, capsys):
 
 def test_protocol_difference_is_named_before_missing_cells(fresh_run, tmp_path, capsys):
     """A run of `standard` against a `quick` baseline lacks cells, but the reason is the protocol."""
-    run = _edit_manifest(_copy_run(fresh_run, tmp_path / "run"), protocol={"name": "quick", "hash": "f" * 64})
+    protocol = json.loads((fresh_run / "manifest.json").read_text())["protocol"]
+    run = _edit_manifest(_copy_run(fresh_run, tmp_path / "run"), protocol=dict(protocol, hash="f" * 64))
     assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
     err = capsys.readouterr().err
     assert "protocol 'quick' (hash ffffffffffff) differs from the baseline's" in err and "missing" not in err
@@ -291,7 +293,7 @@ def test_baselines_match_their_schema(fresh_run):
 def _edit_manifest_copy(run: Path, **fields):
     """The run as loaded, with manifest fields replaced in memory (the folder is untouched)."""
     loaded = load_run(run)
-    loaded.manifest = dict(loaded.manifest, **fields)
+    loaded.manifest = dataclasses.replace(loaded.manifest, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     return loaded
 
 

@@ -187,5 +187,5 @@ def test_a_run_records_the_plugins_that_shaped_its_protocol(tmp_path):
     protocol = parse_protocol('name = "p"\ndescription = "d"\n[[corruption]]\ncorruptions = ["tp_vec_run"]\nlevels = [2]\n')
     data = tiny_data()
     run = evaluate([TinyFusion(data.specs)], data, protocol, out=tmp_path / "r", device="cpu", progress=False)
-    assert run.manifest["plugins"] == [{"name": "tp_vec_run", "source": str(path), "sha256": protocol.plugins[0]["sha256"]}]
-    assert run.manifest["protocol"]["hash"] == protocol.hash and run.manifest["complete"] is True
+    assert run.manifest.plugins == ({"name": "tp_vec_run", "source": str(path), "sha256": protocol.plugins[0]["sha256"]},)
+    assert run.manifest.protocol.hash == protocol.hash and run.manifest.complete is True

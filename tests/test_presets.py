@@ -403,7 +403,7 @@ def test_the_manifest_records_the_units_a_raw_pixel_preset_applied(tmp_path):
     data = MultimodalData(name="t", split="test", specs=specs, inputs={"img": torch.rand(n, 3, 4, 4, generator=g), "v": torch.randn(n, 2, generator=g)},
                           labels=torch.arange(n) % 2, ids=torch.arange(n, dtype=torch.int64), num_classes=2, source="test")
     evaluate([_Tiny(specs)], data, "qmf", out=tmp_path / "run", device="cpu", seeds=[0], progress=False)
-    units = json.loads((tmp_path / "run" / "manifest.json").read_text())["identity"]["protocol"]["units"]
+    units = json.loads((tmp_path / "run" / "manifest.json").read_text())["protocol"]["units"]
     assert units == ["joint[0] gaussian_noise on 'img': raw pixels [0, 255] = (x - 0) * 255 / 1, from the value range (0, 1)"]
     evaluate([_Tiny(specs)], data, "noise-sweep", out=tmp_path / "sweep", device="cpu", progress=False)
-    assert "units" not in json.loads((tmp_path / "sweep" / "manifest.json").read_text())["identity"]["protocol"]
+    assert json.loads((tmp_path / "sweep" / "manifest.json").read_text())["protocol"]["units"] == []

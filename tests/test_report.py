@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fakes import fake_manifest, write_manifest
+from robustbench_mm.results import DatasetInfo
 from robustbench_mm.errors import InputError
 from robustbench_mm.metrics import cell_metrics
 from robustbench_mm.report import compare_runs, format_comparison, write_report
@@ -109,31 +111,23 @@ def write_fake_run(path: Path, models: list[str], *, seeds=(0,), training_seed: 
                     seconds=0.01,
                 ))
     pd.DataFrame(rows).to_csv(path / "cells.csv", index=False)
-    manifest = {
-        "package_version": "0.1.0",
-        "versions": {"python": "3.11", "torch": "2.13.0", "numpy": np.__version__},
-        "device": "cpu",
-        "task": "classification",
-        "num_classes": CLASSES,
-        "protocol": {"name": "fake-<b>protocol</b>", "hash": "ab" * 32, "seed": 0,
-                     "description": "gaussian noise on pix & fou; removal <subsets>"},
-        "dataset": {"name": "mfeat", "sha256": "cd" * 32, "modalities": list(MODALITIES), "split": "test", "n": N},
-        "models": [
-            {
-                "name": model,
-                "sha256": hashlib.sha256(model.encode()).hexdigest(),
-                "path": f"/ckpt/{model}.pt",
-                "config": {"fusion": model.split("+")[0] if model in ("concat", "concat+cal", "late") else "late",
-                           "calibration": model.endswith("+cal"), "seed": training_seed},
-            }
-            for model in models
-        ],
-        "plugins": [{"name": "my_blur", "source": "corruptions/my_blur.py", "description": "blur <i>kernel</i>"}],
-        "seeds": list(seeds),
-        "started": "2026-11-23T10:00:00+00:00",
-        "finished": "2026-11-23T10:01:00+00:00",
-    }
-    (path / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    entries = [
+        {
+            "name": model,
+            "sha256": hashlib.sha256(model.encode()).hexdigest(),
+            "config": {"fusion": model.split("+")[0] if model in ("concat", "concat+cal", "late") else "late",
+                       "calibration": model.endswith("+cal"), "seed": training_seed},
+        }
+        for model in models
+    ]
+    manifest = fake_manifest(
+        entries, num_classes=CLASSES, protocol="fake-<b>protocol</b>", seeds=seeds,
+        dataset=DatasetInfo("mfeat", "test", "mfeat", "cd" * 32, N, "classification", CLASSES,
+                            {m: {"kind": "vector", "shape": [4]} for m in MODALITIES}),
+        plugins=({"name": "my_blur", "source": "corruptions/blur <i>kernel</i>.py", "sha256": "12" * 32},),
+        finished="2026-11-23T10:01:00+00:00", device="cpu",
+    )
+    write_manifest(path, manifest)
     return path
 
 
@@ -309,7 +303,7 @@ def test_compare_runs_names_protocol_and_plugin_differences(tmp_path):
     (b / "manifest.json").write_text(json.dumps(manifest))
     text = format_comparison(compare_runs(a, b))
     assert "note: protocol differs: A 'fake-<b>protocol</b>' (hash abababababab), B 'quick' (hash efefefefefef)" in text
-    assert "note: plug-in 'my_blur' (corruptions/my_blur.py, sha256 None) shaped only run A" in text
+    assert "note: plug-in 'my_blur' (corruptions/blur <i>kernel</i>.py, sha256 121212121212) shaped only run A" in text
     assert "note: plug-in 'rain' (corruptions/rain.py, sha256 121212121212) shaped only run B" in text
     assert "note:" not in format_comparison(compare_runs(a, a))
 

@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from fakes import fake_manifest, write_manifest
 from robustbench_mm.errors import InputError
 from robustbench_mm.results import atomic_write, csv_bytes, load_run, load_runs, npz_bytes
 
@@ -54,7 +55,7 @@ def _fake_run(path, model: str, acc: float):
         "group": "clean", "n": 5, "accuracy": acc, "seconds": 0.1,
     }]
     (path / "cells.csv").write_bytes(csv_bytes(rows))
-    (path / "manifest.json").write_text(json.dumps({"status": "complete", "protocol": {"name": "p"}}))
+    write_manifest(path, fake_manifest([model], protocol="p"))
     (path / "samples" / f"{model}__clean.npz").write_bytes(npz_bytes(_record()))
 
 
@@ -77,3 +78,36 @@ def test_load_run_and_load_runs(tmp_path):
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(InputError, match="is not a run folder: no manifest.json"):
         load_run(tmp_path)
+
+
+def test_a_real_manifest_matches_its_schema_and_round_trips(tmp_path):
+    """The written manifest is the documented contract: its JSON Schema validates it and
+    Manifest.from_json(to_json()) gives the same manifest."""
+    import jsonschema
+
+    from robustbench_mm.cli import main
+    from robustbench_mm.results import Manifest
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    assert main(["eval", str(root / "results" / "baselines" / "mfeat-concat.pt"), "--protocol", "quick",
+                 "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    schema = json.loads((root / "robustbench_mm" / "schemas" / "manifest.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert Manifest.from_json(doc).to_json() == Manifest.from_json(json.loads(json.dumps(doc))).to_json()
+    assert load_run(tmp_path / "r").manifest.version == 2
+
+
+def test_a_version_1_manifest_is_migrated_and_a_newer_one_refused(tmp_path):
+    from robustbench_mm.results import Manifest
+
+    v2 = fake_manifest(["m"]).to_json()
+    v1 = {"identity": {k: v2[k] for k in ("models", "dataset", "seeds", "rng", "amp")}
+          | {"protocol": {k: v2["protocol"][k] for k in ("name", "hash", "source")}},
+          "protocol": {"name": v2["protocol"]["name"], "hash": v2["protocol"]["hash"], "seed": 0, "metrics": ["accuracy"]},
+          "models": v2["models"], "status": "complete", "plugins": [], "package": {}, "started": "", "cell_seconds": {}}
+    migrated = Manifest.from_json(v1)
+    assert migrated.complete and migrated.version == 2 and migrated.nonfinite == "error"
+    assert migrated.identity() == Manifest.from_json(v2).identity()
+    with pytest.raises(InputError, match="manifest version 3; this robustbench-mm reads versions 1 and 2"):
+        Manifest.from_json(dict(v2, version=3))
