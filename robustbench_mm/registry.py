@@ -12,7 +12,12 @@ An entry arrives one of three ways, and each remembers where it came from:
 
 A lookup that misses raises an `InputError` listing the available names. Registering a name twice
 with another object is an error naming who registered it first: a protocol naming that entry must
-never silently run the other one.
+never silently run the other one. Names keep the order they were declared in (a lazy entry keeps
+its place when it is resolved), so tables and listings built from a registry do not depend on
+which entries happened to be used first.
+
+Every registry made here is recorded in `all_registries()` (by kind), which `rbmm list` and the
+plug-in loader walk.
 """
 
 from __future__ import annotations
@@ -62,6 +67,14 @@ class Entry(Generic[T]):
     source: str
 
 
+_ALL: dict[str, "Registry"] = {}
+
+
+def all_registries() -> dict[str, "Registry"]:
+    """kind -> registry, for every registry created so far (the modules defining them imported)."""
+    return dict(_ALL)
+
+
 class Registry(Generic[T]):
     """Named objects of one kind. `kind` names them in messages ("unknown metric 'x'; expected...")."""
 
@@ -72,7 +85,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._lazy: dict[str, str] = {}
         self._lazy_sources: dict[str, str] = {}  # lazy name -> where it was declared (entry points)
+        self._order: list[str] = []  # every name, in declaration order
         self._entry_points_loaded = False
+        _ALL.setdefault(kind, self)
 
     # -- registration -------------------------------------------------------------------------
     def add(self, name: str, obj: T, source: str | None = None) -> T:
@@ -87,6 +102,8 @@ class Registry(Generic[T]):
         if self._check is not None:
             self._check(name, obj)
         self._entries[name] = Entry(name, obj, source if source is not None else source_of(obj))
+        if name not in self._order:
+            self._order.append(name)
         return obj
 
     def register(self, name: str, source: str | None = None) -> Callable[[T], T]:
@@ -98,15 +115,21 @@ class Registry(Generic[T]):
         if name in self._entries or name in self._lazy:
             raise InputError(f"{self.kind} {name!r} is already registered")
         self._lazy[name] = target
+        self._order.append(name)
 
     def remove(self, name: str) -> None:
         """Forget an entry (a plug-in that failed its contract check at load)."""
         self._entries.pop(name, None)
         self._lazy.pop(name, None)
         self._lazy_sources.pop(name, None)
+        if name in self._order:
+            self._order.remove(name)
 
     def set_source(self, name: str, source: str) -> None:
         """Record where an entry came from once it is known (a plug-in file's path)."""
+        if name in self._lazy:
+            self._lazy_sources[name] = source
+            return
         entry = self._entries[name]
         self._entries[name] = Entry(entry.name, entry.obj, source)
 
@@ -120,11 +143,16 @@ class Registry(Generic[T]):
                 continue
             dist = getattr(ep, "dist", None)
             self._lazy[ep.name] = ep.value
+            self._order.append(ep.name)
             self._lazy_sources[ep.name] = f"entry point {ep.name} ({dist.name if dist else ep.value})"
 
     def _resolve(self, name: str) -> Entry[T]:
-        target = self._lazy.pop(name)
-        obj = import_object(target, f"{self.kind} {name!r}")
+        target = self._lazy.pop(name)  # first: the module may register it by decorator on import
+        try:
+            obj = import_object(target, f"{self.kind} {name!r}")
+        except InputError:
+            self._lazy[name] = target
+            raise
         source = self._lazy_sources.pop(name, None) or target.partition(":")[0]
         if name in self._entries:  # importing the module registered it by decorator
             return self._entries[name]
@@ -151,13 +179,16 @@ class Registry(Generic[T]):
         return self.entry(name).source
 
     def names(self) -> list[str]:
-        """Every registered name, in registration order (lazy and entry-point names included)."""
+        """Every registered name, in declaration order (lazy and entry-point names included)."""
         self._load_entry_points()
-        return list(self._entries) + [n for n in self._lazy if n not in self._entries]
+        return list(self._order)
 
     def items(self) -> list[tuple[str, T]]:
         """(name, object) for every entry, resolving lazy ones."""
         return [(name, self.get(name)) for name in self.names()]
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()

@@ -210,7 +210,7 @@ def test_relative_gates_average_one_over_present_modalities_and_swaps_are_traini
     cal.eval()
     eval_out = cal(x, present)
     torch.manual_seed(1)
-    swapped = cal.swap_for_training(x, present)
+    swapped, mask = cal.swap_for_training(x, present)
     rows_changed = {m: (swapped[m] != x[m]).any(1) for m in names}
     assert not (rows_changed["b"] & ~present["b"]).any()  # an absent modality is never swapped in
     changed = torch.stack(list(rows_changed.values()), 1)

@@ -78,3 +78,39 @@ def test_table_helpers_select_cells_by_family_and_columns():
     assert clean_cells(df).index.tolist() == [0]
     assert cells(df, Family.REMOVAL, rate=1).index.tolist() == [1]
     assert cells(df, rate=1.0).index.tolist() == [0, 1, 3]
+
+
+def test_names_keep_declaration_order_when_a_lazy_entry_resolves(monkeypatch):
+    module = types.ModuleType("rbmm_order_probe")
+    module.middle = object()
+    monkeypatch.setitem(sys.modules, "rbmm_order_probe", module)
+    reg: Registry[object] = Registry("widget")
+    reg.add("first", 1)
+    reg.lazy("middle", "rbmm_order_probe:middle")
+    reg.add("last", 3)
+    reg.get("middle")
+    assert reg.names() == ["first", "middle", "last"]
+    assert reg["middle"] is module.middle
+    reg.remove("middle")
+    assert reg.names() == ["first", "last"]
+
+
+def test_a_lazy_module_that_registers_by_decorator_on_import_is_that_entry(monkeypatch):
+    reg: Registry[object] = Registry("widget")
+    module = types.ModuleType("rbmm_decorating_probe")
+
+    def thing():
+        return None
+
+    module.thing = thing
+    original = __import__("importlib").import_module
+
+    def importing(name, *a):
+        if name == "rbmm_decorating_probe":
+            reg.add("thing", thing, source="decorated")
+            return module
+        return original(name, *a)
+
+    monkeypatch.setattr("importlib.import_module", importing)
+    reg.lazy("thing", "rbmm_decorating_probe:thing")
+    assert reg.get("thing") is thing and reg.source("thing") == "decorated"

@@ -1,4 +1,8 @@
-"""Plug-in corruptions: discovered from files and entry points, contract-checked before use.
+"""Plug-ins: discovered from files and entry points; corruptions are contract-checked before use.
+
+A plug-in file may register any kind of extension (a corruption, a metric, a backbone, a dataset,
+a condition family: whatever its decorators register in a `Registry`); every entry a file adds
+records that file as its source, and a file that fails to import leaves none of them behind.
 
 Sources, in order: every `*.py` (not starting with `_`) in the `corruptions/` folder of the
 working directory, each extra path (a file or a folder of such files), and the entry-point group
@@ -28,6 +32,7 @@ import torch
 
 from ..datasets.batch import PAD_ID, ModalitySpec
 from ..errors import InputError
+from ..registry import all_registries
 from .registry import CorruptionSpec, get_corruption, list_corruptions, set_source, unregister
 from .rng import SampleRandom
 
@@ -141,11 +146,28 @@ def _accept_new(before: set[str], origin: str, source_file: str | None) -> list[
     return new
 
 
+def _registered() -> dict[str, set[str]]:
+    """kind -> the names every registry holds now (to tell what a plug-in file added)."""
+    return {kind: set(reg.names()) for kind, reg in all_registries().items()}
+
+
+def _added_since(before: dict[str, set[str]]) -> list[tuple[object, str]]:
+    """(registry, name) of every entry registered since `before`, except corruptions (checked apart)."""
+    return [
+        (reg, name)
+        for kind, reg in all_registries().items()
+        if kind != "corruption"
+        for name in reg.names()
+        if name not in before.get(kind, set())
+    ]
+
+
 def _load_file(path: Path) -> list[str]:
     key = str(path.resolve())
     if key in _LOADED:
         return _LOADED[key]
     before = {s.name for s in list_corruptions()}
+    others = _registered()
     name = _module_name(path.resolve())
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
@@ -156,12 +178,16 @@ def _load_file(path: Path) -> list[str]:
         sys.modules.pop(name, None)
         for n in {s.name for s in list_corruptions()} - before:
             unregister(n)
+        for reg, n in _added_since(others):
+            reg.remove(n)
         if isinstance(exc, InputError):
             taken = "is already registered by" in str(exc)  # the registry's refusal of a taken name
             raise (NameTaken if taken else InputError)(f"plug-in {path}: {exc}") from None
         msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
         raise InputError(f"plug-in {path} failed to import: {msg}") from None
     _LOADED[key] = _accept_new(before, str(path), key)
+    for reg, n in _added_since(others):
+        reg.set_source(n, str(path))
     return _LOADED[key]
 
 

@@ -1,4 +1,5 @@
-"""The one corruption registry: built-ins and plug-ins register here with a decorator.
+"""The corruption registry (`CORRUPTIONS`, a `Registry`): built-ins and plug-ins register here
+with the `@corruption` decorator.
 
 A corruption is a pure batched function
 
@@ -15,13 +16,14 @@ spec : the modality's `ModalitySpec` (value range, train statistics, vocabulary)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import torch
 
 from ..datasets.batch import KINDS, ModalitySpec
 from ..errors import InputError, one_of
+from ..registry import Registry, source_of
 from .rng import SampleRandom
 
 CorruptionFn = Callable[[torch.Tensor, float, SampleRandom, ModalitySpec], torch.Tensor]
@@ -90,7 +92,7 @@ class CorruptionSpec:
         return self.fn(x, param, rng, spec)
 
 
-_REGISTRY: dict[str, CorruptionSpec] = {}
+CORRUPTIONS: Registry[CorruptionSpec] = Registry("corruption")
 
 # ImageNet-C's names (hendrycks/robustness, ImageNet-C/create_c/make_imagenet_c.py, the keys of its
 # distortion table) for the corruptions we name otherwise, so its protocols and result files can be
@@ -129,12 +131,12 @@ def corruption(
     distinct = len({t for t in tables.values()}) > 1
 
     def register(fn: CorruptionFn) -> CorruptionFn:
-        source = getattr(fn, "__module__", "builtin")
         if name in ALIASES:
             raise InputError(f"corruption {name!r} is already the name of {ALIASES[name]!r} (an ImageNet-C alias)")
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise InputError(f"corruption {name!r} is already registered by {_REGISTRY[name].source}")
-        _REGISTRY[name] = CorruptionSpec(
+        if name in CORRUPTIONS and CORRUPTIONS[name].fn is fn:
+            return fn
+        source = source_of(fn)
+        CORRUPTIONS.add(name, CorruptionSpec(
             name=name,
             kinds=kinds,
             severity=tables[kinds[0]],
@@ -142,10 +144,10 @@ def corruption(
             description=description,
             fn=fn,
             identity=float(identity),
-            source="builtin" if source.startswith("robustbench_mm.") else source,
+            source=source,
             tables=tables if distinct else {},
             check=check,
-        )
+        ), source)
         return fn
 
     return register
@@ -154,24 +156,24 @@ def corruption(
 def get_corruption(name: str) -> CorruptionSpec:
     """The registered corruption `name`, or the one an ImageNet-C alias (`ALIASES`) stands for."""
     name = ALIASES.get(name, name)
-    if name not in _REGISTRY:
-        raise one_of("corruption", name, list(_REGISTRY) + [a for a, n in ALIASES.items() if n in _REGISTRY])
-    return _REGISTRY[name]
+    if name not in CORRUPTIONS:
+        raise one_of("corruption", name, CORRUPTIONS.names() + [a for a, n in ALIASES.items() if n in CORRUPTIONS])
+    return CORRUPTIONS[name]
 
 
 def list_corruptions(kind: str | None = None) -> list[CorruptionSpec]:
     """Registered corruptions, sorted by name, optionally only those applying to `kind`."""
-    specs = sorted(_REGISTRY.values(), key=lambda s: s.name)
+    specs = sorted((spec for _, spec in CORRUPTIONS.items()), key=lambda s: s.name)
     return [s for s in specs if kind is None or kind in s.kinds]
 
 
 def unregister(name: str) -> None:
     """Remove a corruption (used when a plug-in fails its contract check at load)."""
-    _REGISTRY.pop(name, None)
+    CORRUPTIONS.remove(name)
 
 
 def set_source(name: str, source: str) -> None:
     """Record where a registered corruption came from (a plug-in's file or entry point)."""
-    from dataclasses import replace
-
-    _REGISTRY[name] = replace(_REGISTRY[name], source=source)
+    spec = replace(CORRUPTIONS[name], source=source)
+    CORRUPTIONS.remove(name)
+    CORRUPTIONS.add(name, spec, source)

@@ -99,6 +99,8 @@ class FusionModel(nn.Module):
                 self.modalities, int(self.config["dim"]),
                 conflict=float(self.config.get("calibration_conflict", 0.0)),  # opt-in, README "Do the calibration gates see conflict?"
                 relative=bool(self.config.get("calibration_relative", False)),
+                cues=str(self.config.get("calibration_cues", "summary")),  # absent in older checkpoints: summary
+                classes=self.num_outputs if self.task == "classification" else None,
             )
             if self.config["calibration"] else None
         )

@@ -121,6 +121,8 @@ def _fit(cfg: dict, splits: dict[str, MultimodalData], hp: dict, seed: int, moda
                 if modality_dropout > 0:
                     x, present = _drop_modalities(model, x, modality_dropout, generator)
                 loss = model.training_loss(x, present, labels[idx], generator, index=idx)
+                if getattr(model, "calibrate", None) is not None:  # evidence cues' own heads (0 otherwise)
+                    loss = loss + model.calibrate.auxiliary_loss(labels[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
