@@ -30,14 +30,6 @@ class Task(StrEnum):
     REGRESSION = "regression"
 
 
-def parse_family(value: str) -> Family:
-    """`value` as a Family, or a one-line error listing the families."""
-    try:
-        return Family(value)
-    except ValueError:
-        raise one_of("condition family", value, [f.value for f in Family]) from None
-
-
 def parse_task(value: str, what: str = "task") -> Task:
     """`value` as a Task, or a one-line error naming `what` (a file's field) and the tasks."""
     try:

@@ -370,10 +370,15 @@ class EvalOptions:
         if not self.buffer_mb > 0:
             raise InputError(f"buffer_mb must be > 0, got {self.buffer_mb}")
         if self.seeds is not None:
-            seeds = tuple(self.seeds)
-            if not seeds or len(set(seeds)) != len(seeds):
-                raise InputError(f"--seeds must be distinct integers, got {list(seeds)}")
-            object.__setattr__(self, "seeds", seeds)
+            object.__setattr__(self, "seeds", _distinct_seeds(self.seeds))
+
+
+def _distinct_seeds(seeds) -> tuple[int, ...]:
+    """Evaluation seed offsets: at least one, none repeated (given, or the protocol's)."""
+    seeds = tuple(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds must be distinct integers, got {list(seeds)}")
+    return seeds
 
 
 @dataclass(frozen=True)
@@ -433,7 +438,7 @@ def _prepare(models, data: MultimodalData, protocol: Protocol | str, options: Ev
         raise InputError(f"two models share the name {next(n for n in names if names.count(n) > 1)!r}; give each a distinct name")
     if options.keep_probabilities and data.task != Task.CLASSIFICATION:
         raise InputError(f"--keep-probabilities needs a classification dataset; {data.name!r} is {data.task}")
-    seeds = EvalOptions(seeds=protocol.seeds if options.seeds is None else options.seeds).seeds
+    seeds = _distinct_seeds(protocol.seeds) if options.seeds is None else options.seeds
     dev = _resolve_device(options.device, dist.local_rank)
     for m in models:
         m.module.to(dev).eval()
@@ -468,7 +473,8 @@ def _manifest(job: _Job, options: EvalOptions, dist: _Dist) -> Manifest:
 def _plan(job: _Job, out: Path, options: EvalOptions, dist: _Dist) -> tuple[RunWriter | None, list[_Column]]:
     """Which cells remain: rank 0 opens (or resumes) the run folder and tells every rank."""
     grid = [(s, c) for s in job.seeds for c in job.conditions]
-    cells = [PlannedCell(cell_id(m.name, s, c), m.name, s, c) for s, c in grid for m in job.models]
+    ids = [[cell_id(m.name, s, c) for m in job.models] for s, c in grid]  # per grid column, in model order
+    cells = [PlannedCell(cid, m.name, s, c) for (s, c), row in zip(grid, ids) for m, cid in zip(job.models, row)]
     if len({c.id for c in cells}) != len(cells):
         raise InputError("model names collide after making them file-safe; use names of letters, digits, . _ -")
     writer = None
@@ -479,10 +485,7 @@ def _plan(job: _Job, out: Path, options: EvalOptions, dist: _Dist) -> tuple[RunW
             writer = RunWriter(out, _manifest(job, options, dist), cells, metrics, options.overwrite)
             writer.write_tables(complete=False)
             done = writer.done
-            plan = [
-                _Column(s, c, {mi: cid for mi, m in enumerate(job.models) if (cid := cell_id(m.name, s, c)) not in done})
-                for s, c in grid
-            ]
+            plan = [_Column(s, c, {mi: cid for mi, cid in enumerate(row) if cid not in done}) for (s, c), row in zip(grid, ids)]
         except InputError as e:
             plan = e
     plan = dist.broadcast(plan)

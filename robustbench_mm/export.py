@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .corruptions.registry import ALIASES
+from .domain import Family, clean_cells
+from .domain import cells as select_cells
 from .errors import InputError, one_of
 from .metrics import METRICS, SE_SUFFIX
 from .results import Run, atomic_write
@@ -65,7 +67,8 @@ def corruption_table(run: Run) -> pd.DataFrame:
     cells = run.cells
     if "accuracy" not in cells:
         raise InputError(f"run {run.path}: the robustbench format needs accuracy; this run's task has none")
-    picked = cells[(cells["family"] == "corruption") & (cells["rate"] == 1.0) & cells["level"].isin([1, 2, 3, 4, 5])]
+    picked = select_cells(cells, Family.CORRUPTION, rate=1.0)
+    picked = picked[picked["level"].isin([1, 2, 3, 4, 5])]
     if picked.empty:
         raise InputError(f"run {run.path}: no corruption cells at severities 1-5 with rate 1 (try --protocol imagenet-c)")
     picked = picked.assign(corruption=picked["name"].map(lambda n: _IMAGENET_C_NAME.get(n, n)))
@@ -89,7 +92,7 @@ def _robustbench(run: Run, out: Path) -> list[Path]:
     dataset = run.manifest.dataset.name
     written = []
     for model in table.index:
-        clean = cells[(cells["model"] == model) & (cells["family"] == "clean")]["accuracy"]
+        clean = clean_cells(select_cells(cells, model=model))["accuracy"]
         if clean.empty:
             raise InputError(f"run {run.path}: model {model!r} has no clean cell; the robustbench format needs clean_acc")
         listed = run.manifest.model(model)

@@ -30,7 +30,8 @@ import numpy as np
 
 from .version import __version__
 from .errors import InputError
-from .results import Run, atomic_write
+from .domain import Task
+from .results import Run, atomic_write, task_of
 from .stats import bootstrap_counts
 
 BASELINE_SCHEMA = "robustbench-mm/baseline"
@@ -76,7 +77,7 @@ class GateResult:
 
 def _sample_scores(record: dict[str, np.ndarray]) -> np.ndarray:
     """Per-sample score, higher is better: correctness, or -|error| for regression."""
-    if "pred" in record:
+    if task_of(record) == Task.CLASSIFICATION:
         return (record["pred"] == record["target"]).astype(np.float64)
     return -np.abs(record["output"].astype(np.float64) - record["target"].astype(np.float64))
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, one_of
+from .results import RECORD_FIELDS
 
 TASKS = ("classification", "regression")
 ECE_BINS = 15
@@ -72,10 +73,8 @@ METRICS: dict[str, MetricSpec] = {
     )
 }
 
-_REQUIRED = {
-    "classification": ("target", "pred", "conf", "p_true", "sq_prob", "entropy"),
-    "regression": ("target", "output"),
-}
+# what metrics need of a record (results.RECORD_FIELDS): the predictions, not which samples they are
+_REQUIRED = {str(task): tuple(f for f in fields if f not in ("ids", "affected")) for task, fields in RECORD_FIELDS.items()}
 
 
 def task_metrics(task: str) -> list[str]:

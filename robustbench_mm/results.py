@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from .corruptions.condition import Condition
-from .domain import Family, Task, parse_task
+from .domain import Task, clean_cells, parse_task, perturbed_cells
 from .errors import InputError
 from .version import __version__
 
@@ -151,19 +151,6 @@ def task_of(record: dict[str, np.ndarray], where: str = "record") -> Task:
         if marker in record:
             return task
     raise InputError(f"{where}: holds neither {' nor '.join(map(repr, _TASK_MARKER.values()))}; not a per-sample record of rbmm")
-
-
-def check_record(record: dict[str, np.ndarray], task: Task, where: str = "record") -> int:
-    """The number of samples in a record, after checking it has the task's fields, all of that length."""
-    missing = [k for k in RECORD_FIELDS[Task(task)] if k not in record]
-    if missing:
-        raise InputError(f"{where}: missing field(s) {', '.join(missing)} of a {task} record")
-    lengths = {k: len(v) for k, v in record.items()}
-    n = lengths["ids"]
-    ragged = [k for k, length in lengths.items() if length != n]
-    if ragged:
-        raise InputError(f"{where}: field {ragged[0]!r} has {lengths[ragged[0]]} entries, 'ids' has {n}")
-    return n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +352,7 @@ def read_manifest(path: Path) -> Manifest:
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
     return Manifest.from_json(doc, str(path))
@@ -406,10 +393,6 @@ class Run:
         """Whether the run wrote its last cell."""
         return self.manifest.complete
 
-    @property
-    def task(self) -> Task:
-        return self.manifest.dataset.task
-
     def summary(self) -> str:
         """A few lines for the terminal: where the run is, cells, and each model's clean/mean metric."""
         lines = [f"{self.path}: {len(self.cells)} cells, protocol {self.manifest.protocol.name}"]
@@ -418,8 +401,8 @@ class Run:
         )
         if metric is not None and not self.cells.empty:
             for model, g in self.cells.groupby("model", sort=False):
-                clean = g.loc[g["family"] == Family.CLEAN, metric].mean()
-                rest = g.loc[g["family"] != Family.CLEAN, metric].mean()
+                clean = clean_cells(g)[metric].mean()
+                rest = perturbed_cells(g)[metric].mean()
                 lines.append(f"  {model:<24} clean {metric} {clean:.4f}   mean over perturbed cells {rest:.4f}")
                 if "nonfinite" in g and g["nonfinite"].sum():
                     lines.append(f"  {'':<24} NaN/Inf outputs counted as wrong: {int(g['nonfinite'].sum())} sample-cells")
@@ -597,16 +580,9 @@ class RunWriter:
     def _previous(self) -> Manifest:
         """The manifest already in the folder, which must be one of ours."""
         try:
-            doc = json.loads(self.manifest_path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise InputError(
-                f"{self.manifest_path}: unreadable ({type(e).__name__}), so the run it describes is unknown; "
-                "use another --out (or delete the folder yourself)"
-            ) from None
-        try:
-            return Manifest.from_json(doc, str(self.manifest_path))
+            return read_manifest(self.manifest_path)
         except InputError as e:
-            raise InputError(f"{e}; not a manifest of an rbmm run, use another --out") from None
+            raise InputError(f"{e}; not a manifest of an rbmm run, use another --out (or delete the folder yourself)") from None
 
     def _foreign(self, ours: set[Path]) -> list[Path]:
         """Files in the folder (relative, sorted) that are not in `ours`, leaving out hidden ones

@@ -26,6 +26,7 @@ from scipy import special, stats
 
 from .errors import InputError, one_of
 from .metrics import METRICS, resampled_metric
+from .results import task_of
 
 _CHUNK_ELEMENTS = 4_000_000  # weight-matrix elements evaluated at once (bounds memory)
 MIN_BOOTSTRAP_PAIRS = 3  # fewer shared samples give a NaN interval (see paired_bootstrap)
@@ -80,7 +81,7 @@ class BootstrapResult:
 
 
 def _task(record: dict[str, np.ndarray]) -> str:
-    return "classification" if "pred" in record else "regression"
+    return str(task_of(record))
 
 
 def _align(rec_a: dict[str, np.ndarray], rec_b: dict[str, np.ndarray]):
