@@ -219,3 +219,44 @@ def test_relative_gates_average_one_over_present_modalities_and_swaps_are_traini
         for r in torch.nonzero(rows_changed[m]).flatten():
             assert any(torch.equal(swapped[m][r], x[m][k]) for k in range(B) if k != r)
     torch.testing.assert_close(cal(x, present)["a"], eval_out["a"])  # eval mode: no swap
+
+
+def test_evidence_cues_match_hand_computed_support_and_conflict():
+    """Support is the probability two modalities name the same class, conflict their
+    Jensen-Shannon divergence in bits; absent others give zeros (numbers worked by hand)."""
+    from robustbench_mm.models.calibration import evidence_cues
+
+    p = torch.tensor([
+        [[1.0, 0.0], [1.0, 0.0]],   # agree
+        [[1.0, 0.0], [0.0, 1.0]],   # disagree
+        [[1.0, 0.0], [0.5, 0.5]],   # one sure, one undecided
+    ])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    cues = evidence_cues(p, mask)
+    support, conflict, confidence = cues[..., 0], cues[..., 1], cues[..., 2]
+    assert torch.allclose(support[:, 0], torch.tensor([1.0, 0.0, 0.5]))
+    # JS([1,0],[.5,.5]) = (log(4/3) + .5 log(2/3) + .5 log 2) / 2 = 0.215762 nats = 0.311278 bits
+    assert torch.allclose(conflict[:, 0], torch.tensor([0.0, 1.0, 0.311278]), atol=1e-5)
+    assert torch.allclose(confidence[2], torch.tensor([1.0, 0.0]), atol=1e-6)
+    alone = evidence_cues(p[:1], torch.tensor([[1.0, 0.0]]))
+    assert alone[0, 0, 0] == 0 and alone[0, 0, 1] == 0 and alone[0, 0, 4] == 0
+
+
+def test_evidence_heads_start_at_identity_gates_and_train_by_their_own_cross_entropy():
+    from torch.nn import functional as F
+
+    from robustbench_mm.models.calibration import PreFusionCalibration
+
+    torch.manual_seed(0)
+    cal = PreFusionCalibration(["a", "b"], 16, cues="evidence", classes=3)
+    x = {"a": torch.randn(5, 16), "b": torch.randn(5, 16)}
+    present = {"a": torch.ones(5, dtype=torch.bool), "b": torch.tensor([True, True, False, True, True])}
+    cal.train()
+    out = cal(x, present)
+    assert torch.equal(out["a"], x["a"]) and torch.equal(out["b"], x["b"])  # zero-initialised gate layer
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    logits = cal.evidence_logits(x)
+    expected = torch.cat([F.cross_entropy(logits[:, 0], labels, reduction="none"),
+                          F.cross_entropy(logits[present["b"], 1], labels[present["b"]], reduction="none")]).mean()
+    assert torch.allclose(cal.auxiliary_loss(labels), expected)
+    assert cal.auxiliary_loss(labels) == 0  # consumed: one training forward, one auxiliary term
