@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition
+from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition, family_of
 from .datasets.batch import Batch, MultimodalData
 from .errors import InputError
 from .models import FusionModel, Reencodable, check_inputs, check_tensors
 from .protocols import Protocol, load_protocol
-from .domain import Family, Task
+from .domain import Task
 from .results import (
     DatasetInfo, Manifest, ModelInfo, PlannedCell, ProtocolInfo, Run, RunWriter, cell_id, empty_record, package_versions,
 )
@@ -339,7 +339,8 @@ class EvalOptions:
     amp : autocast (float16 on CUDA, bfloat16 on CPU).
     progress : True/False forces the progress bar on/off; None shows it when stderr is a TTY.
     overwrite : replace a different run in `out` (deleting only files a run of ours wrote).
-    reuse_encoders : re-encode only touched modalities for Reencodable models (same predictions).
+    reuse_encoders : re-encode only touched modalities for Reencodable models (same predictions),
+        except in cells of a family that asks for a full forward pass (`ConditionFamily.full_forward`).
     buffer_mb : bound on the per-sample records held in memory before cells are written.
     on_cell : called with each cell id after that cell is safely on disk.
     nonfinite : "error" (default) stops at the first cell where a model outputs NaN/Inf, naming the
@@ -497,7 +498,7 @@ def _plan(job: _Job, out: Path, options: EvalOptions, dist: _Dist) -> tuple[RunW
 def _run(job: _Job, writer: RunWriter | None, pending: list[_Column], options: EvalOptions, dist: _Dist) -> None:
     """Evaluate the pending cells chunk by chunk; rank 0 writes each finished cell."""
     data = job.data
-    donors = DonorPool.from_data(data, job.device) if any(c.family == Family.CONFLICT for c in job.conditions) else None
+    donors = DonorPool.from_data(data, job.device) if any(family_of(c).needs_donors for c in job.conditions) else None
     shard = _shard(data, options.batch_size, dist)
     n_local = len(shard)
     per_column = max(1, n_local * len(job.models) * (_RECORD_BYTES + (4 * data.num_classes if options.keep_probabilities else 0)))
@@ -558,6 +559,7 @@ def _run_chunk(chunk: list[_Column], job: _Job, data: MultimodalData, donors: Do
             clean_features: dict[int, dict[str, torch.Tensor]] = {}
             for col in chunk:
                 t0 = time.perf_counter()
+                reencode_touched = not family_of(col.condition).full_forward
                 seed = job.protocol.seed + col.seed
                 perturbed = apply_condition(batch, col.condition, specs, seed, donors)
                 affected = affected_mask(batch.ids, col.condition, seed)
@@ -565,7 +567,7 @@ def _run_chunk(chunk: list[_Column], job: _Job, data: MultimodalData, donors: Do
                 for mi, cid in col.cells.items():
                     t1 = time.perf_counter()
                     m = models[mi]
-                    if reusing[mi]:
+                    if reusing[mi] and reencode_touched:
                         if mi not in clean_features:
                             clean_features[mi] = {k: m.module.encode(k, v) for k, v in batch.inputs.items()}
                         features = dict(clean_features[mi])

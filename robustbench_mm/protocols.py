@@ -29,6 +29,13 @@ working directory's `protocols/` folder (the user's own). A protocol file holds:
     targets = ["each"]
     rates = [0.1, 0.5]
 
+    [[condition]]                  # a condition family of a plug-in or package (`@condition_family`)
+    family = "swap_halves"         # a registered family (a miss lists them)
+    name = "swap_halves"           # optional (default: the family): the cells' `name` column
+    targets = ["each"]
+    levels = [1, 3]                # optional (default [0]): severities 0-5 the family reads
+    rates = [1.0]
+
     [[joint]]                      # several corruptions applied together in one condition
     group = "qmf"
     levels = [5, 10]               # the level number of each condition (reports); any numbers
@@ -76,19 +83,24 @@ from pathlib import Path
 
 import torch
 
-from .corruptions import CLEAN, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, list_corruptions, removal_subsets
+from .corruptions import (
+    CLEAN, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, get_family, list_corruptions, removal_subsets,
+)
 from .corruptions.condition import MASKS, Part
 from .corruptions.plugins import example_input, plugin_records, rejection_note
 from .corruptions.rng import SampleRandom
 from .datasets.batch import KINDS, ModalitySpec
+from .domain import Family
 from .errors import InputError
 from .metrics import METRICS
 
-_TOP_KEYS = {"name", "description", "faithful", "seed", "seeds", "metrics", "corruption", "removal", "conflict", "joint"}
+_TABLES = ("corruption", "removal", "conflict", "condition", "joint")  # the grid's tables, expanded in this order
+_TOP_KEYS = {"name", "description", "faithful", "seed", "seeds", "metrics", *_TABLES}
 _GROUP_KEYS = {
     "corruption": {"group", "corruptions", "targets", "levels", "params", "param_levels", "rates"},
     "removal": {"group", "subsets", "fills", "rates"},
     "conflict": {"group", "targets", "rates"},
+    "condition": {"group", "family", "name", "targets", "levels", "rates"},
     "joint": {"group", "levels", "rates", "masks", "part"},
 }
 _PART_KEYS = {"corruption", "targets", "params", "pixel_max", "options", "noise", "faithful"}
@@ -174,7 +186,7 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
         raise err("metrics", f"metric names from {', '.join(METRICS)}", unknown_metric)
     _distinct(metrics, "metrics", err)
     groups: list[dict] = []
-    for kind in ("corruption", "removal", "conflict", "joint"):
+    for kind in _TABLES:
         tables = doc.get(kind, [])
         if not isinstance(tables, list):
             raise err(kind, f"an array of tables ([[{kind}]])", tables)
@@ -385,9 +397,31 @@ def _check_group(kind: str, index: int, table: object, err: _Errors) -> dict:
             raise err(f"{where}.fills", f"a list of fills from {', '.join(FILLS)}", fills)
         _distinct(fills, f"{where}.fills", err)
         out["fills"] = fills
+    elif kind == "condition":
+        _check_condition(table, out, err)
     else:
         out["targets"] = _targets(table.get("targets", "each"), f"{where}.targets", err)
     return out
+
+
+def _check_condition(table: dict, out: dict, err: _Errors) -> None:
+    """A [[condition]] table: its family resolved through the registry (a miss lists the families)."""
+    where = out["where"]
+    name = table.get("family")
+    if not isinstance(name, str) or not name:
+        raise err(f"{where}.family", "the name of a registered condition family", name)
+    try:
+        family = get_family(name)
+    except InputError as e:
+        raise InputError(f"protocol {err.source}: key {where + '.family'!r}: {e}") from None
+    if not family.perturbs:
+        raise err(f"{where}.family", f"a family that perturbs inputs ({name!r} is in every grid already)", name)
+    label = table.get("name", name)
+    if not isinstance(label, str) or not label:
+        raise err(f"{where}.name", "a non-empty string", label)
+    out["family"], out["name"] = name, label
+    out["targets"] = _targets(table.get("targets", "each"), f"{where}.targets", err)
+    out["levels"] = _number_list(table.get("levels", [0.0]), f"{where}.levels", err, 0.0, 5.0)
 
 
 def _check_joint(table: dict, out: dict, err: _Errors) -> dict:
@@ -511,9 +545,11 @@ class Protocol:
                 made = self._expand_removal(g, specs)
             elif g["kind"] == "joint":
                 made = self._expand_joint(g, specs, notes)
+            elif g["kind"] == "condition":
+                made = self._expand_condition(g, specs)
             else:
                 made = [
-                    Condition(family="conflict", name="conflict", modalities=mods, rate=r, group=g["group"])
+                    Condition(family=Family.CONFLICT, name="conflict", modalities=mods, rate=r, group=g["group"])
                     for mods, _ in self._resolve_targets(g, specs)
                     for r in g["rates"]
                 ]
@@ -574,10 +610,27 @@ class Protocol:
                     for r in g["rates"]:
                         out.append(
                             Condition(
-                                family="corruption", name=cspec.name, modalities=mods, level=level,
+                                family=Family.CORRUPTION, name=cspec.name, modalities=mods, level=level,
                                 param=param, rate=r, group=g["group"],
                             )
                         )
+        return out
+
+    def _expand_condition(self, g: dict, specs: dict[str, ModalitySpec]) -> list[Condition]:
+        """A [[condition]] table's cells, each checked by its family now rather than at the first batch."""
+        family = get_family(g["family"])
+        out = [
+            Condition(family=family.name, name=g["name"], modalities=mods, level=level, rate=r, group=g["group"])
+            for mods, _ in self._resolve_targets(g, specs)
+            for level in g["levels"]
+            for r in g["rates"]
+        ]
+        if family.check is not None:
+            for c in out:
+                try:
+                    family.check(c, specs)
+                except InputError as e:
+                    raise self._error(g["where"], str(e)) from None
         return out
 
     def _part_modalities(self, g: dict, part: dict, specs: dict[str, ModalitySpec], notes: list[str]) -> list[str]:
@@ -657,7 +710,7 @@ class Protocol:
             for r in g["rates"]:
                 out.append(
                     Condition(
-                        family="corruption", name="+".join(p.corruption for p in parts), modalities=tuple(touched),
+                        family=Family.CORRUPTION, name="+".join(p.corruption for p in parts), modalities=tuple(touched),
                         level=level, rate=r, group=g["group"], parts=tuple(parts), masks=g["masks"],
                     )
                 )
@@ -681,7 +734,7 @@ class Protocol:
                     raise self._error(f"{g['where']}.subsets", f"{s} removes every modality; at least one must stay")
                 subsets.append(tuple(s))
         return [
-            Condition(family="removal", name=f, modalities=tuple(s), rate=r, group=g["group"])
+            Condition(family=Family.REMOVAL, name=f, modalities=tuple(s), rate=r, group=g["group"])
             for s in subsets
             for f in g["fills"]
             for r in g["rates"]
