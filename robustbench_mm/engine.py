@@ -180,15 +180,15 @@ def _check_compatible(models: list[_Model], data: MultimodalData, device: torch.
                 f"{_error_text(e)}"
             ) from None
         b = len(probe)
-        if data.task == "classification" and out.dim() == 2 and out.shape[0] == b and out.shape[1] >= 2:
+        if data.task == Task.CLASSIFICATION and out.dim() == 2 and out.shape[0] == b and out.shape[1] >= 2:
             widths[m.name] = int(out.shape[1])
-        elif data.task == "classification":
+        elif data.task == Task.CLASSIFICATION:
             raise InputError(
                 f"model {m.name!r}: output shape {tuple(out.shape)}, expected ({b}, C) logits with C >= 2 classes "
                 f"for classification dataset {data.name!r}"
             )
         _check_output(m, out, b, data.task, widths.get(m.name), lambda: f"on dataset {data.name!r}")
-    if data.task != "classification":
+    if data.task != Task.CLASSIFICATION:
         return None
     if len(set(widths.values())) > 1:
         raise InputError(
@@ -254,7 +254,7 @@ def _check_output(m: _Model, out: torch.Tensor, b: int, task: str, width: int | 
     a model may break only on larger batches). `where` is built only for the message (no device sync)."""
     if not out.dtype.is_floating_point:
         raise InputError(f"model {m.name!r} returned {out.dtype} outputs {where()}; expected floating-point logits")
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         if out.dim() != 2 or out.shape[0] != b or (width is not None and out.shape[1] != width):
             raise InputError(f"model {m.name!r}: output shape {tuple(out.shape)} {where()}, expected ({b}, {width if width else 'C'})")
     elif out.shape not in ((b,), (b, 1)):
@@ -269,7 +269,7 @@ def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str,
     is defined."""
     out = out.float()
     nonfinite = ~torch.isfinite(out.reshape(len(batch), -1)).all(dim=1)
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         p = torch.softmax(out, dim=-1)
         p = torch.where(nonfinite[:, None], torch.full_like(p, 1.0 / p.shape[1]), p)
         conf, pred = p.max(dim=-1)
@@ -297,11 +297,11 @@ def _settle_nonfinite(records: dict[str, dict[str, np.ndarray]], models: list["_
     default policy the mask is dropped, so the files are those of a run that never checked."""
     for cid, record in records.items():
         bad = record["nonfinite"]
-        if bad.any() and (policy == "error" or task != "classification"):
+        if bad.any() and (policy == "error" or task != Task.CLASSIFICATION):
             ids = ", ".join(str(i) for i in record["ids"][bad][:_SHOWN_IDS]) + (", ..." if bad.sum() > _SHOWN_IDS else "")
             remedy = (
                 "fix the model, or pass --nonfinite wrong to count such samples as wrong"
-                if task == "classification" else "fix the model (regression outputs cannot be counted as wrong)"
+                if task == Task.CLASSIFICATION else "fix the model (regression outputs cannot be counted as wrong)"
             )
             raise InputError(
                 f"model {models[owner[cid]].name!r} returned NaN/Inf outputs in cell {cid} for {int(bad.sum())} "
