@@ -210,7 +210,8 @@ def _resolved(path: Path) -> str:
 
 
 def rejected_plugins() -> dict[str, str]:
-    """Plug-ins found but rejected (origin -> the one-line reason), for a warning per plug-in."""
+    """Plug-ins the latest `load_plugins` found but rejected (origin -> the one-line reason), for a
+    warning per plug-in."""
     return dict(_REJECTED)
 
 
@@ -245,7 +246,11 @@ def load_plugins(paths: list[str] | None = None, *, entry_points: bool = True) -
 
     Looks in ./corruptions/ (if present), in each of `paths` (files or folders), and in the
     `robustbench_mm.corruptions` entry-point group. Loading is idempotent per file.
+    `rejected_plugins()` then tells this call's rejections only: a file rejected by an earlier
+    call in another working directory is no longer found, and one found again is retried (only
+    accepted plug-ins are cached), so keeping old rejections would only warn about stale files.
     """
+    _REJECTED.clear()
     files: list[tuple[Path, bool]] = []  # (file, strict)
     local = Path.cwd() / "corruptions"
     if local.is_dir():
