@@ -39,11 +39,14 @@ BASELINE_SCHEMA = "robustbench-mm/baseline"
 BASELINE_VERSION = 3
 READABLE_VERSIONS = (2, 3)  # version 2 predates the `plugins` field; its plug-ins are unknown
 _PLUGIN_KEYS = ("name", "source", "sha256")
+MCE = "summary: mCE"  # the one lower-is-better check
 
 
 @dataclass(frozen=True)
 class Check:
-    """One gated quantity for one model: higher is better for every check (mCE enters as -mCE)."""
+    """One gated quantity for one model. `drop` is how much worse the current value is (baseline -
+    current, or current - baseline for a lower-is-better check such as mCE), so a positive drop is
+    always a loss and `regressed` reads the same for every check."""
 
     model: str
     name: str
@@ -54,6 +57,7 @@ class Check:
     drop_high: float
     tolerance: float
     baseline_model: str = ""  # the baseline model this candidate `model` was compared with
+    higher_is_better: bool = True
 
     @property
     def regressed(self) -> bool:
@@ -288,8 +292,8 @@ def _cell_table(cells: list[dict]) -> pd.DataFrame:
 def _summaries(acc: np.ndarray, cells: list[dict]) -> dict[str, np.ndarray]:
     """Summary checks from per-cell mean scores `acc` (..., n_cells); all higher-is-better.
 
-    clean, mean corrupted score, each removal subset (mean over its fills and rates), and for
-    classification -mCE with the baseline as reference (so the baseline's own value is -1).
+    clean, mean corrupted score and each removal subset (mean over its fills and rates); mCE,
+    lower-is-better, is added by `gate` for classification.
     """
     table = _cell_table(cells)
     out: dict[str, np.ndarray] = {}
@@ -437,14 +441,19 @@ def gate(
         for name in sums_b:
             point[f"summary: {name}"] = (sums_b[name], sums_n[name])
             boot[f"summary: {name}"] = (boots_b[name], boots_n[name])
+        lower_is_better = set()
         if task == Task.CLASSIFICATION and len(select_cells(_cell_table(base_cells), Family.CORRUPTION)):
-            point["summary: -mCE"] = (-1.0, -float(_mce(point_new, point_base, base_cells)))
-            boot["summary: -mCE"] = (-np.ones(n_resamples), -_mce(boot_new, boot_base, base_cells))
+            # mCE with the baseline as reference: the baseline's own value is 1 by definition
+            point[MCE] = (1.0, float(_mce(point_new, point_base, base_cells)))
+            boot[MCE] = (np.ones(n_resamples), _mce(boot_new, boot_base, base_cells))
+            lower_is_better.add(MCE)
 
         for name, (b, c) in point.items():
-            drops = boot[name][0] - boot[name][1]
+            sign = -1.0 if name in lower_is_better else 1.0  # a drop is a loss in either direction
+            drops = sign * (boot[name][0] - boot[name][1])
             low, high = np.quantile(drops, [alpha / 2, 1 - alpha / 2])
-            checks.append(Check(model, name, float(b), float(c), float(b - c), float(low), float(high), tolerance, base_model))
+            checks.append(Check(model, name, float(b), float(c), float(sign * (b - c)), float(low), float(high), tolerance,
+                                base_model, higher_is_better=sign > 0))
     return GateResult(checks=checks, tolerance=tolerance, confidence=confidence, notes=tuple(notes))
 
 
@@ -519,20 +528,39 @@ def write_summary(result: GateResult, path: str | Path) -> None:
     _write_text(Path(path), "\n".join(lines) + "\n")
 
 
-def write_benchmark_json(result: GateResult, path: str | Path) -> None:
-    """github-action-benchmark's `customBiggerIsBetter` format: a list of {name, unit, value, range}.
+def smaller_is_better_path(path: str | Path) -> Path:
+    """Where `write_benchmark_json` puts the lower-is-better entries: NAME.smaller.json beside NAME.json."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.smaller{path.suffix}")
 
+
+def write_benchmark_json(result: GateResult, path: str | Path) -> list[Path]:
+    """github-action-benchmark's custom format: a list of {name, unit, value, range, extra}.
+
+    The action reads one direction per file (its `tool`, customBiggerIsBetter or
+    customSmallerIsBetter, applies to the whole file, and it alerts when prev/current, or
+    current/prev, exceeds the threshold), so a negative value such as -mCE would alert on an
+    improvement. Scores go to `path` (customBiggerIsBetter) and lower-is-better checks (mCE,
+    the baseline's = 1) to `smaller_is_better_path(path)` (customSmallerIsBetter), written only
+    when there are any. A non-finite value (mCE when the baseline made no error) is left out: the
+    action's JSON.parse rejects Infinity and NaN; the gate's verdict still counts it.
     Entries are named by the baseline model, so a series stays one series while candidate
-    checkpoints change names from run to run.
+    checkpoints change names from run to run. Returns the files written.
     """
-    entries = [
-        {
+    def entry(c: Check) -> dict:
+        return {
             "name": f"{c.baseline_model or c.model} {c.name}",
-            "unit": "score",
+            "unit": "score" if c.higher_is_better else "ratio to the baseline",
             "value": round(c.current, 6),
             "range": f"±{(c.drop_high - c.drop_low) / 2:.4f}",
             "extra": f"baseline {c.baseline:.4f}",
         }
-        for c in result.checks
-    ]
-    _write_text(Path(path), json.dumps(entries, indent=1) + "\n")
+
+    finite = [c for c in result.checks if np.isfinite(c.current)]
+    files = {Path(path): [entry(c) for c in finite if c.higher_is_better]}
+    smaller = [entry(c) for c in finite if not c.higher_is_better]
+    if smaller:
+        files[smaller_is_better_path(path)] = smaller
+    for out, entries in files.items():
+        _write_text(out, json.dumps(entries, indent=1, allow_nan=False) + "\n")
+    return list(files)
