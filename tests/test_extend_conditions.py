@@ -7,8 +7,8 @@ model for its cells instead of re-encoding only the touched modality.
 
 from __future__ import annotations
 
+import importlib
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ def keep_only(tmp_path, monkeypatch):
     """The family registered by importing a module of the user's (on sys.path, outside the package)."""
     (tmp_path / "user_families.py").write_text(FAMILY_SOURCE.format(name="keep_only"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    import user_families  # noqa: F401  (registers the family)
+    importlib.import_module("user_families")  # registers the family
 
     yield get_family("keep_only")
     CONDITION_FAMILIES.remove("keep_only")
