@@ -67,7 +67,8 @@ or absurd (a valid input of every kind the corruption claims comes out non-finit
 
 Plug-in corruptions a protocol can select (named, or matched by "all"/"kind:K" when it is read)
 are part of what it means: `Protocol.plugins` lists them (name, source, SHA-256 of the file) and
-they enter its hash, so the same file read with other plug-ins loaded has another hash.
+they enter its hash, so the same file read with other plug-ins loaded has another hash. So do the
+condition families from outside the package that its [[condition]] tables name ("family:NAME").
 """
 
 from __future__ import annotations
@@ -84,15 +85,17 @@ from pathlib import Path
 import torch
 
 from .corruptions import (
-    CLEAN, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, get_family, list_corruptions, removal_subsets,
+    CLEAN, CONDITION_FAMILIES, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, get_family, list_corruptions,
+    removal_subsets,
 )
 from .corruptions.condition import MASKS, Part
-from .corruptions.plugins import example_input, plugin_records, rejection_note
+from .corruptions.plugins import example_input, family_records, plugin_records, rejection_note
 from .corruptions.rng import SampleRandom
 from .datasets.batch import KINDS, ModalitySpec
 from .domain import Family
 from .errors import InputError
 from .metrics import METRICS
+from .registry import BUILTIN
 
 _TABLES = ("corruption", "removal", "conflict", "condition", "joint")  # the grid's tables, expanded in this order
 _TOP_KEYS = {"name", "description", "faithful", "seed", "seeds", "metrics", *_TABLES}
@@ -192,7 +195,7 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
             raise err(kind, f"an array of tables ([[{kind}]])", tables)
         for i, table in enumerate(tables):
             groups.append(_check_group(kind, i, table, err))
-    plugins = plugin_records(_selectable_plugins(groups))
+    plugins = plugin_records(_selectable_plugins(groups)) + family_records(_foreign_families(groups))
     content = {"name": doc["name"], "seed": seed, "seeds": seeds, "metrics": metrics, "groups": groups}
     if plugins:  # only then: a protocol of built-ins keeps the hash it always had
         content["plugins"] = [{"name": p["name"], "sha256": p["sha256"]} for p in plugins]
@@ -230,6 +233,12 @@ def _faithful(protocol: "Protocol") -> "Protocol":
         protocol, name=protocol.name + FAITHFUL_SUFFIX, groups=tuple(groups), hash=_rehash(protocol, "faithful"),
         description=protocol.description + "\nFaithful variant: " + (protocol.faithful_note or "every part's faithful options."),
     )
+
+
+def _foreign_families(groups: list[dict]) -> list[str]:
+    """Names of the condition families from outside the package that the [[condition]] tables name."""
+    named = {g["family"] for g in groups if g["kind"] == "condition"}
+    return sorted(n for n in named if CONDITION_FAMILIES.source(n) != BUILTIN)
 
 
 def _selectable_plugins(groups: list[dict]) -> list[str]:

@@ -73,7 +73,9 @@ def test_a_new_family_flows_through_protocol_eval_and_report(keep_only, tmp_path
     assert CONDITION_FAMILIES.source("keep_only") == "user_families"
     model, data = load_model(CHECKPOINT), load_dataset("mfeat")
     protocol = parse_protocol(PROTOCOL.format(name="keep_only"), source="keep-only.toml")
+    assert [(p["name"], p["source"]) for p in protocol.plugins] == [("family:keep_only", "user_families")]
     run = evaluate(model, data, protocol, out=tmp_path / "run", batch_size=64, progress=False)
+    assert [p["name"] for p in run.manifest.plugins] == ["family:keep_only"]  # the gate compares these
 
     cells = run.cells
     ours = cells[cells["family"] == "keep_only"]
@@ -100,17 +102,22 @@ def test_a_new_family_flows_through_protocol_eval_and_report(keep_only, tmp_path
 
 
 def test_a_plugin_file_can_register_a_family_and_a_protocol_then_names_it(tmp_path, monkeypatch):
-    plugin = tmp_path / "keep_only_plugin.py"
-    plugin.write_text(FAMILY_SOURCE.format(name="keep_only_plugin"))
     monkeypatch.chdir(tmp_path)
-    try:
-        load_plugins([str(plugin)], entry_points=False)
-        assert CONDITION_FAMILIES.source("keep_only_plugin") == str(plugin)
-        protocol = parse_protocol(PROTOCOL.format(name="keep_only_plugin"))
-        specs = load_dataset("mfeat").specs
-        assert [c.family for c in protocol.expand(specs)[1:3]] == ["keep_only_plugin"] * 2
-    finally:
-        CONDITION_FAMILIES.remove("keep_only_plugin")
+    text = PROTOCOL.format(name="keep_only_plugin")
+    hashes = []
+    for i, extra in enumerate(("", "\n# the same family, edited\n")):
+        plugin = tmp_path / f"keep_only_plugin_{i}.py"
+        plugin.write_text(FAMILY_SOURCE.format(name="keep_only_plugin") + extra)
+        try:
+            load_plugins([str(plugin)], entry_points=False)
+            assert CONDITION_FAMILIES.source("keep_only_plugin") == str(plugin)
+            protocol = parse_protocol(text)
+            specs = load_dataset("mfeat").specs
+            assert [c.family for c in protocol.expand(specs)[1:3]] == ["keep_only_plugin"] * 2
+            hashes.append(protocol.hash)
+        finally:
+            CONDITION_FAMILIES.remove("keep_only_plugin")
+    assert hashes[0] != hashes[1]  # the family's code is part of what the protocol means
     with pytest.raises(InputError, match="unknown condition family 'keep_only_plugin'; expected one of: clean, conflict"):
         parse_protocol(PROTOCOL.format(name="keep_only_plugin"))
 

@@ -241,6 +241,24 @@ def plugin_records(names: list[str]) -> list[dict]:
     return out
 
 
+def family_records(names: list[str]) -> list[dict]:
+    """{"name": "family:NAME", "source", "sha256"} of condition families defined outside the
+    package: like `plugin_records`, what a protocol naming them records and hashes, so a run with
+    another family's code is not compared with one made by this. The digest is of the file that
+    registered the family (a plug-in file or a module), else of its function's source."""
+    from .families import CONDITION_FAMILIES
+
+    out = []
+    for name in sorted(names):
+        fn = CONDITION_FAMILIES[name].apply
+        try:
+            digest = _file_sha256(inspect.getsourcefile(fn)) or hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()
+        except (OSError, TypeError):
+            digest = hashlib.sha256(f"{fn.__module__}.{fn.__qualname__}".encode()).hexdigest()
+        out.append({"name": f"family:{name}", "source": CONDITION_FAMILIES.source(name), "sha256": digest})
+    return out
+
+
 def load_plugins(paths: list[str] | None = None, *, entry_points: bool = True) -> list[str]:
     """Discover and register plug-in corruptions; returns the names they registered (sorted).
 
