@@ -1,4 +1,5 @@
-"""Apply one `Condition` to a `Batch`: the single entry point the engine uses.
+"""Apply one `Condition` to a `Batch`: the single entry point the engine uses, dispatching to the
+condition's registered family (`families.py`); the built-in families are defined here.
 
 Randomness (common random numbers, never the batch's composition):
 - which samples a condition affects (rate < 1) is `u_i < rate` with u_i keyed on (seed, touched
@@ -35,6 +36,7 @@ from .removal import FILLS, fill
 from .rng import SampleRandom
 
 ModalityFn = Callable[[str, torch.Tensor, ModalitySpec, SampleRandom], torch.Tensor]
+
 
 def affected_mask(ids: torch.Tensor, condition: Condition, seed: int) -> torch.Tensor:
     """(B,) bool: the samples this condition perturbs (all False for clean); for a joint
