@@ -15,7 +15,8 @@ from .errors import one_of
 
 
 class Family(StrEnum):
-    """What a condition does to the inputs (the `family` column of cells.csv)."""
+    """The built-in condition families (the `family` column of cells.csv). Each is registered in
+    `corruptions.families.CONDITION_FAMILIES`, where other families register too (by name)."""
 
     CLEAN = "clean"
     CORRUPTION = "corruption"

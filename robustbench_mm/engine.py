@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition
+from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition, family_of
 from .datasets.batch import Batch, MultimodalData
 from .errors import InputError
 from .models import FusionModel, Reencodable, check_inputs, check_tensors
 from .protocols import Protocol, load_protocol
-from .domain import Family, Task
+from .domain import Task
 from .results import (
     DatasetInfo, Manifest, ModelInfo, PlannedCell, ProtocolInfo, Run, RunWriter, cell_id, empty_record, package_versions,
 )
@@ -180,15 +180,15 @@ def _check_compatible(models: list[_Model], data: MultimodalData, device: torch.
                 f"{_error_text(e)}"
             ) from None
         b = len(probe)
-        if data.task == "classification" and out.dim() == 2 and out.shape[0] == b and out.shape[1] >= 2:
+        if data.task == Task.CLASSIFICATION and out.dim() == 2 and out.shape[0] == b and out.shape[1] >= 2:
             widths[m.name] = int(out.shape[1])
-        elif data.task == "classification":
+        elif data.task == Task.CLASSIFICATION:
             raise InputError(
                 f"model {m.name!r}: output shape {tuple(out.shape)}, expected ({b}, C) logits with C >= 2 classes "
                 f"for classification dataset {data.name!r}"
             )
         _check_output(m, out, b, data.task, widths.get(m.name), lambda: f"on dataset {data.name!r}")
-    if data.task != "classification":
+    if data.task != Task.CLASSIFICATION:
         return None
     if len(set(widths.values())) > 1:
         raise InputError(
@@ -254,7 +254,7 @@ def _check_output(m: _Model, out: torch.Tensor, b: int, task: str, width: int | 
     a model may break only on larger batches). `where` is built only for the message (no device sync)."""
     if not out.dtype.is_floating_point:
         raise InputError(f"model {m.name!r} returned {out.dtype} outputs {where()}; expected floating-point logits")
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         if out.dim() != 2 or out.shape[0] != b or (width is not None and out.shape[1] != width):
             raise InputError(f"model {m.name!r}: output shape {tuple(out.shape)} {where()}, expected ({b}, {width if width else 'C'})")
     elif out.shape not in ((b,), (b, 1)):
@@ -269,7 +269,7 @@ def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str,
     is defined."""
     out = out.float()
     nonfinite = ~torch.isfinite(out.reshape(len(batch), -1)).all(dim=1)
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         p = torch.softmax(out, dim=-1)
         p = torch.where(nonfinite[:, None], torch.full_like(p, 1.0 / p.shape[1]), p)
         conf, pred = p.max(dim=-1)
@@ -297,11 +297,11 @@ def _settle_nonfinite(records: dict[str, dict[str, np.ndarray]], models: list["_
     default policy the mask is dropped, so the files are those of a run that never checked."""
     for cid, record in records.items():
         bad = record["nonfinite"]
-        if bad.any() and (policy == "error" or task != "classification"):
+        if bad.any() and (policy == "error" or task != Task.CLASSIFICATION):
             ids = ", ".join(str(i) for i in record["ids"][bad][:_SHOWN_IDS]) + (", ..." if bad.sum() > _SHOWN_IDS else "")
             remedy = (
                 "fix the model, or pass --nonfinite wrong to count such samples as wrong"
-                if task == "classification" else "fix the model (regression outputs cannot be counted as wrong)"
+                if task == Task.CLASSIFICATION else "fix the model (regression outputs cannot be counted as wrong)"
             )
             raise InputError(
                 f"model {models[owner[cid]].name!r} returned NaN/Inf outputs in cell {cid} for {int(bad.sum())} "
@@ -339,7 +339,8 @@ class EvalOptions:
     amp : autocast (float16 on CUDA, bfloat16 on CPU).
     progress : True/False forces the progress bar on/off; None shows it when stderr is a TTY.
     overwrite : replace a different run in `out` (deleting only files a run of ours wrote).
-    reuse_encoders : re-encode only touched modalities for Reencodable models (same predictions).
+    reuse_encoders : re-encode only touched modalities for Reencodable models (same predictions),
+        except in cells of a family that asks for a full forward pass (`ConditionFamily.full_forward`).
     buffer_mb : bound on the per-sample records held in memory before cells are written.
     on_cell : called with each cell id after that cell is safely on disk.
     nonfinite : "error" (default) stops at the first cell where a model outputs NaN/Inf, naming the
@@ -497,7 +498,7 @@ def _plan(job: _Job, out: Path, options: EvalOptions, dist: _Dist) -> tuple[RunW
 def _run(job: _Job, writer: RunWriter | None, pending: list[_Column], options: EvalOptions, dist: _Dist) -> None:
     """Evaluate the pending cells chunk by chunk; rank 0 writes each finished cell."""
     data = job.data
-    donors = DonorPool.from_data(data, job.device) if any(c.family == Family.CONFLICT for c in job.conditions) else None
+    donors = DonorPool.from_data(data, job.device) if any(family_of(c).needs_donors for c in job.conditions) else None
     shard = _shard(data, options.batch_size, dist)
     n_local = len(shard)
     per_column = max(1, n_local * len(job.models) * (_RECORD_BYTES + (4 * data.num_classes if options.keep_probabilities else 0)))
@@ -558,6 +559,7 @@ def _run_chunk(chunk: list[_Column], job: _Job, data: MultimodalData, donors: Do
             clean_features: dict[int, dict[str, torch.Tensor]] = {}
             for col in chunk:
                 t0 = time.perf_counter()
+                reencode_touched = not family_of(col.condition).full_forward
                 seed = job.protocol.seed + col.seed
                 perturbed = apply_condition(batch, col.condition, specs, seed, donors)
                 affected = affected_mask(batch.ids, col.condition, seed)
@@ -565,7 +567,7 @@ def _run_chunk(chunk: list[_Column], job: _Job, data: MultimodalData, donors: Do
                 for mi, cid in col.cells.items():
                     t1 = time.perf_counter()
                     m = models[mi]
-                    if reusing[mi]:
+                    if reusing[mi] and reencode_touched:
                         if mi not in clean_features:
                             clean_features[mi] = {k: m.module.encode(k, v) for k, v in batch.inputs.items()}
                         features = dict(clean_features[mi])

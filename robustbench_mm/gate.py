@@ -27,10 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .version import __version__
 from .errors import InputError
-from .domain import Task
+from .domain import Family, Task, cells as select_cells, clean_cells, parse_task
 from .results import Run, atomic_write, task_of
 from .stats import bootstrap_counts
 
@@ -38,11 +39,14 @@ BASELINE_SCHEMA = "robustbench-mm/baseline"
 BASELINE_VERSION = 3
 READABLE_VERSIONS = (2, 3)  # version 2 predates the `plugins` field; its plug-ins are unknown
 _PLUGIN_KEYS = ("name", "source", "sha256")
+MCE = "summary: mCE"  # the one lower-is-better check
 
 
 @dataclass(frozen=True)
 class Check:
-    """One gated quantity for one model: higher is better for every check (mCE enters as -mCE)."""
+    """One gated quantity for one model. `drop` is how much worse the current value is (baseline -
+    current, or current - baseline for a lower-is-better check such as mCE), so a positive drop is
+    always a loss and `regressed` reads the same for every check."""
 
     model: str
     name: str
@@ -53,6 +57,7 @@ class Check:
     drop_high: float
     tolerance: float
     baseline_model: str = ""  # the baseline model this candidate `model` was compared with
+    higher_is_better: bool = True
 
     @property
     def regressed(self) -> bool:
@@ -82,15 +87,15 @@ def _sample_scores(record: dict[str, np.ndarray]) -> np.ndarray:
     return -np.abs(record["output"].astype(np.float64) - record["target"].astype(np.float64))
 
 
-def _pack(scores: np.ndarray, task: str) -> str:
-    if task == "classification":
+def _pack(scores: np.ndarray, task: Task) -> str:
+    if task == Task.CLASSIFICATION:
         return base64.b64encode(np.packbits(scores.astype(bool)).tobytes()).decode()
     return base64.b64encode(scores.astype("<f4").tobytes()).decode()
 
 
-def _unpack(text: str, n: int, task: str) -> np.ndarray:
+def _unpack(text: str, n: int, task: Task) -> np.ndarray:
     raw = base64.b64decode(text.encode())
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:n].astype(np.float64)
     return np.frombuffer(raw, dtype="<f4")[:n].astype(np.float64)
 
@@ -279,34 +284,39 @@ def _check_comparable(baseline: dict, facts: dict, source: str) -> list[str]:
     return notes
 
 
+def _cell_table(cells: list[dict]) -> pd.DataFrame:
+    """The cells' family, name and modalities as a table indexed by position (for the domain helpers)."""
+    return pd.DataFrame({k: [c[k] for c in cells] for k in ("family", "name", "modalities")})
+
+
 def _summaries(acc: np.ndarray, cells: list[dict]) -> dict[str, np.ndarray]:
     """Summary checks from per-cell mean scores `acc` (..., n_cells); all higher-is-better.
 
-    clean, mean corrupted score, each removal subset (mean over its fills and rates), and for
-    classification -mCE with the baseline as reference (so the baseline's own value is -1).
+    clean, mean corrupted score and each removal subset (mean over its fills and rates); mCE,
+    lower-is-better, is added by `gate` for classification.
     """
-    families = np.array([c["family"] for c in cells])
+    table = _cell_table(cells)
     out: dict[str, np.ndarray] = {}
-    clean = families == "clean"
-    if clean.any():
+    clean = clean_cells(table).index.to_numpy()
+    if len(clean):
         out["clean"] = acc[..., clean].mean(axis=-1)
-    corrupted = families == "corruption"
-    if corrupted.any():
+    corrupted = select_cells(table, Family.CORRUPTION).index.to_numpy()
+    if len(corrupted):
         out["mean corrupted"] = acc[..., corrupted].mean(axis=-1)
-    for subset in sorted({c["modalities"] for c in cells if c["family"] == "removal"}):
-        mask = np.array([c["family"] == "removal" and c["modalities"] == subset for c in cells])
-        out[f"removal {subset}"] = acc[..., mask].mean(axis=-1)
+    removal = select_cells(table, Family.REMOVAL)
+    for subset in sorted(set(removal["modalities"])):
+        out[f"removal {subset}"] = acc[..., removal[removal["modalities"] == subset].index.to_numpy()].mean(axis=-1)
     return out
 
 
 def _mce(acc_new: np.ndarray, acc_base: np.ndarray, cells: list[dict]) -> np.ndarray:
     """ImageNet-C mCE of the new run against the baseline: mean_c sum_s E_new / sum_s E_base."""
-    groups = sorted({(c["name"], c["modalities"]) for c in cells if c["family"] == "corruption"})
+    corrupted = select_cells(_cell_table(cells), Family.CORRUPTION)
     ratios = []
-    for name, mods in groups:
-        mask = np.array([c["family"] == "corruption" and (c["name"], c["modalities"]) == (name, mods) for c in cells])
-        err_base = (1.0 - acc_base[..., mask]).sum(axis=-1)
-        err_new = (1.0 - acc_new[..., mask]).sum(axis=-1)
+    for _, group in sorted(corrupted.groupby(["name", "modalities"], sort=False), key=lambda kv: kv[0]):
+        columns = group.index.to_numpy()
+        err_base = (1.0 - acc_base[..., columns]).sum(axis=-1)
+        err_new = (1.0 - acc_new[..., columns]).sum(axis=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios.append(np.where(err_base > 0, err_new / err_base, np.where(err_new > 0, np.inf, 1.0)))
     return np.mean(ratios, axis=0)
@@ -404,7 +414,7 @@ def gate(
     base_models = list(dict.fromkeys(c["model"] for c in baseline["cells"]))
     pairs, match_notes = match_models(_run_models(run), base_models, match, f"run {run.path}")
     notes += match_notes
-    task = baseline["task"]
+    task = parse_task(baseline["task"], "baseline field 'task'")
     run_cells = {(str(r["model"]), _cell_label(r)) for _, r in run.cells.iterrows()}
     _check_complete(run, pairs, baseline, run_cells)
     ids, current = _run_scores(run)
@@ -431,14 +441,19 @@ def gate(
         for name in sums_b:
             point[f"summary: {name}"] = (sums_b[name], sums_n[name])
             boot[f"summary: {name}"] = (boots_b[name], boots_n[name])
-        if task == "classification" and any(c["family"] == "corruption" for c in base_cells):
-            point["summary: -mCE"] = (-1.0, -float(_mce(point_new, point_base, base_cells)))
-            boot["summary: -mCE"] = (-np.ones(n_resamples), -_mce(boot_new, boot_base, base_cells))
+        lower_is_better = set()
+        if task == Task.CLASSIFICATION and len(select_cells(_cell_table(base_cells), Family.CORRUPTION)):
+            # mCE with the baseline as reference: the baseline's own value is 1 by definition
+            point[MCE] = (1.0, float(_mce(point_new, point_base, base_cells)))
+            boot[MCE] = (np.ones(n_resamples), _mce(boot_new, boot_base, base_cells))
+            lower_is_better.add(MCE)
 
         for name, (b, c) in point.items():
-            drops = boot[name][0] - boot[name][1]
+            sign = -1.0 if name in lower_is_better else 1.0  # a drop is a loss in either direction
+            drops = sign * (boot[name][0] - boot[name][1])
             low, high = np.quantile(drops, [alpha / 2, 1 - alpha / 2])
-            checks.append(Check(model, name, float(b), float(c), float(b - c), float(low), float(high), tolerance, base_model))
+            checks.append(Check(model, name, float(b), float(c), float(sign * (b - c)), float(low), float(high), tolerance,
+                                base_model, higher_is_better=sign > 0))
     return GateResult(checks=checks, tolerance=tolerance, confidence=confidence, notes=tuple(notes))
 
 
@@ -513,20 +528,39 @@ def write_summary(result: GateResult, path: str | Path) -> None:
     _write_text(Path(path), "\n".join(lines) + "\n")
 
 
-def write_benchmark_json(result: GateResult, path: str | Path) -> None:
-    """github-action-benchmark's `customBiggerIsBetter` format: a list of {name, unit, value, range}.
+def smaller_is_better_path(path: str | Path) -> Path:
+    """Where `write_benchmark_json` puts the lower-is-better entries: NAME.smaller.json beside NAME.json."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.smaller{path.suffix}")
 
+
+def write_benchmark_json(result: GateResult, path: str | Path) -> list[Path]:
+    """github-action-benchmark's custom format: a list of {name, unit, value, range, extra}.
+
+    The action reads one direction per file (its `tool`, customBiggerIsBetter or
+    customSmallerIsBetter, applies to the whole file, and it alerts when prev/current, or
+    current/prev, exceeds the threshold), so a negative value such as -mCE would alert on an
+    improvement. Scores go to `path` (customBiggerIsBetter) and lower-is-better checks (mCE,
+    the baseline's = 1) to `smaller_is_better_path(path)` (customSmallerIsBetter), written only
+    when there are any. A non-finite value (mCE when the baseline made no error) is left out: the
+    action's JSON.parse rejects Infinity and NaN; the gate's verdict still counts it.
     Entries are named by the baseline model, so a series stays one series while candidate
-    checkpoints change names from run to run.
+    checkpoints change names from run to run. Returns the files written.
     """
-    entries = [
-        {
+    def entry(c: Check) -> dict:
+        return {
             "name": f"{c.baseline_model or c.model} {c.name}",
-            "unit": "score",
+            "unit": "score" if c.higher_is_better else "ratio to the baseline",
             "value": round(c.current, 6),
             "range": f"±{(c.drop_high - c.drop_low) / 2:.4f}",
             "extra": f"baseline {c.baseline:.4f}",
         }
-        for c in result.checks
-    ]
-    _write_text(Path(path), json.dumps(entries, indent=1) + "\n")
+
+    finite = [c for c in result.checks if np.isfinite(c.current)]
+    files = {Path(path): [entry(c) for c in finite if c.higher_is_better]}
+    smaller = [entry(c) for c in finite if not c.higher_is_better]
+    if smaller:
+        files[smaller_is_better_path(path)] = smaller
+    for out, entries in files.items():
+        _write_text(out, json.dumps(entries, indent=1, allow_nan=False) + "\n")
+    return list(files)

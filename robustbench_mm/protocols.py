@@ -29,6 +29,13 @@ working directory's `protocols/` folder (the user's own). A protocol file holds:
     targets = ["each"]
     rates = [0.1, 0.5]
 
+    [[condition]]                  # a condition family of a plug-in or package (`@condition_family`)
+    family = "swap_halves"         # a registered family (a miss lists them)
+    name = "swap_halves"           # optional (default: the family): the cells' `name` column
+    targets = ["each"]
+    levels = [1, 3]                # optional (default [0]): severities 0-5 the family reads
+    rates = [1.0]
+
     [[joint]]                      # several corruptions applied together in one condition
     group = "qmf"
     levels = [5, 10]               # the level number of each condition (reports); any numbers
@@ -60,7 +67,8 @@ or absurd (a valid input of every kind the corruption claims comes out non-finit
 
 Plug-in corruptions a protocol can select (named, or matched by "all"/"kind:K" when it is read)
 are part of what it means: `Protocol.plugins` lists them (name, source, SHA-256 of the file) and
-they enter its hash, so the same file read with other plug-ins loaded has another hash.
+they enter its hash, so the same file read with other plug-ins loaded has another hash. So do the
+condition families from outside the package that its [[condition]] tables name ("family:NAME").
 """
 
 from __future__ import annotations
@@ -76,19 +84,26 @@ from pathlib import Path
 
 import torch
 
-from .corruptions import CLEAN, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, list_corruptions, removal_subsets
+from .corruptions import (
+    CLEAN, CONDITION_FAMILIES, FILLS, SUBSET_SHORTCUTS, Condition, get_corruption, get_family, list_corruptions,
+    removal_subsets,
+)
 from .corruptions.condition import MASKS, Part
-from .corruptions.plugins import example_input, plugin_records, rejection_note
+from .corruptions.plugins import example_input, family_records, plugin_records, rejection_note
 from .corruptions.rng import SampleRandom
 from .datasets.batch import KINDS, ModalitySpec
+from .domain import Family
 from .errors import InputError
 from .metrics import METRICS
+from .registry import BUILTIN
 
-_TOP_KEYS = {"name", "description", "faithful", "seed", "seeds", "metrics", "corruption", "removal", "conflict", "joint"}
+_TABLES = ("corruption", "removal", "conflict", "condition", "joint")  # the grid's tables, expanded in this order
+_TOP_KEYS = {"name", "description", "faithful", "seed", "seeds", "metrics", *_TABLES}
 _GROUP_KEYS = {
     "corruption": {"group", "corruptions", "targets", "levels", "params", "param_levels", "rates"},
     "removal": {"group", "subsets", "fills", "rates"},
     "conflict": {"group", "targets", "rates"},
+    "condition": {"group", "family", "name", "targets", "levels", "rates"},
     "joint": {"group", "levels", "rates", "masks", "part"},
 }
 _PART_KEYS = {"corruption", "targets", "params", "pixel_max", "options", "noise", "faithful"}
@@ -174,13 +189,13 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
         raise err("metrics", f"metric names from {', '.join(METRICS)}", unknown_metric)
     _distinct(metrics, "metrics", err)
     groups: list[dict] = []
-    for kind in ("corruption", "removal", "conflict", "joint"):
+    for kind in _TABLES:
         tables = doc.get(kind, [])
         if not isinstance(tables, list):
             raise err(kind, f"an array of tables ([[{kind}]])", tables)
         for i, table in enumerate(tables):
             groups.append(_check_group(kind, i, table, err))
-    plugins = plugin_records(_selectable_plugins(groups))
+    plugins = plugin_records(_selectable_plugins(groups)) + family_records(_foreign_families(groups))
     content = {"name": doc["name"], "seed": seed, "seeds": seeds, "metrics": metrics, "groups": groups}
     if plugins:  # only then: a protocol of built-ins keeps the hash it always had
         content["plugins"] = [{"name": p["name"], "sha256": p["sha256"]} for p in plugins]
@@ -218,6 +233,12 @@ def _faithful(protocol: "Protocol") -> "Protocol":
         protocol, name=protocol.name + FAITHFUL_SUFFIX, groups=tuple(groups), hash=_rehash(protocol, "faithful"),
         description=protocol.description + "\nFaithful variant: " + (protocol.faithful_note or "every part's faithful options."),
     )
+
+
+def _foreign_families(groups: list[dict]) -> list[str]:
+    """Names of the condition families from outside the package that the [[condition]] tables name."""
+    named = {g["family"] for g in groups if g["kind"] == "condition"}
+    return sorted(n for n in named if CONDITION_FAMILIES.source(n) != BUILTIN)
 
 
 def _selectable_plugins(groups: list[dict]) -> list[str]:
@@ -385,9 +406,31 @@ def _check_group(kind: str, index: int, table: object, err: _Errors) -> dict:
             raise err(f"{where}.fills", f"a list of fills from {', '.join(FILLS)}", fills)
         _distinct(fills, f"{where}.fills", err)
         out["fills"] = fills
+    elif kind == "condition":
+        _check_condition(table, out, err)
     else:
         out["targets"] = _targets(table.get("targets", "each"), f"{where}.targets", err)
     return out
+
+
+def _check_condition(table: dict, out: dict, err: _Errors) -> None:
+    """A [[condition]] table: its family resolved through the registry (a miss lists the families)."""
+    where = out["where"]
+    name = table.get("family")
+    if not isinstance(name, str) or not name:
+        raise err(f"{where}.family", "the name of a registered condition family", name)
+    try:
+        family = get_family(name)
+    except InputError as e:
+        raise InputError(f"protocol {err.source}: key {where + '.family'!r}: {e}") from None
+    if not family.perturbs:
+        raise err(f"{where}.family", f"a family that perturbs inputs ({name!r} is in every grid already)", name)
+    label = table.get("name", name)
+    if not isinstance(label, str) or not label:
+        raise err(f"{where}.name", "a non-empty string", label)
+    out["family"], out["name"] = name, label
+    out["targets"] = _targets(table.get("targets", "each"), f"{where}.targets", err)
+    out["levels"] = _number_list(table.get("levels", [0.0]), f"{where}.levels", err, 0.0, 5.0)
 
 
 def _check_joint(table: dict, out: dict, err: _Errors) -> dict:
@@ -511,9 +554,11 @@ class Protocol:
                 made = self._expand_removal(g, specs)
             elif g["kind"] == "joint":
                 made = self._expand_joint(g, specs, notes)
+            elif g["kind"] == "condition":
+                made = self._expand_condition(g, specs)
             else:
                 made = [
-                    Condition(family="conflict", name="conflict", modalities=mods, rate=r, group=g["group"])
+                    Condition(family=Family.CONFLICT, name="conflict", modalities=mods, rate=r, group=g["group"])
                     for mods, _ in self._resolve_targets(g, specs)
                     for r in g["rates"]
                 ]
@@ -574,10 +619,27 @@ class Protocol:
                     for r in g["rates"]:
                         out.append(
                             Condition(
-                                family="corruption", name=cspec.name, modalities=mods, level=level,
+                                family=Family.CORRUPTION, name=cspec.name, modalities=mods, level=level,
                                 param=param, rate=r, group=g["group"],
                             )
                         )
+        return out
+
+    def _expand_condition(self, g: dict, specs: dict[str, ModalitySpec]) -> list[Condition]:
+        """A [[condition]] table's cells, each checked by its family now rather than at the first batch."""
+        family = get_family(g["family"])
+        out = [
+            Condition(family=family.name, name=g["name"], modalities=mods, level=level, rate=r, group=g["group"])
+            for mods, _ in self._resolve_targets(g, specs)
+            for level in g["levels"]
+            for r in g["rates"]
+        ]
+        if family.check is not None:
+            for c in out:
+                try:
+                    family.check(c, specs)
+                except InputError as e:
+                    raise self._error(g["where"], str(e)) from None
         return out
 
     def _part_modalities(self, g: dict, part: dict, specs: dict[str, ModalitySpec], notes: list[str]) -> list[str]:
@@ -657,7 +719,7 @@ class Protocol:
             for r in g["rates"]:
                 out.append(
                     Condition(
-                        family="corruption", name="+".join(p.corruption for p in parts), modalities=tuple(touched),
+                        family=Family.CORRUPTION, name="+".join(p.corruption for p in parts), modalities=tuple(touched),
                         level=level, rate=r, group=g["group"], parts=tuple(parts), masks=g["masks"],
                     )
                 )
@@ -681,7 +743,7 @@ class Protocol:
                     raise self._error(f"{g['where']}.subsets", f"{s} removes every modality; at least one must stay")
                 subsets.append(tuple(s))
         return [
-            Condition(family="removal", name=f, modalities=tuple(s), rate=r, group=g["group"])
+            Condition(family=Family.REMOVAL, name=f, modalities=tuple(s), rate=r, group=g["group"])
             for s in subsets
             for f in g["fills"]
             for r in g["rates"]

@@ -189,3 +189,25 @@ def test_a_run_records_the_plugins_that_shaped_its_protocol(tmp_path):
     run = evaluate([TinyFusion(data.specs)], data, protocol, out=tmp_path / "r", device="cpu", progress=False)
     assert run.manifest.plugins == ({"name": "tp_vec_run", "source": str(path), "sha256": protocol.plugins[0]["sha256"]},)
     assert run.manifest.protocol.hash == protocol.hash and run.manifest.complete is True
+
+
+def test_rejections_are_those_of_the_latest_discovery(tmp_path, monkeypatch, capsys):
+    """A broken plug-in of one working directory is not warned about in another (it used to leak
+    into every later command's stderr, e.g. the gate's one-line errors)."""
+    from robustbench_mm.cli import main
+    from robustbench_mm.corruptions.plugins import rejected_plugins
+
+    broken_dir, clean_dir = tmp_path / "a", tmp_path / "b"
+    (broken_dir / "corruptions").mkdir(parents=True)
+    (clean_dir / "corruptions").mkdir(parents=True)  # a plug-in folder with nothing broken in it
+    broken = _plugin(broken_dir / "corruptions", "tp_stale", "return x[:, :-1]")
+    monkeypatch.chdir(broken_dir)
+    load_plugins(entry_points=False)
+    assert list(rejected_plugins()) == [str(broken)]
+    load_plugins(entry_points=False)  # found again: retried, and rejected again
+    assert list(rejected_plugins()) == [str(broken)]
+    monkeypatch.chdir(clean_dir)
+    capsys.readouterr()
+    assert main(["list", "protocols"]) == 0
+    assert rejected_plugins() == {}
+    assert "warning" not in capsys.readouterr().err

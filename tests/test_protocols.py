@@ -219,3 +219,22 @@ def test_binary_protocol_file_is_one_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match=r"protocols/mine.toml: not a text file"):
         load_protocol("mine")
+
+
+def test_a_condition_table_naming_an_unknown_family_is_one_line_listing_the_families():
+    with pytest.raises(InputError) as e:
+        parse_protocol(BASE + '[[condition]]\nfamily = "swirl"\n', source="t.toml")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("protocol t.toml: key 'condition[0].family': unknown condition family 'swirl'")
+    assert message.endswith("expected one of: clean, conflict, corruption, removal")
+
+
+def test_a_condition_table_of_a_builtin_family_expands_and_is_checked_by_the_family():
+    p = parse_protocol(BASE + '[[condition]]\nfamily = "removal"\nname = "mean"\ntargets = ["fou"]\n')
+    assert [c.key for c in p.expand(MFEAT_LIKE)[1:]] == ["removal|mean|fou|l=0|r=1"]
+    bad = parse_protocol(BASE + '[[condition]]\nfamily = "removal"\nname = "blank"\ntargets = ["fou"]\n', source="t.toml")
+    with pytest.raises(InputError, match=r"protocol t.toml: key 'condition\[0\]': unknown removal fill 'blank'"):
+        bad.expand(MFEAT_LIKE)
+    with pytest.raises(InputError, match="is in every grid already"):
+        parse_protocol(BASE + '[[condition]]\nfamily = "clean"\n')

@@ -1,4 +1,5 @@
-"""Apply one `Condition` to a `Batch`: the single entry point the engine uses.
+"""Apply one `Condition` to a `Batch`: the single entry point the engine uses, dispatching to the
+condition's registered family (`families.py`); the built-in families are defined here.
 
 Randomness (common random numbers, never the batch's composition):
 - which samples a condition affects (rate < 1) is `u_i < rate` with u_i keyed on (seed, touched
@@ -20,22 +21,27 @@ Unaffected samples come back bit-identical to the input.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import torch
 
 from ..datasets.batch import Batch, ModalitySpec
+from ..domain import Family
 from ..errors import InputError, one_of
-from .condition import FAMILIES, MASKS, Condition, Part
+from .condition import MASKS, Condition, Part
 from .conflict import DonorPool
+from .families import ConditionFamily, FamilyContext, condition_family, family_of
 from .registry import get_corruption
 from .removal import FILLS, fill
 from .rng import SampleRandom
+
+ModalityFn = Callable[[str, torch.Tensor, ModalitySpec, SampleRandom], torch.Tensor]
 
 
 def affected_mask(ids: torch.Tensor, condition: Condition, seed: int) -> torch.Tensor:
     """(B,) bool: the samples this condition perturbs (all False for clean); for a joint
     condition, the samples at least one of its modalities is perturbed in."""
-    if condition.family == "clean":
+    if not family_of(condition).perturbs:
         return torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     if condition.parts:
         masks = list(modality_masks(ids, condition, seed).values())
@@ -99,11 +105,92 @@ def condition_random(ids: torch.Tensor, condition: Condition, seed: int, modalit
     return SampleRandom(ids, seed, key=f"{condition.family}|{condition.name}|{mods}|{modality}")
 
 
-def _validate(batch: Batch, condition: Condition, specs: dict[str, ModalitySpec]) -> None:
-    if condition.family not in FAMILIES:
-        raise one_of("condition family", condition.family, FAMILIES)
-    if condition.family == "clean":
+def perturb_modalities(batch: Batch, condition: Condition, ctx: FamilyContext, values: ModalityFn,
+                       removes: bool = False) -> Batch:
+    """The batch with each of the condition's modalities replaced by `values(m, x, spec, rng)` in
+    the affected samples (all of them at rate 1); `removes` also marks those samples absent.
+
+    The building block of a family that changes each touched modality on its own: it keeps the
+    common random numbers (the affected mask and each modality's generator) of the built-ins.
+    """
+    mask = affected_mask(batch.ids, condition, ctx.seed)
+    partial = condition.rate < 1.0
+    out = batch
+    for m in condition.modalities:
+        x = batch.inputs[m]
+        y = values(m, x, ctx.specs[m], condition_random(batch.ids, condition, ctx.seed, m))
+        if partial:
+            y = torch.where(mask.reshape((-1,) + (1,) * (x.dim() - 1)), y, x)
+        out = out.with_modality(m, y, batch.present[m] & ~mask if removes else None)
+    return out
+
+
+def _check_supported(cspec, modalities: tuple[str, ...], specs: dict[str, ModalitySpec]) -> None:
+    for m in modalities:
+        why = cspec.supports(specs[m])
+        if why:
+            raise InputError(why)
+
+
+def _check_corruption(condition: Condition, specs: dict[str, ModalitySpec]) -> None:
+    if condition.parts:
+        if condition.masks not in MASKS:
+            raise one_of("joint masks", condition.masks, MASKS)
+        for part in condition.parts:
+            _check_supported(get_corruption(part.corruption), part.modalities, specs)
         return
+    spec = get_corruption(condition.name)
+    _check_supported(spec, condition.modalities, specs)
+    if condition.param is None:
+        spec.param(condition.level)  # level range check (a raw param overrides the table)
+
+
+def _check_removal(condition: Condition, specs: dict[str, ModalitySpec]) -> None:
+    if condition.name not in FILLS:
+        raise one_of("removal fill", condition.name, FILLS)
+
+
+@condition_family(Family.CLEAN, perturbs=False, description="the inputs as they are: the reference every other cell is compared with")
+def _clean(batch: Batch, condition: Condition, ctx: FamilyContext) -> Batch:
+    return batch
+
+
+@condition_family(Family.CORRUPTION, check=_check_corruption,
+                  description="a registered corruption (or several together, a joint condition) at a severity level or raw parameter")
+def _corruption(batch: Batch, condition: Condition, ctx: FamilyContext) -> Batch:
+    if condition.parts:
+        return _apply_joint(batch, condition, ctx.specs, ctx.seed)
+    cspec = get_corruption(condition.name)
+
+    def corrupted(m: str, x: torch.Tensor, spec: ModalitySpec, rng: SampleRandom) -> torch.Tensor:
+        param = condition.param if condition.param is not None else cspec.param(condition.level, spec.kind)
+        return cspec(x, float(param), rng, spec)
+
+    return perturb_modalities(batch, condition, ctx, corrupted)
+
+
+@condition_family(Family.REMOVAL, check=_check_removal,
+                  description="modalities missing: values filled (name = zero | mean | noise | mask), present[m] False")
+def _removal(batch: Batch, condition: Condition, ctx: FamilyContext) -> Batch:
+    return perturb_modalities(batch, condition, ctx, lambda m, x, spec, rng: fill(x, condition.name, rng, spec), removes=True)
+
+
+@condition_family(Family.CONFLICT, needs_donors=True,
+                  description="modalities taken from a sample of another class (another sample, for regression)")
+def _conflict(batch: Batch, condition: Condition, ctx: FamilyContext) -> Batch:
+    mods = "+".join(condition.modalities)
+    donor_rng = SampleRandom(batch.ids, ctx.seed, key=f"conflict-donor|{condition.name}|{mods}")
+    donor_index = ctx.donors.donors(batch.ids, batch.labels, donor_rng)
+    return perturb_modalities(batch, condition, ctx, lambda m, x, spec, rng: ctx.donors.take(m, donor_index).to(dtype=x.dtype))
+
+
+def _validate(batch: Batch, condition: Condition, specs: dict[str, ModalitySpec]) -> ConditionFamily:
+    """The condition's family, once the condition fits the batch (what every family relies on)."""
+    family = family_of(condition)
+    if not family.perturbs:
+        if condition.modalities:
+            raise InputError(f"condition {condition.key!r}: a {family.name} condition touches no modality; expected none")
+        return family
     if not condition.modalities:
         raise InputError(f"condition {condition.key!r}: names no modality")
     for m in condition.modalities:
@@ -111,25 +198,9 @@ def _validate(batch: Batch, condition: Condition, specs: dict[str, ModalitySpec]
             raise one_of("modality", m, [k for k in batch.inputs if k in specs])
     if not 0.0 < condition.rate <= 1.0:
         raise InputError(f"condition {condition.key!r}: rate {condition.rate} out of range; expected 0 < rate <= 1")
-    if condition.parts:
-        if condition.masks not in MASKS:
-            raise one_of("joint masks", condition.masks, MASKS)
-        for part in condition.parts:
-            cspec = get_corruption(part.corruption)
-            for m in part.modalities:
-                why = cspec.supports(specs[m])
-                if why:
-                    raise InputError(why)
-    elif condition.family == "corruption":
-        spec = get_corruption(condition.name)
-        for m in condition.modalities:
-            why = spec.supports(specs[m])
-            if why:
-                raise InputError(why)
-        if condition.param is None:
-            spec.param(condition.level)  # level range check (a raw param overrides the table)
-    elif condition.family == "removal" and condition.name not in FILLS:
-        raise one_of("removal fill", condition.name, FILLS)
+    if family.check is not None:
+        family.check(condition, specs)
+    return family
 
 
 def apply_condition(
@@ -139,43 +210,15 @@ def apply_condition(
     seed: int,
     donors: DonorPool | None = None,
 ) -> Batch:
-    """A new Batch with `condition` applied to its modalities; `batch` is never mutated.
+    """A new Batch with `condition` applied by its registered family; `batch` is never mutated.
 
     corruption : the registered function at `condition.param` (raw units) or the level's parameter;
         a joint condition applies each of its parts to its modalities, each under its own mask.
     removal : values filled (`condition.name` = zero|mean|noise|mask), `present[m]` False.
     conflict : values taken from a different-class donor in `donors` (a `DonorPool`).
+    Other families: see `families.py`.
     """
-    _validate(batch, condition, specs)
-    if condition.family == "clean":
-        return batch
-    if condition.parts:
-        return _apply_joint(batch, condition, specs, seed)
-    if condition.family == "conflict" and donors is None:
-        raise InputError("a conflict condition needs a donor pool (DonorPool.from_data(data, device))")
-    mask = affected_mask(batch.ids, condition, seed)
-    partial = condition.rate < 1.0
-    donor_index = None
-    if condition.family == "conflict":
-        mods = "+".join(condition.modalities)
-        donor_rng = SampleRandom(batch.ids, seed, key=f"conflict-donor|{condition.name}|{mods}")
-        donor_index = donors.donors(batch.ids, batch.labels, donor_rng)
-    out = batch
-    for m in condition.modalities:
-        x = batch.inputs[m]
-        spec = specs[m]
-        rng = condition_random(batch.ids, condition, seed, m)
-        present = None
-        if condition.family == "corruption":
-            cspec = get_corruption(condition.name)
-            param = condition.param if condition.param is not None else cspec.param(condition.level, spec.kind)
-            y = cspec(x, float(param), rng, spec)
-        elif condition.family == "removal":
-            y = fill(x, condition.name, rng, spec)
-            present = batch.present[m] & ~mask
-        else:
-            y = donors.take(m, donor_index).to(dtype=x.dtype)
-        if partial:
-            y = torch.where(mask.reshape((-1,) + (1,) * (x.dim() - 1)), y, x)
-        out = out.with_modality(m, y, present)
-    return out
+    family = _validate(batch, condition, specs)
+    if family.needs_donors and donors is None:
+        raise InputError(f"a {family.name} condition needs a donor pool (DonorPool.from_data(data, device))")
+    return family.apply(batch, condition, FamilyContext(specs, seed, donors))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILIES = ("clean", "corruption", "removal", "conflict")
+from ..domain import Family
+
 MASKS = ("independent", "shared")
 
 
@@ -46,9 +47,9 @@ class Part:
 class Condition:
     """One perturbation setting applied to a whole evaluation set.
 
-    family : "clean", "corruption" (a registered corruption), "removal" (modalities missing,
-        `name` is the fill: zero, mean, noise, mask) or "conflict" (modalities swapped in from a
-        sample of another class).
+    family : a registered condition family (`families.py`); the built-ins are `Family.CLEAN`,
+        CORRUPTION (a registered corruption), REMOVAL (modalities missing, `name` is the fill:
+        zero, mean, noise, mask) and CONFLICT (modalities swapped in from a sample of another class).
     name : corruption name, fill name, "clean" or "conflict".
     modalities : the modalities it touches (empty for clean).
     level : severity level 0-5 (continuous allowed) for corruptions; 0 otherwise.
@@ -81,8 +82,8 @@ class Condition:
 
     @property
     def touched(self) -> tuple[str, ...]:
-        """Modalities whose inputs change (the engine re-encodes only these)."""
-        return () if self.family == "clean" else self.modalities
+        """Modalities whose inputs change (the engine re-encodes only these); clean names none."""
+        return self.modalities
 
 
-CLEAN = Condition(family="clean", name="clean", group="clean")
+CLEAN = Condition(family=Family.CLEAN, name="clean", group="clean")

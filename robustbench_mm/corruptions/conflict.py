@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..datasets.batch import MultimodalData
+from ..domain import Task
 from ..errors import InputError, one_of
 from .rng import SampleRandom
 
@@ -36,7 +37,7 @@ class DonorPool:
         n = len(data)
         if n < 2:
             raise InputError(f"dataset {data.name!r}: cross-modal conflict needs at least 2 samples, got {n}")
-        by_class = data.task == "classification"
+        by_class = data.task == Task.CLASSIFICATION
         labels = data.labels.to(device)
         if by_class:
             counts = torch.bincount(data.labels.long())

@@ -210,7 +210,8 @@ def _resolved(path: Path) -> str:
 
 
 def rejected_plugins() -> dict[str, str]:
-    """Plug-ins found but rejected (origin -> the one-line reason), for a warning per plug-in."""
+    """Plug-ins the latest `load_plugins` found but rejected (origin -> the one-line reason), for a
+    warning per plug-in."""
     return dict(_REJECTED)
 
 
@@ -240,12 +241,34 @@ def plugin_records(names: list[str]) -> list[dict]:
     return out
 
 
+def family_records(names: list[str]) -> list[dict]:
+    """{"name": "family:NAME", "source", "sha256"} of condition families defined outside the
+    package: like `plugin_records`, what a protocol naming them records and hashes, so a run with
+    another family's code is not compared with one made by this. The digest is of the file that
+    registered the family (a plug-in file or a module), else of its function's source."""
+    from .families import CONDITION_FAMILIES
+
+    out = []
+    for name in sorted(names):
+        fn = CONDITION_FAMILIES[name].apply
+        try:
+            digest = _file_sha256(inspect.getsourcefile(fn)) or hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()
+        except (OSError, TypeError):
+            digest = hashlib.sha256(f"{fn.__module__}.{fn.__qualname__}".encode()).hexdigest()
+        out.append({"name": f"family:{name}", "source": CONDITION_FAMILIES.source(name), "sha256": digest})
+    return out
+
+
 def load_plugins(paths: list[str] | None = None, *, entry_points: bool = True) -> list[str]:
     """Discover and register plug-in corruptions; returns the names they registered (sorted).
 
     Looks in ./corruptions/ (if present), in each of `paths` (files or folders), and in the
     `robustbench_mm.corruptions` entry-point group. Loading is idempotent per file.
+    `rejected_plugins()` then tells this call's rejections only: a file rejected by an earlier
+    call in another working directory is no longer found, and one found again is retried (only
+    accepted plug-ins are cached), so keeping old rejections would only warn about stale files.
     """
+    _REJECTED.clear()
     files: list[tuple[Path, bool]] = []  # (file, strict)
     local = Path.cwd() / "corruptions"
     if local.is_dir():
