@@ -1,6 +1,6 @@
 """Datasets: everything becomes a `MultimodalData` of `Batch`es with modality specs."""
 
-from .batch import KINDS, PAD_ID, UNK_ID, Batch, ModalitySpec, MultimodalData
+from .batch import KINDS, PAD_ID, UNK_ID, Batch, ModalitySpec, MultimodalData, SplitData
 from .files import build_splits, parse_kind_overrides, stratified_split
 from .loader import describe_sources, load_dataset, load_splits
 from .mfeat import mfeat_splits
@@ -13,6 +13,7 @@ __all__ = [
     "Batch",
     "ModalitySpec",
     "MultimodalData",
+    "SplitData",
     "SyntheticConfig",
     "build_splits",
     "describe_sources",

@@ -9,6 +9,7 @@ random numbers give every sample the same perturbation in every run.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Iterator
 
@@ -131,9 +132,13 @@ class Batch:
         return replace(self, inputs=inputs, present=presence)
 
 
-@dataclass
-class MultimodalData:
-    """One split of a dataset, in memory: tensors for every sample plus the modality specs.
+@dataclass(kw_only=True)
+class SplitData(ABC):
+    """What every split has wherever its samples live: metadata, labels, ids, and the walks over them.
+
+    Subclasses say only where the samples are: `MultimodalData` holds tensors in memory,
+    `readers.media.StreamedData` decodes each batch from files. Selecting, subsetting, sharding and
+    batching are written once here, so the two cannot drift apart.
 
     task : "classification" (labels int64 class ids, `num_classes` set) or "regression" (float).
     ids : int64 (N,) stable sample ids, unique within the dataset.
@@ -142,13 +147,11 @@ class MultimodalData:
         zeros to one length (the mask is `arange(T) < length`); empty when nothing was padded.
     """
 
-    # Whole tensors in memory; `readers.media.StreamedData` (True) decodes its batches from files.
-    streamed: ClassVar[bool] = False
+    streamed: ClassVar[bool]  # False: whole tensors in memory; True: batches decoded from files
 
     name: str
     split: str
     specs: dict[str, ModalitySpec]
-    inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
     ids: torch.Tensor
     task: str = "classification"
@@ -157,24 +160,6 @@ class MultimodalData:
     class_names: list[str] | None = None
     lengths: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        n = int(self.labels.shape[0])
-        if set(self.inputs) != set(self.specs):
-            raise InputError(f"dataset {self.name!r}: inputs {sorted(self.inputs)} do not match specs {sorted(self.specs)}")
-        for name, x in self.inputs.items():
-            if x.shape[0] != n:
-                raise InputError(f"dataset {self.name!r}: modality {name!r} has {x.shape[0]} samples, labels have {n}")
-            if tuple(x.shape[1:]) != self.specs[name].shape:
-                raise InputError(
-                    f"dataset {self.name!r}: modality {name!r} has per-sample shape {tuple(x.shape[1:])}, "
-                    f"spec says {self.specs[name].shape}"
-                )
-        if self.ids.shape != (n,):
-            raise InputError(f"dataset {self.name!r}: ids must have shape ({n},), got {tuple(self.ids.shape)}")
-        for name, length in self.lengths.items():
-            if name not in self.specs or length.shape != (n,):
-                raise InputError(f"dataset {self.name!r}: lengths of {name!r} must be one per sample of a modality")
-
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -182,7 +167,23 @@ class MultimodalData:
     def modalities(self) -> list[str]:
         return list(self.specs)
 
-    def select(self, modalities: list[str]) -> "MultimodalData":
+    @abstractmethod
+    def _samples(self, rows) -> dict:
+        """The per-sample storage fields at `rows` (an index tensor or a slice), for `replace`."""
+
+    @abstractmethod
+    def _samples_of(self, modalities: list[str]) -> dict:
+        """The per-sample storage fields of only these modalities, for `replace`."""
+
+    @abstractmethod
+    def _batch_inputs(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
+        """The inputs of samples lo..hi-1 as tensors."""
+
+    @abstractmethod
+    def _hash_samples(self, h) -> None:
+        """Feed every sample's content into the fingerprint `h`."""
+
+    def select(self, modalities: list[str]):
         """The same samples with only the named modalities, in that order."""
         unknown = [m for m in modalities if m not in self.specs]
         if unknown:
@@ -192,29 +193,26 @@ class MultimodalData:
         return replace(
             self,
             specs={m: self.specs[m] for m in modalities},
-            inputs={m: self.inputs[m] for m in modalities},
             lengths={m: v for m, v in self.lengths.items() if m in modalities},
+            **self._samples_of(modalities),
         )
 
-    def subset(self, index: torch.Tensor) -> "MultimodalData":
+    def _take(self, rows):
+        return replace(
+            self,
+            labels=self.labels[rows],
+            ids=self.ids[rows],
+            lengths={k: v[rows] for k, v in self.lengths.items()},
+            **self._samples(rows),
+        )
+
+    def subset(self, index: torch.Tensor):
         """The samples at `index` (ids kept, so common random numbers still match)."""
-        return replace(
-            self,
-            inputs={k: v[index] for k, v in self.inputs.items()},
-            labels=self.labels[index],
-            ids=self.ids[index],
-            lengths={k: v[index] for k, v in self.lengths.items()},
-        )
+        return self._take(index)
 
-    def rows(self, start: int, stop: int) -> "MultimodalData":
-        """Samples start..stop-1 as views (no copy): one rank's shard."""
-        return replace(
-            self,
-            inputs={k: v[start:stop] for k, v in self.inputs.items()},
-            labels=self.labels[start:stop],
-            ids=self.ids[start:stop],
-            lengths={k: v[start:stop] for k, v in self.lengths.items()},
-        )
+    def rows(self, start: int, stop: int):
+        """Samples start..stop-1 (in memory: views, no copy): one rank's shard."""
+        return self._take(slice(start, stop))
 
     def batches(
         self,
@@ -235,19 +233,59 @@ class MultimodalData:
         stop = (n * (rank + 1)) // world_size
         for lo in range(start, stop, batch_size):
             hi = min(lo + batch_size, stop)
-            yield Batch(
-                inputs={k: v[lo:hi] for k, v in self.inputs.items()},
-                labels=self.labels[lo:hi],
-                ids=self.ids[lo:hi],
-            ).to(device)
+            yield Batch(inputs=self._batch_inputs(lo, hi), labels=self.labels[lo:hi], ids=self.ids[lo:hi]).to(device)
 
     def fingerprint(self) -> str:
-        """SHA-256 over ids, labels and every modality's bytes (for manifests and resume checks)."""
+        """SHA-256 over ids, labels and every sample's content (for manifests and resume checks)."""
         h = hashlib.sha256()
         h.update(f"{self.name}|{self.split}|{self.task}".encode())
-        tensors = [self.ids, self.labels] + [self.inputs[k] for k in sorted(self.inputs)]
-        for t in tensors + [self.lengths[k] for k in sorted(self.lengths)]:  # no lengths: as before
-            a = t.detach().cpu().contiguous().numpy()
-            h.update(str(a.dtype).encode() + str(a.shape).encode())
-            h.update(np.ascontiguousarray(a).tobytes())
+        for t in (self.ids, self.labels):
+            _hash_tensor(h, t)
+        self._hash_samples(h)
         return h.hexdigest()
+
+
+def _hash_tensor(h, t: torch.Tensor) -> None:
+    a = t.detach().cpu().contiguous().numpy()
+    h.update(str(a.dtype).encode() + str(a.shape).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+
+
+@dataclass(kw_only=True)
+class MultimodalData(SplitData):
+    """One split of a dataset, in memory: a tensor per modality holding every sample."""
+
+    streamed: ClassVar[bool] = False
+
+    inputs: dict[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        n = int(self.labels.shape[0])
+        if set(self.inputs) != set(self.specs):
+            raise InputError(f"dataset {self.name!r}: inputs {sorted(self.inputs)} do not match specs {sorted(self.specs)}")
+        for name, x in self.inputs.items():
+            if x.shape[0] != n:
+                raise InputError(f"dataset {self.name!r}: modality {name!r} has {x.shape[0]} samples, labels have {n}")
+            if tuple(x.shape[1:]) != self.specs[name].shape:
+                raise InputError(
+                    f"dataset {self.name!r}: modality {name!r} has per-sample shape {tuple(x.shape[1:])}, "
+                    f"spec says {self.specs[name].shape}"
+                )
+        if self.ids.shape != (n,):
+            raise InputError(f"dataset {self.name!r}: ids must have shape ({n},), got {tuple(self.ids.shape)}")
+        for name, length in self.lengths.items():
+            if name not in self.specs or length.shape != (n,):
+                raise InputError(f"dataset {self.name!r}: lengths of {name!r} must be one per sample of a modality")
+
+    def _samples(self, rows) -> dict:
+        return {"inputs": {k: v[rows] for k, v in self.inputs.items()}}
+
+    def _samples_of(self, modalities: list[str]) -> dict:
+        return {"inputs": {m: self.inputs[m] for m in modalities}}
+
+    def _batch_inputs(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
+        return {k: v[lo:hi] for k, v in self.inputs.items()}
+
+    def _hash_samples(self, h) -> None:
+        for t in [self.inputs[k] for k in sorted(self.inputs)] + [self.lengths[k] for k in sorted(self.lengths)]:
+            _hash_tensor(h, t)

@@ -21,20 +21,19 @@ batch size, not on the number of files. Training needs everything in memory (`in
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 
 from ...errors import InputError
-from ..batch import PAD_ID, UNK_ID, Batch, ModalitySpec, MultimodalData
+from ..batch import PAD_ID, UNK_ID, ModalitySpec, MultimodalData, SplitData
 from ..files import CONSTANT_STD_REL, SPLITS, WHOLE, resolve_factory, stratified_split
 from .common import SPLIT_ALIASES, ReadOptions, few
 
@@ -187,36 +186,18 @@ def tokenize(texts: list[str], train_rows: np.ndarray, tokenizer: str | None, wh
 # --------------------------------------------------------------------------- the streamed split
 
 
-@dataclass
-class StreamedData:
+@dataclass(kw_only=True)
+class StreamedData(SplitData):
     """One split whose samples stay on disk until a batch of them is needed.
 
-    Same interface as `MultimodalData` for the engine (specs, labels, ids, batches, subset, rows,
-    fingerprint); `items[m]` holds one reference per sample (a path, bytes, or token ids) and
-    `decoders[m]` turns one into its (*shape) array, checking size and finiteness as it goes.
+    `items[m]` holds one reference per sample (a path, bytes, or token ids) and `decoders[m]`
+    turns one into its (*shape) array, checking size and finiteness as it goes.
     """
-
-    name: str
-    split: str
-    specs: dict[str, ModalitySpec]
-    items: dict[str, np.ndarray]
-    decoders: dict[str, Callable[[object], np.ndarray]]
-    labels: torch.Tensor
-    ids: torch.Tensor
-    task: str = "classification"
-    num_classes: int | None = None
-    source: str = ""
-    class_names: list[str] | None = None
-    lengths: dict[str, torch.Tensor] = field(default_factory=dict)
 
     streamed: ClassVar[bool] = True
 
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def modalities(self) -> list[str]:
-        return list(self.specs)
+    items: dict[str, np.ndarray]
+    decoders: dict[str, Callable[[object], np.ndarray]]
 
     @property
     def inputs(self):
@@ -225,47 +206,23 @@ class StreamedData:
             "(e.g. cross-modal conflict draws donors from the whole split): convert it to a .npz first"
         )
 
-    def select(self, modalities: list[str]) -> "StreamedData":
-        unknown = [m for m in modalities if m not in self.specs]
-        if unknown:
-            raise InputError(f"dataset {self.name!r} has no modality {unknown[0]!r}; available: {', '.join(self.specs)}")
-        return replace(self, specs={m: self.specs[m] for m in modalities}, items={m: self.items[m] for m in modalities})
+    def _samples(self, rows) -> dict:
+        rows = np.asarray(rows.cpu()) if isinstance(rows, torch.Tensor) else rows
+        return {"items": {k: v[rows] for k, v in self.items.items()}}
 
-    def subset(self, index: torch.Tensor) -> "StreamedData":
-        rows = np.asarray(index.cpu())
-        return replace(self, items={k: v[rows] for k, v in self.items.items()}, labels=self.labels[index], ids=self.ids[index])
+    def _samples_of(self, modalities: list[str]) -> dict:
+        return {"items": {m: self.items[m] for m in modalities}, "decoders": {m: self.decoders[m] for m in modalities}}
 
-    def rows(self, start: int, stop: int) -> "StreamedData":
-        return replace(
-            self, items={k: v[start:stop] for k, v in self.items.items()}, labels=self.labels[start:stop], ids=self.ids[start:stop]
-        )
+    def _batch_inputs(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
+        return self.decode(lo, hi)
 
     def decode(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         """The inputs of samples lo..hi-1, decoded now (threads: decoding releases the GIL)."""
         pool = _decode_pool()
-        return {
-            m: torch.from_numpy(np.stack(list(pool.map(decoder, self.items[m][lo:hi]))))
-            for m, decoder in self.decoders.items()
-            if m in self.specs
-        }
+        return {m: torch.from_numpy(np.stack(list(pool.map(decoder, self.items[m][lo:hi])))) for m, decoder in self.decoders.items()}
 
-    def batches(self, batch_size: int, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-        """As `MultimodalData.batches`: this rank's contiguous shard, in order, decoded per batch."""
-        if batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {batch_size}")
-        n = len(self)
-        start, stop = (n * rank) // world_size, (n * (rank + 1)) // world_size
-        for lo in range(start, stop, batch_size):
-            hi = min(lo + batch_size, stop)
-            yield Batch(inputs=self.decode(lo, hi), labels=self.labels[lo:hi], ids=self.ids[lo:hi]).to(device)
-
-    def fingerprint(self) -> str:
-        """SHA-256 over ids, labels and the bytes of every sample's files (read in 1 MiB blocks)."""
-        h = hashlib.sha256()
-        h.update(f"{self.name}|{self.split}|{self.task}".encode())
-        for t in (self.ids, self.labels):
-            a = t.numpy()
-            h.update(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    def _hash_samples(self, h) -> None:
+        """The bytes of every sample's files (read in 1 MiB blocks), token ids or bytes."""
         for m in sorted(self.specs):
             for item in self.items[m]:
                 if isinstance(item, np.ndarray):
@@ -276,13 +233,13 @@ class StreamedData:
                     with open(item, "rb") as f:
                         for block in iter(lambda: f.read(2**20), b""):
                             h.update(block)
-        return h.hexdigest()
 
     def in_memory(self) -> MultimodalData:
         """Every sample decoded (for training, which revisits samples in random order)."""
         return MultimodalData(
             name=self.name, split=self.split, specs=self.specs, inputs=self.decode(0, len(self)), labels=self.labels,
             ids=self.ids, task=self.task, num_classes=self.num_classes, source=self.source, class_names=self.class_names,
+            lengths=self.lengths,
         )
 
 
