@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition, family_of
-from .datasets.batch import Batch, MultimodalData
+from .datasets.batch import Batch, SplitData
 from .errors import InputError
 from .models import FusionModel, Reencodable, check_inputs, check_tensors
 from .protocols import Protocol, load_protocol
@@ -155,7 +155,7 @@ class _Dist:
             dist.destroy_process_group()
 
 
-def _check_compatible(models: list[_Model], data: MultimodalData, device: torch.device, amp: bool) -> int | None:
+def _check_compatible(models: list[_Model], data: SplitData, device: torch.device, amp: bool) -> int | None:
     """Modality names/kinds/shapes (when a model states them) and finite data, then one tiny real batch.
 
     Returns the class count of a classification run: the models' output width (the truth for a
@@ -388,7 +388,7 @@ class _Job:
     conditions, the seeds and the device."""
 
     models: list[_Model]
-    data: MultimodalData
+    data: SplitData
     protocol: Protocol
     conditions: list[Condition]
     seeds: tuple[int, ...]
@@ -398,7 +398,7 @@ class _Job:
 
 def evaluate(
     models: Sequence[object] | object,
-    data: MultimodalData,
+    data: SplitData,
     protocol: Protocol | str,
     *,
     out: str | Path,
@@ -427,7 +427,7 @@ def evaluate(
         dist.close()
 
 
-def _prepare(models, data: MultimodalData, protocol: Protocol | str, options: EvalOptions, dist: _Dist) -> _Job:
+def _prepare(models, data: SplitData, protocol: Protocol | str, options: EvalOptions, dist: _Dist) -> _Job:
     """Load the protocol, check the models against the data, settle the class count."""
     if isinstance(protocol, (str, Path)):
         protocol = load_protocol(protocol)
@@ -531,7 +531,7 @@ def _run(job: _Job, writer: RunWriter | None, pending: list[_Column], options: E
         bar.close()
 
 
-def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData:
+def _shard(data: SplitData, batch_size: int, dist: _Dist) -> SplitData:
     """This rank's samples: a contiguous block of whole batches of the one-process order.
 
     Sharding at batch boundaries means every rank sees exactly the batches one process would
@@ -545,7 +545,7 @@ def _shard(data: MultimodalData, batch_size: int, dist: _Dist) -> MultimodalData
     return data.rows(start, stop)
 
 
-def _run_chunk(chunk: list[_Column], job: _Job, data: MultimodalData, donors: DonorPool | None, bar,
+def _run_chunk(chunk: list[_Column], job: _Job, data: SplitData, donors: DonorPool | None, bar,
                options: EvalOptions) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """One pass over this rank's samples (`data`) for the chunk's conditions: records per cell (numpy)."""
     models, specs, dev, task = job.models, job.data.specs, job.device, job.data.task
