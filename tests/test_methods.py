@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from robustbench_mm.cli import build_parser, main
 from robustbench_mm.datasets.batch import ModalitySpec
-from robustbench_mm.metrics import shapley_values
+from robustbench_mm.summaries import shapley_values
 from robustbench_mm.models import FUSIONS, build_model
 from robustbench_mm.models.cal import contribution, scale_gradient, shapley, subset_values
 from robustbench_mm.models.encoders import pool
