@@ -28,9 +28,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # model names become cell 
 def _registry_text(field: str) -> str:
     """The valid choices a help text names, read from the registries when help is shown."""
     if field == "fusions":
-        from .models import FUSIONS
+        from .models import BACKBONES
 
-        return ", ".join(FUSIONS)
+        return ", ".join(BACKBONES)
     if field == "protocols":
         from .protocols import list_protocols
 
@@ -300,10 +300,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, text in describe_sources().items():
             print(f"{name:<16} {text}")
     else:
-        from .models.fusion import describe_fusions
+        from .models import BACKBONES
 
-        for name, text in describe_fusions().items():
-            print(f"{name:<18} {text}")
+        for name, spec in BACKBONES.items():
+            print(f"{name:<18} {spec.description}")
     return 0
 
 
@@ -332,8 +332,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .datasets import load_splits, parse_kind_overrides
-    from .models import train_and_save
+    from .models import BACKBONES, train_and_save
 
+    BACKBONES.entry(args.fusion)  # an unknown name fails here, listing the registered ones, before the data loads
     device = _device(args.device, resolve_auto=True)
     _check_writable(Path(args.out), "--out", folder=False)
     splits = load_splits(
