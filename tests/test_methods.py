@@ -336,7 +336,7 @@ def test_a_samples_output_does_not_depend_on_its_batch(fusion):
 
 
 def test_every_fusion_is_listed_and_named_in_the_train_help(capsys):
-    assert main(["list", "models"]) == 0
+    assert main(["list", "backbones"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(BACKBONES.names())
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     assert all(f in train.format_help() for f in BACKBONES.names())
