@@ -36,9 +36,9 @@ def _registry_text(field: str) -> str:
 
         return ", ".join(list_protocols())
     if field == "datasets":
-        from .datasets import describe_sources
+        from .datasets.loader import source_names
 
-        return ", ".join(describe_sources())
+        return ", ".join(source_names())
     if field == "kinds":
         from .datasets import KINDS
 

@@ -61,7 +61,7 @@ def metric(name: str, *, task: Task | str, higher_is_better: bool, description: 
     task = parse_task(str(task), f"metric {name!r}: task")
 
     def register(fn: MetricFn) -> MetricFn:
-        if name in METRICS and METRICS[name].compute is fn:
+        if getattr(METRICS.registered(name), "compute", None) is fn:
             return fn
         METRICS.add(name, MetricSpec(name, fn, bool(higher_is_better), task, description), source_of(fn))
         return fn

@@ -24,20 +24,22 @@ from .splits import SPLITS, WHOLE
 FILE_SUFFIXES = (".npz", ".pt", ".pth")
 FEATURE_FILE_FORMATS = ("npz", "pt")
 FORMATS = FEATURE_FILE_FORMATS + tuple(READERS)
-OTHER_SOURCES = ("PATH.npz", "PATH.pt", "PATH (see rbmm list datasets)", "module:factory")
+FEATURES = "PATH.npz / PATH.pt"
+FACTORY = "module:factory"
 
 
-def source_choices() -> list[str]:
-    """What `--data` accepts: the registered datasets' names, then the other kinds of source."""
-    return [*DATASETS.names(), *OTHER_SOURCES]
+def source_names() -> list[str]:
+    """What `--data` accepts, by name: the registered datasets, feature files, factories and the
+    readers' formats (listing them imports no dataset's code)."""
+    return [*DATASETS.names(), FEATURES, FACTORY, *READERS]
 
 
 def describe_sources() -> dict[str, str]:
-    """Dataset sources and one line on each (for `rbmm list datasets`)."""
+    """`source_names()` and one line on each (for `rbmm list datasets`)."""
     return {
         **{name: spec.description for name, spec in DATASETS.items()},
-        "PATH.npz / PATH.pt": "your features: one array per modality + labels [+ split, ids]; kinds inferred, --kind NAME=KIND overrides",
-        "module:factory": "a function (taking split= optionally) returning a torch Dataset of dict samples",
+        FEATURES: "your features: one array per modality + labels [+ split, ids]; kinds inferred, --kind NAME=KIND overrides",
+        FACTORY: "a function (taking split= optionally) returning a torch Dataset of dict samples",
         **{name: f"(--format {name}) {r.description}" for name, r in READERS.items()},
     }
 
@@ -69,7 +71,7 @@ def _all_splits(
     if task is not None:
         parse_task(task)
     if not isinstance(source, str) or not source.strip():
-        raise one_of("dataset", source, source_choices())
+        raise one_of("dataset", source, source_names())
     source = source.strip()
     base, _, opts = source.partition(":")
     if base in DATASETS:
@@ -86,7 +88,7 @@ def _all_splits(
         return load_file_splits(source, kinds, seed=seed if training else None, task=task), False
     if ":" in source:
         return load_factory_splits(source, kinds, seed=seed if training else None, task=task), False
-    raise one_of("dataset", source, source_choices())
+    raise one_of("dataset", source, source_names())
 
 
 def _fixed_task(name: str, splits: dict[str, MultimodalData], task: str | None) -> dict[str, MultimodalData]:

@@ -54,7 +54,7 @@ def dataset(name: str, *, description: str, options: Sequence[str] = ()) -> Call
         raise InputError(f"dataset name {name!r}: expected a non-empty name without ':' or '/' (it is a --data source)")
 
     def register(fn: DatasetLoader) -> DatasetLoader:
-        if name in DATASETS and DATASETS[name].load is fn:
+        if getattr(DATASETS.registered(name), "load", None) is fn:
             return fn
         DATASETS.add(name, DatasetSpec(name, fn, description, tuple(options)), source_of(fn))
         return fn

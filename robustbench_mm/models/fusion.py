@@ -79,7 +79,7 @@ def backbone(
     def register(cls: type["FusionModel"]) -> type["FusionModel"]:
         if not (isinstance(cls, type) and issubclass(cls, FusionModel)):
             raise InputError(f"backbone {name!r}: expected a FusionModel subclass, got {cls!r}")
-        if name in BACKBONES and BACKBONES[name].cls is cls:
+        if getattr(BACKBONES.registered(name), "cls", None) is cls:
             return cls
         BACKBONES.add(name, BackboneSpec(name, cls, description, parsed, bool(calibration)), source_of(cls))
         return cls
