@@ -403,9 +403,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .datasets import load_splits, parse_kind_overrides
-    from .models import BACKBONES, train_and_save
+    from .models import backbone_spec, train_and_save
 
-    BACKBONES.entry(args.fusion)  # an unknown name fails here, listing the registered ones, before the data loads
+    backbone_spec(args.fusion)  # an unknown name fails here, listing the registered ones, before the data loads
     device = _device(args.device, resolve_auto=True)
     _check_writable(Path(args.out), "--out", folder=False)
     splits = load_splits(

@@ -142,7 +142,7 @@ def test_a_backbone_from_a_plugin_file_trains_with_calibration_evaluates_and_rep
     assert "mean-pool" in _help(capsys, "train")  # registered now: the help reads the registry
 
     code, _, err = _rbmm(capsys, "--plugins", plugin, "train", "--fusion", "mean-pol", "--data", "mfeat", "--out", "x.pt")
-    assert code == 2 and "unknown backbone 'mean-pol'; expected one of: cal, concat, conv, late, mean-pool" in err
+    assert code == 2 and "unknown fusion 'mean-pol'; expected one of: cal, concat, conv, late, mean-pool" in err
 
     argv = ("--plugins", plugin, "train", "--fusion", "mean-pool", "--calibration", "--data", "mfeat", "--epochs", "1")
     assert _rbmm(capsys, *argv, "--out", "mp.pt", "--quiet")[0] == 0

@@ -196,7 +196,7 @@ def test_build_model_rejects_bad_configs_with_one_line_errors():
     specs = [s.to_dict() for s in all_kind_specs()[:2]]
     with pytest.raises(
         InputError,
-        match="unknown backbone 'lstm'; expected one of: cal, concat, conv, late, qmf, transformer, udml, uncertainty-late, unimodal",
+        match="unknown fusion 'lstm'; expected one of: cal, concat, conv, late, qmf, transformer, udml, uncertainty-late, unimodal",
     ):
         build_model({"fusion": "lstm", "specs": specs, "num_classes": 3})
     with pytest.raises(InputError, match="fusion 'unimodal' needs the modality it uses .*one of: img, vec"):

@@ -4,7 +4,7 @@ from .base import Reencodable
 from .calibration import PreFusionCalibration
 from .checkpoint import LoadedModel, load_model, save_checkpoint
 from .checks import check_inputs, check_tensors
-from .fusion import BACKBONES, DEFAULTS, BackboneSpec, FusionModel, backbone, build_model, normalize_config
+from .fusion import BACKBONES, DEFAULTS, BackboneSpec, FusionModel, backbone, backbone_spec, build_model, normalize_config
 from .training import train_and_save, train_model
 
 # the literature's methods register their backbones on import, after the fusion.py ones (that
@@ -27,6 +27,7 @@ __all__ = [
     "UDMLFusion",
     "UnimodalModel",
     "backbone",
+    "backbone_spec",
     "build_model",
     "check_inputs",
     "check_tensors",

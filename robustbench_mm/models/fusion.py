@@ -87,6 +87,13 @@ def backbone(
     return register
 
 
+def backbone_spec(fusion: str) -> BackboneSpec:
+    """The backbone registered as `fusion`; a miss lists them as a config's and --fusion's choices."""
+    if fusion not in BACKBONES:
+        raise one_of("fusion", fusion, BACKBONES.names())
+    return BACKBONES[fusion]
+
+
 class PredictionHead(nn.Module):
     """The one head every backbone ends with: dropout + linear, (B, hidden) -> (B, outputs)."""
 
@@ -482,7 +489,7 @@ def normalize_config(config: dict) -> dict:
         raise InputError(f"model config must be a dict, got {type(config).__name__}")
     if "fusion" not in config:
         raise InputError(f"model config needs 'fusion'; expected one of: {', '.join(BACKBONES)}")
-    spec = BACKBONES[config["fusion"]]
+    spec = backbone_spec(config["fusion"])
     cfg = {**DEFAULTS, **spec.cls.OPTIONS, **config}
     task = parse_task(str(cfg["task"]))
     if task not in spec.tasks:
@@ -506,4 +513,4 @@ def normalize_config(config: dict) -> dict:
 def build_model(config: dict) -> FusionModel:
     """A fresh model from a config (see DEFAULTS and each class's OPTIONS): fusion, calibration, specs..."""
     cfg = normalize_config(config)
-    return BACKBONES[cfg["fusion"]].cls(cfg)
+    return backbone_spec(cfg["fusion"]).cls(cfg)
