@@ -71,8 +71,8 @@ def _registry_text(field: str) -> str:
 
 class _HelpFormatter(argparse.HelpFormatter):
     """Fills {fusions}, {protocols}, {datasets}, {kinds}, {metrics}, {devices}, {data_formats},
-    {export_formats}, {train_defaults}, {list_kinds} in help texts from the registries, only when help is printed
-    (so other commands skip the imports)."""
+    {export_formats}, {train_defaults}, {list_kinds} in help texts from the registries, only when
+    help is printed (so other commands skip the imports)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = super()._get_help_string(action) or ""
