@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from .version import __version__
-from .errors import GateFailure, InputError
+from .errors import GateFailure, InputError, one_of
 from .runtime import keep_freed_memory
 
 TRUST_HELP = (
@@ -28,17 +28,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # model names become cell 
 def _registry_text(field: str) -> str:
     """The valid choices a help text names, read from the registries when help is shown."""
     if field == "fusions":
-        from .models import FUSIONS
+        from .models import BACKBONES
 
-        return ", ".join(FUSIONS)
+        return ", ".join(BACKBONES)
     if field == "protocols":
         from .protocols import list_protocols
 
         return ", ".join(list_protocols())
     if field == "datasets":
-        from .datasets import describe_sources
+        from .datasets.loader import source_names
 
-        return ", ".join(describe_sources())
+        return ", ".join(source_names())
     if field == "kinds":
         from .datasets import KINDS
 
@@ -47,6 +47,8 @@ def _registry_text(field: str) -> str:
         from .metrics import METRICS
 
         return ", ".join(METRICS)
+    if field == "list_kinds":
+        return ", ".join(_list_kinds())
     if field == "devices":
         import torch
 
@@ -69,8 +71,8 @@ def _registry_text(field: str) -> str:
 
 class _HelpFormatter(argparse.HelpFormatter):
     """Fills {fusions}, {protocols}, {datasets}, {kinds}, {metrics}, {devices}, {data_formats},
-    {export_formats}, {train_defaults} in help texts from the registries, only when help is printed
-    (so other commands skip the imports)."""
+    {export_formats}, {train_defaults}, {list_kinds} in help texts from the registries, only when
+    help is printed (so other commands skip the imports)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = super()._get_help_string(action) or ""
@@ -280,30 +282,99 @@ def _load_data(args: argparse.Namespace, source: str, split: str):
     return data
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "corruptions":
+# the modules whose import creates the registries `rbmm list` shows (others appear once imported)
+_REGISTRY_MODULES = ("corruptions", "metrics", "models", "datasets")
+_LIST_ORDER = ("corruptions", "metrics", "backbones", "datasets")  # then any other registry, then protocols
+PROTOCOLS = "protocols"  # not a registry: shipped TOML files and those in ./protocols/
+
+
+def _plural(kind: str) -> str:
+    """'metric' -> 'metrics', 'condition family' -> 'condition_families' (a command-line word)."""
+    word = kind.replace(" ", "_")
+    return word[:-1] + "ies" if word.endswith("y") else word + "s"
+
+
+def _registries() -> dict[str, object]:
+    """Plural kind ("metrics") -> its registry, every registry module imported."""
+    import importlib
+
+    from .registry import all_registries
+
+    for module in _REGISTRY_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+    found = {_plural(kind): reg for kind, reg in all_registries().items()}
+    ordered = [kind for kind in _LIST_ORDER if kind in found] + [kind for kind in found if kind not in _LIST_ORDER]
+    return {kind: found[kind] for kind in ordered}
+
+
+def _list_kinds() -> list[str]:
+    return [*_registries(), PROTOCOLS]
+
+
+def _list_protocols() -> list[tuple[str, str, str]]:
+    """(name, first description line, source) of each protocol; an unreadable file is one warning."""
+    from .protocols import list_protocols, load_protocol
+
+    rows = []
+    for name in list_protocols():
+        try:
+            protocol = load_protocol(name)
+        except InputError as e:
+            print(f"rbmm: warning: {e}; skipped", file=sys.stderr)
+            continue
+        source = protocol.source if Path(protocol.source).is_absolute() else "builtin"
+        rows.append((name, protocol.description.splitlines()[0], source))
+    return rows
+
+
+def _entry_line(kind: str, obj) -> str:
+    """One line on a registry entry: what it is, in the words its kind needs."""
+    if kind == "metrics":
+        return f"{obj.task}, {obj.direction} is better: {obj.description}"
+    if kind == "backbones":
+        calibration = "" if obj.calibration else "; no --calibration"
+        return f"{obj.description} ({'/'.join(obj.tasks)}{calibration})"
+    if kind == "datasets" and obj.options:
+        return f"{obj.description} (options: {', '.join(obj.options)})"
+    description = str(getattr(obj, "description", "") or "")
+    return description.splitlines()[0] if description else ""
+
+
+def _print_kind(kind: str, registries: dict, indent: str = "") -> None:
+    if kind == PROTOCOLS:
+        for name, text, source in _list_protocols():
+            print(f"{indent}{name:<16} {text}  [{source}]")
+        return
+    registry = registries[kind]
+    if kind == "corruptions":
         from .corruptions import list_corruptions
 
         for spec in list_corruptions():
             levels = ", ".join(f"{v:g}" for v in spec.severity)
-            origin = "" if spec.source == "builtin" else f"  [plug-in: {spec.source}]"
-            print(f"{spec.name:<22} {'/'.join(spec.kinds):<28} levels 1-5: {levels} ({spec.unit}){origin}")
-            print(f"{'':<22} {spec.description}")
-    elif args.what == "protocols":
-        from .protocols import list_protocols, load_protocol
+            print(f"{indent}{spec.name:<22} {'/'.join(spec.kinds):<28} levels 1-5: {levels} ({spec.unit})  [{spec.source}]")
+            print(f"{indent}{'':<22} {spec.description}")
+        return
+    for name, obj in registry.items():
+        print(f"{indent}{name:<18} {_entry_line(kind, obj)}  [{registry.source(name)}]")
 
-        for name in list_protocols():
-            print(f"{name:<14} {load_protocol(name).description.splitlines()[0]}")
-    elif args.what == "datasets":
-        from .datasets import describe_sources
 
-        for name, text in describe_sources().items():
-            print(f"{name:<16} {text}")
-    else:
-        from .models.fusion import describe_fusions
+def _cmd_list(args: argparse.Namespace) -> int:
+    registries = _registries()
+    kinds = [*registries, PROTOCOLS]
+    if args.what is not None and args.what not in kinds:
+        raise one_of("thing to list", args.what, kinds)
+    if args.what is not None:
+        _print_kind(args.what, registries)
+        if args.what == "datasets":  # the sources that are not registered names
+            from .datasets import describe_sources
 
-        for name, text in describe_fusions().items():
-            print(f"{name:<18} {text}")
+            for name, text in describe_sources().items():
+                if name not in registries["datasets"]:
+                    print(f"{name:<18} {text}")
+        return 0
+    for kind in kinds:
+        print(f"{kind}:")
+        _print_kind(kind, registries, indent="  ")
     return 0
 
 
@@ -332,8 +403,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .datasets import load_splits, parse_kind_overrides
-    from .models import train_and_save
+    from .models import backbone_spec, train_and_save
 
+    backbone_spec(args.fusion)  # an unknown name fails here, listing the registered ones, before the data loads
     device = _device(args.device, resolve_auto=True)
     _check_writable(Path(args.out), "--out", folder=False)
     splits = load_splits(
@@ -501,8 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", help="what to do; `rbmm COMMAND --help` describes its options"
     )
 
-    p = _parser(sub, "list", "list corruptions, protocols, datasets or fusion models")
-    p.add_argument("what", choices=["corruptions", "protocols", "datasets", "models"], help="what to list: %(choices)s")
+    p = _parser(sub, "list", "list what can be named: corruptions, metrics, backbones, datasets, protocols..., with each one's source")
+    p.add_argument("what", nargs="?", metavar="KIND", help="what to list, one of {list_kinds} (default: all of them)")
     _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_list)
 

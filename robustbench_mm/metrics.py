@@ -1,92 +1,92 @@
-"""Per-cell metrics from per-sample records, and robustness summaries over a tidy cells table.
+"""Per-cell metrics from per-sample records: the `@metric` registry and the built-in metrics.
 
-Every per-cell metric is computed from *sample weights*: `cell_metrics` uses weight 1 per sample,
-the paired bootstrap (`stats.paired_bootstrap`) uses a matrix of resampling multiplicities
-(R, n), and the jackknife uses leave-one-out weights. One implementation serves all three, so a
-bootstrap interval is always an interval of exactly the metric the table reports.
+A metric is one decorated function
 
-Record arrays (see the brief): classification `target`, `pred`, `conf` (max probability),
-`p_true`, `sq_prob` (sum_k p_k^2), `entropy` (nats); regression `target`, `output`.
+    @metric("name", task=Task.CLASSIFICATION, higher_is_better=True, description="...")
+    def name(record, w, num_classes) -> np.ndarray
 
-No I/O here: summaries take and return pandas DataFrames.
+record : the cell's per-sample arrays (`results.RECORD_FIELDS[task]`): classification `target`,
+    `pred`, `conf` (max probability), `p_true`, `sq_prob` (sum_k p_k^2), `entropy` (nats);
+    regression `target`, `output`.
+w : array (R, n) float64 of sample weights, one row per evaluation of the metric: a row of ones
+    for the cell's value, resampling multiplicities for the paired bootstrap
+    (`stats.paired_bootstrap`), leave-a-group-out masks for the jackknife. Returns shape (R,).
+num_classes : the dataset's class count (classification), None for regression.
+
+One function serves the cell value, the bootstrap and the jackknife, so an interval is always an
+interval of exactly the number the table reports. Its direction (`higher_is_better`) is what the
+summaries, the report, the export and rank tests read. Robustness summaries over the cells table
+live in `summaries.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
-from math import factorial
+from typing import Callable
 
 import numpy as np
-import pandas as pd
 
+from .domain import Task, parse_task
 from .errors import InputError, one_of
+from .registry import Registry, source_of
 from .results import RECORD_FIELDS
 
-TASKS = ("classification", "regression")
+MetricFn = Callable[[dict[str, np.ndarray], np.ndarray, "int | None"], np.ndarray]
+
 ECE_BINS = 15
 P_MIN = 1e-12  # p_true is clipped here before the log: NLL of one sample is at most -log(1e-12) = 27.6
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """What a metric means and which way is better (the report and the gate read direction here)."""
+    """A registered metric: its compute function, the task it applies to and which way is better."""
 
     name: str
+    compute: MetricFn
     higher_is_better: bool
-    task: str
+    task: Task
     description: str
 
+    @property
+    def direction(self) -> str:
+        """'higher' or 'lower': which values are better."""
+        return "higher" if self.higher_is_better else "lower"
 
-METRICS: dict[str, MetricSpec] = {
-    s.name: s
-    for s in (
-        MetricSpec("accuracy", True, "classification", "fraction of samples whose predicted class is the target"),
-        MetricSpec(
-            "macro_f1",
-            True,
-            "classification",
-            "unweighted mean over classes of F1 = 2TP/(2TP+FP+FN), over classes present in target or prediction",
-        ),
-        MetricSpec("nll", False, "classification", "mean -log p(target), p clipped at 1e-12 (nats)"),
-        MetricSpec(
-            "ece",
-            False,
-            "classification",
-            "expected calibration error: sum_b n_b/n |acc_b - conf_b| over 15 equal-width confidence bins (lo, hi]",
-        ),
-        MetricSpec("brier", False, "classification", "multi-class Brier score: mean sum_k (p_k - y_k)^2 = 1 - 2 p_true + sum_k p_k^2"),
-        MetricSpec(
-            "confidence",
-            True,
-            "classification",
-            "mean 1 - H(p)/log K (normalised-entropy confidence; 1 = one-hot, 0 = uniform)",
-        ),
-        MetricSpec("mae", False, "regression", "mean absolute error |output - target|"),
-        MetricSpec("pearson", True, "regression", "Pearson correlation of output and target (NaN if either is constant)"),
-        MetricSpec(
-            "sign_accuracy",
-            True,
-            "regression",
-            "binary accuracy of the sign over samples with target != 0: (output > 0) == (target > 0)",
-        ),
-    )
-}
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+
+
+def metric(name: str, *, task: Task | str, higher_is_better: bool, description: str) -> Callable[[MetricFn], MetricFn]:
+    """Register `fn(record, w, num_classes) -> (R,)` as metric `name` of `task` (see the module docstring)."""
+    task = parse_task(str(task), f"metric {name!r}: task")
+
+    def register(fn: MetricFn) -> MetricFn:
+        if getattr(METRICS.registered(name), "compute", None) is fn:
+            return fn
+        METRICS.add(name, MetricSpec(name, fn, bool(higher_is_better), task, description), source_of(fn))
+        return fn
+
+    return register
+
+
+def weighted_mean(w: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(R,) weighted means of per-sample `values` (n,) under each row of `w` (R, n)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ np.asarray(values, dtype=np.float64)) / w.sum(axis=1)
+
 
 # what metrics need of a record (results.RECORD_FIELDS): the predictions, not which samples they are
-_REQUIRED = {str(task): tuple(f for f in fields if f not in ("ids", "affected")) for task, fields in RECORD_FIELDS.items()}
+_REQUIRED = {task: tuple(f for f in fields if f not in ("ids", "affected")) for task, fields in RECORD_FIELDS.items()}
 
 
 def task_metrics(task: str) -> list[str]:
-    """Names of the metrics of a task, in table order."""
-    if task not in TASKS:
-        raise one_of("task", task, TASKS)
+    """Names of the metrics of a task, in registration order (the column order of cells.csv)."""
+    task = parse_task(task)
     return [name for name, spec in METRICS.items() if spec.task == task]
 
 
 def _check_record(record: dict[str, np.ndarray], task: str) -> int:
-    if task not in TASKS:
-        raise one_of("task", task, TASKS)
+    task = parse_task(task)
     missing = [k for k in _REQUIRED[task] if k not in record]
     if missing:
         raise InputError(f"{task} record lacks arrays {missing}; it has {sorted(record)}")
@@ -97,6 +97,14 @@ def _check_record(record: dict[str, np.ndarray], task: str) -> int:
     if bad:
         raise InputError(f"record arrays {bad} differ in length from 'target' ({n})")
     return n
+
+
+def metric_of(name: str, task: str) -> MetricSpec:
+    """The registered metric `name` of `task`; a miss lists that task's metrics."""
+    task = parse_task(task)
+    if name not in METRICS or METRICS[name].task != task:
+        raise one_of(f"{task} metric", name, task_metrics(task))
+    return METRICS[name]
 
 
 def resampled_metric(
@@ -110,80 +118,10 @@ def resampled_metric(
 
     weights : array (R, n) of non-negative sample weights (bootstrap multiplicities, jackknife
         leave-one-out masks, or a single row of ones). Returns an array of shape (R,).
-    Decomposable metrics are weighted means (one matrix-vector product); macro-F1 and ECE use
-    weighted confusion / bin counts, again one matrix product against a one-hot design.
     """
     _check_record(record, task)
-    if metric not in METRICS or METRICS[metric].task != task:
-        raise one_of(f"{task} metric", metric, task_metrics(task))
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    total = w.sum(axis=1)
-    target = np.asarray(record["target"])
-
-    def mean(values: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (w @ np.asarray(values, dtype=np.float64)) / total
-
-    if task == "regression":
-        out = np.asarray(record["output"], dtype=np.float64)
-        y = target.astype(np.float64)
-        if metric == "mae":
-            return mean(np.abs(out - y))
-        if metric == "sign_accuracy":
-            nonzero = (y != 0).astype(np.float64)
-            # NaN rule (see stats): a NaN output is no value, not a negative sign; it makes the
-            # metric NaN, as it does MAE and Pearson.
-            hits = np.where(np.isnan(out), np.nan, nonzero * ((out > 0) == (y > 0)))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return (w @ hits) / (w @ nonzero)
-        # Pearson from weighted moments of the centred data; a constant output or target -> NaN
-        xc, yc = out - out.mean(), y - y.mean()
-        mx, my = mean(xc), mean(yc)
-        cov = mean(xc * yc) - mx * my
-        vx = mean(xc * xc) - mx * mx
-        vy = mean(yc * yc) - my * my
-        degenerate = (vx <= 1e-12 * mean(xc * xc)) | (vy <= 1e-12 * mean(yc * yc)) | (vx <= 0) | (vy <= 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = cov / np.sqrt(np.where(degenerate, 1.0, vx * vy))
-        return np.where(degenerate, np.nan, np.clip(r, -1.0, 1.0))
-
-    pred = np.asarray(record["pred"])
-    correct = (pred == target).astype(np.float64)
-    if metric == "accuracy":
-        return mean(correct)
-    if metric == "nll":
-        return mean(-np.log(np.clip(np.asarray(record["p_true"], dtype=np.float64), P_MIN, 1.0)))
-    if metric == "brier":
-        p_true = np.asarray(record["p_true"], dtype=np.float64)
-        return mean(1.0 - 2.0 * p_true + np.asarray(record["sq_prob"], dtype=np.float64))
-    if metric == "confidence":
-        if num_classes is None or num_classes < 2:
-            raise InputError(f"num_classes must be an integer >= 2 for the 'confidence' metric, got {num_classes!r}")
-        entropy = np.asarray(record["entropy"], dtype=np.float64)
-        return mean(1.0 - entropy / np.log(num_classes))
-    if metric == "ece":
-        conf = np.asarray(record["conf"], dtype=np.float64)
-        bins = np.clip(np.ceil(conf * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
-        onehot = np.zeros((len(conf), ECE_BINS))
-        onehot[np.arange(len(conf)), bins] = 1.0
-        gap = w @ (onehot * (correct - conf)[:, None])  # (R, bins): sum_b w (acc - conf)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.abs(gap).sum(axis=1) / total
-    # macro-F1 from the weighted confusion matrix, classes present in target or prediction
-    k = int(max(target.max(), pred.max(), (num_classes or 0) - 1)) + 1
-    onehot_t = np.zeros((len(target), k))
-    onehot_t[np.arange(len(target)), target] = 1.0
-    onehot_p = np.zeros((len(pred), k))
-    predicted_class = pred >= 0  # -1: no prediction (a NaN/Inf output counted as wrong)
-    onehot_p[np.flatnonzero(predicted_class), pred[predicted_class]] = 1.0
-    support = w @ onehot_t  # TP + FN per class
-    predicted = w @ onehot_p  # TP + FP per class
-    tp = w @ (onehot_t * correct[:, None])
-    denom = support + predicted
-    present = denom > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(present, 2.0 * tp / np.where(present, denom, 1.0), 0.0)
-        return f1.sum(axis=1) / present.sum(axis=1)
+    spec = metric_of(metric, task)
+    return spec.compute(record, np.atleast_2d(np.asarray(weights, dtype=np.float64)), num_classes)
 
 
 def cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:
@@ -193,7 +131,7 @@ def cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | No
     ignores it.
     """
     n = _check_record(record, task)
-    if task == "classification" and (num_classes is None or num_classes < 2):
+    if task == Task.CLASSIFICATION and (num_classes is None or num_classes < 2):
         raise InputError(f"num_classes must be an integer >= 2 for classification metrics, got {num_classes!r}")
     ones = np.ones((1, n))
     return {name: float(resampled_metric(record, name, task, num_classes, ones)[0]) for name in task_metrics(task)}
@@ -234,377 +172,109 @@ def cell_standard_errors(record: dict[str, np.ndarray], task: str, num_classes: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Robustness summaries over a tidy cells table (columns as in cells.csv)
+# The built-in metrics, in the column order of cells.csv
 # ---------------------------------------------------------------------------------------------
 
-_CELL_COLUMNS = ("model", "seed", "family", "name", "modalities", "level", "rate")
+
+def _correct(record: dict[str, np.ndarray]) -> np.ndarray:
+    return (np.asarray(record["pred"]) == np.asarray(record["target"])).astype(np.float64)
 
 
-def _prepare(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
-    missing = [c for c in (*_CELL_COLUMNS, metric) if c not in cells.columns]
-    if missing:
-        raise InputError(f"cells table lacks columns {missing}")
-    if metric not in METRICS:
-        raise one_of("metric", metric, METRICS)
-    df = cells.copy()
-    df["modalities"] = df["modalities"].fillna("").astype(str).map(_canonical)
-    df["model"] = df["model"].astype(str)
-    df["level"] = df["level"].astype(float)
-    df["rate"] = df["rate"].astype(float)
-    return df
+@metric("accuracy", task=Task.CLASSIFICATION, higher_is_better=True,
+        description="fraction of samples whose predicted class is the target")
+def accuracy(record, w, num_classes):
+    return weighted_mean(w, _correct(record))
 
 
-def _canonical(mods: str) -> str:
-    """'b+a' and 'a+b' name the same subset: sort the parts."""
-    return "+".join(sorted(m for m in mods.split("+") if m))
+@metric("macro_f1", task=Task.CLASSIFICATION, higher_is_better=True,
+        description="unweighted mean over classes of F1 = 2TP/(2TP+FP+FN), over classes present in target or prediction")
+def macro_f1(record, w, num_classes):
+    """From the weighted confusion counts: one matrix product against a one-hot design."""
+    target, pred = np.asarray(record["target"]), np.asarray(record["pred"])
+    k = int(max(target.max(), pred.max(), (num_classes or 0) - 1)) + 1
+    onehot_t = np.zeros((len(target), k))
+    onehot_t[np.arange(len(target)), target] = 1.0
+    onehot_p = np.zeros((len(pred), k))
+    predicted_class = pred >= 0  # -1: no prediction (a NaN/Inf output counted as wrong)
+    onehot_p[np.flatnonzero(predicted_class), pred[predicted_class]] = 1.0
+    support = w @ onehot_t  # TP + FN per class
+    predicted = w @ onehot_p  # TP + FP per class
+    tp = w @ (onehot_t * _correct(record)[:, None])
+    denom = support + predicted
+    present = denom > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(present, 2.0 * tp / np.where(present, denom, 1.0), 0.0)
+        return f1.sum(axis=1) / present.sum(axis=1)
 
 
-def _clean_values(df: pd.DataFrame, metric: str) -> pd.Series:
-    """Clean metric per (model, seed); exactly one clean cell each."""
-    clean = df[df["family"] == "clean"]
-    dup = clean[clean.duplicated(["model", "seed"], keep=False)]
-    if len(dup):
-        first = dup.iloc[0]
-        raise InputError(f"cells table has several clean cells for model {first['model']!r} seed {first['seed']}")
-    return clean.set_index(["model", "seed"])[metric]
+@metric("nll", task=Task.CLASSIFICATION, higher_is_better=False,
+        description="mean -log p(target), p clipped at 1e-12 (nats)")
+def nll(record, w, num_classes):
+    return weighted_mean(w, -np.log(np.clip(np.asarray(record["p_true"], dtype=np.float64), P_MIN, 1.0)))
 
 
-def _need_clean(clean: pd.Series, model: str, seed) -> float:
-    try:
-        return float(clean.loc[(model, seed)])
-    except KeyError:
-        raise InputError(f"cells table has no clean cell for model {model!r} seed {seed}") from None
+@metric("ece", task=Task.CLASSIFICATION, higher_is_better=False,
+        description="expected calibration error: sum_b n_b/n |acc_b - conf_b| over 15 equal-width confidence bins (lo, hi]")
+def ece(record, w, num_classes):
+    conf = np.asarray(record["conf"], dtype=np.float64)
+    bins = np.clip(np.ceil(conf * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
+    onehot = np.zeros((len(conf), ECE_BINS))
+    onehot[np.arange(len(conf)), bins] = 1.0
+    gap = w @ (onehot * (_correct(record) - conf)[:, None])  # (R, bins): sum_b w (acc - conf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(gap).sum(axis=1) / w.sum(axis=1)
 
 
-def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
-    """Area under y(x) by the trapezoid rule (np.trapz was renamed across numpy versions)."""
-    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+@metric("brier", task=Task.CLASSIFICATION, higher_is_better=False,
+        description="multi-class Brier score: mean sum_k (p_k - y_k)^2 = 1 - 2 p_true + sum_k p_k^2")
+def brier(record, w, num_classes):
+    p_true = np.asarray(record["p_true"], dtype=np.float64)
+    return weighted_mean(w, 1.0 - 2.0 * p_true + np.asarray(record["sq_prob"], dtype=np.float64))
 
 
-def _worse(metric: str) -> float:
-    """+1 if a larger value is worse, -1 if a smaller value is worse."""
-    return -1.0 if METRICS[metric].higher_is_better else 1.0
+@metric("confidence", task=Task.CLASSIFICATION, higher_is_better=True,
+        description="mean 1 - H(p)/log K (normalised-entropy confidence; 1 = one-hot, 0 = uniform)")
+def confidence(record, w, num_classes):
+    if num_classes is None or num_classes < 2:
+        raise InputError(f"num_classes must be an integer >= 2 for the 'confidence' metric, got {num_classes!r}")
+    entropy = np.asarray(record["entropy"], dtype=np.float64)
+    return weighted_mean(w, 1.0 - entropy / np.log(num_classes))
 
 
-def _reference_curve(df: pd.DataFrame, model: str, metric: str, x: str, keys: list[str]) -> pd.DataFrame:
-    """The reference model's metric per (keys..., x), averaged over its seeds, and its clean value."""
-    if model not in set(df["model"]):
-        raise one_of("reference model", model, sorted(set(df["model"])))
-    ref = df[df["model"] == model]
-    return ref.groupby([*keys, x], dropna=False)[metric].mean()
+def _regression(record: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(output, target) as float64."""
+    return np.asarray(record["output"], dtype=np.float64), np.asarray(record["target"]).astype(np.float64)
 
 
-def level_summary(
-    cells: pd.DataFrame,
-    metric: str = "accuracy",
-    *,
-    family: str = "corruption",
-    x: str = "level",
-    baseline: str | None = None,
-) -> pd.DataFrame:
-    """Per model × seed × curve: mean and worst over the x grid, and areas under the curve.
-
-    A curve is one (name, modalities, and the other of level/rate) of `family`, read along
-    `x` ("level" for corruption severities, "rate" for missing rates). The clean cell of the same
-    model and seed is the point at x = 0 unless the curve measured x = 0 itself.
-
-    Columns: model, seed, name, modalities, level|rate (the fixed one), clean, mean (over x > 0),
-    worst (over x > 0, by the metric's direction), worst_x, n_points, span (max x),
-    auc = ∫_0^span m(x) dx / (clean · span) by the trapezoid rule on the true x spacing,
-    relative_robustness = ∫_0^span m(x) dx / span (MultiBench's "relative robustness": the area
-    under the accuracy–imperfection curve, here divided by the span so that it does not depend on
-    the grid, and computed from the run's own numbers instead of min-max scaling against a table),
-    and with `baseline`: effective_robustness = (1/span) ∫ [(m(x) - m(0)) - (b(x) - b(0))] dx,
-    where b is the baseline model's curve averaged over its seeds (MultiBench's definition,
-    f - (lf + f_0 - lf_0), integrated with the true spacing rather than summed over levels).
-    """
-    if x not in ("level", "rate"):
-        raise one_of("x", x, ("level", "rate"))
-    fixed = "rate" if x == "level" else "level"
-    df = _prepare(cells, metric)
-    clean = _clean_values(df, metric)
-    curves = df[df["family"] == family]
-    keys = ["name", "modalities", fixed]
-    base_curve = base_clean = None
-    if baseline is not None:
-        base_curve = _reference_curve(df, baseline, metric, x, keys)
-        base_clean = df[(df["family"] == "clean") & (df["model"] == baseline)][metric].mean()
-    rows = []
-    for (model, seed, *key), g in curves.groupby(["model", "seed", *keys], sort=True, dropna=False):
-        dup = g[x][g[x].duplicated()]
-        if len(dup):
-            raise InputError(
-                f"model {model!r} seed {seed} {family} {key[0]!r} on {key[1]!r}: several cells at {x}={dup.iloc[0]:g}"
-            )
-        c0 = _need_clean(clean, model, seed)
-        g = g.sort_values(x)
-        xs, ys = g[x].to_numpy(float), g[metric].to_numpy(float)
-        if xs[0] != 0.0:
-            xs, ys = np.r_[0.0, xs], np.r_[c0, ys]
-        corrupted = xs > 0
-        span = xs[-1]
-        worst_i = int(np.argmax(_worse(metric) * ys[corrupted])) if corrupted.any() else None
-        area = float(_trapezoid(ys, xs)) if span > 0 else np.nan
-        row = {
-            "model": model,
-            "seed": seed,
-            "name": key[0],
-            "modalities": key[1],
-            fixed: key[2],
-            "metric": metric,
-            "clean": c0,
-            "mean": float(ys[corrupted].mean()) if corrupted.any() else np.nan,
-            "worst": float(ys[corrupted][worst_i]) if worst_i is not None else np.nan,
-            f"worst_{x}": float(xs[corrupted][worst_i]) if worst_i is not None else np.nan,
-            "n_points": int(corrupted.sum()),
-            "span": span,
-            "auc": area / (c0 * span) if span > 0 and c0 != 0 else np.nan,
-            "relative_robustness": area / span if span > 0 else np.nan,
-        }
-        if base_curve is not None:
-            try:
-                b = base_curve.loc[tuple(key)]
-            except KeyError:
-                raise InputError(f"baseline {baseline!r} lacks the {family} curve {key[0]!r} on {key[1]!r}") from None
-            bx = b.index.to_numpy(float)
-            if not np.array_equal(np.sort(bx[bx > 0]), xs[corrupted]):
-                raise InputError(f"baseline {baseline!r}: {family} {key[0]!r} on {key[1]!r} uses other {x} values")
-            bys = np.r_[b0 := float(b.get(0.0, base_clean)), b.loc[xs[corrupted]].to_numpy(float)]
-            gap = (ys - ys[0]) - (bys - b0)
-            row["effective_robustness"] = float(_trapezoid(gap, xs)) / span if span > 0 else np.nan
-        rows.append(row)
-    columns = ["model", "seed", "name", "modalities", fixed, "metric", "clean", "mean", "worst", f"worst_{x}",
-               "n_points", "span", "auc", "relative_robustness"]
-    return pd.DataFrame(rows, columns=columns + (["effective_robustness"] if baseline is not None else []))
+@metric("mae", task=Task.REGRESSION, higher_is_better=False, description="mean absolute error |output - target|")
+def mae(record, w, num_classes):
+    out, y = _regression(record)
+    return weighted_mean(w, np.abs(out - y))
 
 
-def _error(values, metric: str):
-    """The error a corruption error is built from: 1 - m for bounded higher-is-better metrics, m otherwise."""
-    return 1.0 - values if METRICS[metric].higher_is_better else values
+@metric("pearson", task=Task.REGRESSION, higher_is_better=True,
+        description="Pearson correlation of output and target (NaN if either is constant)")
+def pearson(record, w, num_classes):
+    """From weighted moments of the centred data; a constant output or target gives NaN."""
+    out, y = _regression(record)
+    xc, yc = out - out.mean(), y - y.mean()
+    mx, my = weighted_mean(w, xc), weighted_mean(w, yc)
+    cov = weighted_mean(w, xc * yc) - mx * my
+    vx = weighted_mean(w, xc * xc) - mx * mx
+    vy = weighted_mean(w, yc * yc) - my * my
+    degenerate = (vx <= 1e-12 * weighted_mean(w, xc * xc)) | (vy <= 1e-12 * weighted_mean(w, yc * yc)) | (vx <= 0) | (vy <= 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt(np.where(degenerate, 1.0, vx * vy))
+    return np.where(degenerate, np.nan, np.clip(r, -1.0, 1.0))
 
 
-def corruption_errors(cells: pd.DataFrame, reference: str, metric: str = "accuracy") -> pd.DataFrame:
-    """ImageNet-C corruption errors of every model against a reference model.
-
-    For each corruption c = (name, modalities, rate), with E = 1 - accuracy (or the metric itself
-    when lower is better) and s running over the levels > 0 the model and the reference share:
-        CE_c          = Σ_s E_{c,s} / Σ_s E^ref_{c,s}
-        relative CE_c = Σ_s (E_{c,s} - E_clean) / Σ_s (E^ref_{c,s} - E^ref_clean)
-    The reference's errors are averaged over its seeds (one fixed yardstick for every seed of every
-    model). A zero reference denominator (or a non-positive one for relative CE, where the
-    reference does not degrade and the ratio has no meaning) gives NaN and says so in `note`.
-    Columns: model, seed, name, modalities, rate, ce, relative_ce, note.
-    """
-    df = _prepare(cells, metric)
-    clean = _clean_values(df, metric)
-    keys = ["name", "modalities", "rate"]
-    ref_curve = _reference_curve(df, reference, metric, "level", keys)
-    ref_clean = df[(df["family"] == "clean") & (df["model"] == reference)][metric].mean()
-    rows = []
-    corr = df[(df["family"] == "corruption") & (df["level"] > 0)]
-    for (model, seed, *key), g in corr.groupby(["model", "seed", *keys], sort=True, dropna=False):
-        try:
-            ref = ref_curve.loc[tuple(key)]
-        except KeyError:
-            raise InputError(f"reference {reference!r} lacks corruption {key[0]!r} on {key[1]!r} at rate {key[2]:g}") from None
-        ref = ref[ref.index > 0]
-        levels = np.sort(g["level"].to_numpy(float))
-        if not np.array_equal(levels, np.sort(ref.index.to_numpy(float))):
-            raise InputError(
-                f"model {model!r} and reference {reference!r} evaluate {key[0]!r} on {key[1]!r} at other levels"
-            )
-        e = _error(g.set_index("level")[metric].loc[levels].to_numpy(float), metric)
-        e_ref = _error(ref.loc[levels].to_numpy(float), metric)
-        e_clean = _error(_need_clean(clean, model, seed), metric)
-        e_ref_clean = _error(ref_clean, metric)
-        notes = []
-        den = e_ref.sum()
-        if den == 0:
-            ce = np.nan
-            notes.append("reference error is zero at every level: CE undefined")
-        else:
-            ce = e.sum() / den
-        rel_den = (e_ref - e_ref_clean).sum()
-        if rel_den <= 0:
-            rel = np.nan
-            notes.append("reference does not degrade (sum of E_ref - E_ref_clean <= 0): relative CE undefined")
-        else:
-            rel = (e - e_clean).sum() / rel_den
-        rows.append(
-            {
-                "model": model,
-                "seed": seed,
-                "name": key[0],
-                "modalities": key[1],
-                "rate": key[2],
-                "ce": float(ce),
-                "relative_ce": float(rel),
-                "note": "; ".join(notes),
-            }
-        )
-    return pd.DataFrame(rows, columns=["model", "seed", "name", "modalities", "rate", "ce", "relative_ce", "note"])
-
-
-def mean_corruption_errors(ce: pd.DataFrame) -> pd.DataFrame:
-    """mCE and relative mCE per model × seed: the mean of CE_c over corruptions c.
-
-    Corruptions whose CE is undefined (NaN) are left out of the mean and counted in `n_undefined`.
-    Columns: model, seed, mce, relative_mce, n_corruptions, n_undefined.
-    """
-    rows = []
-    for (model, seed), g in ce.groupby(["model", "seed"], sort=True):
-        rows.append(
-            {
-                "model": model,
-                "seed": seed,
-                "mce": float(g["ce"].mean()) if g["ce"].notna().any() else np.nan,
-                "relative_mce": float(g["relative_ce"].mean()) if g["relative_ce"].notna().any() else np.nan,
-                "n_corruptions": len(g),
-                "n_undefined": int(g["ce"].isna().sum()),
-            }
-        )
-    return pd.DataFrame(rows, columns=["model", "seed", "mce", "relative_mce", "n_corruptions", "n_undefined"])
-
-
-def relative_cells(cells: pd.DataFrame, metric: str = "accuracy", baseline: str | None = None) -> pd.DataFrame:
-    """Per perturbed cell: its clean value, drop and relative accuracy; with a baseline, effective robustness.
-
-    relative = A_{c,s} / A_clean (RA; NaN if A_clean = 0); drop = degradation from clean, positive
-    when worse (clean - m for higher-is-better metrics, m - clean otherwise); with `baseline`:
-    effective_robustness = (A_{c,s} - A_clean) - (B_{c,s} - B_clean), B the baseline model
-    averaged over its seeds (the single-baseline form of effective robustness).
-    Returns the non-clean rows of `cells` with columns clean, drop, relative(, effective_robustness).
-    """
-    df = _prepare(cells, metric)
-    clean = _clean_values(df, metric)
-    out = df[df["family"] != "clean"].copy()
-    out["clean"] = [_need_clean(clean, m, s) for m, s in zip(out["model"], out["seed"])]
-    out["drop"] = -_worse(metric) * (out["clean"] - out[metric])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["relative"] = np.where(out["clean"] != 0, out[metric] / out["clean"], np.nan)
-    if baseline is not None:
-        keys = ["family", "name", "modalities", "level", "rate"]
-        if baseline not in set(df["model"]):
-            raise one_of("baseline model", baseline, sorted(set(df["model"])))
-        base = df[df["model"] == baseline]
-        b_clean = base[base["family"] == "clean"][metric].mean()
-        b = base[base["family"] != "clean"].groupby(keys, dropna=False)[metric].mean().rename("_b").reset_index()
-        out = out.merge(b, on=keys, how="left")
-        out["effective_robustness"] = (out[metric] - out["clean"]) - (out["_b"] - b_clean)
-        out = out.drop(columns="_b")
-    return out.reset_index(drop=True)
-
-
-def modality_reliance(cells: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Metric drop when each modality subset is removed from every sample (family 'removal', rate 1).
-
-    drop = clean - m (higher-is-better metrics) or m - clean (lower-is-better), so a positive drop
-    means the model relies on the removed subset; relative_drop = drop / |clean|.
-    Columns: model, seed, fill (the removal's `name`), removed, clean, value, drop, relative_drop.
-    """
-    df = _prepare(cells, metric)
-    clean = _clean_values(df, metric)
-    rem = df[(df["family"] == "removal") & (df["rate"] == 1.0)]
-    rows = []
-    for _, r in rem.sort_values(["model", "seed", "name", "modalities"]).iterrows():
-        c0 = _need_clean(clean, r["model"], r["seed"])
-        drop = -_worse(metric) * (c0 - r[metric])
-        rows.append(
-            {
-                "model": r["model"],
-                "seed": r["seed"],
-                "fill": r["name"],
-                "removed": r["modalities"],
-                "clean": c0,
-                "value": float(r[metric]),
-                "drop": float(drop),
-                "relative_drop": float(drop / abs(c0)) if c0 != 0 else np.nan,
-            }
-        )
-    return pd.DataFrame(rows, columns=["model", "seed", "fill", "removed", "clean", "value", "drop", "relative_drop"])
-
-
-def shapley_values(values: dict[frozenset, float], players: list[str]) -> dict[str, float]:
-    """Exact Shapley values of a game v over all subsets of `players`.
-
-    φ_i = Σ_{S ⊆ N \\ {i}} |S|! (n - |S| - 1)! / n! · (v(S ∪ {i}) - v(S)). `values` must hold
-    v for every subset (frozensets of player names, including the empty and the full set).
-    """
-    n = len(players)
-    out = {}
-    for i in players:
-        others = [p for p in players if p != i]
-        phi = 0.0
-        for size in range(n):
-            weight = factorial(size) * factorial(n - size - 1) / factorial(n)
-            for s in combinations(others, size):
-                s = frozenset(s)
-                phi += weight * (values[s | {i}] - values[s])
-        out[i] = phi
-    return out
-
-
-def modality_shapley(
-    cells: pd.DataFrame,
-    metric: str = "accuracy",
-    *,
-    modalities: list[str] | None = None,
-    num_classes: int | None = None,
-) -> pd.DataFrame:
-    """Exact Shapley contribution of each modality, with a CAL-style confidence term.
-
-    The game: v(S) = the metric with only the modalities in S present, i.e. v(N) = clean, and
-    v(S) = the removal cell (rate 1, per fill) whose removed set is N \\ S. v(∅) is the removal
-    of every modality if the run evaluated it, else chance accuracy 1/num_classes for accuracy
-    (NaN otherwise, which makes every φ NaN). The Shapley values sum to v(N) - v(∅).
-    confidence_alone = the 'confidence' column (mean 1 - H(p)/log K) of the keep-one cell where
-    only that modality is present: the confidence term of CAL's contribution, reported beside
-    φ rather than multiplied into it. value_alone = v({i}).
-    `modalities` defaults to the union of all removed sets. Every proper non-empty subset must
-    be evaluated; otherwise an InputError lists the missing removed subsets.
-    Columns: model, seed, fill, modality, shapley, value_alone, confidence_alone, empty_value.
-    """
-    df = _prepare(cells, metric)
-    clean = _clean_values(df, metric)
-    rem = df[(df["family"] == "removal") & (df["rate"] == 1.0)]
-    if modalities is None:
-        modalities = sorted({m for mods in rem["modalities"] for m in mods.split("+") if m})
-    players = sorted(modalities)
-    full = frozenset(players)
-    if len(players) < 2:
-        raise InputError(f"Shapley contributions need removal cells over >= 2 modalities, found {players}")
-    has_conf = "confidence" in df.columns
-    rows = []
-    for (model, seed, fill), g in rem.groupby(["model", "seed", "name"], sort=True):
-        kept = {full - frozenset(r["modalities"].split("+")): r for _, r in g.iterrows()}
-        values = {s: float(r[metric]) for s, r in kept.items()}
-        values[full] = _need_clean(clean, model, seed)
-        if frozenset() not in values:
-            chance = metric == "accuracy" and num_classes is not None and num_classes >= 2
-            values[frozenset()] = 1.0 / num_classes if chance else np.nan
-        wanted = [frozenset(c) for size in range(1, len(players)) for c in combinations(players, size)]
-        missing = [s for s in wanted if s not in values]
-        if missing:
-            names = ", ".join("{" + "+".join(sorted(full - s)) + "}" for s in missing)
-            raise InputError(
-                f"model {model!r} seed {seed} fill {fill!r}: Shapley needs every removal subset; missing removed sets {names}"
-            )
-        phi = shapley_values(values, players)
-        for m in players:
-            alone = kept.get(frozenset([m]))
-            rows.append(
-                {
-                    "model": model,
-                    "seed": seed,
-                    "fill": fill,
-                    "modality": m,
-                    "shapley": phi[m],
-                    "value_alone": values[frozenset([m])],
-                    "confidence_alone": float(alone["confidence"]) if has_conf and alone is not None else np.nan,
-                    "empty_value": values[frozenset()],
-                }
-            )
-    return pd.DataFrame(
-        rows,
-        columns=["model", "seed", "fill", "modality", "shapley", "value_alone", "confidence_alone", "empty_value"],
-    )
+@metric("sign_accuracy", task=Task.REGRESSION, higher_is_better=True,
+        description="binary accuracy of the sign over samples with target != 0: (output > 0) == (target > 0)")
+def sign_accuracy(record, w, num_classes):
+    out, y = _regression(record)
+    nonzero = (y != 0).astype(np.float64)
+    # NaN rule (see stats): a NaN output is no value, not a negative sign; it makes the metric
+    # NaN, as it does MAE and Pearson.
+    hits = np.where(np.isnan(out), np.nan, nonzero * ((out > 0) == (y > 0)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ hits) / (w @ nonzero)

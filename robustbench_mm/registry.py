@@ -153,9 +153,12 @@ class Registry(Generic[T]):
         except InputError:
             self._lazy[name] = target
             raise
-        source = self._lazy_sources.pop(name, None) or target.partition(":")[0]
+        declared = self._lazy_sources.pop(name, None)  # an entry point's or a plug-in file's
         if name in self._entries:  # importing the module registered it by decorator
+            if declared:
+                self.set_source(name, declared)
             return self._entries[name]
+        source = declared or target.partition(":")[0]
         self.add(name, obj, source)  # type: ignore[arg-type]
         return self._entries[name]
 
@@ -167,6 +170,12 @@ class Registry(Generic[T]):
         if name in self._lazy:
             return self._resolve(name)
         raise one_of(self.kind, name, self.names())
+
+    def registered(self, name: str) -> T | None:
+        """The object registered as `name`, or None while it is not (or not yet: a lazy entry
+        being imported) registered; imports nothing (a decorator's same-object check)."""
+        entry = self._entries.get(name)
+        return entry.obj if entry is not None else None
 
     def get(self, name: str) -> T:
         """The object registered as `name`; a miss lists the available names."""

@@ -44,15 +44,8 @@ from matplotlib.figure import Figure
 from . import plots
 from .version import __version__
 from .errors import InputError, one_of
-from .metrics import (
-    METRICS,
-    corruption_errors,
-    level_summary,
-    mean_corruption_errors,
-    modality_reliance,
-    modality_shapley,
-    resampled_metric,
-)
+from .metrics import METRICS, resampled_metric
+from .summaries import corruption_errors, level_summary, mean_corruption_errors, modality_reliance, modality_shapley
 from .results import Run, load_run
 from .stats import bootstrap_counts, critical_difference, holm, mcnemar_exact, mean_ci, paired_bootstrap
 

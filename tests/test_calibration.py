@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from robustbench_mm.datasets.batch import ModalitySpec
-from robustbench_mm.models import FUSIONS, PreFusionCalibration, build_model
+from robustbench_mm.models import BACKBONES, PreFusionCalibration, build_model
 
 B = 8
 
@@ -39,7 +39,7 @@ def model(fusion, specs, calibration, seed=0, **extra):
     return build_model(config).eval()
 
 
-@pytest.mark.parametrize("fusion", [f for f in FUSIONS if f != "unimodal"])  # unimodal has none
+@pytest.mark.parametrize("fusion", [f for f in BACKBONES.names() if f != "unimodal"])  # unimodal has none
 def test_calibration_is_exactly_the_identity_at_initialisation(fusion):
     plain, calibrated = model(fusion, MIXED, False), model(fusion, MIXED, True)
     shared = plain.state_dict()
@@ -62,7 +62,7 @@ def test_every_gate_is_one_at_initialisation():
         assert torch.equal(instance, torch.ones(B)) and torch.equal(channel, torch.ones(B, 16))
 
 
-@pytest.mark.parametrize("fusion", [f for f in FUSIONS if f != "unimodal"])  # unimodal has none
+@pytest.mark.parametrize("fusion", [f for f in BACKBONES.names() if f != "unimodal"])  # unimodal has none
 @pytest.mark.parametrize("specs", [MFEAT, MFEAT_ALL, MIXED], ids=["mfeat", "mfeat-all", "mixed"])
 def test_calibration_has_under_ten_percent_of_the_backbone_parameters(fusion, specs):
     """At the default widths (the ones that get trained), for 3 and 6 modalities."""

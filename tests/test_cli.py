@@ -244,3 +244,31 @@ def test_report_out_that_is_a_file_is_refused_before_reading_runs(tmp_path, caps
     (tmp_path / "a-file").write_text("x")
     assert main(["report", "no/such/run", "-o", str(tmp_path / "a-file")]) == 2
     assert f"--out {tmp_path / 'a-file'}: is a file; expected a folder" in _one_line_error(capsys)
+
+
+def test_list_protocols_warns_about_an_unreadable_file_and_lists_the_rest(tmp_path, capsys, monkeypatch):
+    (tmp_path / "protocols").mkdir()
+    (tmp_path / "protocols" / "bin.toml").write_bytes(b"\x00\x89PNG\xff\xfe")
+    (tmp_path / "protocols" / "mine.toml").write_text('name = "mine"\ndescription = "my own"\n[[corruption]]\ncorruptions = ["gaussian_noise"]\nlevels = [1]\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "protocols"]) == 0
+    out, err = capsys.readouterr()
+    rows = {line.split()[0]: line for line in out.splitlines()}
+    assert {"quick", "standard", "mine"} <= set(rows) and "bin" not in rows
+    assert rows["quick"].endswith("[builtin]") and rows["mine"].endswith(f"[{tmp_path / 'protocols' / 'mine.toml'}]")
+    assert err.strip().splitlines() == [
+        f"rbmm: warning: protocol {tmp_path / 'protocols' / 'bin.toml'}: not a text file (byte 1 is not UTF-8); "
+        "expected a TOML protocol; skipped"
+    ]
+
+
+def test_list_without_a_kind_shows_every_registry_with_sources(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    headers = [line[:-1] for line in out.splitlines() if not line.startswith(" ")]
+    assert headers[:4] == ["corruptions", "metrics", "backbones", "datasets"] and headers[-1] == "protocols"
+    assert "  nll                classification, lower is better: " in out
+    assert all(line.endswith("]") for line in out.splitlines() if line.startswith("  concat") or line.startswith("  mfeat "))
+    assert main(["list", "models"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown thing to list 'models'; expected one of: backbones, corruptions, datasets, metrics" in err and "protocols" in err

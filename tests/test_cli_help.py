@@ -8,7 +8,7 @@ import pytest
 from robustbench_mm.cli import DEVICES, build_parser
 from robustbench_mm.datasets import describe_sources
 from robustbench_mm.metrics import METRICS
-from robustbench_mm.models import FUSIONS
+from robustbench_mm.models import BACKBONES
 from robustbench_mm.protocols import list_protocols
 
 
@@ -51,7 +51,7 @@ def test_choices_come_from_the_registries(tmp_path, monkeypatch):
     commands = _subcommands()
     protocols = _help(commands["eval"], "protocol")
     assert "my-own" in list_protocols() and all(name in protocols for name in list_protocols())
-    assert all(name in _help(commands["train"], "fusion") for name in FUSIONS)
+    assert all(name in _help(commands["train"], "fusion") for name in BACKBONES.names())
     assert all(name in _help(commands["eval"], "data") for name in describe_sources())
     assert all(name in _help(commands["compare"], "metric") for name in METRICS)
     for command in ("train", "eval"):

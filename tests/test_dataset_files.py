@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_mm.datasets.files import (
-    load_factory_splits,
-    load_file_splits,
-    parse_kind_overrides,
-    stratified_split,
-    train_stats,
-)
+from robustbench_mm.datasets.files import load_factory_splits, load_file_splits, parse_kind_overrides
+from robustbench_mm.datasets.splits import stratified_split, train_stats
 from robustbench_mm.errors import InputError
 
 

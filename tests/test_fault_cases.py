@@ -146,13 +146,12 @@ def test_factory_without_weights_needs_random_weights(here, capsys):
         sys.modules.pop("my_arch", None)
 
 
-@pytest.mark.parametrize("where", ["eval", "show", "list"])
+@pytest.mark.parametrize("where", ["eval", "show"])  # `rbmm list protocols` warns and lists the rest (test_cli.py)
 def test_binary_protocol_file_is_one_line(here, capsys, where):
     (here / "protocols").mkdir()
     (here / "protocols" / "bin.toml").write_bytes(b"\x00\x89PNG\xff\xfe")
     argv = {"eval": ["eval", _script(Linear(), here / "m.pt"), "--data", "feats.npz", "--protocol", "protocols/bin.toml", "--out", "r"],
-            "show": ["show", "protocol", "bin", "--data", "feats.npz"],
-            "list": ["list", "protocols"]}[where]
+            "show": ["show", "protocol", "bin", "--data", "feats.npz"]}[where]
     line = _one_line_error(*_rbmm(capsys, *argv)[::2])
     assert "bin.toml: not a text file (byte" in line
 

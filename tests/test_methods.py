@@ -13,8 +13,8 @@ from torch.nn import functional as F
 
 from robustbench_mm.cli import build_parser, main
 from robustbench_mm.datasets.batch import ModalitySpec
-from robustbench_mm.metrics import shapley_values
-from robustbench_mm.models import FUSIONS, build_model
+from robustbench_mm.summaries import shapley_values
+from robustbench_mm.models import BACKBONES, build_model
 from robustbench_mm.models.cal import contribution, scale_gradient, shapley, subset_values
 from robustbench_mm.models.encoders import pool
 from robustbench_mm.models.qmf import rank_loss, rank_targets
@@ -336,10 +336,10 @@ def test_a_samples_output_does_not_depend_on_its_batch(fusion):
 
 
 def test_every_fusion_is_listed_and_named_in_the_train_help(capsys):
-    assert main(["list", "models"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(FUSIONS)
+    assert main(["list", "backbones"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(BACKBONES.names())
     train = build_parser()._subparsers._group_actions[0].choices["train"]
-    assert all(f in train.format_help() for f in FUSIONS)
+    assert all(f in train.format_help() for f in BACKBONES.names())
 
 
 @pytest.mark.slow

@@ -11,17 +11,14 @@ import pytest
 from scipy import stats
 
 from robustbench_mm.errors import InputError
-from robustbench_mm.metrics import (
-    METRICS,
-    cell_metrics,
+from robustbench_mm.metrics import METRICS, cell_metrics, resampled_metric, task_metrics
+from robustbench_mm.summaries import (
     corruption_errors,
     level_summary,
     mean_corruption_errors,
     modality_reliance,
     modality_shapley,
     relative_cells,
-    resampled_metric,
-    task_metrics,
 )
 
 K = 5

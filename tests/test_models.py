@@ -7,7 +7,7 @@ import torch
 
 from robustbench_mm.datasets.batch import ModalitySpec
 from robustbench_mm.errors import InputError
-from robustbench_mm.models import FUSIONS, build_model, check_inputs, check_tensors
+from robustbench_mm.models import BACKBONES, build_model, check_inputs, check_tensors
 from robustbench_mm.models.fusion import PredictionHead
 
 B = 6
@@ -51,7 +51,7 @@ def tiny(fusion: str, specs, calibration: bool = False, task: str = "classificat
 REGRESSION_FUSIONS = ("concat", "transformer", "conv", "late", "uncertainty-late", "unimodal")
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", BACKBONES.names())
 @pytest.mark.parametrize("calibration", [False, True])
 def test_forward_is_fuse_of_encodes_exactly(fusion, calibration):
     specs = all_kind_specs()
@@ -85,7 +85,7 @@ def test_sequence_and_audio_encoders_return_token_features():
     assert len(shapes["aud"]) == 3 and shapes["aud"][0] == B and shapes["aud"][2] == 16
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", BACKBONES.names())
 @pytest.mark.parametrize("calibration", [False, True])
 def test_absent_modality_values_do_not_reach_the_output(fusion, calibration):
     specs = all_kind_specs()
@@ -101,7 +101,7 @@ def test_absent_modality_values_do_not_reach_the_output(fusion, calibration):
     assert not torch.allclose(full_a[absent], full_b[absent], atol=1e-3)  # the inputs do matter when present
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", BACKBONES.names())
 def test_no_modality_present_still_gives_finite_outputs(fusion):
     specs = all_kind_specs()[:3]
     model = tiny(fusion, specs, calibration=True)
@@ -109,7 +109,7 @@ def test_no_modality_present_still_gives_finite_outputs(fusion):
     assert torch.isfinite(model(random_inputs(specs), present)).all()
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", BACKBONES.names())
 def test_models_take_raw_units_through_the_spec_statistics(fusion):
     """A model with train statistics (mu, sigma) on x equals one with (0, 1) on (x - mu) / sigma."""
     g = torch.Generator().manual_seed(3)
@@ -143,7 +143,7 @@ def test_out_of_vocabulary_token_ids_read_as_unknown():
 
 def test_training_loss_reaches_every_parameter():
     specs = all_kind_specs()
-    for fusion in FUSIONS:
+    for fusion in BACKBONES.names():
         model = tiny(fusion, specs, calibration=True).train()
         model.start_epoch(1, 1, B)
         x = random_inputs(specs)

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from robustbench_mm.demo import EACH, ZOO, ZooEntry, dataset_folder, model_name, zoo_entries
-from robustbench_mm.models import FUSIONS, train_and_save
+from robustbench_mm.models import BACKBONES, train_and_save
 from robustbench_mm.datasets import load_splits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ _spec.loader.exec_module(seed_study)
 def test_zoo_table_has_every_fusion_and_each_backbone_with_and_without_calibration():
     """The demo zoo is the study's zoo: every registered fusion once, the backbones twice, unimodal per modality."""
     fusions = {f for f, _, _ in ZOO}
-    assert fusions == set(FUSIONS), "a fusion registered but missing from the zoo (or the reverse)"
+    assert fusions == set(BACKBONES.names()), "a fusion registered but missing from the zoo (or the reverse)"
     for backbone in ("concat", "transformer", "conv"):
         assert {c for f, c, _ in ZOO if f == backbone} == {False, True}
     assert [(f, m) for f, _, m in ZOO if m is not None] == [("unimodal", EACH)]

@@ -9,7 +9,7 @@ import torch
 
 from robustbench_mm.datasets.batch import ModalitySpec, MultimodalData
 from robustbench_mm.errors import InputError
-from robustbench_mm.models import FUSIONS, load_model, train_and_save, train_model
+from robustbench_mm.models import BACKBONES, load_model, train_and_save, train_model
 from robustbench_mm.models.training import _drop_modalities, evaluate_clean
 
 SMALL = {"dim": 8, "width": 16, "hidden": 16}
@@ -108,7 +108,7 @@ def test_early_stopping_keeps_the_best_epoch(splits):
     assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= metrics["best_epoch"] + 2
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", BACKBONES.names())
 def test_every_fusion_trains_on_every_kind(fusion):
     splits = _toy_splits(kinds=("vector", "sequence", "audio", "tokens"))
     model, metrics = _train(splits, fusion=fusion, calibration=True, epochs=2, modality_dropout=0.3)

@@ -1,21 +1,26 @@
 """Datasets: everything becomes a `MultimodalData` of `Batch`es with modality specs."""
 
 from .batch import KINDS, PAD_ID, UNK_ID, Batch, ModalitySpec, MultimodalData, SplitData
-from .files import build_splits, parse_kind_overrides, stratified_split
+from .files import parse_kind_overrides
 from .loader import describe_sources, load_dataset, load_splits
 from .mfeat import mfeat_splits
+from .registry import DATASETS, DatasetSpec, dataset
+from .splits import build_splits, stratified_split
 from .synthetic import SyntheticConfig, generate_synthetic, synthetic_splits
 
 __all__ = [
+    "DATASETS",
     "KINDS",
     "PAD_ID",
     "UNK_ID",
     "Batch",
+    "DatasetSpec",
     "ModalitySpec",
     "MultimodalData",
     "SplitData",
     "SyntheticConfig",
     "build_splits",
+    "dataset",
     "describe_sources",
     "generate_synthetic",
     "load_dataset",

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InputError, one_of
 from .batch import MultimodalData
 from .embedded import read_embedded, select_modalities
-from .files import build_splits, stratified_split
+from .splits import build_splits, stratified_split
 from .mfeat import ALL_VIEWS, CLASS_NAMES, PIX_RANGE, PIX_SHAPE
 from .mfeat import read_mfeat
 

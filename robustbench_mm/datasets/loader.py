@@ -1,48 +1,45 @@
 """One entry point for every dataset source: `load_dataset` (one split) and `load_splits` (all three).
 
-Sources: "mfeat" (pix+fou+fac), "mfeat-all" (six views), "avdigits" (image+audio), "avdigits-all"
-(+ the mfeat vector views), "synthetic" or "synthetic:key=value,...",
-a .npz/.pt feature file, a path in one of the `readers` formats (`fmt` names it, else detected), or
-"module:factory". Built-in sources also take options after a colon
-("mfeat:seed=1"); the keyword `seed` is the split seed (and the generator seed of synthetic)
-unless the source string sets one.
+Sources: a registered dataset by name (`DATASETS`: the embedded "mfeat", "mfeat-all", "avdigits",
+"avdigits-all", "synthetic" of `builtin.py`, and any a plug-in registers with `@dataset`), with
+options after a colon ("mfeat:seed=1", "synthetic:key=value,..."); a .npz/.pt feature file; a
+path in one of the `readers` formats (`fmt` names it, else detected); or "module:factory". The
+keyword `seed` is the split seed (and the generator seed of synthetic) unless the source string
+sets one.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..domain import parse_task
 from ..errors import InputError, one_of
-from .avdigits import OPTIONS as AVDIGITS_OPTIONS
-from .avdigits import avdigits_splits
+from . import builtin  # noqa: F401  (registers the embedded datasets)
 from .batch import MultimodalData
-from .files import SPLITS, TASKS, WHOLE, load_factory_splits, load_file_splits
-from .mfeat import mfeat_splits
+from .files import load_factory_splits, load_file_splits
 from .readers import READERS, ReadOptions, detect_format, read_splits
-from .synthetic import SyntheticConfig, synthetic_splits
+from .registry import DATASETS
+from .splits import SPLITS, WHOLE
 
-BUILTIN = ("mfeat", "mfeat-all", "avdigits", "avdigits-all", "synthetic")
-SOURCE_CHOICES = BUILTIN + ("PATH.npz", "PATH.pt", "PATH (see rbmm list datasets)", "module:factory")
 FILE_SUFFIXES = (".npz", ".pt", ".pth")
 FEATURE_FILE_FORMATS = ("npz", "pt")
 FORMATS = FEATURE_FILE_FORMATS + tuple(READERS)
+FEATURES = "PATH.npz / PATH.pt"
+FACTORY = "module:factory"
+
+
+def source_names() -> list[str]:
+    """What `--data` accepts, by name: the registered datasets, feature files, factories and the
+    readers' formats (listing them imports no dataset's code)."""
+    return [*DATASETS.names(), FEATURES, FACTORY, *READERS]
 
 
 def describe_sources() -> dict[str, str]:
-    """Dataset sources and one line on each (for `rbmm list datasets`)."""
+    """`source_names()` and one line on each (for `rbmm list datasets`)."""
     return {
-        "mfeat": "UCI Multiple Features digits (embedded): 2,000 samples, 10 classes; pix (image 1x16x15) + fou + fac; "
-        "'mfeat:seed=N' sets the 60/20/20 split seed",
-        "mfeat-all": "the same digits with all six views: fou, fac, kar, pix (image), zer, mor",
-        "avdigits": "the mfeat digit images paired by class with real spoken digits (FSDD, CC BY-SA 4.0, embedded): "
-        "image (1x16x15) + audio (8 kHz waveform, 8000 samples); options 'avdigits:" + ",".join(AVDIGITS_OPTIONS)
-        + "=...', split=speaker holds one speaker out for test (holdout=NAME)",
-        "avdigits-all": "avdigits plus the mfeat vector views fou, fac, kar, zer, mor",
-        "synthetic": "seeded sequence + audio + tokens set; options 'synthetic:" + ",".join(
-            f"{k}={v}" for k, v in SyntheticConfig().__dict__.items()
-        ) + "' (info=x sets all info_*)",
-        "PATH.npz / PATH.pt": "your features: one array per modality + labels [+ split, ids]; kinds inferred, --kind NAME=KIND overrides",
-        "module:factory": "a function (taking split= optionally) returning a torch Dataset of dict samples",
+        **{name: spec.description for name, spec in DATASETS.items()},
+        FEATURES: "your features: one array per modality + labels [+ split, ids]; kinds inferred, --kind NAME=KIND overrides",
+        FACTORY: "a function (taking split= optionally) returning a torch Dataset of dict samples",
         **{name: f"(--format {name}) {r.description}" for name, r in READERS.items()},
     }
 
@@ -58,18 +55,9 @@ def parse_options(text: str, where: str) -> dict[str, str]:
     return options
 
 
-def _int_option(options: dict[str, str], key: str, default: int, where: str) -> int:
-    if key not in options:
-        return default
-    try:
-        return int(options[key])
-    except ValueError:
-        raise InputError(f"dataset {where!r}: option {key}={options[key]!r} is not an integer") from None
-
-
 def is_builtin(source: str) -> bool:
-    """Whether a source names an embedded dataset (whose task is fixed), not a file or factory."""
-    return isinstance(source, str) and source.strip().partition(":")[0] in BUILTIN
+    """Whether a source names a registered dataset (whose task is its own), not a file or factory."""
+    return isinstance(source, str) and source.strip().partition(":")[0] in DATASETS
 
 
 def _all_splits(
@@ -80,25 +68,17 @@ def _all_splits(
 
     Evaluation of a feature file or factory without its own split gives {"all": everything}.
     """
-    if task is not None and task not in TASKS:
-        raise one_of("task", task, TASKS)
+    if task is not None:
+        parse_task(task)
     if not isinstance(source, str) or not source.strip():
-        raise one_of("dataset", source, SOURCE_CHOICES)
+        raise one_of("dataset", source, source_names())
     source = source.strip()
     base, _, opts = source.partition(":")
-    if base in BUILTIN:
+    if base in DATASETS:
         if kinds:
             raise InputError(f"dataset {base!r}: --kind overrides apply to feature files and factories only")
-        options = parse_options(opts, source)
-        if base == "synthetic":
-            return _fixed_task(base, synthetic_splits(options, seed=seed), task), False
-        if base in ("avdigits", "avdigits-all"):
-            return _fixed_task(base, avdigits_splits(options, modalities, seed=seed, all_views=base == "avdigits-all"), task), True
-        unknown = [k for k in options if k != "seed"]
-        if unknown:
-            raise one_of(f"option of dataset {base!r}", unknown[0], ["seed"])
-        split_seed = _int_option(options, "seed", seed, source)
-        return _fixed_task(base, mfeat_splits(modalities, seed=split_seed, all_views=base == "mfeat-all"), task), True
+        splits = DATASETS[base].splits(parse_options(opts, source), modalities=modalities, seed=seed)
+        return _fixed_task(base, splits, task), True
     if fmt not in (None, *FORMATS):
         raise one_of("--format", fmt, FORMATS)
     if fmt in READERS or (fmt is None and detect_format(source)):
@@ -108,7 +88,7 @@ def _all_splits(
         return load_file_splits(source, kinds, seed=seed if training else None, task=task), False
     if ":" in source:
         return load_factory_splits(source, kinds, seed=seed if training else None, task=task), False
-    raise one_of("dataset", source, SOURCE_CHOICES)
+    raise one_of("dataset", source, source_names())
 
 
 def _fixed_task(name: str, splits: dict[str, MultimodalData], task: str | None) -> dict[str, MultimodalData]:

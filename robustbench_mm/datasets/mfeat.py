@@ -17,7 +17,7 @@ import numpy as np
 
 from .batch import MultimodalData
 from .embedded import read_embedded, select_modalities
-from .files import build_splits, stratified_split
+from .splits import build_splits, stratified_split
 
 MFEAT_FILE = Path(__file__).parent / "data" / "mfeat.npz"
 MFEAT_SHA256 = "292aa4b4e9e871579e972567ffba69b6ae99f1e360c6aaa4778b32e54e44abf7"

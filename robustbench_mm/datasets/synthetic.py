@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import InputError, one_of
 from .batch import PAD_ID, UNK_ID, MultimodalData
-from .files import build_splits, stratified_split
+from .splits import build_splits, stratified_split
 
 LATENT = 8
 SAMPLE_RATE = 8000

@@ -37,7 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .encoders import pool
-from .fusion import FusionModel, _zero_absent
+from ..domain import Task
+from ..errors import InputError
+from .fusion import FusionModel, _zero_absent, backbone
 
 
 def subset_values(contrib: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor) -> dict[frozenset, torch.Tensor]:
@@ -76,11 +78,21 @@ def scale_gradient(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return x + (factor - 1.0) * (x - x.detach())
 
 
+@backbone(
+    "cal",
+    description="CAL (contribution-guided asymmetric learning), our reading of arXiv 2510.26289's abstract (cal.py).",
+    tasks=(Task.CLASSIFICATION,),
+)
 class CALFusion(FusionModel):
     """CAL (contribution-guided asymmetric learning), our reading of arXiv 2510.26289's abstract (cal.py)."""
 
     OPTIONS = {"cal_acceleration": 1.0, "cal_bottleneck": 1e-3, "cal_temperature": 1.0}
-    TASKS = ("classification",)
+
+    @classmethod
+    def check_config(cls, cfg: dict, modalities: list[str]) -> None:
+        super().check_config(cfg, modalities)
+        if len(modalities) < 2:
+            raise InputError(f"fusion 'cal' weighs modalities against each other and needs >= 2; got {modalities}")
 
     def __init__(self, config: dict):
         super().__init__(config)
@@ -90,7 +102,6 @@ class CALFusion(FusionModel):
         self.head = nn.Linear(dim * len(self.modalities), self.num_outputs)
         # the last training step's W^m, kept for inspection (evaluation does not use it)
         self.register_buffer("weights", torch.full((len(self.modalities),), 1.0 / len(self.modalities)))
-        self._add_calibration()
 
     def contributions(self, z: torch.Tensor) -> torch.Tensor:
         """(B, M, C): each modality's term W_m z_m of the head's logits."""

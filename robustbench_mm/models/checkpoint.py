@@ -28,7 +28,7 @@ from ..errors import InputError
 from .base import Reencodable
 
 FORMAT = "robustbench-mm"
-KINDS = ("robustbench-mm", "torchscript", "factory", "pickle")
+CHECKPOINT_FORMATS = (FORMAT, "torchscript", "factory", "pickle")  # what `LoadedModel.kind` can be
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -36,7 +36,7 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 class LoadedModel:
     """A model ready for evaluation plus what a manifest needs to identify it.
 
-    kind : "robustbench-mm" | "torchscript" | "factory" | "pickle".
+    kind : one of CHECKPOINT_FORMATS: "robustbench-mm" | "torchscript" | "factory" | "pickle".
     sha256 : of the checkpoint file (the weights file for a factory; of the spec without one).
     reencodable : the module has `encode`/`fuse`, so the engine may re-encode single modalities.
     """

@@ -17,22 +17,28 @@ Baselines:
                      weighed by a learned noise estimate and a dropout-measured reliance
 Methods from the literature, each in its own module (see README "Methods"):
 - udml (udml.py), qmf (qmf.py), cal (cal.py), unimodal (unimodal.py)
+
+Every fusion is one class decorated with `@backbone("name", description=...)`, which registers it
+in `BACKBONES` (a `Registry`): `build_model`, checkpoints, `rbmm train --fusion` and `rbmm list`
+find it there. The base class attaches the pre-fusion calibration once the subclass's constructor
+has run, so no backbone can forget it and its weights are registered (and initialised) last.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..datasets.batch import PAD_ID, UNK_ID, ModalitySpec
+from ..domain import Task, parse_task
 from ..errors import InputError, one_of
+from ..registry import Registry, source_of
 from .calibration import PreFusionCalibration
 from .encoders import build_encoder, pool
-
-FUSIONS = ("concat", "transformer", "conv", "late", "uncertainty-late", "udml", "qmf", "cal", "unimodal")
-TASKS = ("classification", "regression")
 
 DEFAULTS = {
     "calibration": False,
@@ -45,6 +51,47 @@ DEFAULTS = {
     "heads": 4,
     "conv_channels": 8,  # conv backbone
 }
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registered fusion: its class and what `build_model` and `rbmm list` need to know of it.
+
+    tasks : the tasks it supports; calibration : whether `--calibration` applies to it.
+    """
+
+    name: str
+    cls: type["FusionModel"]
+    description: str
+    tasks: tuple[Task, ...]
+    calibration: bool
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+
+
+def backbone(
+    name: str, *, description: str, tasks: tuple[Task | str, ...] = tuple(Task), calibration: bool = True
+) -> Callable[[type["FusionModel"]], type["FusionModel"]]:
+    """Register a `FusionModel` subclass as fusion `name` (`--fusion name`, a checkpoint's `fusion`)."""
+    parsed = tuple(parse_task(str(t), f"backbone {name!r}: task") for t in tasks)
+
+    def register(cls: type["FusionModel"]) -> type["FusionModel"]:
+        if not (isinstance(cls, type) and issubclass(cls, FusionModel)):
+            raise InputError(f"backbone {name!r}: expected a FusionModel subclass, got {cls!r}")
+        if getattr(BACKBONES.registered(name), "cls", None) is cls:
+            return cls
+        BACKBONES.add(name, BackboneSpec(name, cls, description, parsed, bool(calibration)), source_of(cls))
+        return cls
+
+    return register
+
+
+def backbone_spec(fusion: str) -> BackboneSpec:
+    """The backbone registered as `fusion`; a miss lists them as a config's and --fusion's choices."""
+    if fusion not in BACKBONES:
+        raise one_of("fusion", fusion, BACKBONES.names())
+    return BACKBONES[fusion]
 
 
 class PredictionHead(nn.Module):
@@ -63,16 +110,24 @@ def _zero_absent(f: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     return f * keep.view(-1, *([1] * (f.dim() - 1)))
 
 
-class FusionModel(nn.Module):
+class _CalibrationLast(type):
+    """Attaches the calibration after the whole constructor (every subclass level) has run, so
+    the other weights do not depend on it and its parameters come last in the state dict."""
+
+    def __call__(cls, *args, **kwargs):
+        model = super().__call__(*args, **kwargs)
+        model._add_calibration()
+        return model
+
+
+class FusionModel(nn.Module, metaclass=_CalibrationLast):
     """Encoders + optional calibration + a fusion rule. Subclasses implement `fuse_features`.
 
-    Class attributes a subclass may set: OPTIONS (its own config defaults, on top of DEFAULTS),
-    TASKS (the tasks it supports), CALIBRATION (whether `--calibration` applies).
+    OPTIONS (class attribute): a subclass's own config defaults, on top of DEFAULTS.
+    `check_config` (classmethod): a subclass's own checks of a normalised config.
     """
 
     OPTIONS: dict = {}
-    TASKS = TASKS
-    CALIBRATION = True
 
     def __init__(self, config: dict):
         super().__init__()
@@ -92,8 +147,14 @@ class FusionModel(nn.Module):
         """The modalities this model has an encoder for (all of them, except for `unimodal`)."""
         return list(self.modalities)
 
+    @classmethod
+    def check_config(cls, cfg: dict, modalities: list[str]) -> None:
+        """Raise an InputError for a config this backbone cannot build (after the generic checks)."""
+        if cfg.get("modality") is not None:
+            raise InputError(f"'modality' (--modality) only applies to --fusion unimodal, not {cfg['fusion']!r}")
+
     def _add_calibration(self) -> None:
-        """Called last in subclass constructors, so the other weights do not depend on it."""
+        """Called by the metaclass once the constructor has run (see `_CalibrationLast`)."""
         self.calibrate = (
             PreFusionCalibration(
                 self.modalities, int(self.config["dim"]),
@@ -194,6 +255,7 @@ class FusionModel(nn.Module):
         return 1
 
 
+@backbone("concat", description="Late concatenation of pooled features -> MLP -> head.")
 class ConcatFusion(FusionModel):
     """Late concatenation of pooled features -> MLP -> head."""
 
@@ -202,12 +264,15 @@ class ConcatFusion(FusionModel):
         dim, hidden, p = int(config["dim"]), int(config["hidden"]), float(config["dropout"])
         self.mix = nn.Sequential(nn.Linear(dim * len(self.modalities), hidden), nn.GELU())
         self.head = PredictionHead(hidden, self.num_outputs, p)
-        self._add_calibration()
 
     def fuse_features(self, features, present):
         return self.head(self.mix(torch.cat([pool(features[m]) for m in self.modalities], dim=-1)))
 
 
+@backbone(
+    "transformer",
+    description="Modality tokens (+ modality embeddings) through a transformer encoder; presence masks keys.",
+)
 class TransformerFusion(FusionModel):
     """Modality tokens (+ modality embeddings) through a transformer encoder; presence masks keys."""
 
@@ -222,7 +287,6 @@ class TransformerFusion(FusionModel):
         self.norm = nn.LayerNorm(dim)
         self.mix = nn.Sequential(nn.Linear(dim, hidden), nn.GELU())
         self.head = PredictionHead(hidden, self.num_outputs, p)
-        self._add_calibration()
 
     def fuse_features(self, features, present):
         tokens, keep = [], []
@@ -238,6 +302,7 @@ class TransformerFusion(FusionModel):
         return self.head(self.mix((h * w).sum(1) / w.sum(1)))
 
 
+@backbone("conv", description="Pooled features stacked as M channels over the feature axis -> two 1-D convs -> head.")
 class ConvFusion(FusionModel):
     """Pooled features stacked as M channels over the feature axis -> two 1-D convs -> head."""
 
@@ -251,7 +316,6 @@ class ConvFusion(FusionModel):
         )
         self.mix = nn.Sequential(nn.Linear(c * dim, hidden), nn.GELU())
         self.head = PredictionHead(hidden, self.num_outputs, p)
-        self._add_calibration()
 
     def fuse_features(self, features, present):
         stacked = torch.stack([pool(features[m]) for m in self.modalities], dim=1)  # (B, M, dim)
@@ -298,12 +362,15 @@ class _UnimodalHeads(FusionModel):
         return (per * w).sum() / w.sum().clamp(min=1.0) * m
 
 
+@backbone(
+    "late",
+    description="Average of the unimodal heads' probabilities over present modalities (mean for regression).",
+)
 class LateFusion(_UnimodalHeads):
     """Average of the unimodal heads' probabilities over present modalities (mean for regression)."""
 
     def __init__(self, config: dict):
         super().__init__(config)
-        self._add_calibration()
 
     def fuse_features(self, features, present):
         outputs = self.unimodal_outputs(features)
@@ -316,6 +383,10 @@ class LateFusion(_UnimodalHeads):
         return self.unimodal_loss(outputs, self._mask(present, self.modalities, outputs), labels)
 
 
+@backbone(
+    "uncertainty-late",
+    description="UDML-*style* late fusion with our own recipe, not UDML's code (`udml` follows that).",
+)
 class UncertaintyLateFusion(_UnimodalHeads):
     """UDML-*style* late fusion with our own recipe, not UDML's code (`udml` follows that).
 
@@ -349,7 +420,6 @@ class UncertaintyLateFusion(_UnimodalHeads):
             nn.Sequential(nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, 1)) for _ in self.modalities
         )
         self.register_buffer("reliance", torch.ones(len(self.modalities)))
-        self._add_calibration()
 
     def predicted_noise(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, M) estimated noise intensity in (0, 1) of each modality's input."""
@@ -413,47 +483,17 @@ class UncertaintyLateFusion(_UnimodalHeads):
         return loss
 
 
-BACKBONES = {
-    "concat": ConcatFusion,
-    "transformer": TransformerFusion,
-    "conv": ConvFusion,
-    "late": LateFusion,
-    "uncertainty-late": UncertaintyLateFusion,
-}
-
-
-def model_class(fusion: str) -> type[FusionModel]:
-    """The class of a fusion name; the literature's methods live in their own modules, which
-    import this one, so they are looked up here on use rather than at import time."""
-    if fusion in BACKBONES:
-        return BACKBONES[fusion]
-    if fusion not in FUSIONS:
-        raise one_of("fusion", fusion, FUSIONS)
-    from .cal import CALFusion
-    from .qmf import QMFFusion
-    from .udml import UDMLFusion
-    from .unimodal import UnimodalModel
-
-    return {"udml": UDMLFusion, "qmf": QMFFusion, "cal": CALFusion, "unimodal": UnimodalModel}[fusion]
-
-
-def describe_fusions() -> dict[str, str]:
-    """Fusion name -> the first line of its class docstring (for `rbmm list models`)."""
-    return {f: (model_class(f).__doc__ or "").strip().splitlines()[0] for f in FUSIONS}
-
-
 def normalize_config(config: dict) -> dict:
     """Defaults filled in and checked; specs kept as plain dicts (checkpoint-safe)."""
     if not isinstance(config, dict):
         raise InputError(f"model config must be a dict, got {type(config).__name__}")
     if "fusion" not in config:
-        raise InputError(f"model config needs 'fusion'; expected one of: {', '.join(FUSIONS)}")
-    cls = model_class(config["fusion"])
-    cfg = {**DEFAULTS, **cls.OPTIONS, **config}
-    if cfg["task"] not in TASKS:
-        raise one_of("task", cfg["task"], TASKS)
-    if cfg["task"] not in cls.TASKS:
-        raise InputError(f"fusion {cfg['fusion']!r} supports the task(s) {', '.join(cls.TASKS)}, not {cfg['task']!r}")
+        raise InputError(f"model config needs 'fusion'; expected one of: {', '.join(BACKBONES)}")
+    spec = backbone_spec(config["fusion"])
+    cfg = {**DEFAULTS, **spec.cls.OPTIONS, **config}
+    task = parse_task(str(cfg["task"]))
+    if task not in spec.tasks:
+        raise InputError(f"fusion {cfg['fusion']!r} supports the task(s) {', '.join(spec.tasks)}, not {cfg['task']!r}")
     specs = cfg.get("specs")
     if not specs:
         raise InputError("model config needs 'specs': a non-empty list of modality specs")
@@ -464,21 +504,13 @@ def normalize_config(config: dict) -> dict:
     if cfg["task"] == "classification" and (not cfg.get("num_classes") or int(cfg["num_classes"]) < 2):
         raise InputError(f"model config: classification needs num_classes >= 2, got {cfg.get('num_classes')!r}")
     cfg["calibration"] = bool(cfg["calibration"])
-    if cfg["calibration"] and not cls.CALIBRATION:
+    if cfg["calibration"] and not spec.calibration:
         raise InputError(f"fusion {cfg['fusion']!r} has no pre-fusion calibration (it fuses nothing); drop --calibration")
-    if cfg["fusion"] == "unimodal":
-        if cfg.get("modality") is None:
-            raise InputError(f"fusion 'unimodal' needs the modality it uses (--modality NAME), one of: {', '.join(names)}")
-        if cfg["modality"] not in names:
-            raise one_of("modality", cfg["modality"], names)
-    elif cfg.get("modality") is not None:
-        raise InputError(f"'modality' (--modality) only applies to --fusion unimodal, not {cfg['fusion']!r}")
-    if cfg["fusion"] == "cal" and len(names) < 2:
-        raise InputError(f"fusion 'cal' weighs modalities against each other and needs >= 2; got {names}")
+    spec.cls.check_config(cfg, names)
     return cfg
 
 
 def build_model(config: dict) -> FusionModel:
     """A fresh model from a config (see DEFAULTS and each class's OPTIONS): fusion, calibration, specs..."""
     cfg = normalize_config(config)
-    return model_class(cfg["fusion"])(cfg)
+    return backbone_spec(cfg["fusion"]).cls(cfg)

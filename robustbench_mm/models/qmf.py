@@ -33,7 +33,8 @@ from torch.nn import functional as F
 
 from ..errors import InputError
 from .encoders import pool
-from .fusion import FusionModel
+from ..domain import Task
+from .fusion import FusionModel, backbone
 from .udml import presence_mask
 
 
@@ -61,18 +62,21 @@ def rank_loss(confidence: torch.Tensor, target: torch.Tensor, margin: torch.Tens
     return (per * weight).sum() / weight.sum().clamp(min=1.0)
 
 
+@backbone(
+    "qmf",
+    description="QMF (quality-aware multimodal fusion): energy-confidence-weighted late fusion + ranking (qmf.py).",
+    tasks=(Task.CLASSIFICATION,),
+)
 class QMFFusion(FusionModel):
     """QMF (quality-aware multimodal fusion): energy-confidence-weighted late fusion + ranking (qmf.py)."""
 
     OPTIONS = {"qmf_temperature": 10.0, "qmf_rank_weight": 1.0}
-    TASKS = ("classification",)
 
     def __init__(self, config: dict):
         super().__init__(config)
         dim = int(config["dim"])
         self.classifiers = nn.ModuleList(nn.Linear(dim, self.num_outputs) for _ in self.modalities)
         self.history: torch.Tensor | None = None  # (M, n_train) loss sums; training-only, not saved
-        self._add_calibration()
 
     def start_epoch(self, epoch: int, epochs: int, n_train: int) -> None:
         if epoch == 1:

@@ -56,7 +56,8 @@ from torch.nn import functional as F
 
 from ..datasets.batch import PAD_ID, UNK_ID
 from .encoders import pool
-from .fusion import FusionModel, _zero_absent
+from ..domain import Task
+from .fusion import FusionModel, _zero_absent, backbone
 
 LEVELS = 11  # UDML's levels 1..11: 1 = clean, 11 = the input replaced by noise
 
@@ -83,6 +84,11 @@ def udml_weights(sigma: torch.Tensor, dependency: torch.Tensor, mask: torch.Tens
     return n * w / w.sum(1, keepdim=True)
 
 
+@backbone(
+    "udml",
+    description="UDML (Unbiased Dynamic Multimodal Learning) as its released code does it (udml.py).",
+    tasks=(Task.CLASSIFICATION,),
+)
 class UDMLFusion(FusionModel):
     """UDML (Unbiased Dynamic Multimodal Learning) as its released code does it (udml.py)."""
 
@@ -93,7 +99,6 @@ class UDMLFusion(FusionModel):
         "udml_clean_fraction": 0.5,  # clean epochs: cylcle_epoch 50 of 100
         "udml_warmup_fraction": 0.6,  # noise term held at 1 until here: cylcle_epoch + 10 of 100
     }
-    TASKS = ("classification",)
 
     def __init__(self, config: dict):
         super().__init__(config)
@@ -106,7 +111,6 @@ class UDMLFusion(FusionModel):
         self.register_buffer("dependency", torch.ones(m))
         self.noisy_phase = False  # training schedule (set by start_epoch; eval mode ignores it)
         self.noise_term = True
-        self._add_calibration()
 
     def start_epoch(self, epoch: int, epochs: int, n_train: int) -> None:
         self.noisy_phase = epoch > int(float(self.config["udml_clean_fraction"]) * epochs)

@@ -12,15 +12,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import one_of
+from ..errors import InputError, one_of
 from .encoders import pool
-from .fusion import FusionModel, PredictionHead
+from .fusion import FusionModel, PredictionHead, backbone
 
 
+@backbone(
+    "unimodal",
+    description="A single-modality model that accepts (and ignores) the other modalities (unimodal.py).",
+    calibration=False,
+)
 class UnimodalModel(FusionModel):
     """A single-modality model that accepts (and ignores) the other modalities (unimodal.py)."""
 
-    CALIBRATION = False
+    @classmethod
+    def check_config(cls, cfg: dict, modalities: list[str]) -> None:
+        if cfg.get("modality") is None:
+            raise InputError(f"fusion 'unimodal' needs the modality it uses (--modality NAME), one of: {', '.join(modalities)}")
+        if cfg["modality"] not in modalities:
+            raise one_of("modality", cfg["modality"], modalities)
 
     def __init__(self, config: dict):
         super().__init__(config)
@@ -28,7 +38,6 @@ class UnimodalModel(FusionModel):
         self.modality = str(config["modality"])
         self.mix = nn.Sequential(nn.Linear(dim, hidden), nn.GELU())
         self.head = PredictionHead(hidden, self.num_outputs, p)
-        self._add_calibration()
 
     def encoded_modalities(self) -> list[str]:
         return [str(self.config["modality"])]

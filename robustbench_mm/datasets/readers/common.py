@@ -16,7 +16,8 @@ import torch
 
 from ...errors import InputError
 from ..batch import MultimodalData
-from ..files import SPLITS, assemble
+from ..files import assemble
+from ..splits import SPLITS
 
 # The names splits go by in the field's layouts (MultiBench says "valid", the SDK's folds "valid"
 # and "dev" elsewhere), each mapped to ours.

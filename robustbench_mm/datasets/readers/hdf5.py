@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
-from ..files import SPLITS, assemble
+from ..files import assemble
+from ..splits import SPLITS
 from .common import SPLIT_ALIASES, ReadOptions, assemble_with_lengths, check_same_keys, few, optional_import, pad_sequences
 
 SUFFIXES = (".h5", ".hdf5")

@@ -34,7 +34,8 @@ import torch
 
 from ...errors import InputError
 from ..batch import PAD_ID, UNK_ID, ModalitySpec, MultimodalData, SplitData
-from ..files import CONSTANT_STD_REL, SPLITS, WHOLE, resolve_factory, stratified_split
+from ..files import resolve_factory
+from ..splits import CONSTANT_STD_REL, SPLITS, WHOLE, stratified_split
 from .common import SPLIT_ALIASES, ReadOptions, few
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -244,7 +245,7 @@ class StreamedData(SplitData):
 
 
 def streamed_stats(data: StreamedData, kind: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and population std of one modality over `data`, as `files.train_stats` defines them
+    """Mean and population std of one modality over `data`, as `splits.train_stats` defines them
     (image per pixel, audio one scalar), merged batch by batch (Chan et al.'s pairwise update)."""
     count, mean, m2 = 0, None, None
     for lo in range(0, len(data), STATS_BATCH):

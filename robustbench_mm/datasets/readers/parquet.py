@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
-from ..files import SPLITS, assemble
+from ..files import assemble
+from ..splits import SPLITS
 from .common import SPLIT_ALIASES, ReadOptions, few, optional_import
 from .media import decode_image, decode_wav, image_header, tokenize, wav_header
 
