@@ -271,4 +271,5 @@ def test_list_without_a_kind_shows_every_registry_with_sources(capsys):
     assert all(line.endswith("]") for line in out.splitlines() if line.startswith("  concat") or line.startswith("  mfeat "))
     assert main(["list", "models"]) == 2
     err = capsys.readouterr().err
-    assert "unknown thing to list 'models'; expected one of: backbones, corruptions, datasets, metrics" in err and "protocols" in err
+    expected = "backbones, condition_families, corruptions, datasets, metrics, protocols"
+    assert f"unknown thing to list 'models'; expected one of: {expected}" in err
