@@ -1,0 +1,102 @@
+"""The calibration section."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from ... import plots
+from ...stats import holm, mcnemar_exact, paired_bootstrap
+from ..document import Figure, Section, Table, Text, fmt, fmt_ci, fmt_p, formatted
+from ..estimates import ALPHA, CONFIDENCE, N_RESAMPLES
+from ..load import Data
+
+
+def backbone_of(name: str, config: dict) -> tuple[str, bool]:
+    """(backbone, with calibration) from the model config, else from a '+cal'/'-cal' name suffix."""
+    backbone = config.get("fusion", config.get("backbone"))
+    if backbone is not None and "calibration" in config:
+        return str(backbone), bool(config["calibration"])
+    match = re.fullmatch(r"(.+)[+-]cal", name)
+    return (match.group(1), True) if match else (name, False)
+
+
+def calibration_pairs(models: list[str], configs: dict[str, dict]) -> list[tuple[str, str, str]]:
+    """(backbone, model without calibration, model with it) for every backbone that has both.
+
+    From the manifest configs (keys fusion/backbone and calibration); name suffix '+cal'/'-cal'
+    only for models without such a config. The first model of each kind per backbone is used.
+    """
+    without: dict[str, str] = {}
+    with_: dict[str, str] = {}
+    for model in models:
+        backbone, calibrated = backbone_of(model, configs.get(model, {}))
+        (with_ if calibrated else without).setdefault(backbone, model)
+    return [(b, without[b], with_[b]) for b in without if b in with_]
+
+def build(data: Data, out_figs: list) -> Section:
+    sec = Section("With vs without calibration", "calibration")
+    pairs = calibration_pairs(data.models, data.configs)
+    if not pairs:
+        sec.blocks.append(Text("Not computed: no backbone has both a model with and one without calibration "
+                                "(manifest config keys fusion/backbone + calibration, or a '+cal'/'-cal' name suffix)."))
+        return sec
+    df = data.cells
+    rows = []
+    for backbone, without, with_ in pairs:
+        a = df[df["model"] == with_].set_index(["replicate", "condition"])
+        b = df[df["model"] == without].set_index(["replicate", "condition"])
+        for key in a.index.intersection(b.index):
+            ra, rb = a.loc[key], b.loc[key]
+            rec_a, rec_b = data.record(ra), data.record(rb)
+            res = paired_bootstrap(rec_a, rec_b, data.metric, n_resamples=N_RESAMPLES, seed=0,
+                                   confidence=CONFIDENCE, num_classes=data.num_classes)
+            if data.task == "classification":
+                p = mcnemar_exact(rec_a["pred"] == rec_a["target"], rec_b["pred"] == rec_b["target"]).p_value
+            else:
+                p = res.p_value
+            rows.append({
+                "backbone": backbone, "without": without, "with": with_, "replicate": key[0],
+                "condition": key[1], "family": ra["family"], "name": ra["name"], "modalities": ra["modalities"],
+                "level": ra["level"], "rate": ra["rate"],
+                "value_without": rb[data.metric], "value_with": ra[data.metric],
+                "diff": res.estimate, "low": res.low, "high": res.high, "p": p,
+            })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        sec.blocks.append(Text("Not computed: the paired models share no cells."))
+        return sec
+    table["p_holm"] = holm(table["p"].to_numpy())
+    table["significant"] = table["p_holm"] < ALPHA
+    test = "exact McNemar" if data.task == "classification" else "paired bootstrap"
+    sec.blocks.append(Text(
+        f"Difference with − without calibration of {data.metric} per cell, {CONFIDENCE:.0%} paired bootstrap "
+        f"interval ({N_RESAMPLES} resamples), {test} p-value, Holm–Bonferroni adjusted over all "
+        f"{len(table)} cells of this table; significant = adjusted p < {ALPHA:g}."
+    ))
+    corr = table[table["family"] == "corruption"]
+    if len(corr):
+        sign = 1.0 if data.higher_is_better else -1.0
+        gains = (corr.groupby(["backbone", "name", "modalities", "level"], sort=False)
+                 .agg(diff=("diff", "mean"), significant=("significant", "all")).reset_index())
+        gains["diff"] *= sign
+        fig = plots.gain_heatmap(gains, label=f"{data.metric} gain (with − without calibration)")
+        out_figs.append(fig)
+        sec.blocks.append(Figure("calibration_gain", fig,
+                                  "Calibration gain over corruption × level per backbone (mean over replicates); "
+                                  "hatched cells are not significant after Holm correction"
+                                  + (" in every replicate." if data.replicated else ".")))
+    shown = table[["backbone", "replicate", "family", "name", "modalities", "level", "rate"]].copy()
+    shown = formatted(shown)
+    shown["without"] = [fmt(v) for v in table["value_without"]]
+    shown["with"] = [fmt(v) for v in table["value_with"]]
+    shown["difference [CI]"] = [fmt_ci(*r) for r in table[["diff", "low", "high"]].to_numpy()]
+    shown["p"] = [fmt_p(v) for v in table["p"]]
+    shown["p (Holm)"] = [fmt_p(v) for v in table["p_holm"]]
+    shown["significant"] = ["yes" if s else "no" for s in table["significant"]]
+    if not data.replicated:
+        shown = shown.drop(columns="replicate")
+    sec.blocks.append(Table("calibration", table, shown, "Calibration gain per cell", collapsed=len(table) > 30))
+    return sec
+

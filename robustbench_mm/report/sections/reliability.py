@@ -1,0 +1,57 @@
+"""The reliability section."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import plots
+from ..document import Figure, Section, Text
+from ..load import Data
+
+
+def _condition_label(row) -> str:
+    """A short human label of a cell's condition."""
+    rate = "" if row["rate"] == 1 else f", rate {row['rate']:g}"
+    if row["family"] == "corruption":
+        return f"{row['name']} on {row['modalities']} level {row['level']:g}{rate}"
+    if row["family"] == "removal":
+        return f"{row['modalities']} removed ({row['name']}{rate})"
+    if row["family"] == "conflict":
+        return f"conflict on {row['modalities']}{rate}"
+    return str(row["name"])
+
+
+def build(data: Data, out_figs: list) -> Section:
+    sec = Section("Reliability", "reliability")
+    if data.task != "classification":
+        sec.blocks.append(Text("Not computed: reliability diagrams need a classification task."))
+        return sec
+    df = data.cells
+    first = df["replicate"].iloc[0]
+    panels, eces = {}, {}
+    for model in data.models:
+        own = df[(df["model"] == model) & (df["replicate"] == df[df["model"] == model]["replicate"].iloc[0])]
+        clean = own[own["family"] == "clean"]
+        rest = own[own["family"] != "clean"]
+        picks = []
+        if len(clean):
+            picks.append(("clean", clean.iloc[0]))
+        if len(rest):
+            worst = rest.loc[rest[data.metric].idxmin()]
+            picks.append((f"worst: {_condition_label(worst)}", worst))
+        for label, row in picks:
+            rec = data.record(row)
+            title = f"{model} · {label}"
+            panels[title] = (rec["conf"], rec["pred"] == rec["target"])
+            if "ece" in row and np.isfinite(row["ece"]):
+                eces[title] = float(row["ece"])
+    if not panels:
+        sec.blocks.append(Text("Not computed: no cells."))
+        return sec
+    fig = plots.reliability_diagram(panels, ece=eces, ncols=2)
+    out_figs.append(fig)
+    where = "" if not data.replicated else f" (replicate {first} of each model)"
+    sec.blocks.append(Figure("reliability", fig, "Reliability of the clean cell and the worst cell of each model"
+                                                  f"{where}: accuracy per confidence bin (15 equal-width bins)."))
+    return sec
+

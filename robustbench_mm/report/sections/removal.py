@@ -1,0 +1,44 @@
+"""The removal section."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ... import plots
+from ..document import Figure, Section, Table, Text, fmt_ci
+from ..estimates import CONFIDENCE, Boot, estimate
+from ..load import Data
+
+
+def build(data: Data, boot: Boot, out_figs: list) -> Section:
+    sec = Section("Modality removal", "removal")
+    df = data.cells
+    removal = df[df["family"] == "removal"]
+    if removal.empty:
+        sec.blocks.append(Text("Not computed: the runs have no modality-removal cells."))
+        return sec
+    rows = []
+    for model in data.models:
+        clean = df[(df["model"] == model) & (df["family"] == "clean")]
+        value, low, high = estimate(data, boot, clean)
+        rows.append(dict(model=model, subset="none removed (clean)", value=value, low=low, high=high))
+        own = removal[removal["model"] == model]
+        groups = own.groupby(["name", "modalities", "rate"], sort=False)
+        for (name, mods, rate), cells in sorted(groups, key=lambda g: (len(g[0][1].split("+")), g[0][1], g[0][0],
+                                                                        g[0][2])):
+            value, low, high = estimate(data, boot, cells)
+            label = f"{mods} removed ({name}" + (")" if rate == 1 else f", rate {rate:g})")
+            rows.append(dict(model=model, subset=label, value=value, low=low, high=high))
+    bars = pd.DataFrame(rows)
+    fig = plots.removal_bars(bars, xlabel=data.metric)
+    out_figs.append(fig)
+    sec.blocks.append(Figure("removal", fig, f"{data.metric} with each modality subset removed "
+                                              f"(fill in parentheses), {CONFIDENCE:.0%} intervals."))
+    shown = (bars.assign(ci=[fmt_ci(*r) for r in bars[["value", "low", "high"]].to_numpy()])
+             .pivot(index="subset", columns="model", values="ci").reindex(index=list(dict.fromkeys(bars["subset"])),
+                                                                           columns=data.models)
+             .fillna("–").reset_index())
+    sec.blocks.append(Table("removal", bars, shown, f"{data.metric} [{CONFIDENCE:.0%} CI] with the subset removed",
+                             collapsed=len(shown) > 30))
+    return sec
+
