@@ -357,3 +357,31 @@ def test_ranking_says_which_friedman_statistic_it_used(three_model_run, report_d
     scores = cells[cells["family"] != "clean"].pivot_table(index="condition", columns="model", values="accuracy")
     chi2 = friedmanchisquare(*[scores[m] for m in ["concat", "concat+cal", "late"]]).statistic
     assert f"χ²_F = {chi2:.2f}" in ranking
+
+
+def test_a_section_registered_outside_the_package_appears_in_the_report_in_its_order(three_model_run, tmp_path):
+    from robustbench_mm.report import SECTIONS, Section, Table, Text, section
+
+    @section("clean-spread", order=15)  # between the headline (10) and the calibration section (20)
+    def build(ctx):
+        clean = ctx.data.cells[ctx.data.cells["family"] == "clean"]
+        spread = float(clean["accuracy"].max() - clean["accuracy"].min())
+        frame = pd.DataFrame({"spread": [spread]})
+        return Section("Clean spread", "clean-spread", [Text(f"spread over {len(ctx.data.models)} models"),
+                                                        Table("clean_spread", frame, frame.astype(str))])
+
+    try:
+        assert SECTIONS.source("clean-spread") == __name__
+        write_report(three_model_run, tmp_path / "r")
+    finally:
+        SECTIONS.remove("clean-spread")
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.index('<section id="headline">') < page.index('<section id="clean-spread">') < page.index(
+        '<section id="calibration">')
+    assert "spread over 3 models" in page and "## Clean spread" in (tmp_path / "r" / "report.md").read_text()
+    cells = pd.read_csv(three_model_run / "cells.csv")
+    clean = cells[cells["family"] == "clean"]["accuracy"]
+    assert pd.read_csv(tmp_path / "r" / "tables" / "clean_spread.csv")["spread"].item() == pytest.approx(
+        clean.max() - clean.min())
+    write_report(three_model_run, tmp_path / "again")  # removed again: the next report has no such section
+    assert 'id="clean-spread"' not in (tmp_path / "again" / "index.html").read_text()

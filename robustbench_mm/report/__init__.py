@@ -16,27 +16,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from matplotlib.figure import Figure as MplFigure
-
 from ..errors import one_of
 from ..version import __version__
 from .compare import compare_runs, format_comparison, run_differences
+from .context import SECTIONS, Context, FigureSink, ordered_sections, section
+from .document import Figure, Section, Table, Text
 from .estimates import Boot
 from .load import load
 from .render import render
-from .sections.calibration import build as _calibration, calibration_pairs
-from .sections.curves import build as _curves
-from .sections.gates import build as _gates, gate_samples, gate_summary
-from .sections.headline import build as _headline
-from .sections.ranking import build as _ranking
-from .sections.raw import build as _raw
-from .sections.reliability import build as _reliability
-from .sections.reliance import build as _reliance
-from .sections.removal import build as _removal
-from .sections.setup import build as _setup
+from .sections.calibration import calibration_pairs  # importing .sections registers the built-in ones
+from .sections.gates import gate_samples, gate_summary
 
 __all__ = ["write_report", "compare_runs", "format_comparison", "run_differences", "calibration_pairs",
-           "gate_samples", "gate_summary"]
+           "gate_samples", "gate_summary", "section", "SECTIONS", "Context", "Section", "Text", "Table", "Figure"]
 
 
 def write_report(runs, out, *, reference: str | None = None, title: str | None = None) -> Path:
@@ -44,6 +36,7 @@ def write_report(runs, out, *, reference: str | None = None, title: str | None =
 
     runs : run folder paths or `Run`s (what `evaluate` returns); several (e.g. one per training seed) are merged as replicates.
     reference : the CE/mCE reference model (default: the first model).
+    The sections are every registered one (`SECTIONS`, built-in and the user's), by order.
     Returns the path of index.html.
     """
     out = Path(out)
@@ -52,23 +45,9 @@ def write_report(runs, out, *, reference: str | None = None, title: str | None =
         reference = data.models[0]
     elif reference not in data.models:
         raise one_of("reference model", reference, data.models)
-    boot = Boot(data)
-    figures: list[MplFigure] = []
-    headline, _ = _headline(data, boot, reference)
-    sections = [
-        _setup(data),
-        headline,
-        _calibration(data, figures),
-        _gates(data, figures),
-        _curves(data, boot, figures),
-        _removal(data, boot, figures),
-        _reliance(data),
-        _reliability(data, figures),
-        _ranking(data, figures),
-        _raw(data),
-    ]
+    ctx = Context(data, Boot(data), reference, FigureSink(out / "figures"))
+    built = [spec.build(ctx) for spec in ordered_sections()]
     title = title or "Robustness report: " + ", ".join(data.runs)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     subtitle = f"robustbench-mm {__version__}, generated {stamp} from {', '.join(str(r.path) for r in data.runs.values())}"
-    return render(sections, title, subtitle, out)
-
+    return render([s for s in built if s is not None], title, subtitle, out)

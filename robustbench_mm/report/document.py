@@ -7,10 +7,10 @@ Sections build these; `render` turns them into HTML and Markdown. A table keeps 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure as MplFigure
 
 
 @dataclass
@@ -30,8 +30,8 @@ class Table:
 
 @dataclass
 class Figure:
-    name: str
-    figure: MplFigure
+    name: str  # file stem in figures/ (PNG and SVG)
+    png: Path  # the PNG written (`context.FigureSink`), embedded in the HTML
     caption: str
 
 

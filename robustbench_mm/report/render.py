@@ -1,5 +1,6 @@
 """Rendering the document: self-contained HTML (figures as base64 PNG, inline CSS) and Markdown
-(figures beside it in figures/, PNG and SVG), every table also as CSV in tables/.
+(figures beside it in figures/, PNG and SVG, written by the sections' `FigureSink`), every table
+also as CSV in tables/.
 
 HTML comes from the Jinja2 templates in templates/, with autoescape on: every value reaching the
 page is escaped unless a template says otherwise (none does), so no caller has to remember
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from .. import plots
+from ..errors import InputError
 from .document import Figure, Section, Table, Text
 
 _TEMPLATES = jinja2.Environment(
@@ -26,21 +27,18 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
-def _files(sections: list[Section], out: Path) -> dict[int, str]:
-    """Write every table's CSV and every figure's PNG and SVG; the base64 PNG of each figure (by id)."""
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+def _write_tables(sections: list[Section], out: Path) -> None:
+    """Every table's raw values as tables/<name>.csv; two tables of one name would overwrite each other."""
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    png: dict[int, str] = {}
-    for block in (b for s in sections for b in s.blocks):
-        if isinstance(block, Table):
-            block.frame.to_csv(out / "tables" / f"{block.name}.csv", index=False)
-        elif isinstance(block, Figure):
-            paths = plots.save_figure(block.figure, out / "figures" / block.name)
-            png[id(block)] = base64.b64encode(paths["png"].read_bytes()).decode("ascii")
-    return png
+    names: set[str] = set()
+    for table in (b for s in sections for b in s.blocks if isinstance(b, Table)):
+        if table.name in names:
+            raise InputError(f"report: two tables are named {table.name!r}; each needs its own file name")
+        names.add(table.name)
+        table.frame.to_csv(out / "tables" / f"{table.name}.csv", index=False)
 
 
-def _view(block: Text | Table | Figure, png: dict[int, str]) -> dict:
+def _view(block: Text | Table | Figure) -> dict:
     """A block as the plain values the templates read."""
     if isinstance(block, Text):
         return {"kind": "text", "text": block.text, "pre": block.pre}
@@ -48,11 +46,12 @@ def _view(block: Text | Table | Figure, png: dict[int, str]) -> dict:
         return {"kind": "table", "name": block.name, "caption": block.caption, "collapsed": block.collapsed,
                 "columns": [str(c) for c in block.shown.columns],
                 "rows": [[str(v) for v in row] for row in block.shown.itertuples(index=False)]}
-    return {"kind": "figure", "name": block.name, "caption": block.caption, "png": png[id(block)]}
+    png = base64.b64encode(block.png.read_bytes()).decode("ascii")
+    return {"kind": "figure", "name": block.name, "caption": block.caption, "png": png}
 
 
-def html_page(sections: list[Section], title: str, subtitle: str, png: dict[int, str]) -> str:
-    views = [{"title": s.title, "anchor": s.anchor, "blocks": [_view(b, png) for b in s.blocks]} for s in sections]
+def html_page(sections: list[Section], title: str, subtitle: str) -> str:
+    views = [{"title": s.title, "anchor": s.anchor, "blocks": [_view(b) for b in s.blocks]} for s in sections]
     return _TEMPLATES.get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=views) + "\n"
 
 
@@ -84,9 +83,10 @@ def markdown(sections: list[Section], title: str, subtitle: str) -> str:
 
 
 def render(sections: list[Section], title: str, subtitle: str, out: Path) -> Path:
-    """Write index.html, report.md, figures/ and tables/ into `out`; returns the path of index.html."""
-    png = _files(sections, out)
+    """Write index.html, report.md and tables/ into `out` (the figures are in figures/ already);
+    returns the path of index.html."""
+    _write_tables(sections, out)
     index = out / "index.html"
-    index.write_text(html_page(sections, title, subtitle, png), encoding="utf-8")
+    index.write_text(html_page(sections, title, subtitle), encoding="utf-8")
     (out / "report.md").write_text(markdown(sections, title, subtitle), encoding="utf-8")
     return index

@@ -1,1 +1,6 @@
-"""One module per report section."""
+"""The built-in report sections, one module each; importing this package registers them all
+(`context.SECTIONS`)."""
+
+from . import calibration, curves, gates, headline, ranking, raw, reliability, reliance, removal, setup
+
+__all__ = ["calibration", "curves", "gates", "headline", "ranking", "raw", "reliability", "reliance", "removal", "setup"]

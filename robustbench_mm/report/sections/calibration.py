@@ -8,9 +8,9 @@ import pandas as pd
 
 from ... import plots
 from ...stats import holm, mcnemar_exact, paired_bootstrap
-from ..document import Figure, Section, Table, Text, fmt, fmt_ci, fmt_p, formatted
+from ..context import Context, section
+from ..document import Section, Table, Text, fmt, fmt_ci, fmt_p, formatted
 from ..estimates import ALPHA, CONFIDENCE, N_RESAMPLES
-from ..load import Data
 
 
 def backbone_of(name: str, config: dict) -> tuple[str, bool]:
@@ -35,7 +35,9 @@ def calibration_pairs(models: list[str], configs: dict[str, dict]) -> list[tuple
         (with_ if calibrated else without).setdefault(backbone, model)
     return [(b, without[b], with_[b]) for b in without if b in with_]
 
-def build(data: Data, out_figs: list) -> Section:
+@section("calibration", order=20)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
     sec = Section("With vs without calibration", "calibration")
     pairs = calibration_pairs(data.models, data.configs)
     if not pairs:
@@ -82,8 +84,7 @@ def build(data: Data, out_figs: list) -> Section:
                  .agg(diff=("diff", "mean"), significant=("significant", "all")).reset_index())
         gains["diff"] *= sign
         fig = plots.gain_heatmap(gains, label=f"{data.metric} gain (with − without calibration)")
-        out_figs.append(fig)
-        sec.blocks.append(Figure("calibration_gain", fig,
+        sec.blocks.append(ctx.figure("calibration_gain", fig,
                                   "Calibration gain over corruption × level per backbone (mean over replicates); "
                                   "hatched cells are not significant after Holm correction"
                                   + (" in every replicate." if data.replicated else ".")))

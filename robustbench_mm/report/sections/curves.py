@@ -6,7 +6,8 @@ import pandas as pd
 
 from ... import plots
 from ...metrics import level_summary
-from ..document import Figure, Section, Table, Text, formatted
+from ..context import Context, section
+from ..document import Section, Table, Text, formatted
 from ..estimates import CONFIDENCE, Boot, estimate
 from ..load import Data, metric_frame
 
@@ -30,16 +31,18 @@ def _curve_points(data: Data, boot: Boot) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build(data: Data, boot: Boot, out_figs: list) -> Section:
+@section("curves", order=40)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
+    boot = ctx.boot
     sec = Section("Per-corruption curves", "curves")
     if not (data.cells["family"] == "corruption").any():
         sec.blocks.append(Text("Not computed: the runs have no corruption cells."))
         return sec
     points = _curve_points(data, boot)
     fig = plots.level_curves(points, ylabel=data.metric)
-    out_figs.append(fig)
     bands = "two-stage bootstrap over replicates and samples" if data.replicated else "bootstrap over samples"
-    sec.blocks.append(Figure("curves", fig, f"{data.metric} vs severity level; level 0 is the clean cell; "
+    sec.blocks.append(ctx.figure("curves", fig, f"{data.metric} vs severity level; level 0 is the clean cell; "
                                              f"bands: {CONFIDENCE:.0%} intervals ({bands})."))
     summary = level_summary(metric_frame(data), data.metric)
     keys = ["model", "name", "modalities", "rate"]

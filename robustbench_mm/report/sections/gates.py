@@ -7,7 +7,8 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from ... import plots
-from ..document import Figure, Section, Table, Text, fmt
+from ..context import Context, section
+from ..document import Section, Table, Text, fmt
 from ..load import Data, load
 
 
@@ -107,7 +108,9 @@ def _gate_figure(samples: pd.DataFrame, models: list[str]) -> MplFigure:
     return fig
 
 
-def build(data: Data, out_figs: list) -> Section:
+@section("gates", order=30)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
     sec = Section("Calibration gates", "gates")
     samples = gate_samples(data)
     if samples.empty:
@@ -123,8 +126,7 @@ def build(data: Data, out_figs: list) -> Section:
         "conflict on another modality. Change and 'lower': the same sample's gate minus its clean gate, and the "
         "fraction of samples where it is lower (about 0.5 if the gate ignored the perturbation)."))
     fig = _gate_figure(samples, data.models)
-    out_figs.append(fig)
-    sec.blocks.append(Figure("gates", fig, "Instance gate per modality and input kind (boxes: quartiles, "
+    sec.blocks.append(ctx.figure("gates", fig, "Instance gate per modality and input kind (boxes: quartiles, "
                                             "whiskers 1.5 IQR, all replicates pooled)."))
     summary = gate_summary(samples)
     shown = pd.DataFrame({

@@ -8,12 +8,17 @@ import pandas as pd
 from ...errors import InputError
 from ...metrics import corruption_errors, mean_corruption_errors
 from ...stats import mean_ci
+from ..context import Context, section
 from ..document import Section, Table, Text, fmt, fmt_ci
-from ..estimates import Boot, estimate
-from ..load import Data, metric_frame
+from ..estimates import estimate
+from ..load import metric_frame
 
 
-def build(data: Data, boot: Boot, reference: str) -> tuple[Section, pd.DataFrame]:
+@section("headline", order=10)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
+    boot = ctx.boot
+    reference = ctx.reference
     sec = Section("Headline", "headline")
     df = data.cells
     ce_note = ""
@@ -88,5 +93,5 @@ def build(data: Data, boot: Boot, reference: str) -> tuple[Section, pd.DataFrame
             + ". The raw per-cell table has the count of each cell (column nonfinite)."
         ))
     sec.blocks.append(Table("headline", table, shown, "Headline per model"))
-    return sec, table
+    return sec
 

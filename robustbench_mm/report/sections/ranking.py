@@ -6,12 +6,14 @@ import pandas as pd
 
 from ... import plots
 from ...stats import critical_difference
-from ..document import Figure, Section, Table, Text, fmt_p, formatted
+from ..context import Context, section
+from ..document import Section, Table, Text, fmt_p, formatted
 from ..estimates import ALPHA
-from ..load import Data
 
 
-def build(data: Data, out_figs: list) -> Section:
+@section("ranking", order=80)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
     sec = Section("Statistical ranking", "ranking")
     if len(data.models) < 3:
         sec.blocks.append(Text(f"Omitted: a Friedman test with post-hoc comparisons needs at least 3 models; "
@@ -38,8 +40,7 @@ def build(data: Data, out_figs: list) -> Section:
     ))
     ranks = dict(zip(data.models, result.avg_ranks))
     fig = plots.critical_difference(ranks, result.cd, [[data.models[i] for i in c] for c in result.cliques])
-    out_figs.append(fig)
-    sec.blocks.append(Figure("critical_difference", fig, "Critical-difference diagram (Demšar 2006)."))
+    sec.blocks.append(ctx.figure("critical_difference", fig, "Critical-difference diagram (Demšar 2006)."))
     table = pd.DataFrame({"model": data.models, "average rank": result.avg_ranks})
     pairs = pd.DataFrame(result.pvalues, index=data.models, columns=data.models).reset_index(names="model")
     sec.blocks.append(Table("ranks", table, formatted(table), "Average ranks"))

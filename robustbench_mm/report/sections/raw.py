@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ...metrics import METRICS
+from ..context import Context, section
 from ..document import Section, Table, formatted
-from ..load import Data
 
 
-def build(data: Data) -> Section:
+@section("raw", order=90)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
     sec = Section("Raw per-cell table", "raw")
     metric_cols = [c for c in data.cells.columns if c in METRICS]
     cols = ["model", "run", "seed", "family", "name", "modalities", "level", "rate", "n", "nonfinite", *metric_cols]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ... import plots
-from ..document import Figure, Section, Text
-from ..load import Data
+from ..context import Context, section
+from ..document import Section, Text
 
 
 def _condition_label(row) -> str:
@@ -21,7 +21,9 @@ def _condition_label(row) -> str:
     return str(row["name"])
 
 
-def build(data: Data, out_figs: list) -> Section:
+@section("reliability", order=70)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
     sec = Section("Reliability", "reliability")
     if data.task != "classification":
         sec.blocks.append(Text("Not computed: reliability diagrams need a classification task."))
@@ -49,9 +51,8 @@ def build(data: Data, out_figs: list) -> Section:
         sec.blocks.append(Text("Not computed: no cells."))
         return sec
     fig = plots.reliability_diagram(panels, ece=eces, ncols=2)
-    out_figs.append(fig)
     where = "" if not data.replicated else f" (replicate {first} of each model)"
-    sec.blocks.append(Figure("reliability", fig, "Reliability of the clean cell and the worst cell of each model"
+    sec.blocks.append(ctx.figure("reliability", fig, "Reliability of the clean cell and the worst cell of each model"
                                                   f"{where}: accuracy per confidence bin (15 equal-width bins)."))
     return sec
 

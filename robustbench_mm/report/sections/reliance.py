@@ -6,8 +6,9 @@ import numpy as np
 
 from ...errors import InputError
 from ...metrics import modality_reliance, modality_shapley
+from ..context import Context, section
 from ..document import Section, Table, Text, fmt, formatted
-from ..load import Data, metric_frame
+from ..load import metric_frame
 
 
 SHAPLEY_FORMULA = (
@@ -19,7 +20,9 @@ SHAPLEY_FORMULA = (
 )
 
 
-def build(data: Data) -> Section:
+@section("reliance", order=60)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
     sec = Section("Reliance and contribution", "reliance")
     frame = metric_frame(data)
     if not ((frame["family"] == "removal") & (frame["rate"] == 1.0)).any():

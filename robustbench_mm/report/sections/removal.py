@@ -5,12 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from ... import plots
-from ..document import Figure, Section, Table, Text, fmt_ci
-from ..estimates import CONFIDENCE, Boot, estimate
-from ..load import Data
+from ..context import Context, section
+from ..document import Section, Table, Text, fmt_ci
+from ..estimates import CONFIDENCE, estimate
 
 
-def build(data: Data, boot: Boot, out_figs: list) -> Section:
+@section("removal", order=50)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
+    boot = ctx.boot
     sec = Section("Modality removal", "removal")
     df = data.cells
     removal = df[df["family"] == "removal"]
@@ -31,8 +34,7 @@ def build(data: Data, boot: Boot, out_figs: list) -> Section:
             rows.append(dict(model=model, subset=label, value=value, low=low, high=high))
     bars = pd.DataFrame(rows)
     fig = plots.removal_bars(bars, xlabel=data.metric)
-    out_figs.append(fig)
-    sec.blocks.append(Figure("removal", fig, f"{data.metric} with each modality subset removed "
+    sec.blocks.append(ctx.figure("removal", fig, f"{data.metric} with each modality subset removed "
                                               f"(fill in parentheses), {CONFIDENCE:.0%} intervals."))
     shown = (bars.assign(ci=[fmt_ci(*r) for r in bars[["value", "low", "high"]].to_numpy()])
              .pivot(index="subset", columns="model", values="ci").reindex(index=list(dict.fromkeys(bars["subset"])),

@@ -7,13 +7,15 @@ import json
 import pandas as pd
 
 from ...metrics import METRICS
+from ..context import Context, section
 from ..document import Section, Table, Text, formatted
 from ..estimates import CONFIDENCE, N_RESAMPLES
-from ..load import Data
 from .calibration import backbone_of
 
 
-def build(data: Data) -> Section:
+@section("setup", order=0)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
     sec = Section("Setup", "setup")
     rows = []
     for name, run in data.runs.items():
