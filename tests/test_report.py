@@ -385,3 +385,39 @@ def test_a_section_registered_outside_the_package_appears_in_the_report_in_its_o
         clean.max() - clean.min())
     write_report(three_model_run, tmp_path / "again")  # removed again: the next report has no such section
     assert 'id="clean-spread"' not in (tmp_path / "again" / "index.html").read_text()
+
+
+def test_compare_runs_and_the_calibration_section_give_the_same_test_per_cell(tmp_path):
+    """One paired test: `rbmm compare` of a run of concat against one of concat+cal gives, cell by cell,
+    the difference, interval and p of the calibration section of a report holding both models."""
+    a = write_fake_run(tmp_path / "a", ["concat"])
+    b = write_fake_run(tmp_path / "b", ["concat+cal"])
+    both = write_fake_run(tmp_path / "both", ["concat", "concat+cal"])  # the same records, in one run
+    compared = compare_runs(a, b).set_index("condition")
+    write_report(both, tmp_path / "r")
+    section = pd.read_csv(tmp_path / "r" / "tables" / "calibration.csv").set_index("condition")
+    assert sorted(section.index) == sorted(compared.index) and len(section) == 18
+    for column in ["diff", "low", "high", "p", "p_holm", "significant"]:
+        assert section[column].to_dict() == pytest.approx(compared.loc[section.index, column].to_dict()), column
+
+
+def test_paired_test_gives_the_mcnemar_p_for_accuracy_and_the_bootstrap_p_for_other_metrics():
+    from scipy.stats import binomtest
+
+    from robustbench_mm.report.estimates import paired_test
+    from robustbench_mm.stats import paired_bootstrap
+
+    rng = np.random.default_rng(5)
+    target = rng.integers(0, CLASSES, N)
+    x, y = _record(rng, target, 0.8, False), _record(rng, target, 0.7, False)
+    right_x, right_y = x["pred"] == target, y["pred"] == target
+    only_x, only_y = int((right_x & ~right_y).sum()), int((~right_x & right_y).sum())
+    accuracy = paired_test(x, y, "accuracy", CLASSES)
+    assert accuracy.test == "exact McNemar"
+    assert accuracy.p == pytest.approx(binomtest(only_x, only_x + only_y, 0.5).pvalue)
+    assert accuracy.diff == pytest.approx(right_x.mean() - right_y.mean())
+    nll = paired_test(x, y, "nll", CLASSES)
+    assert nll.test == "paired bootstrap"
+    assert nll.p == paired_bootstrap(x, y, "nll", n_resamples=2000, seed=0).p_value
+    assert nll.diff == pytest.approx(np.mean(-np.log(np.maximum(x["p_true"], 1e-12)))
+                                     - np.mean(-np.log(np.maximum(y["p_true"], 1e-12))), rel=1e-5)

@@ -7,9 +7,9 @@ import pandas as pd
 
 from ..errors import InputError, one_of
 from ..metrics import METRICS, resampled_metric
-from ..stats import holm, mcnemar_exact, paired_bootstrap
+from ..stats import holm
 from .document import fmt_p
-from .estimates import ALPHA, CONFIDENCE, N_RESAMPLES
+from .estimates import ALPHA, paired_test
 from .load import Data, load
 
 
@@ -27,9 +27,10 @@ def _match_models(a: Data, b: Data) -> list[tuple[str, str]]:
 def compare_runs(run_a, run_b, *, metric: str = "accuracy", alpha: float = ALPHA) -> pd.DataFrame:
     """Matched cells of two runs (same model name, or the single model of each; same condition and seed).
 
-    diff = metric(B) − metric(A) with a 95% paired bootstrap interval; p from the exact McNemar test
-    (classification; the bootstrap p for other metrics of regression), Holm-adjusted over all
-    matched cells; significant = p_holm < alpha. Both runs must hold the same samples per cell.
+    diff = metric(B) − metric(A), its 95% paired bootstrap interval and p from `estimates.paired_test`
+    (exact McNemar for accuracy, the bootstrap p for every other metric: the same test as the
+    report's calibration section), Holm-adjusted over all matched cells; significant = p_holm < alpha.
+    Both runs must hold the same samples per cell.
     """
     if not 0 < alpha < 1:
         raise InputError(f"--alpha must be in (0, 1), got {alpha}")
@@ -45,17 +46,12 @@ def compare_runs(run_a, run_b, *, metric: str = "accuracy", alpha: float = ALPHA
         for key in ca.index.intersection(cb.index):
             ra, rb = ca.loc[key], cb.loc[key]
             rec_a, rec_b = a.record(ra), b.record(rb)
-            res = paired_bootstrap(rec_b, rec_a, metric, n_resamples=N_RESAMPLES, seed=0, confidence=CONFIDENCE,
-                                   num_classes=a.num_classes)
-            if a.task == "classification" and metric == "accuracy":
-                p = mcnemar_exact(rec_b["pred"] == rec_b["target"], rec_a["pred"] == rec_a["target"]).p_value
-            else:
-                p = res.p_value
+            res = paired_test(rec_b, rec_a, metric, a.num_classes)
             va = float(resampled_metric(rec_a, metric, a.task, a.num_classes, np.ones((1, len(rec_a["ids"]))))[0])
             rows.append({
                 "model_a": model_a, "model_b": model_b, "condition": key[0], "seed": key[1],
                 "family": ra["family"], "name": ra["name"], "modalities": ra["modalities"], "level": ra["level"],
-                "a": va, "b": va + res.estimate, "diff": res.estimate, "low": res.low, "high": res.high, "p": p,
+                "a": va, "b": va + res.diff, "diff": res.diff, "low": res.low, "high": res.high, "p": res.p,
             })
     differences = run_differences(next(iter(a.runs.values())).manifest.to_json(), next(iter(b.runs.values())).manifest.to_json())
     if not rows:

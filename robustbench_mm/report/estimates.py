@@ -6,20 +6,26 @@ stay paired). Several: two-stage (cluster) bootstrap intervals of the mean acros
 resample draws the replicates with replacement and, within each, the samples' bootstrap resample.
 Every resample is a mean of metric values, so the interval stays within the metric's range (a t
 interval across 3 replicates of an accuracy reached 1.022).
+
+`paired_test` is the one test of a difference between two models' cells (see its docstring for
+which p-value it gives and why).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ..metrics import resampled_metric
-from ..stats import bootstrap_counts
+from ..stats import bootstrap_counts, mcnemar_exact, paired_bootstrap
 from .load import Data
 
 N_RESAMPLES = 2000
 ALPHA = 0.05
 CONFIDENCE = 0.95
+
 
 class Boot:
     """Resampled metric values per cell, all cells sharing one set of bootstrap counts per n."""
@@ -71,3 +77,50 @@ def estimate(data: Data, boot: Boot, rows: pd.DataFrame) -> tuple[float, float, 
     draws = np.mean([boot.values(r) for _, r in rows.iterrows()], axis=0)
     return (float(rows[data.metric].mean()), *interval(draws))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The paired test between two models' cells (the calibration section and `rbmm compare`)
+# ---------------------------------------------------------------------------------------------
+
+MCNEMAR_METRICS = ("accuracy",)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """metric(x) − metric(y) over the same samples: its paired bootstrap interval and a p-value
+    from `test` ("exact McNemar" or "paired bootstrap")."""
+
+    diff: float
+    low: float
+    high: float
+    p: float
+    test: str
+
+
+def paired_test_name(metric: str) -> str:
+    """The test whose p-value `paired_test` gives for `metric`."""
+    return "exact McNemar" if metric in MCNEMAR_METRICS else "paired bootstrap"
+
+
+def paired_test(rec_x: dict[str, np.ndarray], rec_y: dict[str, np.ndarray], metric: str,
+                num_classes: int | None) -> PairedDifference:
+    """The one paired comparison of two cells over the same samples, used by every part of the report.
+
+    Interval: `stats.paired_bootstrap` (percentile, N_RESAMPLES resamples, seed 0, CONFIDENCE).
+    p: the exact McNemar test for accuracy, the paired bootstrap's p for every other metric.
+    McNemar's null hypothesis is that the discordant pairs (x right and y wrong, or the reverse)
+    split evenly, which is the hypothesis of equal accuracy and only that: it is exact, and finer
+    than a bootstrap p (whose resolution is 1/(R + 1)) when few samples differ. Macro-F1, NLL, ECE,
+    Brier and confidence can differ while the accuracies agree, and the reverse, so for them a
+    McNemar p would test another hypothesis than the interval printed beside it; their p is the
+    bootstrap's, the test of that interval.
+    """
+    res = paired_bootstrap(rec_x, rec_y, metric, n_resamples=N_RESAMPLES, seed=0, confidence=CONFIDENCE,
+                           num_classes=num_classes)
+    test = paired_test_name(metric)
+    if test == "exact McNemar":
+        p = mcnemar_exact(rec_x["pred"] == rec_x["target"], rec_y["pred"] == rec_y["target"]).p_value
+    else:
+        p = res.p_value
+    return PairedDifference(res.estimate, res.low, res.high, float(p), test)

@@ -7,10 +7,11 @@ import re
 import pandas as pd
 
 from ... import plots
-from ...stats import holm, mcnemar_exact, paired_bootstrap
+from ...stats import holm
 from ..context import Context, section
 from ..document import Section, Table, Text, fmt, fmt_ci, fmt_p, formatted
-from ..estimates import ALPHA, CONFIDENCE, N_RESAMPLES
+from ..estimates import ALPHA, CONFIDENCE, N_RESAMPLES, paired_test, paired_test_name
+from ..load import Data
 
 
 def backbone_of(name: str, config: dict) -> tuple[str, bool]:
@@ -35,47 +36,47 @@ def calibration_pairs(models: list[str], configs: dict[str, dict]) -> list[tuple
         (with_ if calibrated else without).setdefault(backbone, model)
     return [(b, without[b], with_[b]) for b in without if b in with_]
 
-@section("calibration", order=20)
-def build(ctx: Context) -> Section | None:
-    data = ctx.data
-    sec = Section("With vs without calibration", "calibration")
-    pairs = calibration_pairs(data.models, data.configs)
-    if not pairs:
-        sec.blocks.append(Text("Not computed: no backbone has both a model with and one without calibration "
-                                "(manifest config keys fusion/backbone + calibration, or a '+cal'/'-cal' name suffix)."))
-        return sec
-    df = data.cells
+
+def calibration_table(data: Data) -> pd.DataFrame:
+    """One row per cell shared by a backbone's models without and with calibration: their values,
+    diff = with − without (`estimates.paired_test`), p, Holm-adjusted p over all rows, significant."""
     rows = []
-    for backbone, without, with_ in pairs:
-        a = df[df["model"] == with_].set_index(["replicate", "condition"])
-        b = df[df["model"] == without].set_index(["replicate", "condition"])
+    for backbone, without, with_ in calibration_pairs(data.models, data.configs):
+        a = data.cells[data.cells["model"] == with_].set_index(["replicate", "condition"])
+        b = data.cells[data.cells["model"] == without].set_index(["replicate", "condition"])
         for key in a.index.intersection(b.index):
             ra, rb = a.loc[key], b.loc[key]
-            rec_a, rec_b = data.record(ra), data.record(rb)
-            res = paired_bootstrap(rec_a, rec_b, data.metric, n_resamples=N_RESAMPLES, seed=0,
-                                   confidence=CONFIDENCE, num_classes=data.num_classes)
-            if data.task == "classification":
-                p = mcnemar_exact(rec_a["pred"] == rec_a["target"], rec_b["pred"] == rec_b["target"]).p_value
-            else:
-                p = res.p_value
+            res = paired_test(data.record(ra), data.record(rb), data.metric, data.num_classes)
             rows.append({
                 "backbone": backbone, "without": without, "with": with_, "replicate": key[0],
                 "condition": key[1], "family": ra["family"], "name": ra["name"], "modalities": ra["modalities"],
                 "level": ra["level"], "rate": ra["rate"],
                 "value_without": rb[data.metric], "value_with": ra[data.metric],
-                "diff": res.estimate, "low": res.low, "high": res.high, "p": p,
+                "diff": res.diff, "low": res.low, "high": res.high, "p": res.p,
             })
     table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm"] = holm(table["p"].to_numpy())
+        table["significant"] = table["p_holm"] < ALPHA
+    return table
+
+
+@section("calibration", order=20)
+def build(ctx: Context) -> Section | None:
+    data = ctx.data
+    sec = Section("With vs without calibration", "calibration")
+    if not calibration_pairs(data.models, data.configs):
+        sec.blocks.append(Text("Not computed: no backbone has both a model with and one without calibration "
+                                "(manifest config keys fusion/backbone + calibration, or a '+cal'/'-cal' name suffix)."))
+        return sec
+    table = ctx.shared("calibration", lambda: calibration_table(data))
     if table.empty:
         sec.blocks.append(Text("Not computed: the paired models share no cells."))
         return sec
-    table["p_holm"] = holm(table["p"].to_numpy())
-    table["significant"] = table["p_holm"] < ALPHA
-    test = "exact McNemar" if data.task == "classification" else "paired bootstrap"
     sec.blocks.append(Text(
         f"Difference with − without calibration of {data.metric} per cell, {CONFIDENCE:.0%} paired bootstrap "
-        f"interval ({N_RESAMPLES} resamples), {test} p-value, Holm–Bonferroni adjusted over all "
-        f"{len(table)} cells of this table; significant = adjusted p < {ALPHA:g}."
+        f"interval ({N_RESAMPLES} resamples), {paired_test_name(data.metric)} p-value, Holm–Bonferroni adjusted "
+        f"over all {len(table)} cells of this table; significant = adjusted p < {ALPHA:g}."
     ))
     corr = table[table["family"] == "corruption"]
     if len(corr):
