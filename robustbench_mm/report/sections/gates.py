@@ -83,7 +83,7 @@ def _gate_figure(samples: pd.DataFrame, models: list[str]) -> MplFigure:
     models = [m for m in models if m in set(samples["model"])]
     inputs = [i for i in GATE_INPUTS if i in set(samples["input"])]
     colors = plots.model_colors(models)
-    fig = MplFigure(figsize=(1.2 + 1.1 * len(inputs) * max(1, len(models)) ** 0.5 * len(modalities), 3.2),
+    fig = plots.new_figure(figsize=(1.2 + 1.1 * len(inputs) * max(1, len(models)) ** 0.5 * len(modalities), 3.2),
                  dpi=plots.DPI, layout="constrained")
     axes = fig.subplots(1, len(modalities), squeeze=False, sharey=True)[0]
     width = 0.8 / max(1, len(models))
