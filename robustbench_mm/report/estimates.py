@@ -57,26 +57,39 @@ def interval(draws: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def estimate(data: Data, boot: Boot, rows: pd.DataFrame) -> tuple[float, float, float]:
-    """Mean of the metric over `rows` (cells of one model), with its interval.
+def draws(data: Data, boot: Boot, rows: pd.DataFrame) -> tuple[float, np.ndarray]:
+    """Mean of the metric over `rows` (cells of one model) and its resampled values (R,).
 
-    One replicate: the mean over the cells, bootstrap interval from resampling the samples jointly
-    in every cell. Several: the mean over replicates of each replicate's mean over its cells, with a
-    two-stage bootstrap interval (replicates drawn with replacement, samples resampled within).
+    One replicate: the mean over the cells; each resample resamples the samples jointly in every
+    cell. Several: the mean over replicates of each replicate's mean over its cells; each resample
+    draws the replicates with replacement and resamples the samples within (two-stage). The
+    resamples depend only on the number of samples and of replicates, so the draws of two models
+    over the same samples are paired, resample by resample (`difference`).
     """
     if rows.empty:
-        return float("nan"), float("nan"), float("nan")
+        return float("nan"), np.full(boot.n_resamples, np.nan)
     if rows["replicate"].nunique() > 1:
         groups = [g for _, g in rows.groupby("replicate", sort=False)]
-        estimate = float(np.mean([g[data.metric].mean() for g in groups]))
+        value = float(np.mean([g[data.metric].mean() for g in groups]))
         per_replicate = np.stack([np.mean([boot.values(r) for _, r in g.iterrows()], axis=0) for g in groups])  # (k, R)
         k, n_draws = per_replicate.shape
         picks = np.random.default_rng(boot.seed).integers(0, k, size=(n_draws, k))  # replicates per resample
-        two_stage = per_replicate[picks, np.arange(n_draws)[:, None]].mean(axis=1)
-        return (estimate, *interval(two_stage))
-    draws = np.mean([boot.values(r) for _, r in rows.iterrows()], axis=0)
-    return (float(rows[data.metric].mean()), *interval(draws))
+        return value, per_replicate[picks, np.arange(n_draws)[:, None]].mean(axis=1)
+    return float(rows[data.metric].mean()), np.mean([boot.values(r) for _, r in rows.iterrows()], axis=0)
 
+
+def estimate(data: Data, boot: Boot, rows: pd.DataFrame) -> tuple[float, float, float]:
+    """(value, low, high): `draws`' value and the percentile interval of its resamples."""
+    value, resampled = draws(data, boot, rows)
+    return (value, *interval(resampled))
+
+
+def difference(data: Data, boot: Boot, rows_x: pd.DataFrame, rows_y: pd.DataFrame) -> tuple[float, float, float]:
+    """(diff, low, high) of the estimate over `rows_x` minus that over `rows_y` (two models' cells
+    over the same samples and replicates), its interval from the paired resamples."""
+    x, draws_x = draws(data, boot, rows_x)
+    y, draws_y = draws(data, boot, rows_y)
+    return (x - y, *interval(draws_x - draws_y))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def html_page(sections: list[Section], title: str, subtitle: str) -> str:
 
 
 def md_cell(value) -> str:
-    return html.escape(str(value)).replace("|", "\\|").replace("\n", " ")
+    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def md_table(table: Table) -> str:

@@ -7,6 +7,7 @@ import re
 import pandas as pd
 
 from ... import plots
+from ...domain import Family
 from ...stats import holm
 from ..context import Context, section
 from ..document import Section, Table, Text, fmt, fmt_ci, fmt_p, formatted
@@ -64,21 +65,21 @@ def calibration_table(data: Data) -> pd.DataFrame:
 @section("calibration", order=20)
 def build(ctx: Context) -> Section | None:
     data = ctx.data
+    if not ctx.several_models:
+        return None
     sec = Section("With vs without calibration", "calibration")
     if not calibration_pairs(data.models, data.configs):
-        sec.blocks.append(Text("Not computed: no backbone has both a model with and one without calibration "
-                                "(manifest config keys fusion/backbone + calibration, or a '+cal'/'-cal' name suffix)."))
-        return sec
+        return ctx.omit(sec.title, "no backbone has both a model with and one without calibration (manifest config "
+                                   "keys fusion/backbone + calibration, or a '+cal'/'-cal' name suffix)")
     table = ctx.shared("calibration", lambda: calibration_table(data))
     if table.empty:
-        sec.blocks.append(Text("Not computed: the paired models share no cells."))
-        return sec
+        return ctx.omit(sec.title, "the paired models share no cells")
     sec.blocks.append(Text(
         f"Difference with − without calibration of {data.metric} per cell, {CONFIDENCE:.0%} paired bootstrap "
         f"interval ({N_RESAMPLES} resamples), {paired_test_name(data.metric)} p-value, Holm–Bonferroni adjusted "
         f"over all {len(table)} cells of this table; significant = adjusted p < {ALPHA:g}."
     ))
-    corr = table[table["family"] == "corruption"]
+    corr = table[table["family"] == Family.CORRUPTION]
     if len(corr):
         sign = 1.0 if data.higher_is_better else -1.0
         gains = (corr.groupby(["backbone", "name", "modalities", "level"], sort=False)

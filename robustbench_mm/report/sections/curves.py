@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ... import plots
+from ...domain import Family, cells
 from ...metrics import level_summary
 from ..context import Context, section
 from ..document import Section, Table, Text, formatted
@@ -15,7 +16,7 @@ from ..load import Data, metric_frame
 def _curve_points(data: Data, boot: Boot) -> pd.DataFrame:
     """Metric per model × corruption × modality × level (level 0 = clean) with intervals."""
     df = data.cells
-    corr = df[df["family"] == "corruption"]
+    corr = cells(df, Family.CORRUPTION)
     rows = []
     for (name, mods, rate), panel in corr.groupby(["name", "modalities", "rate"], sort=False):
         label = mods if rate == 1 else f"{mods} (rate {rate:g})"
@@ -23,9 +24,9 @@ def _curve_points(data: Data, boot: Boot) -> pd.DataFrame:
             own = panel[panel["model"] == model]
             if own.empty:
                 continue
-            clean = df[(df["model"] == model) & (df["family"] == "clean")]
-            for level, cells in [(0.0, clean), *own.groupby("level")]:
-                value, low, high = estimate(data, boot, cells)
+            clean = cells(df, Family.CLEAN, model=model)
+            for level, at_level in [(0.0, clean), *own.groupby("level")]:
+                value, low, high = estimate(data, boot, at_level)
                 rows.append(dict(model=model, name=name, modalities=label, level=float(level), value=value, low=low,
                                  high=high))
     return pd.DataFrame(rows)
@@ -36,9 +37,8 @@ def build(ctx: Context) -> Section | None:
     data = ctx.data
     boot = ctx.boot
     sec = Section("Per-corruption curves", "curves")
-    if not (data.cells["family"] == "corruption").any():
-        sec.blocks.append(Text("Not computed: the runs have no corruption cells."))
-        return sec
+    if cells(data.cells, Family.CORRUPTION).empty:
+        return ctx.omit(sec.title, "the runs have no corruption cells")
     points = _curve_points(data, boot)
     fig = plots.level_curves(points, ylabel=data.metric)
     bands = "two-stage bootstrap over replicates and samples" if data.replicated else "bootstrap over samples"

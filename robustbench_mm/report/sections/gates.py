@@ -7,9 +7,11 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from ... import plots
+from ...domain import Family, Task
 from ..context import Context, section
 from ..document import Section, Table, Text, fmt
 from ..load import Data, load
+from .calibration import backbone_of
 
 
 GATE_INPUTS = ("clean", "corrupted", "conflicting", "other conflicting")
@@ -28,9 +30,9 @@ def gate_samples(runs) -> pd.DataFrame:
     """
     data = runs if isinstance(runs, Data) else load(runs)
     frames = []
-    wanted = {"clean": "clean", "corruption": "corrupted", "conflict": "conflicting"}
+    wanted = {Family.CLEAN: "clean", Family.CORRUPTION: "corrupted", Family.CONFLICT: "conflicting"}
     for (replicate, model), cells in data.cells.groupby(["replicate", "model"], sort=False):
-        clean_rows = cells[cells["family"] == "clean"]
+        clean_rows = cells[cells["family"] == Family.CLEAN]
         if clean_rows.empty:
             continue
         clean = data.record(clean_rows.iloc[0])
@@ -42,7 +44,7 @@ def gate_samples(runs) -> pd.DataFrame:
             if not np.array_equal(rec["ids"], clean["ids"]):
                 continue  # a cell over other samples cannot be paired with the clean cell
             touched = set(row["modalities"].split("+")) if row["modalities"] else set()
-            keep = np.ones(len(rec["ids"]), bool) if row["family"] == "clean" else rec["affected"].astype(bool)
+            keep = np.ones(len(rec["ids"]), bool) if row["family"] == Family.CLEAN else rec["affected"].astype(bool)
             for m in modalities:
                 kind = wanted[row["family"]]
                 if kind != "clean" and m not in touched:
@@ -111,13 +113,16 @@ def _gate_figure(samples: pd.DataFrame, models: list[str]) -> MplFigure:
 @section("gates", order=30)
 def build(ctx: Context) -> Section | None:
     data = ctx.data
+    if data.task != Task.CLASSIFICATION:
+        return None  # gates are read beside accuracy
     sec = Section("Calibration gates", "gates")
     samples = gate_samples(data)
     if samples.empty:
-        sec.blocks.append(Text("Not computed: no model in these runs recorded calibration gates (fields "
-                                "gate_instance_<modality>, gate_dim_<modality>: our models with calibration do), "
-                                "or the runs have no clean cell to pair them with."))
-        return sec
+        if not any(backbone_of(m, data.configs.get(m, {}))[1] for m in data.models):
+            return None  # no model has calibration: no gates to expect
+        return ctx.omit(sec.title, "no model in these runs recorded calibration gates (fields "
+                                   "gate_instance_<modality>, gate_dim_<modality>: our models with calibration do), "
+                                   "or the runs have no clean cell to pair them with")
     sec.blocks.append(Text(
         "The pre-fusion calibration's gates as the models applied them, per sample and modality: the instance "
         "gate g (one scale per sample) and the mean of the dimension gate d over feature dimensions; both lie in "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ... import plots
+from ...domain import perturbed_cells
 from ...stats import critical_difference
 from ..context import Context, section
 from ..document import Section, Table, Text, fmt_p, formatted
@@ -14,18 +15,18 @@ from ..estimates import ALPHA
 @section("ranking", order=80)
 def build(ctx: Context) -> Section | None:
     data = ctx.data
+    if not ctx.several_models:
+        return None
     sec = Section("Statistical ranking", "ranking")
     if len(data.models) < 3:
-        sec.blocks.append(Text(f"Omitted: a Friedman test with post-hoc comparisons needs at least 3 models; "
-                                f"these runs have {len(data.models)}. Pairwise comparisons are in the calibration "
-                                "section and in `rbmm compare`."))
-        return sec
-    df = data.cells[data.cells["family"] != "clean"]
-    scores = df.pivot_table(index="condition", columns="model", values=data.metric, aggfunc="mean")
-    scores = scores[data.models].dropna()
+        return ctx.omit(sec.title, f"a Friedman test with post-hoc comparisons needs at least 3 models; these runs "
+                                   f"have {len(data.models)}. Two models are compared pairwise by `rbmm compare` "
+                                   "(and, with and without calibration, in the calibration section)")
+    scores = perturbed_cells(data.cells).pivot_table(index="condition", columns="model", values=data.metric,
+                                                     aggfunc="mean")
+    scores = scores.reindex(columns=data.models).dropna()
     if len(scores) < 2:
-        sec.blocks.append(Text("Omitted: fewer than 2 perturbed conditions are shared by every model."))
-        return sec
+        return ctx.omit(sec.title, "fewer than 2 perturbed conditions are shared by every model")
     # accuracies of models on the same samples tie often: the tie-corrected statistic, said by name
     result = critical_difference(
         scores.to_numpy(), data.models, alpha=ALPHA, higher_is_better=data.higher_is_better, tie_correction=True

@@ -5,18 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from ... import plots
+from ...domain import Family, Task, clean_cells, perturbed_cells
 from ..context import Context, section
-from ..document import Section, Text
+from ..document import Section
 
 
 def _condition_label(row) -> str:
     """A short human label of a cell's condition."""
     rate = "" if row["rate"] == 1 else f", rate {row['rate']:g}"
-    if row["family"] == "corruption":
+    if row["family"] == Family.CORRUPTION:
         return f"{row['name']} on {row['modalities']} level {row['level']:g}{rate}"
-    if row["family"] == "removal":
+    if row["family"] == Family.REMOVAL:
         return f"{row['modalities']} removed ({row['name']}{rate})"
-    if row["family"] == "conflict":
+    if row["family"] == Family.CONFLICT:
         return f"conflict on {row['modalities']}{rate}"
     return str(row["name"])
 
@@ -24,17 +25,16 @@ def _condition_label(row) -> str:
 @section("reliability", order=70)
 def build(ctx: Context) -> Section | None:
     data = ctx.data
+    if data.task != Task.CLASSIFICATION:
+        return None  # reliability diagrams are of class probabilities
     sec = Section("Reliability", "reliability")
-    if data.task != "classification":
-        sec.blocks.append(Text("Not computed: reliability diagrams need a classification task."))
-        return sec
     df = data.cells
     first = df["replicate"].iloc[0]
     panels, eces = {}, {}
     for model in data.models:
         own = df[(df["model"] == model) & (df["replicate"] == df[df["model"] == model]["replicate"].iloc[0])]
-        clean = own[own["family"] == "clean"]
-        rest = own[own["family"] != "clean"]
+        clean = clean_cells(own)
+        rest = perturbed_cells(own)
         picks = []
         if len(clean):
             picks.append(("clean", clean.iloc[0]))
@@ -48,8 +48,7 @@ def build(ctx: Context) -> Section | None:
             if "ece" in row and np.isfinite(row["ece"]):
                 eces[title] = float(row["ece"])
     if not panels:
-        sec.blocks.append(Text("Not computed: no cells."))
-        return sec
+        return None
     fig = plots.reliability_diagram(panels, ece=eces, ncols=2)
     where = "" if not data.replicated else f" (replicate {first} of each model)"
     sec.blocks.append(ctx.figure("reliability", fig, "Reliability of the clean cell and the worst cell of each model"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...domain import Family, cells
 from ...errors import InputError
 from ...metrics import modality_reliance, modality_shapley
 from ..context import Context, section
@@ -25,9 +26,8 @@ def build(ctx: Context) -> Section | None:
     data = ctx.data
     sec = Section("Reliance and contribution", "reliance")
     frame = metric_frame(data)
-    if not ((frame["family"] == "removal") & (frame["rate"] == 1.0)).any():
-        sec.blocks.append(Text("Not computed: the runs have no modality-removal cells at rate 1."))
-        return sec
+    if cells(frame, Family.REMOVAL, rate=1.0).empty:
+        return ctx.omit(sec.title, "the runs have no modality-removal cells at rate 1")
     reliance = modality_reliance(frame, data.metric)
     keys = ["model", "fill", "removed"]
     reliance = reliance.groupby(keys, sort=False)[["clean", "value", "drop", "relative_drop"]].mean().reset_index()

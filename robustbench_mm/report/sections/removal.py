@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from ... import plots
+from ...domain import Family, cells
 from ..context import Context, section
-from ..document import Section, Table, Text, fmt_ci
+from ..document import Section, Table, fmt_ci
 from ..estimates import CONFIDENCE, estimate
 
 
@@ -16,20 +17,19 @@ def build(ctx: Context) -> Section | None:
     boot = ctx.boot
     sec = Section("Modality removal", "removal")
     df = data.cells
-    removal = df[df["family"] == "removal"]
+    removal = cells(df, Family.REMOVAL)
     if removal.empty:
-        sec.blocks.append(Text("Not computed: the runs have no modality-removal cells."))
-        return sec
+        return ctx.omit(sec.title, "the runs have no modality-removal cells")
     rows = []
     for model in data.models:
-        clean = df[(df["model"] == model) & (df["family"] == "clean")]
+        clean = cells(df, Family.CLEAN, model=model)
         value, low, high = estimate(data, boot, clean)
         rows.append(dict(model=model, subset="none removed (clean)", value=value, low=low, high=high))
         own = removal[removal["model"] == model]
         groups = own.groupby(["name", "modalities", "rate"], sort=False)
-        for (name, mods, rate), cells in sorted(groups, key=lambda g: (len(g[0][1].split("+")), g[0][1], g[0][0],
+        for (name, mods, rate), subset in sorted(groups, key=lambda g: (len(g[0][1].split("+")), g[0][1], g[0][0],
                                                                         g[0][2])):
-            value, low, high = estimate(data, boot, cells)
+            value, low, high = estimate(data, boot, subset)
             label = f"{mods} removed ({name}" + (")" if rate == 1 else f", rate {rate:g})")
             rows.append(dict(model=model, subset=label, value=value, low=low, high=high))
     bars = pd.DataFrame(rows)

@@ -1,4 +1,6 @@
-"""The setup section."""
+"""How the numbers were made, at the end of the report: the method of the intervals, the runs
+(protocol, dataset, seeds, versions, hashes) and the models as one compact table of their
+checkpoints' hashes and only the config fields that differ between them."""
 
 from __future__ import annotations
 
@@ -10,42 +12,65 @@ from ...metrics import METRICS
 from ..context import Context, section
 from ..document import Section, Table, Text, formatted
 from ..estimates import CONFIDENCE, N_RESAMPLES
-from .calibration import backbone_of
+from ..load import Data
 
 
-@section("setup", order=0)
+def _short(value) -> str:
+    """A hash shortened to 16 hex digits, enough to tell runs apart in a table."""
+    return str(value)[:16]
+
+
+def _config_value(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _runs_table(data: Data) -> pd.DataFrame:
+    rows = []
+    for name, run in data.runs.items():
+        m = run.manifest
+        rows.append({
+            "run": name,
+            "path": str(run.path),
+            "complete": m.complete,
+            "protocol": f"{m.protocol.name} (hash {_short(m.protocol.hash)}, seed {m.protocol.seed})",
+            "dataset": f"{m.dataset.name} ({m.dataset.split}, {m.dataset.n} samples)",
+            "dataset source": m.dataset.source,
+            "dataset fingerprint": _short(m.dataset.fingerprint),
+            "modalities": ", ".join(f"{k} ({v.get('kind', '?')})" if isinstance(v, dict) else str(k)
+                                    for k, v in m.dataset.modalities.items()),
+            "seeds": ", ".join(str(s) for s in m.seeds),
+            "rng": m.rng,
+            "versions": ", ".join(f"{k} {v}" for k, v in m.package.items()),
+            "device": str(m.device_name or m.device or ""),
+            "started": m.started,
+            "finished": str(m.finished or ""),
+            "cells": int((data.cells["run"] == name).sum()),
+        })
+    return pd.DataFrame(rows)
+
+
+def models_table(data: Data) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(one row per run × model: model, run (several runs only), sha256 and every config field whose
+    value is not the same for all rows; the fields that are, field -> value)."""
+    rows = []
+    for name, run in data.runs.items():
+        for entry in run.manifest.models:
+            rows.append({"run": name, "model": entry.name, "sha256": _short(entry.sha256),
+                         **{f"config {k}": _config_value(v) for k, v in entry.config.items()}})
+    frame = pd.DataFrame(rows).fillna("")
+    config = [c for c in frame.columns if c.startswith("config ")]
+    shared = {c[len("config "):]: frame[c].iloc[0] for c in config if frame[c].nunique() == 1}
+    keep = ["model", "sha256"] + [c for c in config if c[len("config "):] not in shared]
+    if len(data.runs) > 1:
+        keep.insert(1, "run")
+    table = frame[keep].rename(columns={c: c[len("config "):] for c in config})
+    return table, shared
+
+
+@section("setup", order=100)
 def build(ctx: Context) -> Section | None:
     data = ctx.data
     sec = Section("Setup", "setup")
-    rows = []
-    for name, run in data.runs.items():
-        m = run.manifest.to_json()
-        protocol = m.get("protocol", {})
-        dataset = m.get("dataset", {})
-        versions = m.get("package") or m.get("versions") or {}
-        if "package_version" in m:
-            versions = {"robustbench_mm": m["package_version"], **versions}
-        facts = {
-            "run": name,
-            "path": str(run.path),
-            "complete": m["complete"],
-            "protocol": f"{protocol.get('name', '?')} (hash {_short(protocol.get('hash', '?'))}, seed {protocol.get('seed', '?')})",
-        }
-        for key, value in dataset.items():
-            if isinstance(value, list):
-                value = "+".join(str(v) for v in value)
-            if not isinstance(value, dict):
-                facts[f"dataset {key}"] = _short(value) if key in ("sha256", "fingerprint", "hash") else value
-        facts.update({
-            "seeds": ", ".join(str(s) for s in m.get("seeds", [])),
-            "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-            "device": str(m.get("device_name") or m.get("device") or ""),
-            "started": str(m.get("started", "")),
-            "finished": str(m.get("finished", "")),
-            "cells": int((data.cells["run"] == name).sum()),
-        })
-        rows.append(facts)
-    runs = pd.DataFrame(rows)
     sec.blocks.append(Text(
         f"{len(data.runs)} run(s), {len(data.models)} model(s), task {data.task}, headline metric {data.metric} "
         f"({METRICS[data.metric].description}). Intervals are {CONFIDENCE:.0%} "
@@ -55,35 +80,17 @@ def build(ctx: Context) -> Section | None:
            else f"percentile bootstrap intervals over the evaluation samples ({N_RESAMPLES} resamples, seed 0).")
     ))
     for name, run in data.runs.items():
-        plugins = run.manifest.plugins
-        if plugins:
-            listed = plugins if isinstance(plugins, list) else [plugins]
+        if run.manifest.plugins:
             sec.blocks.append(Text(f"Corruption plug-ins of {name}: " + "; ".join(
-                json.dumps(p, default=str) if isinstance(p, dict) else str(p) for p in listed)))
+                json.dumps(p, default=str) for p in run.manifest.plugins)))
+    models, shared = models_table(data)
+    if shared:
+        what = "every model" if len(models) > 1 else models["model"].iloc[0]
+        sec.blocks.append(Text(f"Config of {what}: " + ", ".join(f"{k} = {v}" for k, v in shared.items()) + "."))
+    caption = "Models: SHA-256 of the weights (first 16 hex digits)" + (
+        " and the config fields that differ between them" if len(models.columns) > 2 + (len(data.runs) > 1) else "")
+    sec.blocks.append(Table("models", models, formatted(models), caption))
+    runs = _runs_table(data)
     transposed = runs.set_index("run").T.reset_index(names="field").fillna("")
     sec.blocks.append(Table("runs", runs, transposed.astype(str), "Runs (hashes: first 16 hex digits)"))
-    model_rows = []
-    for name, run in data.runs.items():
-        for entry in run.manifest.to_json()["models"]:
-            config = entry.get("config") or {}
-            backbone, calibrated = backbone_of(str(entry.get("name")), config)
-            model_rows.append({
-                "run": name,
-                "model": str(entry.get("name")),
-                "sha256": _short(entry.get("sha256", "")),
-                "backbone": backbone,
-                "calibration": calibrated,
-                "source": str(entry.get("path") or entry.get("source") or ""),
-                "config": json.dumps({k: v for k, v in config.items() if not isinstance(v, (dict, list))},
-                                     sort_keys=True, default=str),
-            })
-    if model_rows:
-        frame = pd.DataFrame(model_rows)
-        frame = frame[[c for c in frame.columns if not frame[c].isin(["", "{}"]).all()]]
-        sec.blocks.append(Table("models", frame, formatted(frame), "Models (SHA-256 of the checkpoint, first 16 hex digits)"))
     return sec
-
-
-def _short(value) -> str:
-    """A hash shortened to 16 hex digits, enough to tell runs apart in a table."""
-    return str(value)[:16]
