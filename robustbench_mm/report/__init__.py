@@ -9,6 +9,12 @@ McNemar, Holm, Friedman/Nemenyi); this package only selects cells, pairs models 
 `load` (the runs as one table), `estimates` (intervals, the paired test), `document` (sections of
 text, tables and figures), `sections/` (one module per section), `render` (HTML and Markdown),
 `compare` (`rbmm compare`).
+
+The report reads answer first: a summary, the headline table, the sections (each one registered
+with `@section`, a user's too, see `context`), what was left out and why, and the setup last.
+Every string from a user (model names, paths, protocol and dataset descriptions, titles) is
+escaped by the templates' autoescape in HTML and by `render.md_cell` in Markdown, so a name such
+as `<script>` shows as text everywhere.
 """
 
 from __future__ import annotations

@@ -13,17 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..domain import Task
 from ..errors import InputError
 from ..metrics import METRICS
-from ..domain import Task
 from ..results import Run, load_runs
 
 
 @dataclass
 class Data:
+    """The runs of one report: their cells as one table, the task, its headline metric
+    (accuracy or MAE), the models in order of first appearance and each model's config."""
+
     runs: dict[str, Run]
     cells: pd.DataFrame  # cells.csv rows of every run + `run`, `replicate` (metrics' `seed`)
-    task: str
+    task: Task
     num_classes: int | None
     metric: str
     models: list[str]
@@ -57,6 +60,7 @@ def load(runs) -> Data:
     if isinstance(runs, (str, Path, Run)):
         runs = [runs]
     paths = [r.path if isinstance(r, Run) else Path(r) for r in runs]
+    paths = [p if p.name else p.resolve() for p in paths]  # `.` is named after the folder it is
     if not paths:
         raise InputError("report needs at least one run folder")
     loaded = load_runs(paths)

@@ -1,4 +1,11 @@
-"""The calibration section."""
+"""With vs without calibration, cell by cell, for every backbone evaluated both ways.
+
+Calibration pairs. A model with calibration is paired with the model without it that has the same
+backbone: the manifest's model config gives the backbone (key `fusion`, else `backbone`) and
+`calibration` (true/false). Only when a model has no such config does the name decide: `X+cal` or
+`X-cal` pairs with `X`. Each shared cell is compared by `estimates.paired_test`, the test `rbmm
+compare` uses, and Holm-corrected over all cells of the table.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The curves section."""
+"""Metric against severity level per corruption × modality, one line per model with its interval
+band, and the per-curve summaries of `metrics.level_summary` (mean, worst, AUC)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The gates section."""
+"""The pre-fusion calibration's gates as the models applied them: do they fall on corrupted and
+conflicting inputs? Paired per sample with the same sample's gates in the clean cell.
+`gate_samples` and `gate_summary` are public (tools/gate_study.py reads them)."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def gate_samples(runs) -> pd.DataFrame:
             continue
         clean = data.record(clean_rows.iloc[0])
         modalities = [k[len(_GATE_PREFIX):] for k in clean if k.startswith(_GATE_PREFIX)]
-        if not modalities or data.task != "classification":
+        if not modalities or data.task != Task.CLASSIFICATION:
             continue
         for _, row in cells[cells["family"].isin(list(wanted))].iterrows():
             rec = data.record(row)

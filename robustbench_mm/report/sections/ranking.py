@@ -1,4 +1,5 @@
-"""The ranking section."""
+"""Friedman test over the perturbed conditions with Nemenyi post-hoc comparisons and the
+critical-difference diagram: a ranking of three or more models."""
 
 from __future__ import annotations
 

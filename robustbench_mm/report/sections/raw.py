@@ -1,4 +1,4 @@
-"""The raw section."""
+"""Every cell of every run, collapsed: the numbers the other sections summarise."""
 
 from __future__ import annotations
 

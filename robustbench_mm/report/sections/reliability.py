@@ -1,4 +1,4 @@
-"""The reliability section."""
+"""Reliability diagrams of each model's clean cell and its worst cell (classification only)."""
 
 from __future__ import annotations
 

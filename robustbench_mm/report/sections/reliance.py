@@ -1,4 +1,5 @@
-"""The reliance section."""
+"""How much each model relies on each modality: the drop when a subset is removed, and exact Shapley
+contributions over the evaluated removal subsets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The removal section."""
+"""The metric with each modality subset removed (per fill and rate), with intervals."""
 
 from __future__ import annotations
 
