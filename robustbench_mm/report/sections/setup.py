@@ -13,6 +13,7 @@ from ..context import Context, section
 from ..document import Section, Table, Text, formatted
 from ..estimates import CONFIDENCE, N_RESAMPLES
 from ..load import Data
+from .headline import shows_mce
 
 
 def _short(value) -> str:
@@ -76,13 +77,17 @@ def build(ctx: Context) -> Section | None:
         f"({METRICS[data.metric].description}). Intervals are {CONFIDENCE:.0%} "
         + (f"two-stage bootstrap intervals across replicates (runs × protocol seeds): each of {N_RESAMPLES} resamples "
            "draws the replicates with replacement and resamples the evaluation samples within each (seed 0), so "
-           "an interval stays within the metric's range; mCE has a t interval across replicates." if data.replicated
+           "an interval stays within the metric's range"
+           + ("; mCE has a t interval across replicates." if shows_mce(ctx) else ".") if data.replicated
            else f"percentile bootstrap intervals over the evaluation samples ({N_RESAMPLES} resamples, seed 0).")
     ))
+    by_plugins: dict[str, list[str]] = {}  # the same plug-ins, said once for the runs they shaped
     for name, run in data.runs.items():
         if run.manifest.plugins:
-            sec.blocks.append(Text(f"Corruption plug-ins of {name}: " + "; ".join(
-                json.dumps(p, default=str) for p in run.manifest.plugins)))
+            listed = "; ".join(json.dumps(p, default=str) for p in run.manifest.plugins)
+            by_plugins.setdefault(listed, []).append(name)
+    for listed, names in by_plugins.items():
+        sec.blocks.append(Text(f"Corruption plug-ins of {', '.join(names)}: {listed}"))
     models, shared = models_table(data)
     if shared:
         what = "every model" if len(models) > 1 else models["model"].iloc[0]
