@@ -530,6 +530,8 @@ def test_a_regression_report_speaks_of_its_own_metric_and_leaves_classification_
     assert anchors[:2] == ["summary", "headline"] and anchors[-1] == "setup"
     for word in (r"\baccuracy", "mCE", "Not computed", "reference"):  # (sign_accuracy is a regression metric)
         assert not re.search(word, md), word
+    assert "confidence_i" not in md and "chance 1/K" not in md  # class-probability terms
+    assert "Shapley contributions not computed: they need v(∅)" in md  # no run of every modality removed
     cells = pd.read_csv(run / "cells.csv")
     clean = cells[cells["family"] == "clean"]["mae"].item()
     summary = _section(page, "summary")
