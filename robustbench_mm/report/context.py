@@ -7,9 +7,10 @@ A section is one function `build(ctx) -> Section | None` in one file, registered
 
 `SECTIONS` is a `registry.Registry`, so a section can also come from outside the package: a
 decorated function in the user's own module (imported before `write_report`), or an installed
-package's entry point in the group `robustbench_mm.report_sections`. The report lays the
-sections out by `order` (ties: in the order they were registered); the built-in ones leave gaps
-of 10 for others to fit between.
+package's entry point in the group `robustbench_mm.report_sections` whose name is the section's
+and whose value names the decorated function (`pkg.module:build`; importing it registers it).
+The report lays the sections out by `order` (ties: in the order they were registered); the
+built-in ones leave gaps of 10 for others to fit between.
 
 A section that does not apply returns None. Where a reader could expect it (a calibration section
 in a report of several models), it says why through `ctx.omit(title, why)`; the report lists those
