@@ -5,6 +5,10 @@ computed by `metrics`/`stats` (the report builds those tables), so a figure neve
 the table printed beside it. Colours come from the Okabe-Ito palette (safe for the common forms
 of colour blindness) and every model keeps one colour and one marker across all figures.
 `save_figure` writes PNG and SVG.
+
+No backend is chosen at import (a notebook importing the report keeps its own): every figure is a
+`matplotlib.figure.Figure` made by `new_figure` with its own Agg canvas, which needs no pyplot
+backend, so drawing works the same under any `MPLBACKEND` and without a display.
 """
 
 from __future__ import annotations
@@ -12,19 +16,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from .errors import InputError  # noqa: E402
+from .errors import InputError
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -46,6 +47,13 @@ _STYLE = {
 }
 
 
+def new_figure(**kwargs) -> Figure:
+    """A Figure (`matplotlib.figure.Figure` arguments) drawn by the Agg canvas, whatever the backend."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def model_colors(models: Sequence[str]) -> dict[str, tuple[str, str]]:
     """(colour, marker) per model, in the given order; cycles past eight models."""
     return {m: (OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]) for i, m in enumerate(models)}
@@ -60,7 +68,7 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 def _grid(n: int, ncols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
+    fig = new_figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=False, sharey=True)
     for ax in axes.flat[n:]:
         fig.delaxes(ax)
@@ -81,7 +89,7 @@ def level_curves(points: pd.DataFrame, *, ylabel: str = "accuracy", ncols: int =
     style = model_colors(models)
     panels = list(dict.fromkeys(zip(points["name"], points["modalities"])))
     banded = {"low", "high"} <= set(points.columns)
-    with plt.rc_context(_STYLE):
+    with rc_context(_STYLE):
         fig, axes = _grid(len(panels), ncols, 3.1, 2.5)
         for ax, (name, mods) in zip(axes, panels):
             panel = points[(points["name"] == name) & (points["modalities"] == mods)]
@@ -99,7 +107,7 @@ def level_curves(points: pd.DataFrame, *, ylabel: str = "accuracy", ncols: int =
         for ax in axes[:: min(ncols, len(panels))]:
             ax.set_ylabel(ylabel)
         handles = [
-            matplotlib.lines.Line2D([], [], color=style[m][0], marker=style[m][1], lw=1.6, label=m) for m in models
+            Line2D([], [], color=style[m][0], marker=style[m][1], lw=1.6, label=m) for m in models
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(models), 4), frameon=False)
     return fig
@@ -119,8 +127,8 @@ def gain_heatmap(gains: pd.DataFrame, *, label: str = "accuracy gain (with − w
     levels = sorted(gains["level"].unique())
     bound = float(np.nanmax(np.abs(gains["diff"]))) or 1e-3
     cmap = sns.color_palette("vlag", as_cmap=True)
-    with plt.rc_context({**_STYLE, "axes.grid": False}):
-        fig = Figure(
+    with rc_context({**_STYLE, "axes.grid": False}):
+        fig = new_figure(
             figsize=(1.6 + 0.75 * len(levels) * len(backbones) + 1.2, 1.0 + 0.42 * len(rows)),
             dpi=DPI,
             layout="constrained",
@@ -172,8 +180,8 @@ def removal_bars(removal: pd.DataFrame, *, xlabel: str = "accuracy") -> Figure:
     subsets = list(dict.fromkeys(removal["subset"]))
     style = model_colors(models)
     height = 0.8 / len(models)
-    with plt.rc_context(_STYLE):
-        fig = Figure(figsize=(7.5, 1.0 + 0.16 * len(subsets) * len(models) + 0.2 * len(subsets)), dpi=DPI,
+    with rc_context(_STYLE):
+        fig = new_figure(figsize=(7.5, 1.0 + 0.16 * len(subsets) * len(models) + 0.2 * len(subsets)), dpi=DPI,
                      layout="constrained")
         ax = fig.subplots()
         for k, model in enumerate(models):
@@ -224,11 +232,11 @@ def critical_difference(
     # the labels' own widths set the margins (a fixed 20% clipped "transformer+cal"), plus the
     # 0.1-rank gap between a line's end and its label, plus a little air
     gap_in = 0.1 * axis_in / (max(k, int(np.ceil(max(ranks.values())))) - 1 + 0.1) + 0.15
-    with plt.rc_context({**_STYLE, "axes.grid": False}):
+    with rc_context({**_STYLE, "axes.grid": False}):
         left_in = max(1.0, _text_width_inches(left_labels, 9) + gap_in)
         right_in = max(1.0, _text_width_inches(right_labels, 9) + gap_in)
         width = left_in + axis_in + right_in
-        fig = Figure(figsize=(width, 1.1 + 0.3 * (rows + len(cliques))), dpi=DPI)
+        fig = new_figure(figsize=(width, 1.1 + 0.3 * (rows + len(cliques))), dpi=DPI)
         ax = fig.add_axes([left_in / width, 0.02, axis_in / width, 0.96])
         ax.set_axis_off()
         top = 0.0
@@ -265,8 +273,8 @@ def critical_difference(
 
 def _text_width_inches(texts: Sequence[str], fontsize: float) -> float:
     """The widest of `texts` as rendered (inches), so a figure can leave room for its labels."""
-    probe = Figure(dpi=DPI)
-    renderer = FigureCanvasAgg(probe).get_renderer()
+    probe = new_figure(dpi=DPI)
+    renderer = probe.canvas.get_renderer()
     return max((probe.text(0, 0, t, fontsize=fontsize).get_window_extent(renderer).width for t in texts), default=0.0) / DPI
 
 
@@ -300,7 +308,7 @@ def reliability_diagram(
         raise InputError("reliability_diagram: no cells to draw")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     centers = (edges[:-1] + edges[1:]) / 2
-    with plt.rc_context(_STYLE):
+    with rc_context(_STYLE):
         fig, axes = _grid(len(panels), ncols, 4.0, 3.3)
         for ax, (title, (conf, correct)) in zip(axes, panels.items()):
             conf = np.asarray(conf, dtype=np.float64)
@@ -336,7 +344,10 @@ def save_figure(fig: Figure, stem: str | Path) -> dict[str, Path]:
     fig.savefig(paths["png"], format="png", dpi=DPI)
     engine = fig.get_layout_engine()
     fig.set_layout_engine("none")  # keep the layout the PNG computed: the SVG matches it, at half the cost
-    fig.savefig(paths["svg"], format="svg", metadata={"Date": None})
+    # the SVG settings act when the file is written, not when the figure is drawn: the fixed salt
+    # makes the clip-path ids, and so the file, the same on every run
+    with rc_context({k: v for k, v in _STYLE.items() if k.startswith("svg.")}):
+        fig.savefig(paths["svg"], format="svg", metadata={"Date": None})
     fig.set_layout_engine(engine)
     return paths
 

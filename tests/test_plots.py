@@ -126,3 +126,28 @@ def test_cd_diagram_labels_lie_inside_the_figure():
     for t in fig.axes[0].texts:
         box = t.get_window_extent(renderer)
         assert box.x0 >= 0 and box.x1 <= width, f"{t.get_text()!r} clipped: [{box.x0:.0f}, {box.x1:.0f}] of {width:.0f} px"
+
+
+def test_importing_the_report_and_plots_keeps_the_users_matplotlib_backend(tmp_path):
+    """A notebook's backend is its own: no import of ours may call matplotlib.use; figures still draw."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib, robustbench_mm.report, robustbench_mm.plots as p, pandas as pd\n"
+        "rows = [dict(model='m', subset='none', value=0.9)]\n"
+        f"paths = p.save_figure(p.removal_bars(pd.DataFrame(rows)), {str(tmp_path / 'bars')!r})\n"
+        "assert paths['png'].read_bytes()[:4] == b'\\x89PNG'\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg"
+
+
+def test_save_figure_writes_the_same_svg_bytes_every_time(tmp_path):
+    first = plots.save_figure(plots.level_curves(_curve_points()), tmp_path / "a")["svg"].read_bytes()
+    again = plots.save_figure(plots.level_curves(_curve_points()), tmp_path / "b")["svg"].read_bytes()
+    assert first == again

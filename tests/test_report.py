@@ -144,7 +144,9 @@ def report_dir(three_model_run, tmp_path_factory) -> Path:
 
 
 
-SECTIONS = ["setup", "headline", "calibration", "curves", "removal", "reliance", "reliability", "ranking", "raw"]
+# in page order: the answer first, the setup last; the gates are not recorded by the fake runs
+SECTIONS = ["summary", "headline", "calibration", "curves", "removal", "reliance", "reliability", "ranking", "raw",
+            "omitted", "setup"]
 
 
 def test_report_html_is_self_contained_with_every_image_a_data_uri(report_dir):
@@ -155,8 +157,10 @@ def test_report_html_is_self_contained_with_every_image_a_data_uri(report_dir):
         assert re.search(r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', tag), tag[:80]
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, re.I)
     assert "<link" not in page and "<script" not in page.lower()
-    for anchor in SECTIONS:
-        assert f'<section id="{anchor}">' in page
+    where = [page.index(f'<section id="{anchor}">') for anchor in SECTIONS]
+    assert where == sorted(where)
+    # "concat+cal" has calibration but its fake records hold no gates: the section says why it is missing
+    assert "Calibration gates: no model in these runs recorded calibration gates" in _section(page, "omitted")
 
 
 def test_report_writes_markdown_figures_and_csv_tables(report_dir):
@@ -226,11 +230,13 @@ def test_user_strings_are_escaped_and_missing_sections_say_why(tmp_path):
     assert "fake-&lt;b&gt;protocol&lt;/b&gt;" in page and "<b>protocol" not in page
     assert "blur &lt;i&gt;kernel&lt;/i&gt;" in page and "<i>kernel" not in page
     assert evil not in (out / "report.md").read_text()
-    for anchor in ["removal", "reliance"]:
-        section = page.split(f'<section id="{anchor}">')[1].split("</section>")[0]
-        assert "Not computed: the runs have no modality-removal cells" in section
-    ranking = page.split('<section id="ranking">')[1].split("</section>")[0]
-    assert "needs at least 3 models; these runs have 2" in ranking
+    # sections the runs cannot fill are left out, and why is said in one place near the end
+    for anchor in ["removal", "reliance", "ranking"]:
+        assert f'<section id="{anchor}">' not in page
+    omitted = page.split('<section id="omitted">')[1].split("</section>")[0]
+    assert "Modality removal: the runs have no modality-removal cells." in omitted
+    assert "Reliance and contribution: the runs have no modality-removal cells at rate 1." in omitted
+    assert "Statistical ranking: a Friedman test with post-hoc comparisons needs at least 3 models; these runs have 2" in omitted
 
 
 def _set_clean_accuracy(run: Path, model: str, correct: int) -> None:
@@ -357,3 +363,184 @@ def test_ranking_says_which_friedman_statistic_it_used(three_model_run, report_d
     scores = cells[cells["family"] != "clean"].pivot_table(index="condition", columns="model", values="accuracy")
     chi2 = friedmanchisquare(*[scores[m] for m in ["concat", "concat+cal", "late"]]).statistic
     assert f"χ²_F = {chi2:.2f}" in ranking
+
+
+def test_a_section_registered_outside_the_package_appears_in_the_report_in_its_order(three_model_run, tmp_path):
+    from robustbench_mm.report import SECTIONS, Section, Table, Text, section
+
+    @section("clean-spread", order=15)  # between the headline (10) and the calibration section (20)
+    def build(ctx):
+        clean = ctx.data.cells[ctx.data.cells["family"] == "clean"]
+        spread = float(clean["accuracy"].max() - clean["accuracy"].min())
+        frame = pd.DataFrame({"spread": [spread]})
+        return Section("Clean spread", "clean-spread", [Text(f"spread over {len(ctx.data.models)} models"),
+                                                        Table("clean_spread", frame, frame.astype(str))])
+
+    try:
+        assert SECTIONS.source("clean-spread") == __name__
+        write_report(three_model_run, tmp_path / "r")
+    finally:
+        SECTIONS.remove("clean-spread")
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.index('<section id="headline">') < page.index('<section id="clean-spread">') < page.index(
+        '<section id="calibration">')
+    assert "spread over 3 models" in page and "## Clean spread" in (tmp_path / "r" / "report.md").read_text()
+    cells = pd.read_csv(three_model_run / "cells.csv")
+    clean = cells[cells["family"] == "clean"]["accuracy"]
+    assert pd.read_csv(tmp_path / "r" / "tables" / "clean_spread.csv")["spread"].item() == pytest.approx(
+        clean.max() - clean.min())
+    write_report(three_model_run, tmp_path / "again")  # removed again: the next report has no such section
+    assert 'id="clean-spread"' not in (tmp_path / "again" / "index.html").read_text()
+
+
+def test_compare_runs_and_the_calibration_section_give_the_same_test_per_cell(tmp_path):
+    """One paired test: `rbmm compare` of a run of concat against one of concat+cal gives, cell by cell,
+    the difference, interval and p of the calibration section of a report holding both models."""
+    a = write_fake_run(tmp_path / "a", ["concat"])
+    b = write_fake_run(tmp_path / "b", ["concat+cal"])
+    both = write_fake_run(tmp_path / "both", ["concat", "concat+cal"])  # the same records, in one run
+    compared = compare_runs(a, b).set_index("condition")
+    write_report(both, tmp_path / "r")
+    section = pd.read_csv(tmp_path / "r" / "tables" / "calibration.csv").set_index("condition")
+    assert sorted(section.index) == sorted(compared.index) and len(section) == 18
+    for column in ["diff", "low", "high", "p", "p_holm", "significant"]:
+        assert section[column].to_dict() == pytest.approx(compared.loc[section.index, column].to_dict()), column
+
+
+def test_paired_test_gives_the_mcnemar_p_for_accuracy_and_the_bootstrap_p_for_other_metrics():
+    from scipy.stats import binomtest
+
+    from robustbench_mm.report.estimates import paired_test
+    from robustbench_mm.stats import paired_bootstrap
+
+    rng = np.random.default_rng(5)
+    target = rng.integers(0, CLASSES, N)
+    x, y = _record(rng, target, 0.8, False), _record(rng, target, 0.7, False)
+    right_x, right_y = x["pred"] == target, y["pred"] == target
+    only_x, only_y = int((right_x & ~right_y).sum()), int((~right_x & right_y).sum())
+    accuracy = paired_test(x, y, "accuracy", CLASSES)
+    assert accuracy.test == "exact McNemar"
+    assert accuracy.p == pytest.approx(binomtest(only_x, only_x + only_y, 0.5).pvalue)
+    assert accuracy.diff == pytest.approx(right_x.mean() - right_y.mean())
+    nll = paired_test(x, y, "nll", CLASSES)
+    assert nll.test == "paired bootstrap"
+    assert nll.p == paired_bootstrap(x, y, "nll", n_resamples=2000, seed=0).p_value
+    assert nll.diff == pytest.approx(np.mean(-np.log(np.maximum(x["p_true"], 1e-12)))
+                                     - np.mean(-np.log(np.maximum(y["p_true"], 1e-12))), rel=1e-5)
+
+
+def _section(page: str, anchor: str) -> str:
+    return page.split(f'<section id="{anchor}">')[1].split("</section>")[0]
+
+
+def test_summary_names_the_most_robust_model_by_a_paired_margin_and_what_calibration_did(three_model_run,
+                                                                                           report_dir):
+    summary = _section((report_dir / "index.html").read_text(), "summary")
+    cells = pd.read_csv(three_model_run / "cells.csv")
+    corrupted = cells[cells["family"] == "corruption"].groupby("model")["accuracy"].mean()
+    headline = pd.read_csv(report_dir / "tables" / "headline.csv").set_index("model")
+    best, runner, last = corrupted.sort_values(ascending=False).index  # concat+cal, concat, late
+    row = headline.loc[best]
+    assert (f"Most robust: {best}, mean corrupted accuracy {row['corrupted']:.3f} "
+            f"[{row['corrupted_low']:.3f}, {row['corrupted_high']:.3f}]") in summary
+    margin = re.search(rf"next model, {re.escape(runner)} \([^)]*\): ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]",
+                       summary)
+    diff, low, high = map(float, margin.groups())
+    assert diff == pytest.approx(corrupted[best] - corrupted[runner], abs=5e-4)
+    assert 0 < low < diff < high  # the fake +cal model halves the drop under corruption of pix
+    assert f"Least robust: {last}" in summary
+    calibration = pd.read_csv(report_dir / "tables" / "calibration.csv")
+    perturbed = calibration[calibration["family"] != "clean"]
+    helped = int((perturbed["significant"] & (perturbed["diff"] > 0)).sum())
+    hurt = int((perturbed["significant"] & (perturbed["diff"] < 0)).sum())
+    assert helped > 0 and hurt == 0
+    assert (f"Calibration on concat (concat+cal vs concat) helped: accuracy better in {helped} and worse in {hurt} "
+            f"of {len(perturbed)} perturbed cells after Holm correction") in summary
+
+
+def test_models_are_one_table_of_the_config_fields_that_differ(report_dir):
+    models = pd.read_csv(report_dir / "tables" / "models.csv")
+    assert list(models.columns) == ["model", "sha256", "fusion", "calibration"]  # seed is 0 for every model
+    assert models.set_index("model")["fusion"].to_dict() == {"concat": "concat", "concat+cal": "concat", "late": "late"}
+    setup = _section((report_dir / "index.html").read_text(), "setup")
+    assert "Config of every model: seed = 0." in setup
+    assert '{&#34;calibration' not in setup and "{&quot;calibration" not in setup  # no JSON config per model
+
+
+def test_a_report_of_one_run_of_one_model_has_no_comparison_and_no_empty_section(tmp_path):
+    run = write_fake_run(tmp_path / "one", ["concat"])
+    write_report(run, tmp_path / "r")
+    page = (tmp_path / "r" / "index.html").read_text()
+    anchors = re.findall(r'<section id="([^"]+)">', page)
+    assert anchors == ["summary", "headline", "curves", "removal", "reliance", "reliability", "raw", "setup"]
+    for section in anchors[1:]:  # below the summary's sentences, every section holds a table or a figure
+        body = _section(page, section)
+        assert "<table>" in body or "<img " in body, section
+    text = re.sub(r"<[^>]+>", " ", page.split('<section id="setup">')[0])  # (the setup lists config fields)
+    for comparison in ("mCE", "reference", "next model", "calibration", "Not computed", "Omitted"):
+        assert comparison not in text, comparison
+    cells = pd.read_csv(run / "cells.csv")
+    clean = cells[cells["family"] == "clean"]["accuracy"].item()
+    assert f"concat: clean accuracy {clean:.3f} [" in _section(page, "summary")
+    assert "Config of concat: fusion = concat, calibration = false, seed = 0." in _section(page, "setup")
+    headline = pd.read_csv(tmp_path / "r" / "tables" / "headline.csv")
+    assert headline["mce"].isna().all()
+
+
+def write_fake_regression_run(path: Path, models: list[str]) -> Path:
+    """A regression run (ids, target, output, affected per sample): clean, noise on pix, pix or fou removed."""
+    path.mkdir(parents=True)
+    (path / "samples").mkdir()
+    rng = np.random.default_rng(7)
+    target = rng.normal(0.0, 1.0, N).astype(np.float32)
+    conds = [dict(family="clean", name="clean", modalities=(), level=0.0, group="clean")]
+    conds += [dict(family="corruption", name="gaussian", modalities=("pix",), level=float(lv), group="noise")
+              for lv in (1, 3, 5)]
+    conds += [dict(family="removal", name="zero", modalities=(m,), level=0.0, group="removal") for m in ("pix", "fou")]
+    rows = []
+    for m_idx, model in enumerate(models):
+        for c in conds:
+            noise = 0.1 + 0.05 * c["level"] + (0.4 if c["family"] == "removal" else 0.0) + 0.05 * m_idx
+            record = dict(ids=np.arange(N, dtype=np.int64), target=target,
+                          output=(target + rng.normal(0.0, noise, N)).astype(np.float32),
+                          affected=np.full(N, c["family"] != "clean"))
+            cell_id = f"m{m_idx}-" + hashlib.sha256(_key(c).encode()).hexdigest()[:10]
+            np.savez_compressed(path / "samples" / f"{cell_id}.npz", **record)
+            rows.append(dict(cell_id=cell_id, model=model, seed=0, condition=_key(c), family=c["family"], name=c["name"],
+                             modalities="+".join(c["modalities"]), level=c["level"], param=np.nan, rate=1.0,
+                             group=c["group"], n=N, **cell_metrics(record, "regression", None), seconds=0.01))
+    pd.DataFrame(rows).to_csv(path / "cells.csv", index=False)
+    manifest = fake_manifest(
+        [{"name": m, "config": {"fusion": "concat", "width": 32 * (i + 1)}} for i, m in enumerate(models)],
+        task="regression",
+        dataset=DatasetInfo("sarcasm", "test", "sarcasm", "ef" * 32, N, "regression", None,
+                            {m: {"kind": "vector", "shape": [4]} for m in ("pix", "fou")}),
+    )
+    write_manifest(path, manifest)
+    return path
+
+
+def test_a_regression_report_speaks_of_its_own_metric_and_leaves_classification_out(tmp_path):
+    run = write_fake_regression_run(tmp_path / "reg", ["small"])
+    write_report(run, tmp_path / "r")
+    page = (tmp_path / "r" / "index.html").read_text()
+    md = (tmp_path / "r" / "report.md").read_text()
+    anchors = re.findall(r'<section id="([^"]+)">', page)
+    assert "reliability" not in anchors and "gates" not in anchors and "calibration" not in anchors
+    assert anchors[:2] == ["summary", "headline"] and anchors[-1] == "setup"
+    for word in (r"\baccuracy", "mCE", "Not computed", "reference"):  # (sign_accuracy is a regression metric)
+        assert not re.search(word, md), word
+    assert "confidence_i" not in md and "chance 1/K" not in md  # class-probability terms
+    assert "Shapley contributions not computed: they need v(∅)" in md  # no run of every modality removed
+    cells = pd.read_csv(run / "cells.csv")
+    clean = cells[cells["family"] == "clean"]["mae"].item()
+    summary = _section(page, "summary")
+    assert f"small: clean mae {clean:.3f} [" in summary and "lower is better" in summary
+    assert "Config of small: fusion = concat, width = 32." in _section(page, "setup")
+
+    two = write_fake_regression_run(tmp_path / "reg2", ["small", "wide"])  # noise grows with the model index
+    write_report(two, tmp_path / "r2")
+    summary = _section((tmp_path / "r2" / "index.html").read_text(), "summary")
+    assert "Most robust: small, mean corrupted mae" in summary and "(lower is better)" in summary
+    models = pd.read_csv(tmp_path / "r2" / "tables" / "models.csv")
+    assert list(models.columns) == ["model", "sha256", "width"] and list(models["width"]) == [32, 64]
