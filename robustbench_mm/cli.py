@@ -283,7 +283,7 @@ def _load_data(args: argparse.Namespace, source: str, split: str):
 
 
 # the modules whose import creates the registries `rbmm list` shows (others appear once imported)
-_REGISTRY_MODULES = ("corruptions", "metrics", "models", "datasets")
+_REGISTRY_MODULES = ("corruptions", "metrics", "models", "datasets", "report")
 _LIST_ORDER = ("corruptions", "metrics", "backbones", "datasets")  # then any other registry, then protocols
 PROTOCOLS = "protocols"  # not a registry: shipped TOML files and those in ./protocols/
 
@@ -334,6 +334,9 @@ def _entry_line(kind: str, obj) -> str:
     if kind == "backbones":
         calibration = "" if obj.calibration else "; no --calibration"
         return f"{obj.description} ({'/'.join(obj.tasks)}{calibration})"
+    if kind == "report_sections":
+        doc = (obj.build.__doc__ or sys.modules[obj.build.__module__].__doc__ or "").strip()
+        return f"order {obj.order:g}" + (f": {doc.splitlines()[0]}" if doc else "")
     if kind == "datasets" and obj.options:
         return f"{obj.description} (options: {', '.join(obj.options)})"
     description = str(getattr(obj, "description", "") or "")
