@@ -165,12 +165,15 @@ def test_python_version_claims_match_the_code():
 
 @pytest.fixture
 def plugin_cleanup():
-    """The README's plug-in registers `dim_light` in this process: forget it afterwards."""
+    """The README's plug-ins register `dim_light` and the five extensions of section 3b in this
+    process: forget them afterwards."""
     yield
-    from robustbench_mm.corruptions.registry import list_corruptions, unregister
+    from robustbench_mm.registry import all_registries
 
-    if "dim_light" in {s.name for s in list_corruptions()}:
-        unregister("dim_light")
+    readme_names = {"dim_light", "error_rate", "mean-pool", "tiny-blobs", "keep_only", "clean-spread"}
+    for registry in all_registries().values():
+        for name in readme_names & set(registry.names()):
+            registry.remove(name)
 
 
 def _four_things(tmp_path, monkeypatch, capsys, fast: bool) -> Reader:
@@ -194,6 +197,19 @@ def _four_things(tmp_path, monkeypatch, capsys, fast: bool) -> Reader:
     dim = pd.read_csv("results/dim/cells.csv")
     assert set(dim["name"]) == {"clean", "dim_light"}
     assert set(dim.loc[dim["name"] == "dim_light", "level"]) == {1, 3, 5}
+
+    # 3b. a metric, a backbone, a dataset, a condition family and a report section from one plug-in folder
+    reader.run(section("3b. Extend it the same way"))
+    listed = reader.out("--plugins", "my_extensions", "list")
+    for name, source in (("error_rate", "my_metrics.py"), ("mean-pool", "mean_pool.py"), ("tiny-blobs", "my_data.py"),
+                         ("keep_only", "keep_only.py"), ("clean-spread", "my_section.py")):
+        row = next(line for line in listed.splitlines() if line.split() and line.split()[0] == name)
+        assert row.endswith(f"{source}]"), row
+    cells = pd.read_csv("results/extend/cells.csv")
+    assert {"error_rate", "error_rate_se"} <= set(cells.columns) and set(cells["model"]) == {"mp", "mp-cal"}
+    assert set(cells["family"]) == {"clean", "keep_only", "corruption"}
+    assert (cells["error_rate"] - (1 - cells["accuracy"])).abs().max() < 1e-12
+    assert "clean accuracy spread over the models" in Path("reports/extend/report.md").read_text()
 
     # 4. baseline + gate against a candidate of another name: a verdict, never "unusable input"
     reader.run(section("4. Gate CI on robustness regressions"), allowed={"gate": (0, 1)}, skip=("yaml",))
