@@ -263,9 +263,10 @@ def _note(text: str) -> None:
 
 def _say_task(source: str, task: str | None, data) -> None:
     from .datasets.loader import is_builtin
+    from .domain import Task
 
     if task is None and not is_builtin(source):
-        how = "integer" if data.task == "classification" else "float"
+        how = "integer" if data.task == Task.CLASSIFICATION else "float"
         _note(f"dataset {source!r}: task {data.task}, inferred from its {how} labels (--task overrides)")
 
 

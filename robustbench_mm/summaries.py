@@ -17,6 +17,8 @@ import pandas as pd
 
 from .errors import InputError, one_of
 from .metrics import METRICS
+from .domain import Family, clean_cells, perturbed_cells
+from .domain import cells as select_cells  # "cells" is the table these functions take
 
 _CELL_COLUMNS = ("model", "seed", "family", "name", "modalities", "level", "rate")
 
@@ -42,7 +44,7 @@ def _canonical(mods: str) -> str:
 
 def _clean_values(df: pd.DataFrame, metric: str) -> pd.Series:
     """Clean metric per (model, seed); exactly one clean cell each."""
-    clean = df[df["family"] == "clean"]
+    clean = clean_cells(df)
     dup = clean[clean.duplicated(["model", "seed"], keep=False)]
     if len(dup):
         first = dup.iloc[0]
@@ -109,7 +111,7 @@ def level_summary(
     base_curve = base_clean = None
     if baseline is not None:
         base_curve = _reference_curve(df, baseline, metric, x, keys)
-        base_clean = df[(df["family"] == "clean") & (df["model"] == baseline)][metric].mean()
+        base_clean = select_cells(df, Family.CLEAN, model=baseline)[metric].mean()
     rows = []
     for (model, seed, *key), g in curves.groupby(["model", "seed", *keys], sort=True, dropna=False):
         dup = g[x][g[x].duplicated()]
@@ -180,9 +182,10 @@ def corruption_errors(cells: pd.DataFrame, reference: str, metric: str = "accura
     clean = _clean_values(df, metric)
     keys = ["name", "modalities", "rate"]
     ref_curve = _reference_curve(df, reference, metric, "level", keys)
-    ref_clean = df[(df["family"] == "clean") & (df["model"] == reference)][metric].mean()
+    ref_clean = select_cells(df, Family.CLEAN, model=reference)[metric].mean()
     rows = []
-    corr = df[(df["family"] == "corruption") & (df["level"] > 0)]
+    corr = select_cells(df, Family.CORRUPTION)
+    corr = corr[corr["level"] > 0]
     for (model, seed, *key), g in corr.groupby(["model", "seed", *keys], sort=True, dropna=False):
         try:
             ref = ref_curve.loc[tuple(key)]
@@ -258,7 +261,7 @@ def relative_cells(cells: pd.DataFrame, metric: str = "accuracy", baseline: str 
     """
     df = _prepare(cells, metric)
     clean = _clean_values(df, metric)
-    out = df[df["family"] != "clean"].copy()
+    out = perturbed_cells(df).copy()
     out["clean"] = [_need_clean(clean, m, s) for m, s in zip(out["model"], out["seed"])]
     out["drop"] = -_worse(metric) * (out["clean"] - out[metric])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -268,8 +271,8 @@ def relative_cells(cells: pd.DataFrame, metric: str = "accuracy", baseline: str 
         if baseline not in set(df["model"]):
             raise one_of("baseline model", baseline, sorted(set(df["model"])))
         base = df[df["model"] == baseline]
-        b_clean = base[base["family"] == "clean"][metric].mean()
-        b = base[base["family"] != "clean"].groupby(keys, dropna=False)[metric].mean().rename("_b").reset_index()
+        b_clean = clean_cells(base)[metric].mean()
+        b = perturbed_cells(base).groupby(keys, dropna=False)[metric].mean().rename("_b").reset_index()
         out = out.merge(b, on=keys, how="left")
         out["effective_robustness"] = (out[metric] - out["clean"]) - (out["_b"] - b_clean)
         out = out.drop(columns="_b")
@@ -285,7 +288,7 @@ def modality_reliance(cells: pd.DataFrame, metric: str = "accuracy") -> pd.DataF
     """
     df = _prepare(cells, metric)
     clean = _clean_values(df, metric)
-    rem = df[(df["family"] == "removal") & (df["rate"] == 1.0)]
+    rem = select_cells(df, Family.REMOVAL, rate=1.0)
     rows = []
     for _, r in rem.sort_values(["model", "seed", "name", "modalities"]).iterrows():
         c0 = _need_clean(clean, r["model"], r["seed"])
@@ -347,7 +350,7 @@ def modality_shapley(
     """
     df = _prepare(cells, metric)
     clean = _clean_values(df, metric)
-    rem = df[(df["family"] == "removal") & (df["rate"] == 1.0)]
+    rem = select_cells(df, Family.REMOVAL, rate=1.0)
     if modalities is None:
         modalities = sorted({m for mods in rem["modalities"] for m in mods.split("+") if m})
     players = sorted(modalities)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..domain import parse_task
+from ..domain import Task, parse_task
 from ..errors import InputError, one_of
 from .batch import KINDS, UNK_ID, MultimodalData
 from .splits import SPLITS, WHOLE, build_splits, stratified_split
@@ -118,11 +118,11 @@ def check_arrays(where: str, raw: dict[str, Any], kinds: dict[str, str] | None, 
         bad = int((~np.isfinite(labels)).sum())
         if bad:
             raise InputError(f"{where}: 'labels' has {bad} NaN/Inf values; expected finite targets")
-        if task == "classification":
+        if task == Task.CLASSIFICATION:
             if not bool((labels == np.round(labels)).all()):
                 raise InputError(f"{where}: 'labels' are not whole numbers, so they cannot be class ids (--task classification)")
             labels = labels.astype(np.int64)
-    if task == "regression":
+    if task == Task.REGRESSION:
         labels = labels.astype(np.float32)
     if labels.dtype.kind == "f":
         labels = labels.astype(np.float32)

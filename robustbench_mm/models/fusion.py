@@ -135,7 +135,7 @@ class FusionModel(nn.Module, metaclass=_CalibrationLast):
         self.specs = [ModalitySpec.from_dict(d) for d in config["specs"]]
         self.modalities = [s.name for s in self.specs]
         self.task = config["task"]
-        self.num_outputs = int(config["num_classes"]) if self.task == "classification" else 1
+        self.num_outputs = int(config["num_classes"]) if self.task == Task.CLASSIFICATION else 1
         dim = int(config["dim"])
         encoded = self.encoded_modalities()
         self.encoders = nn.ModuleList(
@@ -161,7 +161,7 @@ class FusionModel(nn.Module, metaclass=_CalibrationLast):
                 conflict=float(self.config.get("calibration_conflict", 0.0)),  # opt-in, README "Do the calibration gates see conflict?"
                 relative=bool(self.config.get("calibration_relative", False)),
                 cues=str(self.config.get("calibration_cues", "summary")),  # absent in older checkpoints: summary
-                classes=self.num_outputs if self.task == "classification" else None,
+                classes=self.num_outputs if self.task == Task.CLASSIFICATION else None,
             )
             if self.config["calibration"] else None
         )
@@ -216,7 +216,7 @@ class FusionModel(nn.Module, metaclass=_CalibrationLast):
             features = self.calibrate(features, present)
         features = {m: _zero_absent(features[m], present[m]) for m in self.modalities}
         out = self.fuse_features(features, present)
-        return out.squeeze(-1) if self.task == "regression" else out
+        return out.squeeze(-1) if self.task == Task.REGRESSION else out
 
     def forward(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         missing = [m for m in self.modalities if m not in inputs]
@@ -228,7 +228,7 @@ class FusionModel(nn.Module, metaclass=_CalibrationLast):
         raise NotImplementedError
 
     def loss(self, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.task == "regression":
+        if self.task == Task.REGRESSION:
             return F.mse_loss(output, labels.float())
         return F.cross_entropy(output, labels)
 
@@ -339,7 +339,7 @@ class _UnimodalHeads(FusionModel):
 
     def combine(self, outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted average (weights (B, M) sum to 1) of probabilities, returned as log-probs."""
-        if self.task == "regression":
+        if self.task == Task.REGRESSION:
             return (weights.unsqueeze(-1) * outputs).sum(1)
         probs = (weights.unsqueeze(-1) * outputs.softmax(-1)).sum(1)
         return probs.clamp(min=1e-12).log()
@@ -354,7 +354,7 @@ class _UnimodalHeads(FusionModel):
         m = outputs.shape[1]
         flat = outputs.reshape(-1, outputs.shape[-1])
         target = labels.repeat_interleave(m)
-        if self.task == "regression":
+        if self.task == Task.REGRESSION:
             per = F.mse_loss(flat.squeeze(-1), target.float(), reduction="none")
         else:
             per = F.cross_entropy(flat, target, reduction="none")
@@ -501,7 +501,7 @@ def normalize_config(config: dict) -> dict:
     names = [s["name"] for s in cfg["specs"]]
     if len(set(names)) != len(names):
         raise InputError(f"model config: duplicate modality names in {names}")
-    if cfg["task"] == "classification" and (not cfg.get("num_classes") or int(cfg["num_classes"]) < 2):
+    if cfg["task"] == Task.CLASSIFICATION and (not cfg.get("num_classes") or int(cfg["num_classes"]) < 2):
         raise InputError(f"model config: classification needs num_classes >= 2, got {cfg.get('num_classes')!r}")
     cfg["calibration"] = bool(cfg["calibration"])
     if cfg["calibration"] and not spec.calibration:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..version import __version__
 from ..datasets.batch import PAD_ID, MultimodalData
 from ..errors import InputError
+from ..domain import Task
 from .checkpoint import save_checkpoint
 from .checks import check_inputs, check_tensors
 from .fusion import build_model
@@ -34,7 +35,7 @@ def _fill(config: dict, train: MultimodalData) -> dict:
     cfg = dict(config)
     cfg.setdefault("specs", [s.to_dict() for s in train.specs.values()])
     cfg.setdefault("task", train.task)
-    if train.task == "classification":
+    if train.task == Task.CLASSIFICATION:
         cfg.setdefault("num_classes", train.num_classes or int(train.labels.max()) + 1)
     return cfg
 
@@ -80,7 +81,7 @@ def evaluate_clean(model, data: MultimodalData, batch_size: int = 256, device: s
         outputs.append(model(batch.inputs).float().cpu())
     out = torch.cat(outputs)
     target = data.labels
-    if data.task == "regression":
+    if data.task == Task.REGRESSION:
         err = out.reshape(-1) - target.float()
         return {"rmse": float(err.pow(2).mean().sqrt()), "mae": float(err.abs().mean()), "loss": float(err.pow(2).mean()), "n": len(data)}
     return {

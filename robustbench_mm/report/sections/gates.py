@@ -49,7 +49,7 @@ def gate_samples(runs) -> pd.DataFrame:
             keep = np.ones(len(rec["ids"]), bool) if row["family"] == Family.CLEAN else rec["affected"].astype(bool)
             for m in modalities:
                 kind = wanted[row["family"]]
-                if kind != "clean" and m not in touched:
+                if kind != Family.CLEAN and m not in touched:
                     if kind != "conflicting":
                         continue
                     kind = "other conflicting"
