@@ -90,7 +90,7 @@ def test_study_paired_tests_pair_training_seeds_and_holm_covers_the_table(tiny_s
 
 def test_study_writes_the_ranking_table_and_cd_diagram(tiny_study):
     text = (tiny_study / "study.md").read_text()
-    assert "Friedman over 2 blocks (protocol × training seed), 5 models" in text
+    assert "Friedman chi2 without tie correction (Demšar 2006, eq. for chi2_F), over 2 blocks (protocol × training seed), 5 models" in text
     assert (tiny_study / "cd.png").stat().st_size > 0 and (tiny_study / "cd.svg").is_file()
     for model in ("concat", "concat+cal", "unimodal-pix", "unimodal-fou", "unimodal-fac"):
         assert f"| {model} |" in text

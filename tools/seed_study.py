@@ -156,7 +156,7 @@ def markdown(dataset: str, seeds, protocols: list[str], methods: pd.DataFrame, p
     fr = cd.friedman
     lines += [
         "",
-        f"Friedman over {fr.n} blocks (protocol × training seed), {fr.k} models: chi2 = {fr.chi2:.2f}, p = {fr.p_value:.2g} "
+        f"{fr.formula}, over {fr.n} blocks (protocol × training seed), {fr.k} models: chi2 = {fr.chi2:.2f}, p = {fr.p_value:.2g} "
         f"(Iman–Davenport F = {fr.f_stat:.2f}, p = {fr.f_p_value:.2g}); Nemenyi CD = {cd.cd:.2f} at α = {cd.alpha}.",
         "Groups not significantly different: " + ("; ".join("{" + ", ".join(c) + "}" for c in cd.clique_names) or "none"),
         "",
