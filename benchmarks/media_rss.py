@@ -93,6 +93,9 @@ def main() -> None:
         print("\n| on disk | samples | decoded float32 | eval wall | peak RSS |\n|---|---|---|---|---|")
         for size, n, decoded, wall, rss in rows:
             print(f"| {size:.2f} GB | {n} | {decoded:.1f} GiB | {wall:.0f} s | {rss:.0f} MiB |")
+        if len(rows) > 1:  # flat memory means a ratio near 1 while the data grows by the size ratio
+            (s0, *_, r0), (s1, *_, r1) = rows[0], rows[-1]
+            print(f"\ndata {s1 / s0:.2f}x larger, peak RSS {r1 / r0:.2f}x ({r0:.0f} -> {r1:.0f} MiB)")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
