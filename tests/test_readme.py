@@ -241,6 +241,13 @@ def test_github_actions_job_as_written(tmp_path, monkeypatch, capsys):
     assert "gate passed" in reader.out("gate")
     assert "no robustness regression" in (tmp_path / "step-summary.md").read_text()
     assert ET.parse(tmp_path / "gate.xml").getroot().get("failures") == "0"
+    workflow = next(body for lang, body in blocks(gate_section) if lang == "yaml")
+    charted = re.findall(r"output-file-path: (\S+)", workflow)
+    assert charted == ["gate-bench.json", "gate-bench.smaller.json"]
+    for name, tool in zip(charted, re.findall(r"tool: (\S+)", workflow)):
+        entries = json.loads((tmp_path / name).read_text())  # the action's custom-tool format
+        assert entries and all({"name", "unit", "value"} <= set(e) for e in entries), name
+        assert tool == ("customSmallerIsBetter" if name.endswith(".smaller.json") else "customBiggerIsBetter")
 
 
 @pytest.mark.slow
