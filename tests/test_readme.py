@@ -144,8 +144,12 @@ def test_readme_names_only_real_options():
         for argv in commands(body) if "rbmm" in body else []:
             if argv[0] != "rbmm":
                 continue
-            options = {s for a in sub.choices[argv[1]]._actions for s in a.option_strings} | top
-            for arg in argv[2:]:
+            at = 1
+            while argv[at].startswith("--"):  # options before the command (--plugins PATH)
+                assert argv[at] in top, f"README: rbmm has no option {argv[at]} before a command"
+                at += 2
+            options = {s for a in sub.choices[argv[at]]._actions for s in a.option_strings} | top
+            for arg in argv[at + 1:]:
                 if arg.startswith("--"):
                     assert arg.split("=")[0] in options, f"README: rbmm {argv[1]} has no option {arg}"
 
