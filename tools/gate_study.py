@@ -14,7 +14,12 @@ paired t-test across seeds, Holm over every row of the accuracy table.
 
     python tools/gate_study.py --data avdigits --seeds 0 1 2 --backbones concat   # prints Markdown tables
     python tools/gate_study.py --data synthetic:conflict=0.3 --protocols standard conflict \
-        --calibration-conflict 0.3 --relative-gate --out results/gate-study-after   # the opt-in variant
+        --calibration-conflict 0.3 --relative-gate --out results/gate-study-after   # an opt-in variant
+    python tools/gate_study.py --probe --cues evidence --data avdigits --calibration-conflict 0.3   # cue probe only
+
+A variant (any of --cues evidence, --calibration-conflict, --relative-gate) keeps its calibrated
+checkpoints in a folder of its own and its runs and tables under --out/<variant>; the models
+without calibration are the same for every variant and are shared.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from robustbench_mm.datasets import load_dataset, load_splits
 from robustbench_mm.demo import model_name
 from robustbench_mm.engine import evaluate
 from robustbench_mm.models import load_model
+from robustbench_mm.models.calibration import CUES
 from robustbench_mm.models.training import train_and_save
 from robustbench_mm.report import gate_summary, gate_samples
 from robustbench_mm.results import load_runs
@@ -44,27 +50,35 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def _options(calibration_conflict: float, relative: bool) -> dict | None:
-    """The calibrated models' extra build options (None: the default module)."""
-    return {k: v for k, v in {"calibration_conflict": calibration_conflict, "calibration_relative": relative}.items() if v} or None
+def _options(calibration_conflict: float, relative: bool, cues: str = "summary") -> dict | None:
+    """The calibrated models' extra build options (None: the default module; the default `summary`
+    cues are left out, so their checkpoints keep the folder they always had)."""
+    options = {"calibration_conflict": calibration_conflict, "calibration_relative": relative,
+               "calibration_cues": cues if cues != "summary" else None}
+    return {k: v for k, v in options.items() if v} or None
+
+
+def _variant(options: dict | None) -> str:
+    """'' for the default module, else e.g. '-calibration_cues=evidence'."""
+    return "".join(f"-{k}={v}" for k, v in (options or {}).items())
 
 
 def _folder(cache: Path, dataset: str, seed: int, options: dict | None) -> Path:
-    """Checkpoints of one training seed; a variant gets its own folder (so nothing is reused across variants)."""
-    variant = "".join(f"-{k}={v}" for k, v in (options or {}).items())
-    return cache / _safe(dataset) / _safe(f"seed-{seed}{variant}")
+    """Checkpoints of one training seed; a variant gets its own folder (so nothing is reused across variants).
+    Models without calibration take no variant options: they always live in the option-free folder."""
+    return cache / _safe(dataset) / _safe(f"seed-{seed}{_variant(options)}")
 
 
 def train(dataset: str, seeds, backbones, cache: Path, epochs: int | None, modality_dropout: float,
-          calibration_conflict: float, relative: bool) -> dict[int, list[Path]]:
-    """Checkpoints per training seed (only the missing ones are trained); prints training seconds."""
+          options: dict | None, calibrations=(False, True)) -> dict[int, list[Path]]:
+    """Checkpoints per training seed (only the missing ones are trained); prints training seconds.
+    options : the calibrated models' build options (`_options`)."""
     splits = None
-    options = _options(calibration_conflict, relative)
     zoo: dict[int, list[Path]] = {}
     for seed in seeds:
         for backbone in backbones:
-            for calibration in (False, True):
-                path = _folder(cache, dataset, seed, options) / f"{model_name(backbone, calibration)}.pt"
+            for calibration in calibrations:
+                path = _folder(cache, dataset, seed, options if calibration else None) / f"{model_name(backbone, calibration)}.pt"
                 if not path.exists():
                     splits = splits or load_splits(dataset)
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +229,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", action="append", help="dataset (repeatable); default avdigits and synthetic:conflict=0.3")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--backbones", nargs="+", default=["concat"])
+    ap.add_argument("--backbones", nargs="+", default=["concat", "transformer", "conv"])
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     ap.add_argument("--epochs", type=int, default=None, help="training epoch cap (default: the recipe's)")
     ap.add_argument("--modality-dropout", type=float, default=0.0)
@@ -223,35 +237,36 @@ def main() -> None:
                     help="train the calibrated models with this fraction of feature swaps (PreFusionCalibration.swap_for_training)")
     ap.add_argument("--relative-gate", action="store_true",
                     help="calibrated models: instance gates divided by their mean over present modalities")
+    ap.add_argument("--cues", choices=CUES, default="summary",
+                    help="the calibrated models' cues (model option calibration_cues; default: %(default)s)")
     ap.add_argument("--probe", action="store_true",
-                    help="only the cue probe: of every cached calibrated checkpoint (trains none, evaluates none)")
+                    help="only the cue probe of the calibrated checkpoints (trains the missing calibrated ones, evaluates none)")
     ap.add_argument("--cache", type=Path, default=Path("results/gate-study/checkpoints"))
     ap.add_argument("--out", type=Path, default=Path("results/gate-study"))
     args = ap.parse_args()
     started = time.perf_counter()
+    options = _options(args.calibration_conflict, args.relative_gate, args.cues)
+    out = args.out / _safe(_variant(options).lstrip("-")) if options else args.out  # runs and tables of a variant apart
     if args.probe:
         probes = []
         for dataset in args.data or ["avdigits", "synthetic:conflict=0.3"]:
-            for seed in args.seeds:
-                for backbone in args.backbones:
-                    options = _options(args.calibration_conflict, args.relative_gate)
-                    path = _folder(args.cache, dataset, seed, options) / f"{model_name(backbone, True)}.pt"
-                    probes.append(cue_probe(path, dataset))
+            zoo = train(dataset, args.seeds, args.backbones, args.cache, args.epochs, args.modality_dropout,
+                        options, calibrations=(True,))
+            probes += [cue_probe(path, dataset) for paths in zoo.values() for path in paths]
         print(_md(pd.concat(probes, ignore_index=True)))
         print(f"\ntotal {time.perf_counter() - started:.0f} s")
         return
     gates, accuracy = [], []
     for dataset in args.data or ["avdigits", "synthetic:conflict=0.3"]:
-        zoo = train(dataset, args.seeds, args.backbones, args.cache, args.epochs, args.modality_dropout,
-                    args.calibration_conflict, args.relative_gate)
-        runs = run_all(dataset, zoo, args.out / "runs", args.protocols)
+        zoo = train(dataset, args.seeds, args.backbones, args.cache, args.epochs, args.modality_dropout, options)
+        runs = run_all(dataset, zoo, out / "runs", args.protocols)
         gates.append(gate_table(dataset, runs))
         accuracy.append(accuracy_table(dataset, runs, args.backbones))
     gates, accuracy = pd.concat(gates, ignore_index=True), pd.concat(accuracy, ignore_index=True)
     accuracy["p_holm"] = holm(accuracy["p"].to_numpy())
-    args.out.mkdir(parents=True, exist_ok=True)
-    gates.to_csv(args.out / "gates.csv", index=False)
-    accuracy.to_csv(args.out / "accuracy.csv", index=False)
+    out.mkdir(parents=True, exist_ok=True)
+    gates.to_csv(out / "gates.csv", index=False)
+    accuracy.to_csv(out / "accuracy.csv", index=False)
     print("\n## Gates vs the same sample's clean gate (instance gate)\n")
     print(_md(gates[gates["gate"] == "instance"].drop(columns="gate")))
     print("\n## Gates vs clean (mean dimension gate)\n")
