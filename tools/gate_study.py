@@ -173,16 +173,20 @@ def cue_probe(checkpoint: Path, dataset: str) -> pd.DataFrame:
 
     A logistic-regression probe (torch LBFGS) on the cue vector of modality m, fitted on the
     training split (clean vs m swapped), scored on the test split as AUC = (Cliff's delta + 1) / 2;
-    beside it the AUC of the trained instance gate itself (lower gate = swapped).
+    beside it the AUC of the trained instance gate itself (lower gate = swapped) and, for `evidence`
+    cues, the test accuracy of each modality's evidence head (what bounds how well a swap shows).
     """
     model = load_model(checkpoint).module.eval()
     splits = load_splits(dataset)
     g = torch.Generator().manual_seed(0)
-    cues, gates = {}, {}
+    cues, gates, evidence_acc = {}, {}, {}
     for split in ("train", "test"):
         clean, swapped = _swapped_features(model, splits[split], g)
         present = model.presence(clean, None)
         with torch.no_grad():
+            if model.calibrate.cue_kind == "evidence":  # how often each modality's own evidence names the class
+                right = model.calibrate.evidence_logits(clean).argmax(-1) == splits[split].labels[:, None]
+                evidence_acc.update({m: float(right[:, i].float().mean()) for i, m in enumerate(model.modalities)})
             base_cues, base_gates = model.calibrate.cues(clean, present), model.calibrate.compute_gates(clean, present)
             for i, m in enumerate(model.modalities):
                 other_cues = model.calibrate.cues(swapped[m], present)
@@ -212,7 +216,22 @@ def cue_probe(checkpoint: Path, dataset: str) -> pd.DataFrame:
             "probe_auc": (cliffs_delta(score_swapped, score_clean) + 1) / 2,
             "gate_auc": (cliffs_delta(g_clean.numpy(), g_swapped.numpy()) + 1) / 2,
             "gate_lower": float((g_swapped < g_clean).float().mean()),
+            "evidence_acc": evidence_acc.get(m, float("nan")),  # test split; NaN for summary cues
         })
+    return pd.DataFrame(rows)
+
+
+def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, backbone, modality): mean and 95% t-interval across training seeds of the probe's
+    AUC, the gate's AUC and the fraction of samples whose gate fell (0.5 = blind to the swap)."""
+    probes = probes.assign(backbone=probes["checkpoint"].str.split("/").str[-1])
+    rows = []
+    for (dataset, backbone, modality), g in probes.groupby(["dataset", "backbone", "modality"], sort=False):
+        row = {"dataset": dataset, "model": backbone, "modality": modality, "seeds": len(g)}
+        for column in ("probe_auc", "gate_auc", "gate_lower", "evidence_acc"):
+            ci = mean_ci(g[column].to_numpy())
+            row[column] = f"{ci.mean:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if g[column].notna().all() else "–"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -253,7 +272,10 @@ def main() -> None:
             zoo = train(dataset, args.seeds, args.backbones, args.cache, args.epochs, args.modality_dropout,
                         options, calibrations=(True,))
             probes += [cue_probe(path, dataset) for paths in zoo.values() for path in paths]
-        print(_md(pd.concat(probes, ignore_index=True)))
+        probes = pd.concat(probes, ignore_index=True)
+        print(_md(probes))
+        print("\n## Across training seeds (mean [95% CI])\n")
+        print(_md(probe_summary(probes)))
         print(f"\ntotal {time.perf_counter() - started:.0f} s")
         return
     gates, accuracy = [], []
