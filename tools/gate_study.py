@@ -173,13 +173,21 @@ def cue_probe(checkpoint: Path, dataset: str) -> pd.DataFrame:
 
     A logistic-regression probe (torch LBFGS) on the cue vector of modality m, fitted on the
     training split (clean vs m swapped), scored on the test split as AUC = (Cliff's delta + 1) / 2;
-    beside it the AUC of the trained instance gate itself (lower gate = swapped) and, for `evidence`
-    cues, the test accuracy of each modality's evidence head (what bounds how well a swap shows).
+    beside it the AUC of the trained instance gate itself (lower gate = swapped), the fraction of
+    samples whose gate fell (for m, and for the other modalities when m was swapped: a gate that
+    falls for every modality sees conflict but not its source), the fraction whose share
+    g_m / mean_n g_n fell (m lost weight against the others), and, for `evidence` cues, the test
+    accuracy of each modality's evidence head (what bounds how well a swap shows).
     """
     model = load_model(checkpoint).module.eval()
     splits = load_splits(dataset)
     g = torch.Generator().manual_seed(0)
     cues, gates, evidence_acc = {}, {}, {}
+
+    def instance_gates(features, present) -> torch.Tensor:
+        found = model.calibrate.compute_gates(features, present)
+        return torch.stack([found[m][0] for m in model.modalities], dim=1)
+
     for split in ("train", "test"):
         clean, swapped = _swapped_features(model, splits[split], g)
         present = model.presence(clean, None)
@@ -187,11 +195,11 @@ def cue_probe(checkpoint: Path, dataset: str) -> pd.DataFrame:
             if model.calibrate.cue_kind == "evidence":  # how often each modality's own evidence names the class
                 right = model.calibrate.evidence_logits(clean).argmax(-1) == splits[split].labels[:, None]
                 evidence_acc.update({m: float(right[:, i].float().mean()) for i, m in enumerate(model.modalities)})
-            base_cues, base_gates = model.calibrate.cues(clean, present), model.calibrate.compute_gates(clean, present)
+            base_cues, base_gates = model.calibrate.cues(clean, present), instance_gates(clean, present)
             for i, m in enumerate(model.modalities):
                 other_cues = model.calibrate.cues(swapped[m], present)
                 cues[split, m] = (base_cues[:, i], other_cues[:, i])
-                gates[split, m] = (base_gates[m][0], model.calibrate.compute_gates(swapped[m], present)[m][0])
+                gates[split, m] = (base_gates, instance_gates(swapped[m], present))  # (B, M) each
     rows = []
     for i, m in enumerate(model.modalities):
         (a, b), (ta, tb) = cues["train", m], cues["test", m]
@@ -210,12 +218,17 @@ def cue_probe(checkpoint: Path, dataset: str) -> pd.DataFrame:
         opt.step(closure)
         with torch.no_grad():
             score_clean, score_swapped = ((ta - mu) / sd @ w + c).numpy(), ((tb - mu) / sd @ w + c).numpy()
-        g_clean, g_swapped = gates["test", m]
+        all_clean, all_swapped = gates["test", m]
+        g_clean, g_swapped = all_clean[:, i], all_swapped[:, i]
+        others = [j for j in range(len(model.modalities)) if j != i]
+        share_clean, share_swapped = g_clean / all_clean.mean(1), g_swapped / all_swapped.mean(1)
         rows.append({
             "dataset": dataset, "checkpoint": checkpoint.parent.name + "/" + checkpoint.stem, "modality": m,
             "probe_auc": (cliffs_delta(score_swapped, score_clean) + 1) / 2,
             "gate_auc": (cliffs_delta(g_clean.numpy(), g_swapped.numpy()) + 1) / 2,
             "gate_lower": float((g_swapped < g_clean).float().mean()),
+            "others_lower": float((all_swapped[:, others] < all_clean[:, others]).float().mean()),
+            "share_lower": float((share_swapped < share_clean).float().mean()),
             "evidence_acc": evidence_acc.get(m, float("nan")),  # test split; NaN for summary cues
         })
     return pd.DataFrame(rows)
@@ -228,7 +241,7 @@ def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (dataset, backbone, modality), g in probes.groupby(["dataset", "backbone", "modality"], sort=False):
         row = {"dataset": dataset, "model": backbone, "modality": modality, "seeds": len(g)}
-        for column in ("probe_auc", "gate_auc", "gate_lower", "evidence_acc"):
+        for column in ("probe_auc", "gate_auc", "gate_lower", "others_lower", "share_lower", "evidence_acc"):
             ci = mean_ci(g[column].to_numpy())
             row[column] = f"{ci.mean:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if g[column].notna().all() else "–"
         rows.append(row)
