@@ -411,6 +411,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     backbone_spec(args.fusion)  # an unknown name fails here, listing the registered ones, before the data loads
     device = _device(args.device, resolve_auto=True)
+    if args.calibration_cues and not args.calibration:
+        raise InputError("--calibration-cues needs --calibration")
     _check_writable(Path(args.out), "--out", folder=False)
     splits = load_splits(
         args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task,
@@ -432,6 +434,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         split_seed=args.split_seed,
         modality=args.modality,
+        model_options={"calibration_cues": args.calibration_cues} if args.calibration_cues else None,
     )
     scores = "; ".join(
         f"{split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics[split].items() if k != "n")
@@ -600,6 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset's other modalities and ignores them (default: none; choices: the dataset's modalities)",
     )
     p.add_argument("--calibration", action="store_true", help="insert the pre-fusion calibration module (default: off)")
+    p.add_argument(
+        "--calibration-cues", metavar="CUES",
+        help="with --calibration: what its gates read, summary or evidence (per-modality class evidence; "
+        "default: summary; README \"Do the calibration gates see conflict?\")",
+    )
     p.add_argument("--seed", type=int, default=0, help="training seed: initial weights and batch order (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write, e.g. models/concat.pt (required)")
     p.add_argument("--epochs", type=int, help="most training epochs (default: the recipe's; recipe: {train_defaults})")
