@@ -116,6 +116,8 @@ def gate_table(dataset: str, runs: dict[tuple[int, str], Path]) -> pd.DataFrame:
         if protocol == "standard":
             s = s[s["input"] != "clean"]
         frames.append(s.assign(training_seed=seed))
+    if not frames:  # only `missing` runs: no gate to read
+        return pd.DataFrame(columns=["dataset", "model", "modality", "input", "gate"])
     samples = pd.concat(frames, ignore_index=True)
     per_seed = gate_summary(samples, by=("model", "modality", "input", "training_seed"))
     rows = []
