@@ -1,0 +1,96 @@
+"""The metric contract, enforced on every registered metric (built-ins and any a test or plug-in adds).
+
+A metric's compute function takes sample weights because one function serves the cell's value
+(a row of ones), the paired bootstrap (multiplicities) and the jackknife (leave-a-group-out
+masks). That only gives honest intervals if a weight means what it says: a sample of weight w
+counts as w copies of it. Each rule below is checked for every metric of both tasks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robustbench_mm.domain import Task
+from robustbench_mm.metrics import METRICS, cell_metrics, resampled_metric
+
+K = 4
+N = 60
+
+
+def _record(task: Task, seed: int) -> dict[str, np.ndarray]:
+    """A record of `task` with the fields `results.RECORD_FIELDS` names, values in their ranges."""
+    rng = np.random.default_rng(seed)
+    if task == Task.REGRESSION:
+        target = rng.normal(size=N).astype(np.float32)
+        return {"ids": np.arange(N), "target": target, "output": (target + rng.normal(0, 0.7, N)).astype(np.float32),
+                "affected": np.ones(N, bool)}
+    target = rng.integers(0, K, N)
+    logits = rng.normal(size=(N, K))
+    logits[np.arange(N), target] += 1.0
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return {
+        "ids": np.arange(N), "target": target, "pred": p.argmax(1), "conf": p.max(1).astype(np.float32),
+        "p_true": p[np.arange(N), target].astype(np.float32), "sq_prob": (p**2).sum(1).astype(np.float32),
+        "entropy": (-(p * np.log(p)).sum(1)).astype(np.float32), "affected": np.ones(N, bool),
+    }
+
+
+def _rows(record: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[index] for k, v in record.items()}
+
+
+CASES = [pytest.param(name, spec.task, id=name) for name, spec in METRICS.items()]
+
+
+@pytest.mark.parametrize("name,task", CASES)
+def test_one_value_per_weight_row_and_ones_give_the_cell_value(name, task):
+    record = _record(task, 0)
+    weights = np.random.default_rng(1).integers(0, 3, (7, N)).astype(np.float64)
+    weights[0] = 1.0
+    values = resampled_metric(record, name, task, K, weights)
+    assert values.shape == (7,)
+    assert values[0] == pytest.approx(cell_metrics(record, task, K)[name], nan_ok=True, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("name,task", CASES)
+def test_a_weight_counts_as_that_many_copies_of_the_sample(name, task):
+    """The bootstrap's meaning of a weight: the metric under multiplicities w is the metric of the
+    record with sample i repeated w_i times (zero weight: left out)."""
+    record = _record(task, 2)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        w = rng.integers(0, 4, N)
+        w[rng.integers(0, N)] = 1  # at least one sample
+        weighted = resampled_metric(record, name, task, K, w[None, :].astype(np.float64))[0]
+        repeated = cell_metrics(_rows(record, np.repeat(np.arange(N), w)), task, K)[name]
+        assert weighted == pytest.approx(repeated, rel=1e-9, abs=1e-12, nan_ok=True)
+
+
+@pytest.mark.parametrize("name,task", CASES)
+def test_the_order_of_samples_does_not_matter(name, task):
+    record = _record(task, 4)
+    order = np.random.default_rng(5).permutation(N)
+    assert cell_metrics(_rows(record, order), task, K)[name] == pytest.approx(
+        cell_metrics(record, task, K)[name], rel=1e-9, abs=1e-12, nan_ok=True)
+
+
+# confidence scores the probabilities' sharpness and ECE their fit to accuracy, not correctness
+CORRECTNESS_CASES = [c for c in CASES if c.values[0] not in ("confidence", "ece")]
+
+
+@pytest.mark.parametrize("name,task", CORRECTNESS_CASES)
+def test_a_perfect_prediction_is_at_least_as_good_as_a_noisy_one(name, task):
+    """The declared direction is the metric's: predicting the target exactly is never worse."""
+    record = _record(task, 6)
+    perfect = dict(record)
+    if task == Task.REGRESSION:
+        perfect["output"] = record["target"].copy()
+    else:
+        one_hot = np.eye(K)[record["target"]]
+        p = 0.97 * one_hot + 0.03 / K
+        perfect.update(pred=record["target"].copy(), conf=p.max(1).astype(np.float32),
+                       p_true=p[np.arange(N), record["target"]].astype(np.float32),
+                       sq_prob=(p**2).sum(1).astype(np.float32), entropy=(-(p * np.log(p)).sum(1)).astype(np.float32))
+    good, noisy = cell_metrics(perfect, task, K)[name], cell_metrics(record, task, K)[name]
+    assert (good >= noisy) if METRICS[name].higher_is_better else (good <= noisy), (good, noisy)
