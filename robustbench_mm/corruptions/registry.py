@@ -16,7 +16,7 @@ spec : the modality's `ModalitySpec` (value range, train statistics, vocabulary)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -48,9 +48,13 @@ class CorruptionSpec:
     description: str
     fn: CorruptionFn
     identity: float = 0.0
-    source: str = "builtin"
     tables: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     check: SpecCheck | None = None
+
+    @property
+    def source(self) -> str:
+        """Where it came from ('builtin', a module, a plug-in file, an entry point): the registry's record."""
+        return CORRUPTIONS.source(self.name)
 
     def table(self, kind: str | None = None) -> tuple[float, ...]:
         """The severity table for levels 1-5 of `kind` (the default table when kind is None)."""
@@ -144,7 +148,6 @@ def corruption(
             description=description,
             fn=fn,
             identity=float(identity),
-            source=source,
             tables=tables if distinct else {},
             check=check,
         ), source)
@@ -174,6 +177,4 @@ def unregister(name: str) -> None:
 
 def set_source(name: str, source: str) -> None:
     """Record where a registered corruption came from (a plug-in's file or entry point)."""
-    spec = replace(CORRUPTIONS[name], source=source)
-    CORRUPTIONS.remove(name)
-    CORRUPTIONS.add(name, spec, source)
+    CORRUPTIONS.set_source(name, source)
