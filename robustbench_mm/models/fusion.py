@@ -369,9 +369,6 @@ class _UnimodalHeads(FusionModel):
 class LateFusion(_UnimodalHeads):
     """Average of the unimodal heads' probabilities over present modalities (mean for regression)."""
 
-    def __init__(self, config: dict):
-        super().__init__(config)
-
     def fuse_features(self, features, present):
         outputs = self.unimodal_outputs(features)
         mask = self._mask(present, self.modalities, outputs)
