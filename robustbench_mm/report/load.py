@@ -21,8 +21,8 @@ from ..results import Run, load_runs
 
 @dataclass
 class Data:
-    """The runs of one report: their cells as one table, the task, its headline metric
-    (accuracy or MAE), the models in order of first appearance and each model's config."""
+    """The runs of one report: their cells as one table, the task, its headline metric (the
+    protocol's first of the task), the models in order of first appearance and each model's config."""
 
     runs: dict[str, Run]
     cells: pd.DataFrame  # cells.csv rows of every run + `run`, `replicate` (metrics' `seed`)
