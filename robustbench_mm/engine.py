@@ -554,12 +554,12 @@ def _run_chunk(chunk: list[_Column], job: _Job, data: SplitData, donors: DonorPo
     seconds: dict[str, float] = {cid: 0.0 for col in chunk for cid in col.cells.values()}
     done = 0  # samples of this pass already recorded
     reusing = [options.reuse_encoders and m.reencodable for m in models]
+    reencode_touched = [not family_of(col.condition).full_forward for col in chunk]  # else the whole model runs
     with torch.inference_mode(), _autocast(dev, options.amp):
         for batch in data.batches(options.batch_size, dev):
             clean_features: dict[int, dict[str, torch.Tensor]] = {}
-            for col in chunk:
+            for col, touched_only in zip(chunk, reencode_touched):
                 t0 = time.perf_counter()
-                reencode_touched = not family_of(col.condition).full_forward
                 seed = job.protocol.seed + col.seed
                 perturbed = apply_condition(batch, col.condition, specs, seed, donors)
                 affected = affected_mask(batch.ids, col.condition, seed)
@@ -567,7 +567,7 @@ def _run_chunk(chunk: list[_Column], job: _Job, data: SplitData, donors: DonorPo
                 for mi, cid in col.cells.items():
                     t1 = time.perf_counter()
                     m = models[mi]
-                    if reusing[mi] and reencode_touched:
+                    if reusing[mi] and touched_only:
                         if mi not in clean_features:
                             clean_features[mi] = {k: m.module.encode(k, v) for k, v in batch.inputs.items()}
                         features = dict(clean_features[mi])
