@@ -35,6 +35,8 @@ class ModalitySpec:
         Used by mean/noise fills and by corruptions that scale noise to the data's own spread.
     value_range : valid (low, high) of the values, kept by every corruption (None = unbounded).
     vocab_size : number of token ids for `tokens` (ids 0 = pad and 1 = unknown are reserved).
+    scaling : the rule that put the stored values in `value_range` (the input contract shows it;
+        not saved with a model: it describes the data, not what the model was built for).
     """
 
     name: str
@@ -44,6 +46,7 @@ class ModalitySpec:
     std: torch.Tensor | None = None
     value_range: tuple[float, float] | None = None
     vocab_size: int | None = None
+    scaling: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -197,6 +200,15 @@ class SplitData(ABC):
             **self._samples_of(modalities),
         )
 
+    @abstractmethod
+    def _rescaled_samples(self, scales: dict[str, tuple[float, float]]) -> dict:
+        """The per-sample storage fields with modality m's values mapped to x * a + b, for `replace`."""
+
+    def rescaled(self, specs: dict[str, ModalitySpec], scales: dict[str, tuple[float, float]]):
+        """The same samples with `specs` and each modality in `scales` mapped to x * a + b
+        (see `contract.with_value_ranges`)."""
+        return replace(self, specs=specs, **self._rescaled_samples(scales))
+
     def _take(self, rows):
         return replace(
             self,
@@ -285,6 +297,9 @@ class MultimodalData(SplitData):
 
     def _batch_inputs(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         return {k: v[lo:hi] for k, v in self.inputs.items()}
+
+    def _rescaled_samples(self, scales: dict[str, tuple[float, float]]) -> dict:
+        return {"inputs": {k: v * scales[k][0] + scales[k][1] if k in scales else v for k, v in self.inputs.items()}}
 
     def _hash_samples(self, h) -> None:
         for t in [self.inputs[k] for k in sorted(self.inputs)] + [self.lengths[k] for k in sorted(self.lengths)]:
