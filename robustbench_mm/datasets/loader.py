@@ -3,9 +3,9 @@
 Sources: a registered dataset by name (`DATASETS`: the embedded "mfeat", "mfeat-all", "avdigits",
 "avdigits-all", "synthetic" of `builtin.py`, and any a plug-in registers with `@dataset`), with
 options after a colon ("mfeat:seed=1", "synthetic:key=value,..."); a .npz/.pt feature file; a
-path in one of the `readers` formats (`fmt` names it, else detected); or "module:factory". The
-keyword `seed` is the split seed (and the generator seed of synthetic) unless the source string
-sets one.
+path in one of the `readers` formats (`fmt` names it, else detected); "module:factory"; or, in
+the Python API, a Hugging Face `datasets.Dataset` / `DatasetDict` object. The keyword `seed` is
+the split seed (and the generator seed of synthetic) unless the source string sets one.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from . import builtin  # noqa: F401  (registers the embedded datasets)
 from .batch import MultimodalData
 from .files import load_factory_splits, load_file_splits
 from .readers import READERS, ReadOptions, detect_format, read_splits
+from .readers.parquet import from_hf_dataset
 from .registry import DATASETS
 from .splits import SPLITS, WHOLE
 
@@ -55,6 +56,16 @@ def parse_options(text: str, where: str) -> dict[str, str]:
     return options
 
 
+def is_hf_dataset(source) -> bool:
+    """Whether `source` is a `datasets.Dataset` or `DatasetDict` object (checked without importing `datasets`)."""
+    return type(source).__module__.startswith("datasets.") and type(source).__name__ in ("Dataset", "DatasetDict")
+
+
+def _label(source) -> str:
+    """How errors name a source: its text, or the kind of object it is."""
+    return source if isinstance(source, str) else f"Hugging Face {type(source).__name__}"
+
+
 def is_builtin(source: str) -> bool:
     """Whether a source names a registered dataset (whose task is its own), not a file or factory."""
     return isinstance(source, str) and source.strip().partition(":")[0] in DATASETS
@@ -70,6 +81,9 @@ def _all_splits(
     """
     if task is not None:
         parse_task(task)
+    if is_hf_dataset(source):
+        options = ReadOptions(kinds=kinds, seed=seed if training else None, tokenizer=tokenizer)
+        return _fixed_task(_label(source), from_hf_dataset(source, options, name=_label(source)), task), False
     if not isinstance(source, str) or not source.strip():
         raise one_of("dataset", source, source_names())
     source = source.strip()
@@ -118,7 +132,7 @@ def load_splits(
     )
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
-        raise InputError(f"dataset {source!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
+        raise InputError(f"dataset {_label(source)!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
     chosen = {s: _select(splits[s], modalities, selected) for s in SPLITS}
     return {s: d.in_memory() if d.streamed else d for s, d in chosen.items()}
 
@@ -148,11 +162,11 @@ def load_dataset(
         split = WHOLE
     if split not in splits:
         raise InputError(
-            f"dataset {source!r}: " + (
+            f"dataset {_label(source)!r}: " + (
                 "has no 'split' array, so all of it is the evaluation set; ask for split 'test' or 'all'"
                 if WHOLE in splits else f"has no split {split!r} (it has {', '.join(splits)})"
             )
         )
     if len(splits[split]) == 0:
-        raise InputError(f"dataset {source!r}: its 'split' has no {split!r} samples")
+        raise InputError(f"dataset {_label(source)!r}: its 'split' has no {split!r} samples")
     return _select(splits[split], modalities, selected)

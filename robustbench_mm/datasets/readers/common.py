@@ -24,7 +24,7 @@ from ..splits import SPLITS
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 # Stable ids when a format has none: split index * 10^9 + position in that split (as for factories).
 SPLIT_ID_STRIDE = 1_000_000_000
-EXTRAS = {"h5py": "h5", "pyarrow": "parquet"}
+EXTRAS = {"h5py": "h5", "pyarrow": "parquet", "soundfile": "hf"}
 
 
 @dataclass(frozen=True)
