@@ -114,6 +114,11 @@ def _add_format(p: argparse.ArgumentParser) -> None:
         "--tokenizer", metavar="MODULE:FUNCTION",
         help="text -> list of token ids for media/Parquet text (default: a whitespace vocabulary of the train split)",
     )
+    p.add_argument(
+        "--keep-empty-text", action="store_true",
+        help="MultiBench affect pickles: keep the segments without text that MultiBench's drop_entry removes; "
+        "scores are then not comparable with MultiBench's (default: dropped, as MultiBench does)",
+    )
 
 
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
@@ -279,7 +284,7 @@ def _load_data(args: argparse.Namespace, source: str, split: str):
 
     data = load_dataset(
         source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task,
-        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, keep_empty_text=args.keep_empty_text,
     )
     _say_task(source, args.task, data)
     if data.split == "all":
@@ -446,7 +451,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_writable(Path(args.out), "--out", folder=False)
     splits = load_splits(
         args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task,
-        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, keep_empty_text=args.keep_empty_text,
     )
     _say_task(args.data, args.task, splits["train"])
     metrics = train_and_save(

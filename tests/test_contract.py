@@ -69,7 +69,7 @@ def test_value_range_rescales_a_known_range_and_declares_a_missing_one(tmp_path)
     path, arrays = _npz(tmp_path)
     data = load_dataset(str(path))
     scaled = with_value_ranges(data, parse_value_ranges(["0,1", "feat=-2,2"]))
-    assert torch.allclose(scaled.inputs["image"], torch.from_numpy(arrays["image"]).float() / 255)
+    assert torch.equal(scaled.inputs["image"], torch.from_numpy(arrays["image"]).float() / 255)
     assert torch.allclose(scaled.specs["image"].mean, data.specs["image"].mean / 255)
     assert torch.allclose(scaled.specs["image"].std, data.specs["image"].std / 255)
     assert scaled.specs["image"].value_range == (0.0, 1.0) and "onto [0, 1]" in scaled.specs["image"].scaling

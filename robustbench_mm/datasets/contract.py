@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..errors import InputError
-from .batch import PAD_ID, ModalitySpec, SplitData
+from .batch import PAD_ID, ModalitySpec, SplitData, map_range
 
 VALUES = "data units as listed (the engine does not standardise; the suite's own models standardise inside with their train mean/std)"
 LAYOUTS = {
@@ -167,22 +167,21 @@ def with_value_ranges(data: SplitData, ranges: dict[str | None, tuple[float, flo
     for m in targets:
         if data.specs[m].kind == "tokens":
             raise InputError(f"--value-range names modality {m!r}, which holds token ids; a value range applies to numbers")
-    specs, scales = dict(data.specs), {}
+    specs, mapped = dict(data.specs), {}
     for m, (lo, hi) in targets.items():
         spec = specs[m]
         if spec.value_range is None:
             specs[m] = replace(spec, value_range=(lo, hi), scaling=f"{spec.scaling or 'values as stored'}; range declared by --value-range")
             continue
-        old_lo, old_hi = spec.value_range
-        if (old_lo, old_hi) == (lo, hi):
+        old = spec.value_range
+        if old == (lo, hi):
             continue
-        a = (hi - lo) / (old_hi - old_lo)
-        b = lo - old_lo * a
-        scales[m] = (a, b)
+        mapped[m] = (old, (lo, hi))
         specs[m] = replace(
             spec, value_range=(lo, hi),
-            mean=None if spec.mean is None else spec.mean * a + b, std=None if spec.std is None else spec.std * a,
-            scaling=f"{spec.scaling or 'values as stored'}, then mapped from [{old_lo:g}, {old_hi:g}] onto [{lo:g}, {hi:g}] by --value-range",
+            mean=None if spec.mean is None else map_range(spec.mean, old, (lo, hi)),
+            std=None if spec.std is None else spec.std / (old[1] - old[0]) * (hi - lo),
+            scaling=f"{spec.scaling or 'values as stored'}, then mapped from [{old[0]:g}, {old[1]:g}] onto [{lo:g}, {hi:g}] by --value-range",
         )
-    return data.rescaled(specs, scales)
+    return data.rescaled(specs, mapped)
 

@@ -249,12 +249,14 @@ def read_feature_file(path: str | Path) -> dict[str, Any]:
 def assemble(
     where: str, source: str, raw: dict[str, Any], kinds: dict[str, str] | None, name: str, seed: int | None = None,
     task: str | None = None, class_names: list[str] | None = None, scalings: dict[str, str] | None = None,
+    value_ranges: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, MultimodalData]:
     """Checked arrays -> splits. With a `split` array: train/val/test (stats from train). Without
     it: {"all": the whole set} (stats from all of it), or, when `seed` is given (training), a
     60/20/20 `stratified_split` with that seed (stats from its train part).
     class_names : the names of class ids 0..C-1 (C classes even where the labels use fewer).
-    scalings : modality -> the rule a reader's decoding applied, in place of the array rule."""
+    scalings, value_ranges : modality -> the rule a reader's decoding applied and the range it
+        knows the values have, in place of the array rules."""
     checked = check_arrays(where, raw, kinds, task)
     arrays, labels = checked["arrays"], checked["labels"]
     split_rows = checked["split_rows"]
@@ -271,8 +273,8 @@ def assemble(
         if num_classes > len(class_names):
             raise InputError(f"{where}: label {num_classes - 1} has no class name ({len(class_names)} names); expected ids 0..{len(class_names) - 1}")
         num_classes = len(class_names)
-    value_ranges, vocab_sizes, own_scalings = {}, {}, dict(scalings or {})
-    scalings = {}
+    own_ranges, own_scalings = dict(value_ranges or {}), dict(scalings or {})
+    value_ranges, vocab_sizes, scalings = {}, {}, {}
     for m, x in arrays.items():
         kind = checked["kinds"][m]
         if kind == "tokens":
@@ -298,7 +300,7 @@ def assemble(
         checked["ids"],
         split_rows,
         stats_rows=stats_rows,
-        value_ranges=value_ranges,
+        value_ranges={**value_ranges, **own_ranges},
         vocab_sizes=vocab_sizes,
         num_classes=num_classes,
         class_names=None if regression else class_names,

@@ -73,7 +73,7 @@ def is_builtin(source: str) -> bool:
 
 def _all_splits(
     source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool, task: str | None = None,
-    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None, keep_empty_text: bool = False,
 ) -> tuple[dict[str, MultimodalData], bool]:
     """(splits, selected): `selected` is True when `modalities` was already applied.
 
@@ -96,7 +96,7 @@ def _all_splits(
     if fmt not in (None, *FORMATS):
         raise one_of("--format", fmt, FORMATS)
     if fmt in READERS or (fmt is None and detect_format(source)):
-        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer)
+        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer, keep_empty_text=keep_empty_text)
         return _fixed_task(source, read_splits(source, fmt, options), task), False
     if fmt in FEATURE_FILE_FORMATS or Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
         return load_file_splits(source, kinds, seed=seed if training else None, task=task), False
@@ -119,7 +119,7 @@ def _select(data: MultimodalData, modalities, selected: bool) -> MultimodalData:
 def load_splits(
     source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0,
     task: str | None = None,
-    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None, keep_empty_text: bool = False,
 ) -> dict[str, MultimodalData]:
     """{"train", "val", "test"} of a source, train statistics on every split's specs (for training).
 
@@ -128,7 +128,8 @@ def load_splits(
     Streamed media are decoded into memory here: training revisits samples in random order.
     """
     splits, selected = _all_splits(
-        source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer
+        source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer,
+        keep_empty_text=keep_empty_text,
     )
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
@@ -148,15 +149,18 @@ def load_dataset(
     fmt: str | None = None,
     trust: bool = False,
     tokenizer: str | None = None,
+    keep_empty_text: bool = False,
 ) -> MultimodalData:
     """One split of a source. A feature file or factory without its own split is one evaluation
     set: asking for "test" (the default) or "all" gives the whole of it, with split "all" (as the
     run's manifest then records). task : as in `load_splits`. fmt: a reader name (default: detected
-    from the path); trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text."""
+    from the path); trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text;
+    keep_empty_text: keep the text-less segments of a MultiBench affect pickle (dropped by default, as MultiBench does)."""
     if split not in SPLITS + (WHOLE,):
         raise one_of("split", split, SPLITS + (WHOLE,))
     splits, selected = _all_splits(
-        source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer
+        source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer,
+        keep_empty_text=keep_empty_text,
     )
     if WHOLE in splits and split in ("test", WHOLE):
         split = WHOLE

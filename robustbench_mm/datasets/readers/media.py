@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from ..batch import PAD_ID, UNK_ID, ModalitySpec, MultimodalData, SplitData
+from ..batch import PAD_ID, UNK_ID, ModalitySpec, MultimodalData, SplitData, map_range
 from ..files import pcm_to_float, resolve_factory
 from ..splits import CONSTANT_STD_REL, SPLITS, WHOLE, stratified_split
 from .common import SPLIT_ALIASES, ReadOptions, few
@@ -219,8 +219,8 @@ class StreamedData(SplitData):
     def _batch_inputs(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         return self.decode(lo, hi)
 
-    def _rescaled_samples(self, scales: dict[str, tuple[float, float]]) -> dict:
-        return {"decoders": {m: _scaled(d, *scales[m]) if m in scales else d for m, d in self.decoders.items()}}
+    def _rescaled_samples(self, ranges: dict[str, tuple[tuple[float, float], tuple[float, float]]]) -> dict:
+        return {"decoders": {m: _mapped(d, *ranges[m]) if m in ranges else d for m, d in self.decoders.items()}}
 
     def decode(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         """The inputs of samples lo..hi-1, decoded now (threads: decoding releases the GIL)."""
@@ -249,9 +249,9 @@ class StreamedData(SplitData):
         )
 
 
-def _scaled(decoder: Callable[[object], np.ndarray], a: float, b: float) -> Callable[[object], np.ndarray]:
-    """A decoder whose values are mapped to x * a + b (float32), as `MultimodalData` rescales."""
-    return lambda item: (decoder(item) * np.float32(a) + np.float32(b)).astype(np.float32)
+def _mapped(decoder: Callable[[object], np.ndarray], old: tuple[float, float], new: tuple[float, float]) -> Callable[[object], np.ndarray]:
+    """A decoder whose float32 values are mapped from range `old` onto `new`, as `MultimodalData` maps them."""
+    return lambda item: map_range(decoder(item), old, new).astype(np.float32)
 
 
 def streamed_stats(data: StreamedData, kind: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
