@@ -93,10 +93,20 @@ def test_integer_audio_in_a_feature_file_is_scaled_as_the_same_wav_file_is(tmp_p
     assert data.specs["wave"].value_range == (-1.0, 1.0) and "int16 PCM" in data.specs["wave"].scaling
 
 
-def test_a_name_that_says_audio_on_another_kind_is_one_warning_naming_kind():
-    specs = {"audio_feats": ModalitySpec("audio_feats", "vector", (4,)), "audio": ModalitySpec("audio", "audio", (4,))}
-    (line,) = kind_warnings(specs)
-    assert "'audio_feats'" in line and "--kind audio_feats=audio" in line and "\n" not in line
+def test_a_name_that_says_audio_or_image_on_another_possible_kind_is_one_warning_naming_kind():
+    specs = {
+        "audio_feats": ModalitySpec("audio_feats", "vector", (4,)),
+        "audio": ModalitySpec("audio", "audio", (4,)),
+        "image_rows": ModalitySpec("image_rows", "vector", (16,)),
+        "img_seq": ModalitySpec("img_seq", "sequence", (5, 6)),
+        "image_odd": ModalitySpec("image_odd", "vector", (15,)),  # not square: --kind image cannot take it
+        "audio_spec": ModalitySpec("audio_spec", "image", (1, 8, 8)),  # a spectrogram image, as MultiBench feeds it
+        "text": ModalitySpec("text", "sequence", (5, 300)),  # word embeddings: a sequence by design
+    }
+    lines = kind_warnings(specs)
+    assert [line.split("'")[1] for line in lines] == ["audio_feats", "image_rows", "img_seq"]
+    assert "--kind audio_feats=audio" in lines[0] and "--kind image_rows=image" in lines[1]
+    assert all("\n" not in line for line in lines)
 
 
 def test_show_inputs_prints_the_contract_and_the_models_presence_mask(tmp_path, capsys):

@@ -10,6 +10,7 @@ inside with the train mean/std they were built with, a foreign model receives ex
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -34,8 +35,10 @@ REMOVED = {
     "mask": "zeros (for models that read the presence mask)",
 }
 REMOVED_TOKENS = f"pad ids ({PAD_ID}) under every fill"
-# A modality's name that says what it is; a different inferred kind is worth a warning.
-NAMED_KINDS = {"audio": ("audio",), "wav": ("audio",), "image": ("image",), "img": ("image",), "text": ("tokens",)}
+# Words in a modality's name that say what it is: an array read as another kind, which `--kind`
+# could make it, is worth a warning. (A float "text" array is word embeddings, a sequence by
+# design: only integer ids can be tokens, and those are tokens already.)
+NAMED_KINDS = {"audio": "audio", "wav": "audio", "image": "image", "img": "image"}
 
 
 @dataclass(frozen=True)
@@ -117,15 +120,20 @@ def input_contract(data: SplitData, fills=tuple(REMOVED), presence_mask: dict[st
 
 
 def kind_warnings(specs: dict[str, ModalitySpec]) -> list[str]:
-    """One line per modality whose name says audio/image/text but whose kind is another."""
+    """One line per modality whose name says audio or image but whose array was read as another
+    kind that `--kind NAME=audio|image` would accept (2-D rows as audio; square rows or (N, H, W)
+    as images)."""
     out = []
     for name, spec in specs.items():
-        said = next((word for word in NAMED_KINDS if word in name.lower()), None)
-        if said is not None and spec.kind not in NAMED_KINDS[said]:
-            expected = NAMED_KINDS[said][0]
+        said = next((kind for word, kind in NAMED_KINDS.items() if word in name.lower()), None)
+        if said is None or spec.kind == said:
+            continue
+        square = len(spec.shape) == 1 and math.isqrt(spec.shape[0]) ** 2 == spec.shape[0]
+        possible = spec.kind in ("vector", "tokens") if said == "audio" else (spec.kind in ("vector", "tokens") and square) or spec.kind == "sequence"
+        if possible:
             out.append(
-                f"modality {name!r} is named like {expected} but was read as kind {spec.kind!r} (shape {spec.shape}); "
-                f"{spec.kind} corruptions apply to it, not {expected} ones; pass --kind {name}={expected} if it is {expected}"
+                f"modality {name!r} is named like {said} but was read as kind {spec.kind!r} (shape {spec.shape}); "
+                f"{spec.kind} corruptions apply to it, not {said} ones; pass --kind {name}={said} if it is {said}"
             )
     return out
 
