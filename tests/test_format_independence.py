@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from robustbench_mm.datasets import load_dataset
+from robustbench_mm.datasets.contract import parse_value_ranges, with_value_ranges
 from robustbench_mm.engine import evaluate
 
 datasets = pytest.importorskip("datasets")
@@ -112,6 +113,8 @@ def test_the_same_samples_give_the_same_inputs_and_clean_cell_in_every_format(tm
         assert torch.equal(batch.inputs["audio"], expected_audio), fmt
         assert batch.labels.tolist() == labels.tolist(), fmt
         assert (data.specs["image"].value_range, data.specs["audio"].value_range) == ((0.0, 255.0), (-1.0, 1.0)), fmt
+        unit = with_value_ranges(data, parse_value_ranges(["0,1"]))  # streamed media map each decoded batch
+        assert torch.equal(next(unit.batches(N)).inputs["image"], expected_image / 255), fmt
         protocol = tmp_path / "protocol.toml"
         protocol.write_text(PROTOCOL)
         run = evaluate([_Probe()], data, str(protocol), out=tmp_path / f"run-{fmt}", device="cpu", progress=False)
