@@ -280,7 +280,6 @@ def _say_task(source: str, task: str | None, data) -> None:
 
 def _load_data(args: argparse.Namespace, source: str, split: str):
     from .datasets import load_dataset, parse_kind_overrides
-    from .datasets.contract import kind_warnings
 
     data = load_dataset(
         source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task,
@@ -289,9 +288,16 @@ def _load_data(args: argparse.Namespace, source: str, split: str):
     _say_task(source, args.task, data)
     if data.split == "all":
         _note(f"dataset {source!r} has no 'split' array: all {len(data)} samples are evaluated (recorded as split 'all')")
-    for line in kind_warnings(data.specs):
-        print(f"rbmm: warning: {line}", file=sys.stderr)
+    _warn_kinds(data.specs)
     return _apply_value_ranges(args, data)
+
+
+def _warn_kinds(specs) -> None:
+    """One warning line per modality named like audio/image but read as another kind `--kind` could fix."""
+    from .datasets.contract import kind_warnings
+
+    for line in kind_warnings(specs):
+        print(f"rbmm: warning: {line}", file=sys.stderr)
 
 
 # the modules whose import creates the registries `rbmm list` shows (others appear once imported)
@@ -454,6 +460,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, keep_empty_text=args.keep_empty_text,
     )
     _say_task(args.data, args.task, splits["train"])
+    _warn_kinds(splits["train"].specs)
     metrics = train_and_save(
         fusion=args.fusion,
         calibration=args.calibration,

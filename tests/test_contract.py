@@ -134,3 +134,13 @@ def test_the_manifest_records_the_contract_with_the_protocols_fills(tmp_path):
     pix = doc["inputs"]["modalities"]["pix"]
     assert pix["value_range"] == [0.0, 6.0] and set(pix["removed"]) <= set(FILLS) and pix["removed"]
     assert doc["inputs"]["presence_mask"] == {"mfeat-concat": True}
+
+
+def test_train_warns_about_a_name_that_says_audio_too(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "train.npz"
+    np.savez(path, audio=rng.normal(size=(30, 16)).astype(np.float32), v=rng.normal(size=(30, 3)).astype(np.float32),
+             labels=np.arange(30) % 2)
+    assert main(["train", "--data", str(path), "--fusion", "concat", "--epochs", "1", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--kind audio=audio" in warnings[0]
