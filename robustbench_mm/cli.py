@@ -114,6 +114,11 @@ def _add_format(p: argparse.ArgumentParser) -> None:
         "--tokenizer", metavar="MODULE:FUNCTION",
         help="text -> list of token ids for media/Parquet text (default: a whitespace vocabulary of the train split)",
     )
+    p.add_argument(
+        "--keep-empty-text", action="store_true",
+        help="MultiBench affect pickles: keep the segments without text that MultiBench's drop_entry removes; "
+        "scores are then not comparable with MultiBench's (default: dropped, as MultiBench does)",
+    )
 
 
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
@@ -217,11 +222,13 @@ def _cwd_importable() -> None:
 
 def _add_pixel_units(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--value-range", metavar="LO,HI",
-        help="the values that mean a black and a white pixel in every image modality, e.g. 0,1 or "
-        "--value-range=-1,1 (with '=' when LO is negative) "
-        "(default: inferred: 0,255 for uint8 files, 0,1 for float files within [0, 1], none otherwise); "
-        "image corruptions clip to it and raw-pixel presets (qmf, qmf-rgbd, udml) map through it",
+        "--value-range", action="append", metavar="[NAME=]LO,HI",
+        help="the range a modality's values are given to the model in: LO,HI for every image modality, NAME=LO,HI "
+        "for one (repeatable; --value-range=-1,1 with '=' when LO is negative). A modality with a known range "
+        "(uint8 and decoded pixels 0,255; PCM audio -1,1) is rescaled onto it, e.g. 0,1 divides pixels by 255; "
+        "one without (float images outside [0, 1]) gets it declared (default: pixels 0,255, audio -1,1, float "
+        "images within [0, 1] 0,1; `rbmm show inputs` shows the rule); image corruptions clip to it and "
+        "raw-pixel presets (qmf, qmf-rgbd, udml) map through it",
     )
     p.add_argument(
         "--normalization", metavar="MEAN,STD",
@@ -239,15 +246,16 @@ def _numbers(flag: str, text: str) -> list[float]:
     return values
 
 
-def _apply_pixel_units(args: argparse.Namespace, data, protocol):
-    """--value-range onto the data's image specs, --normalization onto the protocol (new hash)."""
-    if args.value_range is not None:
-        lo_hi = _numbers("--value-range", args.value_range)
-        if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
-            raise InputError(f"--value-range {args.value_range!r}: expected LO,HI with LO < HI")
-        for spec in data.specs.values():
-            if spec.kind == "image":
-                spec.value_range = (lo_hi[0], lo_hi[1])
+def _apply_value_ranges(args: argparse.Namespace, data):
+    """--value-range onto the data: known ranges rescaled, missing ones declared (input contract)."""
+    from .datasets.contract import parse_value_ranges, with_value_ranges
+
+    ranges = parse_value_ranges(args.value_range)
+    return with_value_ranges(data, ranges) if ranges else data
+
+
+def _apply_normalization(args: argparse.Namespace, protocol):
+    """--normalization onto the protocol (a new hash)."""
     if args.normalization is not None:
         values = _numbers("--normalization", args.normalization)
         if len(values) < 2 or len(values) % 2:
@@ -275,12 +283,21 @@ def _load_data(args: argparse.Namespace, source: str, split: str):
 
     data = load_dataset(
         source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task,
-        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, keep_empty_text=args.keep_empty_text,
     )
     _say_task(source, args.task, data)
     if data.split == "all":
         _note(f"dataset {source!r} has no 'split' array: all {len(data)} samples are evaluated (recorded as split 'all')")
-    return data
+    _warn_kinds(data.specs)
+    return _apply_value_ranges(args, data)
+
+
+def _warn_kinds(specs) -> None:
+    """One warning line per modality named like audio/image but read as another kind `--kind` could fix."""
+    from .datasets.contract import kind_warnings
+
+    for line in kind_warnings(specs):
+        print(f"rbmm: warning: {line}", file=sys.stderr)
 
 
 # the modules whose import creates the registries `rbmm list` shows (others appear once imported)
@@ -385,9 +402,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     from .protocols import load_protocol
 
+    if args.thing == "inputs":
+        return _show_inputs(args)
+    if args.name is None:
+        raise InputError("rbmm show protocol: name the protocol, one of " + ", ".join(n for n, _, _ in _list_protocols()))
     protocol = load_protocol(args.name)
     data = _load_data(args, args.data, args.split)
-    protocol = _apply_pixel_units(args, data, protocol)
+    protocol = _apply_normalization(args, protocol)
     conditions, notes = protocol.expand_with_notes(data.specs)
     seeds = len(protocol.seeds)
     print(f"protocol {protocol.name} (hash {protocol.hash[:12]}), seed {protocol.seed}, {seeds} evaluation seed(s)")
@@ -405,6 +426,26 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_inputs(args: argparse.Namespace) -> int:
+    """The input contract of --data (and, with a MODEL, whether that model is given the presence mask)."""
+    from .datasets.contract import input_contract
+
+    presence = {}
+    if args.name is not None:
+        from .engine import takes_presence_mask
+        from .models import load_model
+
+        _cwd_importable()
+        model = load_model(args.name, trust=args.trust_checkpoint, weights=args.weights, random_weights=args.random_weights)
+        presence[model.name] = takes_presence_mask(model.module)
+    data = _load_data(args, args.data, args.split)
+    contract = input_contract(data, presence_mask=presence)
+    print(f"inputs of {data.name} ({data.split}, {len(data)} samples) as a model receives them:")
+    for line in contract.lines():
+        print(f"  {line}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .datasets import load_splits, parse_kind_overrides
     from .models import backbone_spec, train_and_save
@@ -416,9 +457,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_writable(Path(args.out), "--out", folder=False)
     splits = load_splits(
         args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task,
-        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, keep_empty_text=args.keep_empty_text,
     )
     _say_task(args.data, args.task, splits["train"])
+    _warn_kinds(splits["train"].specs)
     metrics = train_and_save(
         fusion=args.fusion,
         calibration=args.calibration,
@@ -462,7 +504,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(f"rbmm: WARNING: model {m.name!r} is evaluated with RANDOM initial weights (--random-weights); "
                   "its results say nothing about a trained model", file=sys.stderr)
     data = _load_data(args, args.data, args.split)
-    protocol = _apply_pixel_units(args, data, load_protocol(args.protocol))
+    protocol = _apply_normalization(args, load_protocol(args.protocol))
     results = evaluate(
         models,
         data,
@@ -585,11 +627,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_list)
 
-    p = _parser(sub, "show", "show the grid a protocol expands to on a dataset")
-    p.add_argument("thing", choices=["protocol"], help="what to show: %(choices)s")
-    p.add_argument("name", help="protocol: one of {protocols}, or a TOML file path")
+    p = _parser(sub, "show", "show the grid a protocol expands to on a dataset, or the inputs a model receives from it")
+    p.add_argument("thing", choices=["protocol", "inputs"], help="what to show: %(choices)s")
+    p.add_argument(
+        "name", nargs="?",
+        help="protocol: one of {protocols}, or a TOML file path; inputs: optionally a MODEL, to say whether it gets the presence mask",
+    )
     _add_data(p)
     _add_pixel_units(p)
+    _add_model_loading(p)
     _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_show)
 
@@ -730,8 +776,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line. argparse fills an optional positional before the options, so
+    `rbmm show inputs --data D MODEL` leaves MODEL over; it is taken as the name it stands for."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "show" and args.name is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.name = extra[0]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     keep_freed_memory()
     try:
         plugins = args.plugins + getattr(args, "plugins_after", [])

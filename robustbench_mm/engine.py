@@ -35,10 +35,11 @@ from torch import nn
 
 from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply_condition, family_of
 from .datasets.batch import Batch, SplitData
+from .datasets.contract import input_contract
 from .errors import InputError
 from .models import FusionModel, Reencodable, check_inputs, check_tensors
 from .protocols import Protocol, load_protocol
-from .domain import Task
+from .domain import Family, Task
 from .results import (
     DatasetInfo, Manifest, ModelInfo, PlannedCell, ProtocolInfo, Run, RunWriter, cell_id, empty_record, package_versions,
 )
@@ -77,6 +78,11 @@ def _takes_present(module: nn.Module) -> bool:
         return "present" in inspect.signature(module.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def takes_presence_mask(module: nn.Module) -> bool:
+    """Whether the engine calls `module(inputs, present)` (its forward names `present`) or `module(inputs)`."""
+    return _takes_present(module)
 
 
 def _as_model(m: object) -> _Model:
@@ -462,6 +468,10 @@ def _manifest(job: _Job, options: EvalOptions, dist: _Dist) -> Manifest:
             task=Task(data.task), num_classes=data.num_classes,
             modalities={k: {"kind": v.kind, "shape": list(v.shape)} for k, v in data.specs.items()},
         ),
+        inputs=input_contract(
+            data, fills={c.name for c in job.conditions if c.family == Family.REMOVAL},
+            presence_mask={m.name: m.takes_present for m in job.models},
+        ).to_json(),
         seeds=job.seeds, rng=RNG_VERSION, amp=bool(options.amp), keep_probabilities=bool(options.keep_probabilities),
         nonfinite=options.nonfinite, plugins=tuple(getattr(protocol, "plugins", ())), package=package_versions(),
         complete=False, started=datetime.now(timezone.utc).isoformat(timespec="seconds"), cell_seconds={},

@@ -223,6 +223,7 @@ class Manifest:
     world_size: int | None = None
     finished: str | None = None
     wall_seconds: float | None = None
+    inputs: dict | None = None  # the input contract (datasets.contract); None in runs written before it
     version: int = MANIFEST_VERSION
 
     IDENTITY = ("protocol", "models", "dataset", "seeds", "rng", "amp", "keep_probabilities", "nonfinite")
@@ -319,6 +320,7 @@ def _parse(doc: dict, where: str) -> Manifest:
         world_size=_field(doc, "world_size", int, where, optional=True),
         finished=_field(doc, "finished", str, where, optional=True),
         wall_seconds=_field(doc, "wall_seconds", (int, float), where, optional=True),
+        inputs=_field(doc, "inputs", dict, where, optional=True),
     )
 
 

@@ -60,9 +60,9 @@ def test_avmnist_folder_reads_each_split_with_images_reshaped(tmp_path):
         image, audio, labels = written[stored]
         data = splits[ours]
         assert data.specs["image"].kind == "image" and data.specs["image"].shape == (1, 28, 28)
-        assert data.specs["audio"].kind == "sequence" and data.specs["audio"].shape == (8, 5)
+        assert data.specs["audio"].kind == "image" and data.specs["audio"].shape == (1, 8, 5)  # as MultiBench's CNN takes it
         np.testing.assert_array_equal(data.inputs["image"].numpy().reshape(len(image), -1), image)
-        np.testing.assert_array_equal(data.inputs["audio"].numpy(), audio)
+        np.testing.assert_array_equal(data.inputs["audio"].numpy()[:, 0], audio)
         assert data.labels.dtype == torch.int64 and data.labels.tolist() == labels.astype(int).tolist()
     # statistics come from train only: the per-pixel mean of the train images
     np.testing.assert_allclose(splits["test"].specs["image"].mean.numpy().reshape(-1), written["train"][0].mean(0), rtol=1e-5)
@@ -73,7 +73,7 @@ def test_avmnist_folder_reads_each_split_with_images_reshaped(tmp_path):
 
 def test_avmnist_missing_split_modality_and_mismatched_rows(tmp_path):
     _avmnist(tmp_path / "a", valid=False)
-    assert "no 'val' samples" in _error(load_splits, str(tmp_path / "a"))
+    assert "no 'val' samples" in _error(load_splits, str(tmp_path / "a"))  # 12 rows: too few for MultiBench's 5,000
     assert len(load_dataset(str(tmp_path / "a"), "test")) == 6
     (tmp_path / "a" / "audio" / "test_data.npy").unlink()
     assert "audio/test_data.npy does not" in _error(load_dataset, str(tmp_path / "a"))

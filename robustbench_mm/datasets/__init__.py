@@ -1,6 +1,7 @@
 """Datasets: everything becomes a `MultimodalData` of `Batch`es with modality specs."""
 
 from .batch import KINDS, PAD_ID, UNK_ID, Batch, ModalitySpec, MultimodalData, SplitData
+from .contract import InputContract, input_contract, kind_warnings, parse_value_ranges, with_value_ranges
 from .files import parse_kind_overrides
 from .loader import describe_sources, load_dataset, load_splits
 from .mfeat import mfeat_splits
@@ -15,6 +16,7 @@ __all__ = [
     "UNK_ID",
     "Batch",
     "DatasetSpec",
+    "InputContract",
     "ModalitySpec",
     "MultimodalData",
     "SplitData",
@@ -23,10 +25,14 @@ __all__ = [
     "dataset",
     "describe_sources",
     "generate_synthetic",
+    "input_contract",
+    "kind_warnings",
     "load_dataset",
     "load_splits",
     "mfeat_splits",
     "parse_kind_overrides",
+    "parse_value_ranges",
     "stratified_split",
     "synthetic_splits",
+    "with_value_ranges",
 ]

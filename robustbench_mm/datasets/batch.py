@@ -35,6 +35,8 @@ class ModalitySpec:
         Used by mean/noise fills and by corruptions that scale noise to the data's own spread.
     value_range : valid (low, high) of the values, kept by every corruption (None = unbounded).
     vocab_size : number of token ids for `tokens` (ids 0 = pad and 1 = unknown are reserved).
+    scaling : the rule that put the stored values in `value_range` (the input contract shows it;
+        not saved with a model: it describes the data, not what the model was built for).
     """
 
     name: str
@@ -44,6 +46,7 @@ class ModalitySpec:
     std: torch.Tensor | None = None
     value_range: tuple[float, float] | None = None
     vocab_size: int | None = None
+    scaling: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -197,6 +200,15 @@ class SplitData(ABC):
             **self._samples_of(modalities),
         )
 
+    @abstractmethod
+    def _rescaled_samples(self, ranges: dict[str, tuple[tuple[float, float], tuple[float, float]]]) -> dict:
+        """The per-sample storage fields with modality m's values mapped by `map_range`, for `replace`."""
+
+    def rescaled(self, specs: dict[str, ModalitySpec], ranges: dict[str, tuple[tuple[float, float], tuple[float, float]]]):
+        """The same samples with `specs`, each modality in `ranges` mapped from its (old, new) range
+        by `map_range` (see `contract.with_value_ranges`)."""
+        return replace(self, specs=specs, **self._rescaled_samples(ranges))
+
     def _take(self, rows):
         return replace(
             self,
@@ -245,6 +257,15 @@ class SplitData(ABC):
         return h.hexdigest()
 
 
+def map_range(x, old: tuple[float, float], new: tuple[float, float]):
+    """Values of range `old` linearly onto `new`: (x - lo) / (hi - lo) * (new hi - new lo) + new lo,
+    in x's own float type (a tensor or an array). 0..255 onto 0..1 is exactly x / 255, as
+    torchvision's ToTensor and MultiBench's loaders divide."""
+    span, new_span = old[1] - old[0], new[1] - new[0]
+    y = (x - old[0]) / span
+    return y if new == (0.0, 1.0) else y * new_span + new[0]
+
+
 def _hash_tensor(h, t: torch.Tensor) -> None:
     a = t.detach().cpu().contiguous().numpy()
     h.update(str(a.dtype).encode() + str(a.shape).encode())
@@ -285,6 +306,9 @@ class MultimodalData(SplitData):
 
     def _batch_inputs(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         return {k: v[lo:hi] for k, v in self.inputs.items()}
+
+    def _rescaled_samples(self, ranges: dict[str, tuple[tuple[float, float], tuple[float, float]]]) -> dict:
+        return {"inputs": {k: map_range(v, *ranges[k]) if k in ranges else v for k, v in self.inputs.items()}}
 
     def _hash_samples(self, h) -> None:
         for t in [self.inputs[k] for k in sorted(self.inputs)] + [self.lengths[k] for k in sorted(self.lengths)]:

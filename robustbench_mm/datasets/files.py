@@ -8,7 +8,14 @@ integers). Without `split`, evaluation uses the whole file, as split "all". Kind
 from shape and dtype:
 
     2-D float -> vector     3-D float -> sequence     4-D float or integer -> image (B, C, H, W)
-    2-D integer -> tokens   (`kinds={"name": "audio"}` turns a 2-D float array into audio)
+    2-D integer -> tokens   (`kinds={"name": "audio"}` turns a 2-D array into audio, and
+    `kinds={"name": "image"}` a 3-D (N, H, W) array or flat square rows (N, S*S) into images)
+
+Values reach the model by one rule (the input contract shows it per modality): pixels stay in
+pixel units, uint8 images becoming float32 0..255 with value range (0, 255) (float images in
+[0, 1] keep (0, 1)); integer audio is PCM, scaled to [-1, 1) as WAV files are (float audio is kept,
+with range (-1, 1) when it lies within it); everything else is kept as stored, as float32.
+`--value-range` (`contract.with_value_ranges`) maps a modality's range onto another.
 
 Statistics (mean/std for mean-fill and noise scaling) come from the train split when the file has
 one, else from the data itself; every split carries the same statistics.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import sys
 import zipfile
 from pathlib import Path
@@ -64,14 +72,16 @@ def infer_kind(where: str, name: str, x: np.ndarray, override: str | None) -> st
         if override not in KINDS:
             raise one_of(f"kind for modality {name!r} in {where}", override, KINDS)
         ndim = {"vector": 2, "audio": 2, "tokens": 2, "sequence": 3, "image": 4}[override]
-        ok = x.ndim == ndim or (override == "image" and x.ndim == 3)
+        ok = x.ndim == ndim or (override == "image" and (x.ndim == 3 or _square_rows(x)))
         if not ok:
             raise InputError(
                 f"{where}: modality {name!r} has shape {x.shape}, which cannot be kind {override!r} "
-                f"(expected {ndim}-D{' or 3-D (N, H, W)' if override == 'image' else ''})"
+                f"(expected {ndim}-D{', 3-D (N, H, W) or flat square rows (N, S*S)' if override == 'image' else ''})"
             )
         if override == "tokens" and not integer:
             raise InputError(f"{where}: modality {name!r} has dtype {x.dtype}; kind 'tokens' expects integer ids")
+        if override == "audio" and integer and x.dtype not in PCM_DTYPES:
+            raise InputError(f"{where}: modality {name!r} has dtype {x.dtype}; integer audio must be PCM ({', '.join(map(str, PCM_DTYPES))})")
         return override
     if integer and x.ndim == 2:
         return "tokens"
@@ -85,6 +95,22 @@ def infer_kind(where: str, name: str, x: np.ndarray, override: str | None) -> st
     if x.ndim in (2, 3):
         return "vector" if x.ndim == 2 else "sequence"
     raise InputError(f"{where}: modality {name!r} has shape {x.shape}; expected 2-D, 3-D or 4-D (samples first)")
+
+
+PCM_DTYPES = (np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.int32))
+
+
+def _square_rows(x: np.ndarray) -> bool:
+    """Flat rows of a square one-channel image (N, S*S), as MNIST-style files store them."""
+    return x.ndim == 2 and x.shape[1] > 0 and math.isqrt(x.shape[1]) ** 2 == x.shape[1]
+
+
+def pcm_to_float(x: np.ndarray) -> np.ndarray:
+    """Integer PCM samples -> float32 in [-1, 1) (8-bit is unsigned, offset 128; others signed),
+    the scaling of soundfile's and scipy's float reads of WAV files."""
+    if x.dtype == np.uint8:
+        return (x.astype(np.float32) - 128.0) / 128.0
+    return x.astype(np.float32) / float(2 ** (8 * x.dtype.itemsize - 1))
 
 
 def infer_task(labels: np.ndarray) -> str:
@@ -150,6 +176,9 @@ def check_arrays(where: str, raw: dict[str, Any], kinds: dict[str, str] | None, 
                 raise InputError(f"{where}: modality {m!r} has {bad} NaN/Inf values; expected finite numbers")
         if kind == "image" and x.ndim == 3:
             x = x[:, None]
+        if kind == "image" and x.ndim == 2:
+            side = math.isqrt(x.shape[1])
+            x = x.reshape(n, 1, side, side)
         if kind == "tokens" and n and x.min() < 0:
             raise InputError(f"{where}: modality {m!r} has negative token ids (min {x.min()}); expected ids >= 0 (0 = pad, 1 = unknown)")
         arrays[m] = x
@@ -219,11 +248,15 @@ def read_feature_file(path: str | Path) -> dict[str, Any]:
 
 def assemble(
     where: str, source: str, raw: dict[str, Any], kinds: dict[str, str] | None, name: str, seed: int | None = None,
-    task: str | None = None,
+    task: str | None = None, class_names: list[str] | None = None, scalings: dict[str, str] | None = None,
+    value_ranges: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, MultimodalData]:
     """Checked arrays -> splits. With a `split` array: train/val/test (stats from train). Without
     it: {"all": the whole set} (stats from all of it), or, when `seed` is given (training), a
-    60/20/20 `stratified_split` with that seed (stats from its train part)."""
+    60/20/20 `stratified_split` with that seed (stats from its train part).
+    class_names : the names of class ids 0..C-1 (C classes even where the labels use fewer).
+    scalings, value_ranges : modality -> the rule a reader's decoding applied and the range it
+        knows the values have, in place of the array rules."""
     checked = check_arrays(where, raw, kinds, task)
     arrays, labels = checked["arrays"], checked["labels"]
     split_rows = checked["split_rows"]
@@ -236,18 +269,28 @@ def assemble(
         stats_rows = split_rows["train"] if len(split_rows["train"]) else None
     regression = labels.dtype.kind == "f"
     num_classes = None if regression else int(labels.max()) + 1 if len(labels) else 0
-    value_ranges = {}
-    vocab_sizes = {}
+    if class_names is not None and not regression:
+        if num_classes > len(class_names):
+            raise InputError(f"{where}: label {num_classes - 1} has no class name ({len(class_names)} names); expected ids 0..{len(class_names) - 1}")
+        num_classes = len(class_names)
+    own_ranges, own_scalings = dict(value_ranges or {}), dict(scalings or {})
+    value_ranges, vocab_sizes, scalings = {}, {}, {}
     for m, x in arrays.items():
         kind = checked["kinds"][m]
         if kind == "tokens":
             vocab_sizes[m] = max(int(x.max()) + 1 if x.size else 0, UNK_ID + 1)
+            scalings[m] = "token ids as stored"
+        elif kind == "audio" and x.dtype.kind in "iu":
+            arrays[m] = pcm_to_float(x)
+            value_ranges[m], scalings[m] = (-1.0, 1.0), f"{x.dtype} PCM scaled to [-1, 1) as a WAV file's samples are"
         elif kind == "audio" and x.size and np.abs(x).max() <= 1.0:
-            value_ranges[m] = (-1.0, 1.0)
+            value_ranges[m], scalings[m] = (-1.0, 1.0), "float waveform as stored (within [-1, 1])"
         elif kind == "image" and x.dtype == np.uint8:
-            value_ranges[m] = (0.0, 255.0)
+            value_ranges[m], scalings[m] = (0.0, 255.0), "uint8 pixels kept in pixel units 0..255, as float32"
         elif kind == "image" and x.size and x.min() >= 0.0 and x.max() <= 1.0:
-            value_ranges[m] = (0.0, 1.0)
+            value_ranges[m], scalings[m] = (0.0, 1.0), "float pixels as stored (all within [0, 1])"
+        else:
+            scalings[m] = f"{x.dtype} values as stored" + ("" if x.dtype == np.float32 else ", as float32") + ("; no known range" if kind == "image" else "")
     return build_splits(
         name,
         source,
@@ -257,9 +300,11 @@ def assemble(
         checked["ids"],
         split_rows,
         stats_rows=stats_rows,
-        value_ranges=value_ranges,
+        value_ranges={**value_ranges, **own_ranges},
         vocab_sizes=vocab_sizes,
         num_classes=num_classes,
+        class_names=None if regression else class_names,
+        scalings={**scalings, **own_scalings},
     )
 
 
@@ -382,6 +427,7 @@ __all__ = [
     "load_factory_splits",
     "load_file_splits",
     "parse_kind_overrides",
+    "pcm_to_float",
     "read_feature_file",
     "resolve_factory",
 ]

@@ -3,9 +3,9 @@
 Sources: a registered dataset by name (`DATASETS`: the embedded "mfeat", "mfeat-all", "avdigits",
 "avdigits-all", "synthetic" of `builtin.py`, and any a plug-in registers with `@dataset`), with
 options after a colon ("mfeat:seed=1", "synthetic:key=value,..."); a .npz/.pt feature file; a
-path in one of the `readers` formats (`fmt` names it, else detected); or "module:factory". The
-keyword `seed` is the split seed (and the generator seed of synthetic) unless the source string
-sets one.
+path in one of the `readers` formats (`fmt` names it, else detected); "module:factory"; or, in
+the Python API, a Hugging Face `datasets.Dataset` / `DatasetDict` object. The keyword `seed` is
+the split seed (and the generator seed of synthetic) unless the source string sets one.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from . import builtin  # noqa: F401  (registers the embedded datasets)
 from .batch import MultimodalData
 from .files import load_factory_splits, load_file_splits
 from .readers import READERS, ReadOptions, detect_format, read_splits
+from .readers.parquet import from_hf_dataset
 from .registry import DATASETS
 from .splits import SPLITS, WHOLE
 
@@ -55,6 +56,16 @@ def parse_options(text: str, where: str) -> dict[str, str]:
     return options
 
 
+def is_hf_dataset(source) -> bool:
+    """Whether `source` is a `datasets.Dataset` or `DatasetDict` object (checked without importing `datasets`)."""
+    return type(source).__module__.startswith("datasets.") and type(source).__name__ in ("Dataset", "DatasetDict")
+
+
+def _label(source) -> str:
+    """How errors name a source: its text, or the kind of object it is."""
+    return source if isinstance(source, str) else f"Hugging Face {type(source).__name__}"
+
+
 def is_builtin(source: str) -> bool:
     """Whether a source names a registered dataset (whose task is its own), not a file or factory."""
     return isinstance(source, str) and source.strip().partition(":")[0] in DATASETS
@@ -62,7 +73,7 @@ def is_builtin(source: str) -> bool:
 
 def _all_splits(
     source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool, task: str | None = None,
-    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None, keep_empty_text: bool = False,
 ) -> tuple[dict[str, MultimodalData], bool]:
     """(splits, selected): `selected` is True when `modalities` was already applied.
 
@@ -70,6 +81,9 @@ def _all_splits(
     """
     if task is not None:
         parse_task(task)
+    if is_hf_dataset(source):
+        options = ReadOptions(kinds=kinds, seed=seed if training else None, tokenizer=tokenizer)
+        return _fixed_task(_label(source), from_hf_dataset(source, options, name=_label(source)), task), False
     if not isinstance(source, str) or not source.strip():
         raise one_of("dataset", source, source_names())
     source = source.strip()
@@ -82,7 +96,7 @@ def _all_splits(
     if fmt not in (None, *FORMATS):
         raise one_of("--format", fmt, FORMATS)
     if fmt in READERS or (fmt is None and detect_format(source)):
-        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer)
+        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer, keep_empty_text=keep_empty_text)
         return _fixed_task(source, read_splits(source, fmt, options), task), False
     if fmt in FEATURE_FILE_FORMATS or Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
         return load_file_splits(source, kinds, seed=seed if training else None, task=task), False
@@ -105,7 +119,7 @@ def _select(data: MultimodalData, modalities, selected: bool) -> MultimodalData:
 def load_splits(
     source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0,
     task: str | None = None,
-    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None, keep_empty_text: bool = False,
 ) -> dict[str, MultimodalData]:
     """{"train", "val", "test"} of a source, train statistics on every split's specs (for training).
 
@@ -114,11 +128,12 @@ def load_splits(
     Streamed media are decoded into memory here: training revisits samples in random order.
     """
     splits, selected = _all_splits(
-        source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer
+        source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer,
+        keep_empty_text=keep_empty_text,
     )
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
-        raise InputError(f"dataset {source!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
+        raise InputError(f"dataset {_label(source)!r}: its 'split' has no {empty[0]!r} samples; training needs train, val and test")
     chosen = {s: _select(splits[s], modalities, selected) for s in SPLITS}
     return {s: d.in_memory() if d.streamed else d for s, d in chosen.items()}
 
@@ -134,25 +149,28 @@ def load_dataset(
     fmt: str | None = None,
     trust: bool = False,
     tokenizer: str | None = None,
+    keep_empty_text: bool = False,
 ) -> MultimodalData:
     """One split of a source. A feature file or factory without its own split is one evaluation
     set: asking for "test" (the default) or "all" gives the whole of it, with split "all" (as the
     run's manifest then records). task : as in `load_splits`. fmt: a reader name (default: detected
-    from the path); trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text."""
+    from the path); trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text;
+    keep_empty_text: keep the text-less segments of a MultiBench affect pickle (dropped by default, as MultiBench does)."""
     if split not in SPLITS + (WHOLE,):
         raise one_of("split", split, SPLITS + (WHOLE,))
     splits, selected = _all_splits(
-        source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer
+        source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer,
+        keep_empty_text=keep_empty_text,
     )
     if WHOLE in splits and split in ("test", WHOLE):
         split = WHOLE
     if split not in splits:
         raise InputError(
-            f"dataset {source!r}: " + (
+            f"dataset {_label(source)!r}: " + (
                 "has no 'split' array, so all of it is the evaluation set; ask for split 'test' or 'all'"
                 if WHOLE in splits else f"has no split {split!r} (it has {', '.join(splits)})"
             )
         )
     if len(splits[split]) == 0:
-        raise InputError(f"dataset {source!r}: its 'split' has no {split!r} samples")
+        raise InputError(f"dataset {_label(source)!r}: its 'split' has no {split!r} samples")
     return _select(splits[split], modalities, selected)

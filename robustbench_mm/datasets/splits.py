@@ -73,14 +73,17 @@ def build_splits(
     vocab_sizes: dict[str, int] | None = None,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
+    scalings: dict[str, str] | None = None,
 ) -> dict[str, MultimodalData]:
     """One `MultimodalData` per entry of `split_rows`, all carrying the same specs.
 
     arrays : modality -> (N, *shape) array, already checked; float arrays become float32 tensors,
         tokens int64. stats_rows : rows the mean/std come from (the train split; all rows if None).
+    scalings : modality -> the rule that put the values in their range (for the input contract).
     """
     value_ranges = value_ranges or {}
     vocab_sizes = vocab_sizes or {}
+    scalings = scalings or {}
     specs = {}
     for m, x in arrays.items():
         rows = stats_rows if stats_rows is not None else slice(None)
@@ -93,6 +96,7 @@ def build_splits(
             std=std,
             value_range=value_ranges.get(m),
             vocab_size=vocab_sizes.get(m),
+            scaling=scalings.get(m, ""),
         )
     regression = labels.dtype.kind == "f"
     out = {}

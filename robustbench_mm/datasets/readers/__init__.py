@@ -25,14 +25,15 @@ class Reader:
     read: Callable[[Path, ReadOptions], dict]
 
 
-# Detection order matters for folders: a .csd folder or an AV-MNIST folder may also hold subfolders.
+# Detection order matters for folders: a .csd, Hugging Face or AV-MNIST folder may also hold subfolders.
 READERS = {
     r.name: r
     for r in (
         Reader("hdf5", "PATH.h5/.hdf5: root datasets laid out like a .npz [extra h5]", hdf5.matches_hdf5, hdf5.read_hdf5),
         Reader("csd", "folder of CMU-MultimodalSDK .csd files, one with 'label' in its name [+ splits.json]; aligned by video id, padded, lengths kept [extra h5]", hdf5.matches_csd, hdf5.read_csd),
         Reader("affect-pickle", "MultiBench affect .pkl {train,valid,test}->{vision,audio,text,labels,id}; needs --trust-data", affect_pickle.matches, affect_pickle.read),
-        Reader("parquet", "PATH.parquet: a column per modality (lists or binary media), label [, split, id] [extra parquet]", parquet.matches, parquet.read),
+        Reader("parquet", "PATH.parquet: a column per modality (lists, binary media, Hugging Face Image()/Audio()), label (ClassLabel names kept) [, split, id] [extra parquet]", parquet.matches, parquet.read),
+        Reader("hf-arrow", "folder of Hugging Face Dataset.save_to_disk / DatasetDict.save_to_disk (Arrow files), read as Parquet is [extra parquet]", parquet.matches_arrow_folder, parquet.read_arrow_folder),
         Reader("npy-folder", "AV-MNIST-style folder: <modality>/<split>_data.npy + <split>_labels.npy", npy_folder.matches, npy_folder.read),
         Reader("media", "folder per class (or index.csv/.jsonl) of images, .wav, .txt; streamed from disk", media.matches, media.read),
     )

@@ -24,7 +24,7 @@ from ..splits import SPLITS
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 # Stable ids when a format has none: split index * 10^9 + position in that split (as for factories).
 SPLIT_ID_STRIDE = 1_000_000_000
-EXTRAS = {"h5py": "h5", "pyarrow": "parquet"}
+EXTRAS = {"h5py": "h5", "pyarrow": "parquet", "soundfile": "hf"}
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,15 @@ class ReadOptions:
     kinds : --kind overrides. seed : the 60/20/20 split seed when training on a set without splits
         (None = evaluation: such a set is one split, "all"). trust : --trust-data (pickles).
     tokenizer : "module:function" mapping a text to a list of token ids (None = whitespace vocabulary).
+    keep_empty_text : MultiBench affect pickles: keep the segments without text that MultiBench's
+        `drop_entry` removes (--keep-empty-text).
     """
 
     kinds: dict[str, str] | None = None
     seed: int | None = None
     trust: bool = False
     tokenizer: str | None = None
+    keep_empty_text: bool = False
 
 
 def optional_import(module: str, fmt: str):
@@ -110,10 +113,11 @@ def pad_sequences(where: str, name: str, sequences: list[np.ndarray]) -> tuple[n
 
 
 def assemble_with_lengths(
-    where: str, table: dict[str, np.ndarray], options: ReadOptions, name: str, lengths: dict[str, np.ndarray]
+    where: str, table: dict[str, np.ndarray], options: ReadOptions, name: str, lengths: dict[str, np.ndarray], **known
 ) -> dict[str, MultimodalData]:
-    """`assemble` a table, then attach each padded modality's lengths to the samples of each split."""
-    splits = assemble(where, where, table, options.kinds, name=name, seed=options.seed)
+    """`assemble` a table (`known`: its scalings / value_ranges), then attach each padded
+    modality's lengths to the samples of each split."""
+    splits = assemble(where, where, table, options.kinds, name=name, seed=options.seed, **known)
     if not lengths:
         return splits
     ids = table.get("ids", np.arange(len(table["labels"])))

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from ..batch import PAD_ID, UNK_ID, ModalitySpec, MultimodalData, SplitData
-from ..files import resolve_factory
+from ..batch import PAD_ID, UNK_ID, ModalitySpec, MultimodalData, SplitData, map_range
+from ..files import pcm_to_float, resolve_factory
 from ..splits import CONSTANT_STD_REL, SPLITS, WHOLE, stratified_split
 from .common import SPLIT_ALIASES, ReadOptions, few
 
@@ -42,6 +42,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 AUDIO_SUFFIXES = (".wav",)
 TEXT_SUFFIXES = (".txt",)
 INDEX_NAMES = ("index.csv", "index.jsonl")
+# The rules that put decoded values in their range (the input contract shows them).
+IMAGE_SCALING = "decoded image files (Pillow, mode L or RGB): pixels kept in pixel units 0..255, as float32"
+WAV_SCALING = "WAV files: integer PCM scaled to [-1, 1), float kept, channels averaged to mono"
+TEXT_SCALING = "text tokenised to ids (a --tokenizer, or the train split's whitespace vocabulary)"
 STATS_BATCH = 64  # samples decoded at once for the statistics pass
 DECODE_THREADS = min(8, os.cpu_count() or 1)  # PIL and file reads release the GIL
 _pool: ThreadPoolExecutor | None = None
@@ -129,10 +133,8 @@ def decode_wav(source, length: int) -> np.ndarray:
         raise InputError(f"{_name(source)} is not a readable WAV file ({type(e).__name__}: {e})") from None
     if x.shape[0] != length:
         raise InputError(f"{_name(source)} has {x.shape[0]} samples; the other WAV files have {length} (trim or pad them to one length)")
-    if x.dtype == np.uint8:
-        x = (x.astype(np.float32) - 128.0) / 128.0
-    elif x.dtype.kind == "i":
-        x = x.astype(np.float32) / float(2 ** (8 * x.dtype.itemsize - 1))
+    if x.dtype.kind in "iu":
+        x = pcm_to_float(x)
     else:
         x = x.astype(np.float32)
         if not np.isfinite(x).all():
@@ -217,6 +219,9 @@ class StreamedData(SplitData):
     def _batch_inputs(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         return self.decode(lo, hi)
 
+    def _rescaled_samples(self, ranges: dict[str, tuple[tuple[float, float], tuple[float, float]]]) -> dict:
+        return {"decoders": {m: _mapped(d, *ranges[m]) if m in ranges else d for m, d in self.decoders.items()}}
+
     def decode(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         """The inputs of samples lo..hi-1, decoded now (threads: decoding releases the GIL)."""
         pool = _decode_pool()
@@ -242,6 +247,11 @@ class StreamedData(SplitData):
             ids=self.ids, task=self.task, num_classes=self.num_classes, source=self.source, class_names=self.class_names,
             lengths=self.lengths,
         )
+
+
+def _mapped(decoder: Callable[[object], np.ndarray], old: tuple[float, float], new: tuple[float, float]) -> Callable[[object], np.ndarray]:
+    """A decoder whose float32 values are mapped from range `old` onto `new`, as `MultimodalData` maps them."""
+    return lambda item: map_range(decoder(item), old, new).astype(np.float32)
 
 
 def streamed_stats(data: StreamedData, kind: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -426,7 +436,7 @@ def read(path: Path, options: ReadOptions) -> dict[str, StreamedData]:
                 if other != size:
                     raise InputError(f"{_name(v)} is {other[0]}x{other[1]}; {_name(values[0])} is {size[0]}x{size[1]} (resize them to one size)")
             mode = "L" if mode in ("1", "L", "I", "I;16", "F") else "RGB"
-            specs[m] = ModalitySpec(m, "image", ((1 if mode == "L" else 3), size[1], size[0]), value_range=(0.0, 255.0))
+            specs[m] = ModalitySpec(m, "image", ((1 if mode == "L" else 3), size[1], size[0]), value_range=(0.0, 255.0), scaling=IMAGE_SCALING)
             decoders[m] = lambda v, mode=mode, size=size: decode_image(v, mode, size)
             items[m] = np.array([str(v) for v in values], dtype=object)
         elif kind == "audio":
@@ -435,13 +445,13 @@ def read(path: Path, options: ReadOptions) -> dict[str, StreamedData]:
                 other = wav_header(v)
                 if other != length:
                     raise InputError(f"{_name(v)} has {other} samples; {_name(values[0])} has {length} (trim or pad them to one length)")
-            specs[m] = ModalitySpec(m, "audio", (length,), value_range=(-1.0, 1.0))
+            specs[m] = ModalitySpec(m, "audio", (length,), value_range=(-1.0, 1.0), scaling=WAV_SCALING)
             decoders[m] = lambda v, length=length: decode_wav(v, length)
             items[m] = np.array([str(v) for v in values], dtype=object)
         else:
             texts = values if kind == "text-literal" else [_read_text(p) for p in values]
             tokens, vocab_size = tokenize(texts, stats_rows, options.tokenizer, where)
-            specs[m] = ModalitySpec(m, "tokens", (tokens.shape[1],), vocab_size=vocab_size)
+            specs[m] = ModalitySpec(m, "tokens", (tokens.shape[1],), vocab_size=vocab_size, scaling=TEXT_SCALING)
             decoders[m] = np.asarray
             items[m] = np.empty(n, dtype=object)
             items[m][:] = list(tokens)
