@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import os
 import platform
 import sys
@@ -37,6 +36,7 @@ from .corruptions import RNG_VERSION, Condition, DonorPool, affected_mask, apply
 from .datasets.batch import Batch, SplitData
 from .errors import InputError
 from .models import FusionModel, Reencodable, check_inputs, check_tensors
+from .models.adapter import takes_present
 from .protocols import Protocol, load_protocol
 from .domain import Task
 from .results import (
@@ -72,13 +72,6 @@ def _module_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _takes_present(module: nn.Module) -> bool:
-    try:
-        return "present" in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _as_model(m: object) -> _Model:
     """A LoadedModel (.module/.name/.sha256/.reencodable) or a bare nn.Module."""
     if isinstance(m, nn.Module):
@@ -93,8 +86,9 @@ def _as_model(m: object) -> _Model:
     specs = config.get("specs") if isinstance(config, dict) else None
     facts = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))} if isinstance(config, dict) else {}
     facts["kind"] = str(getattr(m, "kind", "module"))
+    facts.update(getattr(m, "identity", None) or {})  # source hashes, a model card's fields
     return _Model(
-        name=name, module=module, sha256=sha, reencodable=reenc, takes_present=_takes_present(module),
+        name=name, module=module, sha256=sha, reencodable=reenc, takes_present=takes_present(module),
         specs=specs or getattr(module, "specs", None), facts=facts,
         gate_fields=tuple(module.gate_fields()) if isinstance(module, FusionModel) else (),
     )
@@ -216,15 +210,23 @@ def _forward_full(m: _Model, batch: Batch) -> torch.Tensor:
 
 
 def _as_logits(name: str, out: object) -> torch.Tensor:
-    """The output tensor of a foreign model: a tensor, the first tensor of a tuple/list, or a dict's
-    `logits` (its only tensor when it holds one); anything else is an error naming the model."""
+    """The output tensor of a foreign model: a tensor, the first tensor of a tuple/list whose tensors
+    share one shape (logits and probabilities), or a dict's `logits` (its only tensor when it holds
+    one); anything else, a tuple of differently shaped tensors included, is an error naming the
+    model (an adapter's `output` picks one)."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)):
-        first = next((o for o in out if isinstance(o, torch.Tensor)), None)
-        if first is not None:
-            return first
-        raise InputError(f"model {name!r} returned a {type(out).__name__} without a tensor; expected logits [B, C]")
+        tensors = [o for o in out if isinstance(o, torch.Tensor)]
+        if not tensors:
+            raise InputError(f"model {name!r} returned a {type(out).__name__} without a tensor; expected logits [B, C]")
+        if len({tuple(t.shape) for t in tensors}) > 1:  # e.g. OGM-GE's (a, v, out): features first, logits last
+            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+            raise InputError(
+                f"model {name!r} returned a {type(out).__name__} of tensors shaped {shapes}; say which one is the logits "
+                "(--output INDEX, or `output = INDEX` in its model card)"
+            )
+        return tensors[0]
     if isinstance(out, dict):
         if isinstance(out.get("logits"), torch.Tensor):
             return out["logits"]
@@ -330,7 +332,7 @@ class _Column:
 @dataclass(frozen=True)
 class EvalOptions:
     """How to evaluate, validated once here (none of it changes what a cell's records hold, except
-    `nonfinite` and `keep_probabilities`, which are part of the run's identity).
+    `nonfinite`, `keep_probabilities` and `limit`, which are part of the run's identity).
 
     device : "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
     batch_size : samples per forward pass; results do not depend on it.
@@ -349,6 +351,9 @@ class EvalOptions:
     keep_probabilities : also keep each sample's full probability vector (`probs`, float32 (n, K),
         classification only) in the per-sample records, so calibration and later metrics can be
         recomputed from the run without the models; K floats more per sample and cell on disk.
+
+    limit : evaluate only the first `limit` samples of the data in every cell (a smoke run); the
+        manifest states it and `rbmm gate` / `rbmm baseline` refuse such a run.
     """
 
     device: str | torch.device = "auto"
@@ -362,12 +367,15 @@ class EvalOptions:
     on_cell: Callable[[str], None] | None = None
     nonfinite: str = "error"
     keep_probabilities: bool = False
+    limit: int | None = None
 
     def __post_init__(self):
         if self.nonfinite not in NONFINITE_POLICIES:
             raise InputError(f"--nonfinite {self.nonfinite!r}: expected one of: {', '.join(NONFINITE_POLICIES)}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise InputError(f"--limit must be an integer >= 1 (samples per cell), got {self.limit!r}")
         if not self.buffer_mb > 0:
             raise InputError(f"buffer_mb must be > 0, got {self.buffer_mb}")
         if self.seeds is not None:
@@ -440,6 +448,8 @@ def _prepare(models, data: SplitData, protocol: Protocol | str, options: EvalOpt
     if options.keep_probabilities and data.task != Task.CLASSIFICATION:
         raise InputError(f"--keep-probabilities needs a classification dataset; {data.name!r} is {data.task}")
     seeds = _distinct_seeds(protocol.seeds) if options.seeds is None else options.seeds
+    if options.limit is not None:
+        data = data.rows(0, min(options.limit, len(data)))
     dev = _resolve_device(options.device, dist.local_rank)
     for m in models:
         m.module.to(dev).eval()
@@ -463,7 +473,8 @@ def _manifest(job: _Job, options: EvalOptions, dist: _Dist) -> Manifest:
             modalities={k: {"kind": v.kind, "shape": list(v.shape)} for k, v in data.specs.items()},
         ),
         seeds=job.seeds, rng=RNG_VERSION, amp=bool(options.amp), keep_probabilities=bool(options.keep_probabilities),
-        nonfinite=options.nonfinite, plugins=tuple(getattr(protocol, "plugins", ())), package=package_versions(),
+        nonfinite=options.nonfinite, limit=options.limit, plugins=tuple(getattr(protocol, "plugins", ())),
+        package=package_versions(),
         complete=False, started=datetime.now(timezone.utc).isoformat(timespec="seconds"), cell_seconds={},
         device=str(dev),
         device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),

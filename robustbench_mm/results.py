@@ -5,7 +5,8 @@
                              identity (protocol name + hash + seed + metrics, models with SHA-256s
                              and configs, dataset fingerprint, seeds, RNG version, amp and the
                              two record options), the plug-ins that shaped the protocol, package
-                             versions and git commit, `complete` (false until the last cell is
+                             versions and git commit, `limit` (null, or N of a smoke run
+                             `--limit N` that saw only the first N samples), `complete` (false until the last cell is
                              written), start/end time, wall seconds per cell, the last session's
                              device and batch size
       cells.csv              one row per model x seed x condition (`cell_row`): the condition's
@@ -223,9 +224,10 @@ class Manifest:
     world_size: int | None = None
     finished: str | None = None
     wall_seconds: float | None = None
+    limit: int | None = None  # `rbmm eval --limit N`: only the first N samples of each cell (a smoke run)
     version: int = MANIFEST_VERSION
 
-    IDENTITY = ("protocol", "models", "dataset", "seeds", "rng", "amp", "keep_probabilities", "nonfinite")
+    IDENTITY = ("protocol", "models", "dataset", "seeds", "rng", "amp", "keep_probabilities", "nonfinite", "limit")
 
     def identity(self) -> dict:
         """The identity fields as JSON values (what two sessions of one run must agree on)."""
@@ -319,6 +321,7 @@ def _parse(doc: dict, where: str) -> Manifest:
         world_size=_field(doc, "world_size", int, where, optional=True),
         finished=_field(doc, "finished", str, where, optional=True),
         wall_seconds=_field(doc, "wall_seconds", (int, float), where, optional=True),
+        limit=_field(doc, "limit", int, where, optional=True),
     )
 
 
