@@ -251,6 +251,31 @@ def _error_text(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[0]}"
 
 
+def _condition_error(condition: Condition, specs: dict, e: Exception) -> InputError:
+    """One line for a condition that raised while perturbing a batch: which corruption (and the file
+    it came from), which modalities with their kind and value range, and the exception's own line.
+    An image without a value range is the usual cause (standardised images: a plug-in that reads
+    `spec.value_range` gets None), so that case names --value-range."""
+    from .corruptions import get_corruption
+
+    names = [p.corruption for p in condition.parts] if condition.parts else [condition.name]
+    sources = []
+    for name in names:
+        try:
+            sources.append(f"{name!r} from {get_corruption(name).source}")
+        except InputError:  # not a corruption (a removal fill, a condition family)
+            sources.append(repr(name))
+    facts = ", ".join(f"{m!r} ({specs[m].kind}, value range {specs[m].value_range})" for m in condition.modalities)
+    unbounded = [m for m in condition.modalities if specs[m].kind == "image" and specs[m].value_range is None]
+    hint = (
+        f"; image modality {unbounded[0]!r} has no value range (standardised images?): give it in the data's "
+        "units with --value-range LO,HI" if unbounded else ""
+    )
+    return InputError(
+        f"condition {condition.key} ({' + '.join(sources)}) failed on {facts}: {_error_text(e)}{hint}"
+    )
+
+
 def _check_output(m: _Model, out: torch.Tensor, b: int, task: str, width: int | None, where: Callable[[], str]) -> None:
     """The output of one batch has the shape and dtype the first batch had (checked on every batch:
     a model may break only on larger batches). `where` is built only for the message (no device sync)."""
@@ -572,7 +597,12 @@ def _run_chunk(chunk: list[_Column], job: _Job, data: SplitData, donors: DonorPo
             for col, touched_only in zip(chunk, reencode_touched):
                 t0 = time.perf_counter()
                 seed = job.protocol.seed + col.seed
-                perturbed = apply_condition(batch, col.condition, specs, seed, donors)
+                try:
+                    perturbed = apply_condition(batch, col.condition, specs, seed, donors)
+                except InputError:
+                    raise
+                except Exception as e:  # a plug-in corruption failing on this data: one line, not its traceback
+                    raise _condition_error(col.condition, specs, e) from None
                 affected = affected_mask(batch.ids, col.condition, seed)
                 share = (time.perf_counter() - t0) / len(col.cells)
                 for mi, cid in col.cells.items():
