@@ -177,7 +177,9 @@ class ProtocolInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One evaluated model: its display name, the SHA-256 of its weights, JSON-safe config facts."""
+    """One evaluated model: its display name, the SHA-256 of its weights, JSON-safe config facts
+    (our models' build config; for every model its `kind`; for foreign ones the SHA-256 of the
+    source files that built or feed it (`sources`), its `adapter` and model `card`)."""
 
     name: str
     sha256: str

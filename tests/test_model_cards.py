@@ -337,3 +337,32 @@ def test_torchscript_load_shows_no_deprecation_warning(tmp_path, recwarn):
     recwarn.clear()
     assert load_model(tmp_path / "m.ts").kind == "torchscript"
     assert not [w for w in recwarn if "torch.jit.load" in str(w.message)]
+
+
+def test_cli_keyword_inputs_and_dict_output_match_the_card(field, capsys):
+    common = ["--data", "rgbd.npz", "--protocol", "quick", "--quiet", "--device", "cpu"]
+    assert main(["eval", "rgbd-net=cards/rgbd.toml", *common, "--out", "card"]) == 0
+    sys.modules.pop("fieldmodels", None)
+    (field / "fieldmodels.py").write_text(FIELD_MODELS)
+    flags = ["--inputs", "color=rgb,depth=depth", "--output", "logits"]
+    assert main(["eval", "rgbd-net=fieldmodels:build_rgbd@cards/rgbd_state.pt", *flags, *common, "--out", "flags"]) == 0
+    capsys.readouterr()
+    card, flags_run = (pd.read_csv(field / d / "cells.csv").drop(columns=["seconds"]) for d in ("card", "flags"))
+    pd.testing.assert_frame_equal(card, flags_run)
+
+
+@pytest.mark.parametrize(
+    "models, flags, expected",
+    [
+        (["cards/av.toml", "cards/rgbd.toml"], ["--output", "2"], "--inputs/--output/--preprocess adapt one model; 2 given"),
+        (["cards/av.toml"], ["--output", "2"], "comes from a model card; state them in the card"),
+        (["cards/av.toml"], ["--weights", "cards/av_state.pt"], "--weights given 1 time(s) for 0 module:factory model(s)"),
+        (["x=fieldmodels:build_av@cards/av_state.pt"], ["--inputs", "audio,visual=v"], "expected NAME,NAME (positional) or NAME=KEYWORD"),
+        (["x=fieldmodels:build_av@cards/av_state.pt"], ["--preprocess", "audio"], "--preprocess 'audio': expected NAME=MODULE:FUNCTION"),
+    ],
+)
+def test_bad_adapter_flags_are_one_line(field, capsys, models, flags, expected):
+    code = main(["eval", *models, *flags, "--data", "av.npz", "--kind", "audio=audio", "--protocol", "quick",
+                 "--out", "r", "--quiet", "--device", "cpu"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("rbmm: note: ")]
+    assert code == 2 and len(err) == 1 and expected in err[0], err
