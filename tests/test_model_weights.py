@@ -188,3 +188,16 @@ def test_limit_evaluates_the_first_samples_and_the_gate_refuses_it(here, capsys)
 def test_limit_below_one_is_refused(here, capsys, value):
     code, _, err = _rbmm(capsys, *_eval("mymm:build@A.pt", extra=("--limit", value)))
     assert code == 2 and f"--limit must be an integer >= 1 (samples per cell), got {value}" in _error_line(err)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("def build(:\n", "model 'mymm:build': importing module 'mymm' failed (SyntaxError: "),
+        ("def build():\n    raise ValueError('no such layer size')\n", "model 'mymm:build': the factory raised ValueError: no such layer size"),
+    ],
+)
+def test_a_failing_user_module_or_factory_is_one_line(here, capsys, source, expected):
+    (here / "mymm.py").write_text(source)
+    code, _, err = _rbmm(capsys, *_eval("mymm:build@A.pt"))
+    assert code == 2 and expected in _error_line(err)

@@ -336,6 +336,10 @@ def import_module(module_name: str, folder: Path | None, what: str):
             sys.path.remove(str(folder))
     except ImportError as e:
         raise InputError(f"{what}: cannot import module {module_name!r} ({e})") from None
+    except InputError:
+        raise
+    except Exception as e:  # the user's module fails as it runs (SyntaxError, NameError...): one line
+        raise InputError(f"{what}: importing module {module_name!r} failed ({type(e).__name__}: {_clip(str(e))})") from None
 
 
 def source_sha256(module) -> str:
@@ -362,7 +366,10 @@ def _load_factory(spec: str, weights: str | None, trust: bool, device: str, rand
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"model {spec!r}: module {module_name!r} has no callable {attr!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as e:  # the user's factory failing: name it, in one line
+        raise InputError(f"model {spec!r}: the factory raised {type(e).__name__}: {_clip(str(e))}") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"model {spec!r}: factory returned {type(model).__name__}; expected a torch.nn.Module")
     digest = hashlib.sha256(spec.encode()).hexdigest()
