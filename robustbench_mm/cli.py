@@ -122,7 +122,11 @@ def _add_format(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_loading(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", metavar="FILE", help="state-dict file for a `module:factory` model (default: none: the factory's own weights)")
+    p.add_argument(
+        "--weights", action="append", default=[], metavar="FILE",
+        help="state-dict file of a `module:factory` model, repeatable: one per factory model, in MODEL order "
+        "(or write MODEL as module:factory@FILE) (default: none)",
+    )
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.add_argument(
         "--random-weights", action="store_true",
@@ -209,6 +213,54 @@ def _model_specs(models: list[str], names: list[str]) -> list[tuple[str | None, 
         if name is not None and not _NAME.match(name):
             raise InputError(f"model name {name!r}: expected letters, digits and . _ + - (it names cells and files)")
     return specs
+
+
+def _weights_per_model(models: list[str], weights: list[str]) -> list[str | None]:
+    """The --weights file of each MODEL: the repeated --weights go, in order, to the
+    `module:factory` models (files hold their own weights); `module:factory@FILE` names its own."""
+    from .models.checkpoint import is_factory_spec, split_factory_weights
+
+    if not weights:
+        return [None] * len(models)
+    factories = [i for i, m in enumerate(models) if is_factory_spec(m)]
+    if any(split_factory_weights(models[i])[1] is not None for i in factories):
+        raise InputError("give factory weights either as MODEL@WEIGHTS or with --weights, not both")
+    if len(weights) != len(factories):
+        raise InputError(
+            f"--weights given {len(weights)} time(s) for {len(factories)} module:factory model(s); expected one per "
+            "factory model, in MODEL order (or write each as module:factory@WEIGHTS)"
+        )
+    chosen: list[str | None] = [None] * len(models)
+    for i, w in zip(factories, weights):
+        chosen[i] = w
+    return chosen
+
+
+def _adapt_from_flags(args: argparse.Namespace, models: list):
+    """--inputs/--output/--preprocess: the adapter of the one model evaluated (a card states its own)."""
+    from .models.card import adapt
+
+    if len(models) != 1:
+        raise InputError(f"--inputs/--output/--preprocess adapt one model; {len(models)} given (write a model card for each)")
+    if "card" in models[0].identity:
+        raise InputError(f"--inputs/--output/--preprocess: model {models[0].name!r} comes from a model card; state them in the card")
+    inputs = None
+    if args.inputs is not None:
+        parts = [p.strip() for p in args.inputs.split(",")]
+        if all("=" in p for p in parts):
+            inputs = dict((k.strip(), v.strip()) for k, _, v in (p.partition("=") for p in parts))
+        elif not any("=" in p for p in parts):
+            inputs = parts
+        else:
+            raise InputError(f"--inputs {args.inputs!r}: expected NAME,NAME (positional) or NAME=KEYWORD,... (keywords), not a mix")
+    output = None if args.output is None else int(args.output) if args.output.isdigit() else args.output
+    preprocess = {}
+    for item in args.preprocess:
+        name, sep, function = (part.strip() for part in item.partition("="))
+        if not sep or not name or not function:
+            raise InputError(f"--preprocess {item!r}: expected NAME=MODULE:FUNCTION")
+        preprocess[name] = function
+    return adapt(models[0], inputs, output, preprocess or None, where="--inputs/--output/--preprocess")
 
 
 def _cwd_importable() -> None:
@@ -432,12 +484,12 @@ def _show_inputs(args: argparse.Namespace) -> int:
 
     presence = {}
     if args.name is not None:
-        from .engine import takes_presence_mask
+        from .models.adapter import takes_present
         from .models import load_model
 
         _cwd_importable()
         model = load_model(args.name, trust=args.trust_checkpoint, weights=args.weights, random_weights=args.random_weights)
-        presence[model.name] = takes_presence_mask(model.module)
+        presence[model.name] = takes_present(model.module)
     data = _load_data(args, args.data, args.split)
     contract = input_contract(data, presence_mask=presence)
     print(f"inputs of {data.name} ({data.split}, {len(data)} samples) as a model receives them:")
@@ -493,16 +545,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .protocols import load_protocol
 
     specs = _model_specs(args.models, args.name)
+    weights = _weights_per_model([m for _, m in specs], args.weights)
     device = _device(args.device)
     _cwd_importable()
     models = [
-        load_model(m, trust=args.trust_checkpoint, weights=args.weights, random_weights=args.random_weights, name=n)
-        for n, m in specs
+        load_model(m, trust=args.trust_checkpoint, weights=w, random_weights=args.random_weights, name=n)
+        for (n, m), w in zip(specs, weights)
     ]
+    if args.inputs is not None or args.output is not None or args.preprocess:
+        models[0] = _adapt_from_flags(args, models)
     for m in models:
-        if m.kind == "factory" and args.weights is None:
+        if m.kind == "factory" and m.weights is None:
             print(f"rbmm: WARNING: model {m.name!r} is evaluated with RANDOM initial weights (--random-weights); "
                   "its results say nothing about a trained model", file=sys.stderr)
+    if args.limit is not None:
+        _note(f"--limit {args.limit}: a smoke run of the first {args.limit} samples per cell; `rbmm gate` refuses it")
     data = _load_data(args, args.data, args.split)
     protocol = _apply_normalization(args, load_protocol(args.protocol))
     results = evaluate(
@@ -518,6 +575,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         nonfinite=args.nonfinite,
         keep_probabilities=args.keep_probabilities,
+        limit=args.limit,
     )
     if results is not None:  # under torchrun only rank 0 holds the run
         print(results.summary())
@@ -671,8 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _parser(sub, "eval", "evaluate models under a protocol; writes the run folder --out")
     p.add_argument(
         "models", nargs="+", metavar="MODEL",
-        help="checkpoint, TorchScript file or module:factory, optionally NAME=MODEL to name it in cells, reports "
-        "and baselines (default name: the file's stem, or the module:factory text)",
+        help="checkpoint, TorchScript file, torch.export .pt2 file, model card .toml, or module:factory[@WEIGHTS], "
+        "optionally NAME=MODEL to name it in cells, reports and baselines (default name: the file's stem, the card's "
+        "name, or the module:factory text)",
     )
     p.add_argument(
         "--name", action="append", default=[], metavar="NAME",
@@ -681,6 +740,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_pixel_units(p)
     _add_model_loading(p)
+    p.add_argument(
+        "--inputs", metavar="NAMES",
+        help="for one model that does not take a dict: the modalities it takes, as positional arguments in order "
+        "(audio,visual) or as keywords (audio=a,visual=v) (default: the dict of all modalities; docs/models.md)",
+    )
+    p.add_argument(
+        "--output", metavar="INDEX|KEY",
+        help="for one model: which of its outputs is the logits, a tuple index (2) or a dict key (logits) "
+        "(default: the output itself, a dict's 'logits')",
+    )
+    p.add_argument(
+        "--preprocess", action="append", default=[], metavar="NAME=MODULE:FUNCTION",
+        help="for one model: a function applied to modality NAME's batch on the device after the perturbation, "
+        "e.g. audio=mymodels:log_spectrogram (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--limit", type=int, metavar="N",
+        help="a smoke run: evaluate only the first N samples in every cell; the manifest says so and "
+        "`rbmm gate` and `rbmm baseline` refuse the run (default: all samples)",
+    )
     p.add_argument("--protocol", default="quick", help="protocol: one of {protocols}, or a TOML file path (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FOLDER", help="run folder to write or resume, e.g. results/mine (required)")
     p.add_argument("--device", default="auto", help="where to evaluate (auto: cuda when present, else cpu): {devices} (default: %(default)s)")

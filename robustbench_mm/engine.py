@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import os
 import platform
 import sys
@@ -38,6 +37,7 @@ from .datasets.batch import Batch, SplitData
 from .datasets.contract import input_contract
 from .errors import InputError
 from .models import FusionModel, Reencodable, check_inputs, check_tensors
+from .models.adapter import takes_present
 from .protocols import Protocol, load_protocol
 from .domain import Family, Task
 from .results import (
@@ -73,18 +73,6 @@ def _module_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _takes_present(module: nn.Module) -> bool:
-    try:
-        return "present" in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def takes_presence_mask(module: nn.Module) -> bool:
-    """Whether the engine calls `module(inputs, present)` (its forward names `present`) or `module(inputs)`."""
-    return _takes_present(module)
-
-
 def _as_model(m: object) -> _Model:
     """A LoadedModel (.module/.name/.sha256/.reencodable) or a bare nn.Module."""
     if isinstance(m, nn.Module):
@@ -99,8 +87,9 @@ def _as_model(m: object) -> _Model:
     specs = config.get("specs") if isinstance(config, dict) else None
     facts = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))} if isinstance(config, dict) else {}
     facts["kind"] = str(getattr(m, "kind", "module"))
+    facts.update(getattr(m, "identity", None) or {})  # source hashes, a model card's fields
     return _Model(
-        name=name, module=module, sha256=sha, reencodable=reenc, takes_present=_takes_present(module),
+        name=name, module=module, sha256=sha, reencodable=reenc, takes_present=takes_present(module),
         specs=specs or getattr(module, "specs", None), facts=facts,
         gate_fields=tuple(module.gate_fields()) if isinstance(module, FusionModel) else (),
     )
@@ -222,15 +211,23 @@ def _forward_full(m: _Model, batch: Batch) -> torch.Tensor:
 
 
 def _as_logits(name: str, out: object) -> torch.Tensor:
-    """The output tensor of a foreign model: a tensor, the first tensor of a tuple/list, or a dict's
-    `logits` (its only tensor when it holds one); anything else is an error naming the model."""
+    """The output tensor of a foreign model: a tensor, the first tensor of a tuple/list whose tensors
+    share one shape (logits and probabilities), or a dict's `logits` (its only tensor when it holds
+    one); anything else, a tuple of differently shaped tensors included, is an error naming the
+    model (an adapter's `output` picks one)."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)):
-        first = next((o for o in out if isinstance(o, torch.Tensor)), None)
-        if first is not None:
-            return first
-        raise InputError(f"model {name!r} returned a {type(out).__name__} without a tensor; expected logits [B, C]")
+        tensors = [o for o in out if isinstance(o, torch.Tensor)]
+        if not tensors:
+            raise InputError(f"model {name!r} returned a {type(out).__name__} without a tensor; expected logits [B, C]")
+        if len({tuple(t.shape) for t in tensors}) > 1:  # e.g. OGM-GE's (a, v, out): features first, logits last
+            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+            raise InputError(
+                f"model {name!r} returned a {type(out).__name__} of tensors shaped {shapes}; say which one is the logits "
+                "(--output INDEX, or `output = INDEX` in its model card)"
+            )
+        return tensors[0]
     if isinstance(out, dict):
         if isinstance(out.get("logits"), torch.Tensor):
             return out["logits"]
@@ -253,6 +250,31 @@ def _error_text(e: Exception) -> str:
     if isinstance(e, torch.jit.Error) or lines[0].startswith("The following operation failed in the TorchScript interpreter"):
         return lines[-1]
     return f"{type(e).__name__}: {lines[0]}"
+
+
+def _condition_error(condition: Condition, specs: dict, e: Exception) -> InputError:
+    """One line for a condition that raised while perturbing a batch: which corruption (and the file
+    it came from), which modalities with their kind and value range, and the exception's own line.
+    An image without a value range is the usual cause (standardised images: a plug-in that reads
+    `spec.value_range` gets None), so that case names --value-range."""
+    from .corruptions import get_corruption
+
+    names = [p.corruption for p in condition.parts] if condition.parts else [condition.name]
+    sources = []
+    for name in names:
+        try:
+            sources.append(f"{name!r} from {get_corruption(name).source}")
+        except InputError:  # not a corruption (a removal fill, a condition family)
+            sources.append(repr(name))
+    facts = ", ".join(f"{m!r} ({specs[m].kind}, value range {specs[m].value_range})" for m in condition.modalities)
+    unbounded = [m for m in condition.modalities if specs[m].kind == "image" and specs[m].value_range is None]
+    hint = (
+        f"; image modality {unbounded[0]!r} has no value range (standardised images?): give it in the data's "
+        "units with --value-range LO,HI" if unbounded else ""
+    )
+    return InputError(
+        f"condition {condition.key} ({' + '.join(sources)}) failed on {facts}: {_error_text(e)}{hint}"
+    )
 
 
 def _check_output(m: _Model, out: torch.Tensor, b: int, task: str, width: int | None, where: Callable[[], str]) -> None:
@@ -336,7 +358,7 @@ class _Column:
 @dataclass(frozen=True)
 class EvalOptions:
     """How to evaluate, validated once here (none of it changes what a cell's records hold, except
-    `nonfinite` and `keep_probabilities`, which are part of the run's identity).
+    `nonfinite`, `keep_probabilities` and `limit`, which are part of the run's identity).
 
     device : "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
     batch_size : samples per forward pass; results do not depend on it.
@@ -355,6 +377,9 @@ class EvalOptions:
     keep_probabilities : also keep each sample's full probability vector (`probs`, float32 (n, K),
         classification only) in the per-sample records, so calibration and later metrics can be
         recomputed from the run without the models; K floats more per sample and cell on disk.
+
+    limit : evaluate only the first `limit` samples of the data in every cell (a smoke run); the
+        manifest states it and `rbmm gate` / `rbmm baseline` refuse such a run.
     """
 
     device: str | torch.device = "auto"
@@ -368,12 +393,15 @@ class EvalOptions:
     on_cell: Callable[[str], None] | None = None
     nonfinite: str = "error"
     keep_probabilities: bool = False
+    limit: int | None = None
 
     def __post_init__(self):
         if self.nonfinite not in NONFINITE_POLICIES:
             raise InputError(f"--nonfinite {self.nonfinite!r}: expected one of: {', '.join(NONFINITE_POLICIES)}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise InputError(f"--limit must be an integer >= 1 (samples per cell), got {self.limit!r}")
         if not self.buffer_mb > 0:
             raise InputError(f"buffer_mb must be > 0, got {self.buffer_mb}")
         if self.seeds is not None:
@@ -446,6 +474,8 @@ def _prepare(models, data: SplitData, protocol: Protocol | str, options: EvalOpt
     if options.keep_probabilities and data.task != Task.CLASSIFICATION:
         raise InputError(f"--keep-probabilities needs a classification dataset; {data.name!r} is {data.task}")
     seeds = _distinct_seeds(protocol.seeds) if options.seeds is None else options.seeds
+    if options.limit is not None:
+        data = data.rows(0, min(options.limit, len(data)))
     dev = _resolve_device(options.device, dist.local_rank)
     for m in models:
         m.module.to(dev).eval()
@@ -473,7 +503,8 @@ def _manifest(job: _Job, options: EvalOptions, dist: _Dist) -> Manifest:
             presence_mask={m.name: m.takes_present for m in job.models},
         ).to_json(),
         seeds=job.seeds, rng=RNG_VERSION, amp=bool(options.amp), keep_probabilities=bool(options.keep_probabilities),
-        nonfinite=options.nonfinite, plugins=tuple(getattr(protocol, "plugins", ())), package=package_versions(),
+        nonfinite=options.nonfinite, limit=options.limit, plugins=tuple(getattr(protocol, "plugins", ())),
+        package=package_versions(),
         complete=False, started=datetime.now(timezone.utc).isoformat(timespec="seconds"), cell_seconds={},
         device=str(dev),
         device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
@@ -571,7 +602,12 @@ def _run_chunk(chunk: list[_Column], job: _Job, data: SplitData, donors: DonorPo
             for col, touched_only in zip(chunk, reencode_touched):
                 t0 = time.perf_counter()
                 seed = job.protocol.seed + col.seed
-                perturbed = apply_condition(batch, col.condition, specs, seed, donors)
+                try:
+                    perturbed = apply_condition(batch, col.condition, specs, seed, donors)
+                except InputError:
+                    raise
+                except Exception as e:  # a plug-in corruption failing on this data: one line, not its traceback
+                    raise _condition_error(col.condition, specs, e) from None
                 affected = affected_mask(batch.ids, col.condition, seed)
                 share = (time.perf_counter() - t0) / len(col.cells)
                 for mi, cid in col.cells.items():

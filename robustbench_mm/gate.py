@@ -149,8 +149,18 @@ def _fingerprint(run: Run) -> dict:
     }
 
 
+def _refuse_limited(run: Run, use: str) -> None:
+    """A smoke run (`rbmm eval --limit N`) saw only part of the data: no gate or baseline from it."""
+    if run.manifest.limit is not None:
+        raise InputError(
+            f"run {run.path} was evaluated with --limit {run.manifest.limit} (only the first {run.manifest.limit} samples "
+            f"of each cell, a smoke run); {use} needs the full evaluation: run `rbmm eval` again without --limit"
+        )
+
+
 def make_baseline(run: Run) -> dict:
     """The JSON-able baseline of a run: what a later gate needs, nothing more."""
+    _refuse_limited(run, "a baseline")
     facts = _fingerprint(run)
     if not run.manifest.complete:
         raise InputError(
@@ -409,6 +419,7 @@ def gate(
         raise InputError(f"--confidence must be in (0, 1), got {confidence}")
     if n_resamples < 1:
         raise InputError(f"--resamples must be >= 1, got {n_resamples}")
+    _refuse_limited(run, "the gate")
     facts = _fingerprint(run)
     notes = _check_comparable(baseline, facts, f"run {run.path}")
     base_models = list(dict.fromkeys(c["model"] for c in baseline["cells"]))

@@ -5,7 +5,8 @@
                              identity (protocol name + hash + seed + metrics, models with SHA-256s
                              and configs, dataset fingerprint, seeds, RNG version, amp and the
                              two record options), the plug-ins that shaped the protocol, package
-                             versions and git commit, `complete` (false until the last cell is
+                             versions and git commit, `limit` (null, or N of a smoke run
+                             `--limit N` that saw only the first N samples), `complete` (false until the last cell is
                              written), start/end time, wall seconds per cell, the last session's
                              device and batch size
       cells.csv              one row per model x seed x condition (`cell_row`): the condition's
@@ -176,7 +177,9 @@ class ProtocolInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One evaluated model: its display name, the SHA-256 of its weights, JSON-safe config facts."""
+    """One evaluated model: its display name, the SHA-256 of its weights, JSON-safe config facts
+    (our models' build config; for every model its `kind`; for foreign ones the SHA-256 of the
+    source files that built or feed it (`sources`), its `adapter` and model `card`)."""
 
     name: str
     sha256: str
@@ -224,9 +227,10 @@ class Manifest:
     finished: str | None = None
     wall_seconds: float | None = None
     inputs: dict | None = None  # the input contract (datasets.contract); None in runs written before it
+    limit: int | None = None  # `rbmm eval --limit N`: only the first N samples of each cell (a smoke run)
     version: int = MANIFEST_VERSION
 
-    IDENTITY = ("protocol", "models", "dataset", "seeds", "rng", "amp", "keep_probabilities", "nonfinite")
+    IDENTITY = ("protocol", "models", "dataset", "seeds", "rng", "amp", "keep_probabilities", "nonfinite", "limit")
 
     def identity(self) -> dict:
         """The identity fields as JSON values (what two sessions of one run must agree on)."""
@@ -321,6 +325,7 @@ def _parse(doc: dict, where: str) -> Manifest:
         finished=_field(doc, "finished", str, where, optional=True),
         wall_seconds=_field(doc, "wall_seconds", (int, float), where, optional=True),
         inputs=_field(doc, "inputs", dict, where, optional=True),
+        limit=_field(doc, "limit", int, where, optional=True),
     )
 
 

@@ -183,3 +183,45 @@ def test_train_takes_task_and_says_the_inferred_one(here, capsys):
     from robustbench_mm.models import load_model
 
     assert load_model(here / "cls.pt").config["num_classes"] == 3  # a classifier over the 3 whole-number labels
+
+
+DIM_LIGHT = '''
+from robustbench_mm.corruptions import corruption
+
+@corruption("dim_light", kinds=("image",), severity=(0.1, 0.2, 0.3, 0.4, 0.5),
+            unit="fraction of the value range subtracted", description="underexposure")
+def dim_light(x, param, rng, spec):
+    low, high = spec.value_range
+    return (x - param * (high - low)).clamp(low, high)
+'''
+
+
+class ImageLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(3 * 4 * 4, 3)
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.lin(inputs["img"].flatten(1))
+
+
+def test_readme_plugin_on_standardised_images_is_one_line_naming_value_range(here, capsys):
+    """The README's dim_light example reads spec.value_range, which standardised images lack: the
+    failure was a 38-line traceback; it is one line naming the corruption's file and --value-range."""
+    from robustbench_mm.corruptions.registry import unregister
+
+    raw = np.random.default_rng(1).uniform(size=(N, 3, 4, 4)).astype(np.float32)
+    np.savez(here / "std.npz", img=(raw - 0.5) / 0.25, labels=np.arange(N) % 3)
+    (here / "dim_light.py").write_text(DIM_LIGHT)
+    (here / "dim.toml").write_text('name = "dim"\ndescription = "d"\n[[corruption]]\ncorruptions = ["dim_light"]\ntargets = ["kind:image"]\nlevels = [1]\n')
+    model = _script(ImageLinear(), here / "img.pt")
+    argv = ["--plugins", "dim_light.py", "eval", model, "--data", "std.npz", "--protocol", "dim.toml", "--quiet",
+            "--normalization", "0.5,0.25"]
+    try:
+        line = _one_line_error(*_rbmm(capsys, *argv, "--out", "a")[::2])
+        assert "('dim_light' from dim_light.py) failed on 'img' (image, value range None): TypeError:" in line
+        assert line.endswith("image modality 'img' has no value range (standardised images?): give it in the data's units with --value-range LO,HI")
+        assert _rbmm(capsys, *argv, "--value-range=-2,2", "--out", "b")[0] == 0
+    finally:
+        unregister("dim_light")

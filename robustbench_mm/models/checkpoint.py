@@ -16,6 +16,7 @@ import pickle
 import pickletools
 import re
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,20 +26,26 @@ from torch import nn
 
 from ..version import __version__
 from ..errors import InputError
+from .adapter import ExportedModule
 from .base import Reencodable
 
 FORMAT = "robustbench-mm"
-CHECKPOINT_FORMATS = (FORMAT, "torchscript", "factory", "pickle")  # what `LoadedModel.kind` can be
+CHECKPOINT_FORMATS = (FORMAT, "torchscript", "export", "factory", "pickle")  # what `LoadedModel.kind` can be
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_FACTORY_AT_WEIGHTS = re.compile(r"^([A-Za-z_][\w.]*:[A-Za-z_]\w*)@(.+)$")  # module:factory@weights.pt
 
 
 @dataclass
 class LoadedModel:
     """A model ready for evaluation plus what a manifest needs to identify it.
 
-    kind : one of CHECKPOINT_FORMATS: "robustbench-mm" | "torchscript" | "factory" | "pickle".
+    kind : one of CHECKPOINT_FORMATS: "robustbench-mm" | "torchscript" | "export" | "factory" | "pickle".
     sha256 : of the checkpoint file (the weights file for a factory; of the spec without one).
     reencodable : the module has `encode`/`fuse`, so the engine may re-encode single modalities.
+    weights : the state-dict file a factory model was loaded with (None: a file format, or random weights).
+    identity : JSON-safe facts that belong to the run's identity beyond the weights: the SHA-256 of
+        each Python source file that built or feeds the model (`sources`), a model card's fields
+        (`card`). The engine records them in the manifest, so changed code is a different run.
     """
 
     module: nn.Module
@@ -49,6 +56,8 @@ class LoadedModel:
     kind: str
     source: str = ""
     metrics: dict = field(default_factory=dict)
+    weights: str | None = None
+    identity: dict = field(default_factory=dict)
 
 
 def _plain(value):
@@ -114,6 +123,86 @@ def _is_torchscript(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _export_root(names: list[str]) -> str | None:
+    """The folder prefix of a `torch.export.save` archive (`<root>/archive_format`), or None."""
+    for n in names:
+        if n.endswith("/archive_format") and n.count("/") == 1:
+            return n.split("/")[0] + "/"
+    return None
+
+
+def _is_export_archive(path: Path) -> bool:
+    """`torch.export.save` writes a zip with `<root>/archive_format` and `<root>/models/<name>.json`."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return _export_root(z.namelist()) is not None
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _export_code_payloads(path: Path) -> list[str]:
+    """Entries of a .pt2 archive that `torch.export.load` would unpickle with code execution allowed.
+
+    The program itself is a JSON graph of registered torch operators, and plain weights are raw
+    bytes; but torch's loader reads pickled tensors, sample inputs and custom objects with
+    `weights_only=False` or `pickle.loads` (torch/export/pt2_archive/_package.py, `_load_state_dict`,
+    `_load_constants`; torch/_export/serde/serialize.py, `deserialize_torch_artifact`). Each such
+    entry that a weights-only load cannot read, and every custom or opaque object, is listed here.
+    """
+    import json
+
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        root = _export_root(names) or ""
+        suspicious: list[str] = []
+
+        def weights_only_readable(name: str) -> bool:
+            try:
+                torch.load(io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
+                return True
+            except Exception:  # any failure: it needs more than a weights-only load
+                return False
+
+        for name in names:
+            inner = name[len(root):]
+            if inner.startswith("data/sample_inputs/") and not weights_only_readable(name):
+                suspicious.append(inner)
+            elif inner.startswith(("data/weights/", "data/constants/")) and inner.endswith(".pt"):
+                suspicious.append(inner)  # the legacy layout: a whole pickled state dict
+            elif inner.startswith(("data/weights/", "data/constants/")) and inner.endswith("_config.json"):
+                folder = name.rsplit("/", 1)[0]
+                for entry in json.loads(z.read(name)).get("config", {}).values():
+                    member = f"{folder}/{entry.get('path_name', '')}"
+                    if entry.get("path_name", "").startswith(("custom_obj_", "opaque_obj_")):
+                        suspicious.append(member[len(root):])
+                    elif entry.get("use_pickle") and not weights_only_readable(member):
+                        suspicious.append(member[len(root):])
+        return suspicious
+
+
+def _load_export(path: Path, trust: bool, device: str) -> nn.Module:
+    """A `torch.export` program as a module: its graph runs only registered torch operators."""
+    try:
+        unsafe = _export_code_payloads(path)
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        raise InputError(f"torch.export file {path}: corrupt or truncated ({_clip(str(e) or type(e).__name__)})") from None
+    if unsafe and not trust:
+        raise InputError(
+            f"torch.export file {path}: {', '.join(unsafe[:3])}{' ...' if len(unsafe) > 3 else ''} would be unpickled "
+            "with code execution allowed; pass --trust-checkpoint only if you created or fully trust this file"
+        )
+    try:
+        program = torch.export.load(str(path))
+        module = program.module()
+    except Exception as e:  # torch's deserialiser fails in many ways; the first line says which
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"torch.export file {path}: cannot be loaded ({_clip(first)})") from None
+    _check_finite(module, f"torch.export file {path}")
+    return ExportedModule(module).to(device)
 
 
 def _is_valid_pickle(path: Path) -> bool:
@@ -215,19 +304,72 @@ def _load_ours(obj: dict, path: Path, device: str) -> tuple[nn.Module, dict, dic
     return model, config, obj.get("metrics") or {}
 
 
-def _load_factory(spec: str, weights: str | None, trust: bool, device: str, random_weights: bool) -> LoadedModel:
-    module_name, attr = spec.split(":")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+def import_module(module_name: str, folder: Path | None, what: str):
+    """Import `module_name` for `what` (a model spec or card field, named in errors).
+
+    folder : a model card's folder. When that folder holds the module (`name.py` or a package),
+        the module is imported from there, and the folder is on sys.path only while it imports;
+        otherwise the usual sys.path decides (with the working directory importable, as
+        `python -m` does). A module of that name already imported from elsewhere is an error,
+        not a silent use of the other file.
+    """
+    top = module_name.split(".")[0]
+    local = None if folder is None else next(
+        (p for p in (folder / f"{top}.py", folder / top / "__init__.py") if p.is_file()), None
+    )
     try:
-        module = importlib.import_module(module_name)
+        if local is None:
+            cwd = os.getcwd()
+            if cwd not in sys.path:
+                sys.path.insert(0, cwd)
+            return importlib.import_module(module_name)
+        loaded = sys.modules.get(top)
+        if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != local.resolve():
+            raise InputError(
+                f"{what}: module {top!r} is already imported from {getattr(loaded, '__file__', None) or 'a built-in'}, "
+                f"not from {local}; give the module a name of its own"
+            )
+        sys.path.insert(0, str(folder))
+        try:
+            return importlib.import_module(module_name)
+        finally:
+            sys.path.remove(str(folder))
     except ImportError as e:
-        raise InputError(f"model {spec!r}: cannot import module {module_name!r} ({e})") from None
+        raise InputError(f"{what}: cannot import module {module_name!r} ({e})") from None
+    except InputError:
+        raise
+    except Exception as e:  # the user's module fails as it runs (SyntaxError, NameError...): one line
+        raise InputError(f"{what}: importing module {module_name!r} failed ({type(e).__name__}: {_clip(str(e))})") from None
+
+
+def source_sha256(module) -> str:
+    """SHA-256 of the source file a module was imported from ("" for a module without one)."""
+    path = getattr(module, "__file__", None)
+    return _sha256(Path(path)) if path else ""
+
+
+def split_factory_weights(spec: str) -> tuple[str, str | None]:
+    """`module:factory@weights.pt` -> ("module:factory", "weights.pt"); anything else unchanged."""
+    found = _FACTORY_AT_WEIGHTS.match(spec)
+    return (found.group(1), found.group(2)) if found else (spec, None)
+
+
+def is_factory_spec(spec: str) -> bool:
+    """Whether a MODEL argument names `module:factory` (optionally `@weights`), not a file."""
+    return not Path(spec).exists() and bool(_FACTORY.match(split_factory_weights(spec)[0]))
+
+
+def _load_factory(spec: str, weights: str | None, trust: bool, device: str, random_weights: bool,
+                  folder: Path | None = None) -> LoadedModel:
+    module_name, attr = spec.split(":")
+    module = import_module(module_name, folder, f"model {spec!r}")
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"model {spec!r}: module {module_name!r} has no callable {attr!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as e:  # the user's factory failing: name it, in one line
+        raise InputError(f"model {spec!r}: the factory raised {type(e).__name__}: {_clip(str(e))}") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"model {spec!r}: factory returned {type(model).__name__}; expected a torch.nn.Module")
     digest = hashlib.sha256(spec.encode()).hexdigest()
@@ -261,6 +403,8 @@ def _load_factory(spec: str, weights: str | None, trust: bool, device: str, rand
         reencodable=isinstance(model, Reencodable),
         kind="factory",
         source=spec,
+        weights=weights,
+        identity={"sources": {module_name: source_sha256(module)}},
     )
 
 
@@ -275,25 +419,43 @@ def load_model(
 ) -> LoadedModel:
     """Load a model for evaluation, in eval mode on `device`.
 
-    path_or_spec : a robustbench-mm checkpoint, a TorchScript file, `module:factory` (a function
-        returning an nn.Module; the working directory is importable; `weights` a state-dict file,
-        required unless random_weights=True says the factory's initial weights are meant),
-        or, only with trust=True, a full pickle of an nn.Module.
+    path_or_spec : a robustbench-mm checkpoint, a TorchScript file, a `torch.export` program
+        (`.pt2`), a model card (`.toml`, see `models.card`), `module:factory` (a function returning
+        an nn.Module; the working directory is importable; weights from `module:factory@FILE` or
+        `weights`, required unless random_weights=True says the factory's initial weights are
+        meant), or, only with trust=True, a full pickle of an nn.Module.
     name : the model's name in cells, reports and baselines (default: the file's stem, or the
         `module:factory` text).
     Weights holding NaN/Inf are refused.
     """
-    loaded = _load(path_or_spec, trust, device, weights, random_weights)
+    spec = str(path_or_spec)
+    if spec.endswith(".toml"):
+        from .card import load_card
+
+        if weights is not None:
+            raise InputError(f"--weights {weights}: the model card {spec} names its own weights (its `weights` field)")
+        loaded = load_card(Path(spec), trust=trust, device=device, random_weights=random_weights)
+    else:
+        loaded = load_file_or_factory(spec, trust, device, weights, random_weights)
     if name is not None:
         loaded.name = str(name)
     return loaded
 
 
-def _load(path_or_spec: str | Path, trust: bool, device: str, weights: str | Path | None, random_weights: bool) -> LoadedModel:
-    spec = str(path_or_spec)
+def load_file_or_factory(spec: str, trust: bool, device: str, weights: str | Path | None, random_weights: bool,
+                         folder: Path | None = None) -> LoadedModel:
+    """A model from a file (ours, TorchScript, .pt2, a trusted pickle) or a `module:factory[@weights]`.
+
+    folder : a model card's folder, from which the factory's module is imported when it holds it.
+    """
     path = Path(spec)
-    if not path.exists() and _FACTORY.match(spec):
-        return _load_factory(spec, None if weights is None else str(weights), trust, device, random_weights)
+    if not path.exists():
+        spec, at_weights = split_factory_weights(spec)
+        if _FACTORY.match(spec):
+            if at_weights is not None and weights is not None:
+                raise InputError(f"model {spec!r}: weights given twice ({at_weights} after '@' and --weights {weights}); give one")
+            chosen = at_weights if at_weights is not None else weights
+            return _load_factory(spec, None if chosen is None else str(chosen), trust, device, random_weights, folder)
     if weights is not None:
         raise InputError(f"--weights {weights}: only used with a module:factory model, not with the file {spec}")
     if not path.exists():
@@ -303,12 +465,19 @@ def _load(path_or_spec: str | Path, trust: bool, device: str, weights: str | Pat
     digest = _sha256(path)
     if _is_torchscript(path):
         try:
-            module = torch.jit.load(str(path), map_location=device)
+            with warnings.catch_warnings():
+                # torch 2.13 deprecates torch.jit.load in favour of torch.export; the user's file is
+                # what it is, so the warning is not theirs to act on here (docs/models.md says how
+                # to export a .pt2 instead)
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=DeprecationWarning)
+                module = torch.jit.load(str(path), map_location=device)
         except (RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"TorchScript file {path}: cannot be loaded ({_clip(first)})") from None
         _check_finite(module, f"TorchScript file {path}")
         return LoadedModel(module.eval(), path.stem, {}, digest, False, "torchscript", source=spec)
+    if _is_export_archive(path):
+        return LoadedModel(_load_export(path, trust, device), path.stem, {}, digest, False, "export", source=spec)
     obj = _torch_load(path, trust, "cpu")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, config, metrics = _load_ours(obj, path, device)
