@@ -488,7 +488,8 @@ def _show_inputs(args: argparse.Namespace) -> int:
         from .models import load_model
 
         _cwd_importable()
-        model = load_model(args.name, trust=args.trust_checkpoint, weights=args.weights, random_weights=args.random_weights)
+        (weights,) = _weights_per_model([args.name], args.weights)
+        model = load_model(args.name, trust=args.trust_checkpoint, weights=weights, random_weights=args.random_weights)
         presence[model.name] = takes_present(model.module)
     data = _load_data(args, args.data, args.split)
     contract = input_contract(data, presence_mask=presence)
