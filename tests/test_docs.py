@@ -86,5 +86,40 @@ def test_pages_name_only_real_options():
     assert checked > 50
 
 
+def _script_commands(text: str) -> list[list[str]]:
+    """Every `python tools/X.py ...` or `python benchmarks/X.py ...` a page shows (blocks or inline
+    code), from the script's path on, `[optional]` brackets dropped."""
+    lines: list[str] = []
+    for language, body in fenced(text):
+        if language in ("bash", ""):
+            lines += [shlex.join(argv) for argv in commands(body)]
+    prose = re.sub(r"^[ \t]*```.*?^[ \t]*```", "", text, flags=re.M | re.S).replace("\n", " ")
+    lines += re.findall(r"`([^`]*python [^`]*)`", prose)
+    found = []
+    for line in lines:
+        match = re.search(r"python ((?:tools|benchmarks)/\S+\.py)(.*)", line.replace("[", "").replace("]", ""))
+        if match:
+            found.append([match.group(1), *match.group(2).split()])
+    return found
+
+
+def test_pages_name_only_real_script_options():
+    """The study and benchmark commands the pages record (too long to run here) name scripts that
+    exist, and subcommands and `--options` their argument parsers declare."""
+    checked = 0
+    for name in page_names():
+        for script, *args in _script_commands(page(name)):
+            path = ROOT / script
+            assert path.is_file(), f"{name}: no script {script}"
+            source = path.read_text(encoding="utf-8")
+            if args and not args[0].startswith("-") and "add_subparsers" in source:
+                assert f'"{args[0]}"' in source, f"{name}: {script} has no subcommand {args[0]!r}"
+            for arg in args:
+                if arg.startswith("--"):
+                    assert f'"{arg.split("=")[0]}"' in source, f"{name}: {script} has no option {arg}"
+            checked += 1
+    assert checked > 30
+
+
 def test_readme_is_a_few_screens():
     assert len(page("README.md").splitlines()) < 200
