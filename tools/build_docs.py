@@ -56,7 +56,7 @@ def catalogue() -> str:
     aliases = ", ".join(f"`{alias}` for `{name}`" for alias, name in ALIASES.items())
     lines = [INTRO.format(aliases=aliases), "| corruption | kinds | levels 1-5 | unit |", "|---|---|---|---|"]
     for spec in specs:
-        lines.append(f"| [`{spec.name}`](#{spec.name.replace('_', '-')}) | {', '.join(spec.kinds)} "
+        lines.append(f"| [{spec.name}](#{spec.name.replace('_', '-')}) | {', '.join(spec.kinds)} "
                      f"| {_levels(spec.severity)} | {_cell(spec.unit)} |")
     for spec in specs:
         lines += ["", f"## `{spec.name}` {{#{spec.name.replace('_', '-')}}}", "", f"{spec.description[:1].upper()}{spec.description[1:]}.", ""]
