@@ -7,7 +7,8 @@ docs/ (tests/test_docs.py fails if a page with such blocks is run by no test her
 - The tutorial, in order, each page building on the files the previous ones made:
   getting-started.md, reading-the-report.md, extending.md, gating.md (its GitHub Actions job runs
   in a test of its own, in a fresh checkout).
-- exporting.md from the models this repository ships; corruption-plugins.md on its own.
+- exporting.md from the models this repository ships; corruption-plugins.md on its own; the
+  pages of FRESH_CHECKOUT each in a fresh checkout.
 
 Blocks are read from the pages, never paraphrased: a python or toml block whose first line is a
 `# PATH` comment is a file the reader creates; other python blocks are executed, other toml blocks
@@ -40,7 +41,10 @@ from robustbench_mm.cli import main
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 TUTORIAL = ("getting-started.md", "reading-the-report.md", "extending.md", "gating.md")
-STANDALONE = ("README.md", "exporting.md", "corruption-plugins.md")  # each run from an empty folder
+STANDALONE = ("README.md", "exporting.md", "corruption-plugins.md")  # each run by a test of its own below
+# Pages whose blocks run as they stand in a fresh checkout, checked only by their exit codes: a new
+# page with command blocks goes here (or gets a test of its own with the files it should make).
+FRESH_CHECKOUT: tuple[str, ...] = ()
 DEMO_PAGES = ("README.md", "getting-started.md")
 
 
@@ -261,6 +265,13 @@ def test_corruption_plugin_page_as_written(tmp_path, monkeypatch, capsys):
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "fraction of pixels where a drop starts"
+
+
+@pytest.mark.parametrize("name", FRESH_CHECKOUT)
+def test_page_as_written_in_a_fresh_checkout(name, tmp_path, monkeypatch, capsys):
+    _fresh_checkout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    Reader(capsys, fast=True).run(page(name))
 
 
 def _demo_commands() -> list[list[str]]:
