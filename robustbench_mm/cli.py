@@ -711,7 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration-cues", metavar="CUES",
         help="with --calibration: what its gates read, summary or evidence (per-modality class evidence; "
-        "default: summary; README \"Do the calibration gates see conflict?\")",
+        "default: summary; docs/gate-study.md, \"Do the calibration gates see conflict?\")",
     )
     p.add_argument("--seed", type=int, default=0, help="training seed: initial weights and batch order (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write, e.g. models/concat.pt (required)")

@@ -28,7 +28,7 @@ EACH = "each"  # a unimodal ZOO row stands for one model per modality of the dat
 
 # The zoo, one row per model before training seeds: (fusion, calibration, modality).
 # Every backbone with and without pre-fusion calibration, the late baselines, the methods of the
-# README's Methods section, and the unimodal reference of every modality.
+# Methods page (docs/methods.md), and the unimodal reference of every modality.
 ZOO: tuple[tuple[str, bool, str | None], ...] = (
     ("concat", False, None),
     ("concat", True, None),

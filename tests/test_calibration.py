@@ -219,7 +219,7 @@ def test_with_evidence_cues_the_gate_of_the_conflicting_modality_falls_decisivel
 
 def test_summary_cues_trained_the_same_way_stay_below_the_evidence_bar():
     """The contrast the evidence cues were made for, at toy scale: summary cues do see the swap here
-    (unlike on the real data, README "Do the calibration gates see conflict?"), but their gate
+    (unlike on the real data, docs/gate-study.md), but their gate
     falls less often and by much less than the evidence cues' bar above."""
     falls = _gate_falls_after_toy_training("summary", lr=2e-3, steps=400)
     assert min(float((f < 0).float().mean()) for f in falls.values()) < 0.95

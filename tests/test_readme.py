@@ -1,11 +1,21 @@
-"""The README's commands, run as written from an empty working directory, so it cannot drift from
-the program: every fenced bash, python, toml and yaml block of "Quick start" and "The four things
-you do with it", in the README's order (each section builds on the files the previous ones made).
+"""The documentation's commands, run as written from an empty working directory, so it cannot drift
+from the program: every fenced bash, python, toml and yaml block of README.md and of the pages in
+docs/ (tests/test_docs.py fails if a page with such blocks is run by no test here).
 
-Blocks are read from README.md, never paraphrased: a python or toml block whose first line is a
-`# PATH` comment is a file the reader creates; other python blocks are executed; bash lines (with
-`\\` continuations, `&&` and `#` comments) are `rbmm` commands run in this process, `pip install`
-lines are checked against pyproject.toml. A command the runner does not know fails the test.
+- README.md and docs/getting-started.md: the install and test commands are checked against
+  pyproject.toml; their `rbmm demo` commands run in the slow tests (the demo trains 14 models).
+- The tutorial, in order, each page building on the files the previous ones made:
+  getting-started.md, reading-the-report.md, extending.md, gating.md (its GitHub Actions job runs
+  in a test of its own, in a fresh checkout).
+- exporting.md from the models this repository ships; corruption-plugins.md on its own; the
+  pages of FRESH_CHECKOUT each in a fresh checkout.
+
+Blocks are read from the pages, never paraphrased: a python or toml block whose first line is a
+`# PATH` comment is a file the reader creates; other python blocks are executed, other toml blocks
+parsed; bash lines (with `\\` continuations, `&&` and `#` comments) are `rbmm` commands run in this
+process, `pip install` lines are checked against pyproject.toml. A command the runner does not know
+fails the test. Blocks without a language are records (a study's commands and their measured
+output, hours of work) and are not run; tests/test_docs.py checks the options they name.
 The literal run trains the full recipe and evaluates `standard` (slow); the fast variant runs
 the same blocks with `--epochs 1` added to `rbmm train` and `standard` replaced by `quick`.
 """
@@ -16,6 +26,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -23,39 +35,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from docpages import ROOT, blocks, commands, page, section
 
 from robustbench_mm.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-
-
-def section(title: str) -> str:
-    """The README text from the heading that starts with `title` to the next heading of its level."""
-    match = re.search(rf"^(#+) {re.escape(title)}.*$", README, flags=re.M)
-    assert match, f"README has no section {title!r}"
-    level = match.group(1)
-    rest = README[match.end():]
-    end = re.search(rf"^{level} \S", rest, flags=re.M)
-    return rest[: end.start()] if end else rest
-
-
-def blocks(text: str) -> list[tuple[str, str]]:
-    """(language, body) of each fenced block, in order."""
-    return re.findall(r"^```(\w+)\n(.*?)^```", text, flags=re.M | re.S)
-
-
-def commands(bash: str) -> list[list[str]]:
-    """Each command of a bash block as argv: continuations joined, comments dropped, split at &&."""
-    out: list[list[str]] = []
-    for line in bash.replace("\\\n", " ").splitlines():
-        tokens = shlex.split(os.path.expandvars(line), comments=True)
-        while tokens:
-            cut = tokens.index("&&") if "&&" in tokens else len(tokens)
-            out.append(tokens[:cut])
-            tokens = tokens[cut + 1:]
-    return [c for c in out if c]
+TUTORIAL = ("getting-started.md", "reading-the-report.md", "extending.md", "gating.md")
+STANDALONE = ("README.md", "exporting.md", "corruption-plugins.md")  # each run by a test of its own below
+# Pages whose blocks run as they stand in a fresh checkout, checked only by their exit codes: a new
+# page with command blocks goes here (or gets a test of its own with the files it should make).
+FRESH_CHECKOUT: tuple[str, ...] = ()
+DEMO_PAGES = ("README.md", "getting-started.md")
 
 
 def check_pip(argv: list[str]) -> None:
@@ -63,7 +53,7 @@ def check_pip(argv: list[str]) -> None:
     assert argv[:2] == ["pip", "install"], argv
     for arg in argv[2:]:
         if arg.startswith("torch=="):
-            assert torch.__version__.split("+")[0] == arg.split("==")[1], "the README pins another torch than the one measured"
+            assert torch.__version__.split("+")[0] == arg.split("==")[1], "the docs pin another torch than the one measured"
         elif arg.startswith("."):
             extras = re.fullmatch(r"\.(?:\[(.*)\])?", arg)
             assert extras, arg
@@ -76,11 +66,13 @@ def check_pip(argv: list[str]) -> None:
 
 
 class Reader:
-    """Runs README blocks in the current working directory; `fast` shortens training and grids."""
+    """Runs the pages' blocks in the current working directory; `fast` shortens training and grids.
+    `rbmm demo` commands are collected in `demos`, not run (the demo tests run them)."""
 
     def __init__(self, capsys, fast: bool):
         self.capsys, self.fast = capsys, fast
         self.output: list[tuple[list[str], str]] = []  # (argv, stdout) of each rbmm command
+        self.demos: list[list[str]] = []
 
     def out(self, *prefix: str) -> str:
         """stdout of the last rbmm command whose argv starts with `prefix`."""
@@ -107,7 +99,9 @@ class Reader:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(body, encoding="utf-8")
             elif language == "python":
-                exec(compile(body, "README.md", "exec"), {"__name__": "__readme__"})
+                exec(compile(body, "docs", "exec"), {"__name__": "__docs__"})
+            elif language == "toml":
+                tomllib.loads(body)
             elif language == "bash":
                 for argv in commands(body):
                     self.command(argv, allowed or {})
@@ -116,42 +110,19 @@ class Reader:
                     for argv in commands(step):
                         self.command(argv, allowed or {})
             else:
-                raise AssertionError(f"README block in {language!r}: the test does not know how to run it")
+                raise AssertionError(f"block in {language!r}: the test does not know how to run it")
 
     def command(self, argv: list[str], allowed: dict[str, tuple[int, ...]]) -> None:
-        if argv[0] == "rbmm":
+        if argv[:2] == ["rbmm", "demo"]:
+            self.demos.append(argv)
+        elif argv[0] == "rbmm":
             self.rbmm(argv[1:], allowed.get(argv[1], (0,)))
         elif argv[0] == "pip":
             check_pip(argv)
         elif argv[:3] == ["python", "-m", "pytest"]:
             assert PYPROJECT["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]  # this very suite
         else:
-            raise AssertionError(f"README command the test cannot run: {shlex.join(argv)}")
-
-
-def quick_start_without_demo() -> str:
-    """The Quick start's blocks with `rbmm demo` left to the slow test (it trains 18 models)."""
-    return section("Quick start").replace(" && rbmm demo", "")
-
-
-def test_readme_names_only_real_options():
-    """Every `--flag` in the README's rbmm commands is an option of that subcommand."""
-    from robustbench_mm.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    top = {s for a in build_parser()._actions for s in a.option_strings}
-    for _, body in blocks(section("Quick start") + section("The four things you do with it")):
-        for argv in commands(body) if "rbmm" in body else []:
-            if argv[0] != "rbmm":
-                continue
-            at = 1
-            while argv[at].startswith("--"):  # options before the command (--plugins PATH)
-                assert argv[at] in top, f"README: rbmm has no option {argv[at]} before a command"
-                at += 2
-            options = {s for a in sub.choices[argv[at]]._actions for s in a.option_strings} | top
-            for arg in argv[at + 1:]:
-                if arg.startswith("--"):
-                    assert arg.split("=")[0] in options, f"README: rbmm {argv[1]} has no option {arg}"
+            raise AssertionError(f"command the test cannot run: {shlex.join(argv)}")
 
 
 def test_python_version_claims_match_the_code():
@@ -159,7 +130,8 @@ def test_python_version_claims_match_the_code():
     minimum = re.fullmatch(r">=(\d+)\.(\d+)", PYPROJECT["project"]["requires-python"])
     assert minimum, PYPROJECT["project"]["requires-python"]
     claimed = (int(minimum.group(1)), int(minimum.group(2)))
-    assert f"Python ≥ {claimed[0]}.{claimed[1]}" in README
+    for name in DEMO_PAGES:
+        assert f"Python ≥ {claimed[0]}.{claimed[1]}" in page(name), name
     needs_311 = [
         p.relative_to(ROOT) for p in (ROOT / "robustbench_mm").rglob("*.py")
         if re.search(r"^\s*import tomllib|\bStrEnum\b", p.read_text(encoding="utf-8"), flags=re.M)
@@ -169,41 +141,51 @@ def test_python_version_claims_match_the_code():
 
 @pytest.fixture
 def plugin_cleanup():
-    """The README's plug-ins register `dim_light` and the five extensions of section 3b in this
+    """The pages' plug-ins register `dim_light` and the five extensions of section 3b in this
     process: forget them afterwards."""
     yield
     from robustbench_mm.registry import all_registries
 
-    readme_names = {"dim_light", "error_rate", "mean-pool", "tiny-blobs", "keep_only", "clean-spread"}
+    names = {"dim_light", "error_rate", "mean-pool", "tiny-blobs", "keep_only", "clean-spread"}
     for registry in all_registries().values():
-        for name in readme_names & set(registry.names()):
+        for name in names & set(registry.names()):
             registry.remove(name)
+
+
+def test_readme_and_install_blocks(tmp_path, monkeypatch, capsys):
+    """README.md's blocks: pip lines checked, the demo commands collected (run by the slow tests)."""
+    monkeypatch.chdir(tmp_path)
+    reader = Reader(capsys, fast=True)
+    reader.run(page("README.md"))
+    assert reader.demos == [["rbmm", "demo", "--fast"], ["rbmm", "demo"]]
 
 
 def _four_things(tmp_path, monkeypatch, capsys, fast: bool) -> Reader:
     monkeypatch.chdir(tmp_path)
     reader = Reader(capsys, fast)
-    reader.run(quick_start_without_demo())
-
-    # 1. train + eval (and the Python snippet)
-    reader.run(section("1. Evaluate a checkpoint under corruption"))
+    # install and demo (collected), then 1. train + eval (and the Python snippet)
+    reader.run(page("getting-started.md"))
+    assert reader.demos == [["rbmm", "demo", "--fast"], ["rbmm", "demo"]]
     assert set(pd.read_csv("results/mine/cells.csv")["model"]) == {"concat-cal", "concat"}
     assert set(pd.read_csv("results/q/cells.csv")["model"]) == {"plain"}
 
     # 2. report + compare
-    reader.run(section("2. Generate a robustness report, compare two runs"))
+    reader.run(page("reading-the-report.md"))
     assert Path("reports/mine/index.html").is_file() and Path("reports/mine/report.md").is_file()
     assert reader.out("compare").strip()
 
-    # 3. a new plug-in and a protocol naming it, written from the README's own text
-    reader.run(section("3. Add a corruption type"))
+    # 3. a new plug-in and a protocol naming it, written from the page's own text
+    extending = page("extending.md")
+    add, extend = section(extending, "3. Add a corruption type"), section(extending, "3b. Extend it the same way")
+    assert blocks(add) + blocks(extend) == blocks(extending)  # no block of the page left out
+    reader.run(add)
     assert "dim_light" in reader.out("list", "corruptions")
     dim = pd.read_csv("results/dim/cells.csv")
     assert set(dim["name"]) == {"clean", "dim_light"}
     assert set(dim.loc[dim["name"] == "dim_light", "level"]) == {1, 3, 5}
 
     # 3b. a metric, a backbone, a dataset, a condition family and a report section from one plug-in folder
-    reader.run(section("3b. Extend it the same way"))
+    reader.run(extend)
     listed = reader.out("--plugins", "my_extensions", "list")
     for name, source in (("error_rate", "my_metrics.py"), ("mean-pool", "mean_pool.py"), ("tiny-blobs", "my_data.py"),
                          ("keep_only", "keep_only.py"), ("clean-spread", "my_section.py")):
@@ -216,7 +198,7 @@ def _four_things(tmp_path, monkeypatch, capsys, fast: bool) -> Reader:
     assert "clean accuracy spread over the models" in Path("reports/extend/report.md").read_text()
 
     # 4. baseline + gate against a candidate of another name: a verdict, never "unusable input"
-    reader.run(section("4. Gate CI on robustness regressions"), allowed={"gate": (0, 1)}, skip=("yaml",))
+    reader.run(page("gating.md"), allowed={"gate": (0, 1)}, skip=("yaml",))
     assert "comparing candidate 'concat-cal' with baseline model 'concat'" in reader.out("gate")
     cases = ET.parse("gate.xml").getroot().findall("testcase")
     assert len(cases) > 20 and {c.get("classname") for c in cases} == {"concat-cal"}
@@ -233,14 +215,19 @@ def test_the_four_things_as_written(tmp_path, monkeypatch, capsys, plugin_cleanu
     _four_things(tmp_path, monkeypatch, capsys, fast=False)
 
 
-def test_github_actions_job_as_written(tmp_path, monkeypatch, capsys):
-    """The workflow's own commands, in a fresh checkout: the committed model passes its baseline."""
+def _fresh_checkout(tmp_path: Path) -> None:
+    """An empty folder holding the committed CI models and baselines where a checkout has them."""
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "baselines").symlink_to(ROOT / "results" / "baselines")
+
+
+def test_github_actions_job_as_written(tmp_path, monkeypatch, capsys):
+    """The workflow's own commands, in a fresh checkout: the committed model passes its baseline."""
+    _fresh_checkout(tmp_path)
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step-summary.md"))
     monkeypatch.chdir(tmp_path)
     reader = Reader(capsys, fast=False)
-    gate_section = section("4. Gate CI on robustness regressions")
+    gate_section = page("gating.md")
     reader.run("".join(f"```{lang}\n{body}```\n" for lang, body in blocks(gate_section) if lang == "yaml"))
     assert "gate passed" in reader.out("gate")
     assert "no robustness regression" in (tmp_path / "step-summary.md").read_text()
@@ -254,11 +241,59 @@ def test_github_actions_job_as_written(tmp_path, monkeypatch, capsys):
         assert tool == ("customSmallerIsBetter" if name.endswith(".smaller.json") else "customBiggerIsBetter")
 
 
-@pytest.mark.slow
-def test_quick_start_demo_as_written(tmp_path, monkeypatch, capsys):
+def test_exports_as_written(tmp_path, monkeypatch, capsys):
+    """exporting.md: the shipped model under `imagenet-c`, exported to RobustBench's and lm-eval's layouts."""
+    _fresh_checkout(tmp_path)
     monkeypatch.chdir(tmp_path)
-    demo = [argv for _, body in blocks(section("Quick start")) for argv in commands(body) if argv[:2] == ["rbmm", "demo"]]
-    assert demo == [["rbmm", "demo"]]
-    assert main(demo[0][1:] + ["--quiet"]) == 0
+    Reader(capsys, fast=False).run(page("exporting.md"))
+    model = json.loads(Path("export/rb/mfeat-concat.json").read_text())
+    assert model["clean_acc"] and model["corruptions_acc"]
+    table = pd.read_csv("export/rb/unaggregated_results.csv", header=[0, 1], index_col=0)
+    assert list(table.index) == ["mfeat-concat"] and table.shape[1] == 15 * 5
+    assert list(Path("export/lm/mfeat-concat").glob("results*.json"))
+
+
+def test_corruption_plugin_page_as_written(tmp_path, monkeypatch, capsys):
+    """corruption-plugins.md (corruptions/README.md): the entry-point table parses; the decorator
+    example registers its corruption, in a process of its own (this one holds the real `rain`)."""
+    monkeypatch.chdir(tmp_path)
+    text = page("corruption-plugins.md")
+    Reader(capsys, fast=False).run(text, skip=("python",))
+    (example,) = [body for lang, body in blocks(text) if lang == "python"]
+    check = "from robustbench_mm.corruptions import get_corruption\nprint(get_corruption('rain').unit)\n"
+    done = subprocess.run([sys.executable, "-c", example + check], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fraction of pixels where a drop starts"
+
+
+@pytest.mark.parametrize("name", FRESH_CHECKOUT)
+def test_page_as_written_in_a_fresh_checkout(name, tmp_path, monkeypatch, capsys):
+    _fresh_checkout(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    Reader(capsys, fast=True).run(page(name))
+
+
+def _demo_commands() -> list[list[str]]:
+    """The `rbmm demo` commands of the pages that show them: the same on each."""
+    found = {name: [argv for lang, body in blocks(page(name)) if lang == "bash" for argv in commands(body)
+                    if argv[:2] == ["rbmm", "demo"]] for name in DEMO_PAGES}
+    assert all(demos == found["README.md"] for demos in found.values()), found
+    return found["README.md"]
+
+
+@pytest.mark.slow
+def test_demo_fast_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _demo_commands()[0] == ["rbmm", "demo", "--fast"]
+    assert main(["demo", "--fast", "--quiet"]) == 0
+    assert (tmp_path / "reports" / "demo" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_quick_start_demo_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _demo_commands()[1] == ["rbmm", "demo"]
+    assert main(["demo", "--quiet"]) == 0
     assert (tmp_path / "reports" / "demo" / "index.html").is_file()
     assert len(list((tmp_path / "results" / "demo").iterdir())) == 3  # one run per training seed

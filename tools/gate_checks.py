@@ -1,5 +1,5 @@
-"""Three checks behind the README's answer to "do the calibration gates see conflict?", read from
-the folders `tools/gate_study.py` writes (its checkpoints and runs; nothing is trained here).
+"""Three checks behind the gate study's answer (docs/gate-study.md) to "do the calibration gates see
+conflict?", read from the folders `tools/gate_study.py` writes (its checkpoints and runs; nothing is trained here).
 
     python tools/gate_checks.py swap-sums --variant calibration_conflict_0.3 \
         --variant calibration_conflict_0.3-calibration_cues_evidence        # avdigits, conflict at rate 1

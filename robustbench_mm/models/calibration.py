@@ -14,7 +14,7 @@ Between the encoders and an unchanged fusion backbone. For every modality m, two
    other *present* modalities n != m (averaged over them), cos(s_m, s_n) (B, 1), s_m * s_n (B, r),
    |s_m - s_n| (B, r), plus the fraction of other modalities present (B, 1). The projections live
    in separate spaces that only the gate's gradient relates, so "support" is not comparable
-   across modalities (README "Do the calibration gates see conflict?" has the evidence).
+   across modalities (docs/gate-study.md, "Do the calibration gates see conflict?", has the evidence).
 
 `evidence` (the cues live in one space: the classes):
    p_m = softmax of a small per-modality evidence head on the *detached* pooled features (B, C),

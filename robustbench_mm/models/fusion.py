@@ -15,7 +15,7 @@ Baselines:
 - late             : one head per modality; log of the average of their probabilities
 - uncertainty-late : UDML-*style* late fusion (not UDML's code; `udml` is that): unimodal softmaxes
                      weighed by a learned noise estimate and a dropout-measured reliance
-Methods from the literature, each in its own module (see README "Methods"):
+Methods from the literature, each in its own module (see docs/methods.md):
 - udml (udml.py), qmf (qmf.py), cal (cal.py), unimodal (unimodal.py)
 
 Every fusion is one class decorated with `@backbone("name", description=...)`, which registers it
@@ -158,7 +158,7 @@ class FusionModel(nn.Module, metaclass=_CalibrationLast):
         self.calibrate = (
             PreFusionCalibration(
                 self.modalities, int(self.config["dim"]),
-                conflict=float(self.config.get("calibration_conflict", 0.0)),  # opt-in, README "Do the calibration gates see conflict?"
+                conflict=float(self.config.get("calibration_conflict", 0.0)),  # opt-in, docs/gate-study.md
                 relative=bool(self.config.get("calibration_relative", False)),
                 cues=str(self.config.get("calibration_cues", "summary")),  # absent in older checkpoints: summary
                 classes=self.num_outputs if self.task == Task.CLASSIFICATION else None,
@@ -388,7 +388,7 @@ class UncertaintyLateFusion(_UnimodalHeads):
     """UDML-*style* late fusion with our own recipe, not UDML's code (`udml` follows that).
 
     Inspired by Wei et al., "Unbiased Dynamic Multimodal Fusion", but not what its released code
-    does (README "Methods" sets the two side by side):
+    does (docs/methods.md sets the two side by side):
     - noise estimate: each step, each modality of a separate noisy copy of the batch gets
       Gaussian noise of intensity s ~ U(0, 1) on half the samples (s = 0 on the rest; std =
       s * noise_scale * data std; tokens: each replaced with probability s); a sigmoid regressor
@@ -400,7 +400,7 @@ class UncertaintyLateFusion(_UnimodalHeads):
     - fusion: softmaxes of the unimodal heads averaged with weights proportional to
       present_m * (1 - u_m) * ((1 + reliance_m) / 2) ** -reliance_strength.
     The reliance factor is not near 1: reliance averages 1 over modalities, but each entry can be
-    far from it, so the factor reweighs the modalities on its own (README "Methods" gives the
+    far from it, so the factor reweighs the modalities on its own (docs/methods.md gives the
     factors measured after training on mfeat).
     """
 
