@@ -229,6 +229,11 @@ def _add_pixel_units(p: argparse.ArgumentParser) -> None:
         "then the C stds (2C numbers, per channel), in units of the [0, 1] pixel scale; raw-pixel presets map "
         "through it instead of the value range (default: none)",
     )
+    p.add_argument(
+        "--spectrogram", choices=("natural-log",),
+        help="state that the sequence modalities a spectrogram preset (udml, udml-salt) perturbs hold natural-log "
+        "magnitudes log(|STFT| + 1e-7), the scale its audio noise is defined on (default: unstated: refused)",
+    )
 
 
 def _numbers(flag: str, text: str) -> list[float]:
@@ -254,6 +259,8 @@ def _apply_pixel_units(args: argparse.Namespace, data, protocol):
             raise InputError(f"--normalization {args.normalization!r}: expected MEAN,STD or C means then C stds (an even count)")
         half = len(values) // 2
         protocol = protocol.with_normalization(values[:half], values[half:])
+    if args.spectrogram is not None:
+        protocol = protocol.with_spectrogram(args.spectrogram)
     return protocol
 
 
