@@ -391,6 +391,18 @@ def test_cli_refuses_a_normalised_float_file_and_accepts_the_mapping(tmp_path, c
     assert main(["show", "protocol", "qmf", "--data", str(path), "--normalization", "0.5"]) == 2
 
 
+def test_cli_refuses_udml_until_the_spectrogram_scale_is_stated(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "av.npz"
+    np.savez(path, img=rng.integers(0, 256, (6, 3, 8, 8)).astype(np.uint8),
+             spec=np.log(rng.random((6, 10, 5)) + 1e-7).astype(np.float32), labels=np.arange(6) % 2)
+    assert main(["show", "protocol", "udml", "--data", str(path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rbmm: error")]
+    assert len(errors) == 1 and "--spectrogram natural-log" in errors[0]
+    assert main(["show", "protocol", "udml", "--data", str(path), "--spectrogram", "natural-log"]) == 0
+    assert "units: joint[0] spectrogram_noise on 'spec': natural-log magnitude spectrogram, as stated" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------ joint conditions in the engine
 
 
