@@ -221,7 +221,7 @@ def _add_pixel_units(p: argparse.ArgumentParser) -> None:
         help="the values that mean a black and a white pixel in every image modality, e.g. 0,1 or "
         "--value-range=-1,1 (with '=' when LO is negative) "
         "(default: inferred: 0,255 for uint8 files, 0,1 for float files within [0, 1], none otherwise); "
-        "image corruptions clip to it and raw-pixel presets (qmf, qmf-rgbd, udml) map through it",
+        "image corruptions clip to it and raw-pixel presets (qmf, qmf-salt, qmf-rgbd, udml, udml-salt) map through it",
     )
     p.add_argument(
         "--normalization", metavar="MEAN,STD",
