@@ -513,3 +513,24 @@ def test_the_manifest_records_the_units_a_raw_pixel_preset_applied(tmp_path):
     assert units == ["joint[0] gaussian_noise on 'img': raw pixels [0, 255] = (x - 0) * 255 / 1, from the value range (0, 1)"]
     evaluate([_Tiny(specs)], data, "noise-sweep", out=tmp_path / "sweep", device="cpu", progress=False)
     assert json.loads((tmp_path / "sweep" / "manifest.json").read_text())["protocol"]["units"] == []
+
+
+def test_udml_runs_in_the_engine_batch_independent_and_records_the_stated_units(tmp_path):
+    import json
+
+    specs = {"img": ModalitySpec("img", "image", (3, 8, 8), value_range=(0.0, 255.0)), "spec": ModalitySpec("spec", "sequence", (10, 5))}
+    n = 24
+    g = torch.Generator().manual_seed(0)
+    inputs = {"img": torch.randint(0, 256, (n, 3, 8, 8), generator=g).float(), "spec": torch.log(torch.rand(n, 10, 5, generator=g) * 3 + 1e-7)}
+    data = MultimodalData(name="av", split="test", specs=specs, inputs=inputs, labels=torch.arange(n) % 2,
+                          ids=torch.arange(n, dtype=torch.int64), num_classes=2, source="test")
+    protocol = load_protocol("udml").with_spectrogram("natural-log")
+    a = evaluate([_Tiny(specs)], data, protocol, out=tmp_path / "a", device="cpu", batch_size=24, progress=False)
+    b = evaluate([_Tiny(specs)], data, protocol, out=tmp_path / "b", device="cpu", batch_size=5, progress=False)
+    for cid in a.cells["cell_id"]:
+        assert np.array_equal(a.samples(cid)["pred"], b.samples(cid)["pred"])
+        np.testing.assert_allclose(a.samples(cid)["conf"], b.samples(cid)["conf"], rtol=1e-5)
+    affected = a.samples(a.cells[a.cells["level"] == 10]["cell_id"].iloc[0])["affected"]
+    assert 0 < affected.sum() < n  # two 50% gates
+    units = json.loads((tmp_path / "a" / "manifest.json").read_text())["protocol"]["units"]
+    assert units[1] == "joint[0] spectrogram_noise on 'spec': natural-log magnitude spectrogram, as stated"
