@@ -230,6 +230,12 @@ def _add_pixel_units(p: argparse.ArgumentParser) -> None:
         "through it instead of the value range (default: none)",
     )
     p.add_argument(
+        "--vocab", metavar="VOCAB_TXT",
+        help="the BERT-style vocab.txt of the token modalities (line n = id n): the qmf presets then blank whole "
+        "words (a token and its ## pieces) to '_', as QMF does before tokenising (default: each id is a word, "
+        "blanked to the unknown id 1)",
+    )
+    p.add_argument(
         "--spectrogram", choices=("natural-log",),
         help="state that the sequence modalities a spectrogram preset (udml, udml-salt) perturbs hold natural-log "
         "magnitudes log(|STFT| + 1e-7), the scale its audio noise is defined on (default: unstated: refused)",
@@ -261,6 +267,8 @@ def _apply_pixel_units(args: argparse.Namespace, data, protocol):
         protocol = protocol.with_normalization(values[:half], values[half:])
     if args.spectrogram is not None:
         protocol = protocol.with_spectrogram(args.spectrogram)
+    if args.vocab is not None:
+        protocol = protocol.with_vocab(args.vocab)
     return protocol
 
 

@@ -60,6 +60,8 @@ neither, the protocol refuses to expand instead of guessing. `Protocol.units(spe
 was applied. A part with `spectrogram = "natural-log"` reads its modalities as log(|STFT| + 1e-7): the user states
 that they are (`Protocol.with_spectrogram`, `rbmm ... --spectrogram natural-log`), else the
 protocol refuses to expand; a dB or standardised spectrogram would silently get another strength.
+A stated vocabulary (`Protocol.with_vocab`, `--vocab vocab.txt`) fills the `vocab` option of the
+parts whose kernel takes one (blank: whole words to '_', as QMF) unless the part sets it.
 A part's `rates` replace the joint's for that part (QMF's salt-and-pepper: image on
 0.5 x level/100 of the samples, text on 0.5); the joint's `rates` serve the other parts. A protocol
 loaded as `NAME:clipped` merges every part's `clipped` table into its options (the paper presets:
@@ -465,6 +467,11 @@ def _check_joint(table: dict, out: dict, err: _Errors) -> dict:
     return out
 
 
+def _kernel_options(name: str) -> list[str]:
+    """The keyword options a corruption's kernel takes after (x, param, rng, spec)."""
+    return [k for k in inspect.signature(get_corruption(name).fn).parameters][4:]
+
+
 def _check_part(part: object, where: str, n_levels: int, err: _Errors) -> dict:
     if not isinstance(part, dict):
         raise err(where, "a table", part)
@@ -475,7 +482,7 @@ def _check_part(part: object, where: str, n_levels: int, err: _Errors) -> dict:
     if not isinstance(name, str):
         raise err(f"{where}.corruption", "a corruption name", name)
     try:
-        cspec = get_corruption(name)
+        get_corruption(name)  # a miss lists the registered names
     except InputError as e:
         raise InputError(f"protocol {err.source}: key {where + '.corruption'!r}: {e}") from None
     out = {"corruption": name, "targets": _targets(part.get("targets"), f"{where}.targets", err)}
@@ -493,7 +500,7 @@ def _check_part(part: object, where: str, n_levels: int, err: _Errors) -> dict:
         if part["spectrogram"] not in SPECTROGRAM_SCALES:
             raise err(f"{where}.spectrogram", f"one of {', '.join(SPECTROGRAM_SCALES)} (the scale the kernel reads)", part["spectrogram"])
         out["spectrogram"] = part["spectrogram"]
-    accepted = [k for k in inspect.signature(cspec.fn).parameters][4:]
+    accepted = _kernel_options(name)
     for key in ("options", "clipped"):
         table = part.get(key, {})
         if not isinstance(table, dict):
@@ -538,6 +545,7 @@ class Protocol:
     clipped_note: str = ""
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     spectrogram: str | None = None
+    vocab: str | None = None
 
     def with_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> "Protocol":
         """The protocol for images normalised as x = (raw / pixel_max - mean) / std (per channel
@@ -553,6 +561,16 @@ class Protocol:
         if scale not in SPECTROGRAM_SCALES:
             raise InputError(f"spectrogram scale {scale!r}: expected one of: {', '.join(SPECTROGRAM_SCALES)}")
         return replace(self, spectrogram=scale, hash=_rehash(self, f"spectrogram={scale}"))
+
+    def with_vocab(self, path: str | Path) -> "Protocol":
+        """The protocol whose joint parts with a `vocab` kernel option (blank) read this BERT-style
+        vocab.txt: QMF's blanking per whole word to '_'. The hash takes the file's content."""
+        path = Path(path)
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise InputError(f"--vocab {str(path)!r}: cannot read ({e.strerror or e}); expected a BERT-style vocab.txt") from None
+        return replace(self, vocab=str(path), hash=_rehash(self, f"vocab={digest}"))
 
     def units(self, specs: dict[str, ModalitySpec]) -> list[str]:
         """One line per modality of a raw-pixel or spectrogram part: the units actually applied."""
@@ -752,6 +770,8 @@ class Protocol:
             parts = []
             for part, mods in resolved:
                 options = dict(part["options"])
+                if self.vocab is not None and "vocab" in _kernel_options(part["corruption"]):
+                    options.setdefault("vocab", self.vocab)
                 to_raw = ()
                 if part["pixel_max"] is not None:
                     to_raw = tuple(r for r in (self._to_raw(g, part, specs[m])[0] for m in mods) if r is not None)

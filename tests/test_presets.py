@@ -534,3 +534,24 @@ def test_udml_runs_in_the_engine_batch_independent_and_records_the_stated_units(
     assert 0 < affected.sum() < n  # two 50% gates
     units = json.loads((tmp_path / "a" / "manifest.json").read_text())["protocol"]["units"]
     assert units[1] == "joint[0] spectrogram_noise on 'spec': natural-log magnitude spectrogram, as stated"
+
+
+def test_a_stated_vocabulary_makes_the_qmf_text_part_blank_whole_words(tmp_path, capsys):
+    vocab = ["[PAD]", "[UNK]", "_", "rob", "##ust", "of", "models"]
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(vocab), encoding="utf-8")
+    specs = {"rgb": _image("rgb", 4, 4), "txt": ModalitySpec("txt", "tokens", (8,), vocab_size=len(vocab))}
+    protocol = load_protocol("qmf").with_vocab(path)
+    assert protocol.hash != load_protocol("qmf").hash
+    cond = _condition(protocol, specs, 10)  # every word of a noised text blanked
+    assert dict(cond.parts[1].options) == {"vocab": str(path)}
+    n = 50
+    words = torch.tensor([[3, 4, 5, 6, 3, 4, 0, 0]] * n)
+    out = apply_condition(_batch({"rgb": torch.full((n, 3, 4, 4), 128.0), "txt": words}, n), cond, specs, seed=0).inputs["txt"]
+    hit = (out != words).any(1)
+    assert bool(hit.any())
+    assert torch.equal(out[hit], torch.tensor([[2, 2, 2, 2, 0, 0, 0, 0]]).expand(int(hit.sum()), 8))  # 4 words, 4 '_'
+    np.savez(tmp_path / "d.npz", rgb=np.zeros((4, 3, 4, 4), np.uint8), txt=np.ones((4, 8), np.int64), labels=np.arange(4) % 2)
+    assert main(["show", "protocol", "qmf", "--data", str(tmp_path / "d.npz"), "--vocab", str(path)]) == 0
+    assert f"vocab={path}" in capsys.readouterr().out
+    assert main(["show", "protocol", "qmf", "--data", str(tmp_path / "d.npz"), "--vocab", str(tmp_path / "none.txt")]) == 2
