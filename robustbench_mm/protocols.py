@@ -267,15 +267,16 @@ def _selectable_plugins(groups: list[dict]) -> list[str]:
             continue
         if g["kind"] != "corruption":
             continue
-        chosen = g["corruptions"]
-        if chosen == "all":
-            specs = list_corruptions()
-        elif isinstance(chosen, str):
-            specs = list_corruptions(chosen[5:])
-        else:
-            specs = [get_corruption(n) for n in chosen]
-        names |= {s.name for s in specs if s.source != "builtin"}
+        names |= {s.name for s in _chosen(g["corruptions"]) if s.source != "builtin"}
     return sorted(names)
+
+
+def _chosen(names: str | list[str]) -> list:
+    """The corruptions a [[corruption]] table names: "all" and "kind:K" take the catalog
+    (`CorruptionSpec.catalog`), a list takes exactly the names given."""
+    if isinstance(names, str):
+        return [s for s in list_corruptions(None if names == "all" else names[5:]) if s.catalog]
+    return [get_corruption(n) for n in names]
 
 
 def _distinct(values: list, key: str, err: "_Errors") -> None:
@@ -659,12 +660,7 @@ class Protocol:
 
     def _expand_corruption(self, g: dict, specs: dict[str, ModalitySpec], notes: list[str]) -> list[Condition]:
         names = g["corruptions"]
-        if names == "all":
-            cspecs = list_corruptions()
-        elif isinstance(names, str):
-            cspecs = list_corruptions(names[5:])
-        else:
-            cspecs = [get_corruption(n) for n in names]
+        cspecs = _chosen(names)
         out = []
         for cspec in cspecs:
             for mods, explicit in self._resolve_targets(g, specs):

@@ -555,3 +555,15 @@ def test_a_stated_vocabulary_makes_the_qmf_text_part_blank_whole_words(tmp_path,
     assert main(["show", "protocol", "qmf", "--data", str(tmp_path / "d.npz"), "--vocab", str(path)]) == 0
     assert f"vocab={path}" in capsys.readouterr().out
     assert main(["show", "protocol", "qmf", "--data", str(tmp_path / "d.npz"), "--vocab", str(tmp_path / "none.txt")]) == 2
+
+
+def test_the_spectrogram_kernels_are_left_out_of_all_and_kind_selections():
+    """They read natural-log magnitudes, which only a spectrogram preset states: `standard` on a
+    sequence modality keeps the grid it had before they were registered."""
+    specs = {"s": ModalitySpec("s", "sequence", (10, 4)), "v": ModalitySpec("v", "vector", (3,))}
+    names = {c.name for c in load_protocol("standard").expand(specs)}
+    assert "gaussian_noise" in names and not names & {"spectrogram_noise", "spectrogram_impulse_noise"}
+    by_kind = parse_protocol('name = "k"\ndescription = "d"\n[[corruption]]\ncorruptions = "kind:sequence"\nlevels = [1]\n')
+    assert not {c.name for c in by_kind.expand(specs)} & {"spectrogram_noise", "spectrogram_impulse_noise"}
+    named = parse_protocol('name = "n"\ndescription = "d"\n[[corruption]]\ncorruptions = ["spectrogram_noise"]\nlevels = [1]\n')
+    assert {c.name for c in named.expand(specs)} == {"clean", "spectrogram_noise"}

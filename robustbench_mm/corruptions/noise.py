@@ -102,6 +102,7 @@ LOG_FLOOR = 1e-7  # UDML's spectrogram is np.log(|STFT| + 1e-7)
 @corruption(
     "spectrogram_noise",
     kinds=("sequence",),
+    catalog=False,  # its data must be stated natural-log magnitudes: by name only, not in "all"
     severity=(10.0, 20.0, 30.0, 50.0, 100.0),
     unit="sigma on each sample's 0-255 view of its STFT magnitude (UDML/QMF strength level x 10)",
     description="Gaussian noise on a natural-log magnitude spectrogram through its per-sample uint8 view",
@@ -136,6 +137,7 @@ def spectrogram_noise(
 @corruption(
     "spectrogram_impulse_noise",
     kinds=("sequence",),
+    catalog=False,  # its data must be stated natural-log magnitudes: by name only, not in "all"
     severity=(0.03, 0.06, 0.09, 0.17, 0.27),
     unit="fraction of each sample's magnitudes set to its min or max",
     description="salt and pepper on a natural-log magnitude spectrogram through its per-sample uint8 view",
