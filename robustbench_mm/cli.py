@@ -371,7 +371,7 @@ def _print_kind(kind: str, registries: dict, indent: str = "") -> None:
         for spec in list_corruptions():
             levels = ", ".join(f"{v:g}" for v in spec.severity)
             print(f"{indent}{spec.name:<22} {'/'.join(spec.kinds):<28} levels 1-5: {levels} ({spec.unit})  [{spec.source}]")
-            print(f"{indent}{'':<22} {spec.description}")
+            print(f"{indent}{'':<22} {spec.description}" + ("" if spec.catalog else " (by name only: not in 'all' or 'kind:K')"))
         return
     for name, obj in registry.items():
         print(f"{indent}{name:<18} {_entry_line(kind, obj)}  [{registry.source(name)}]")
