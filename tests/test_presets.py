@@ -498,6 +498,11 @@ def test_gaussian_noise_options_are_checked():
         g(torch.zeros(2, 1, 4, 4), 0.1, rng, ModalitySpec("i", "image", (1, 4, 4), value_range=(0.0, 1.0)), overflow="wrap")
     with pytest.raises(InputError, match="needs an image"):
         g(torch.zeros(2, 5), 0.1, rng, ModalitySpec("v", "vector", (5,)), channels="shared")
+    with pytest.raises(InputError, match="pattern 'fixed'; expected one of: per-sample, numpy-seed-0"):
+        g(torch.zeros(2, 5), 0.1, rng, ModalitySpec("v", "vector", (5,)), pattern="fixed")
+    # the seed-0 field in numpy's own order for arrays that are not (C, H, W) images
+    v = g(torch.zeros(2, 5), 1.0, rng, ModalitySpec("v", "vector", (5,)), pattern="numpy-seed-0", unit="data")
+    assert np.array_equal(v[1].double().numpy(), np.random.RandomState(0).standard_normal(5).astype(np.float32))
 
 
 def test_the_manifest_records_the_units_a_raw_pixel_preset_applied(tmp_path):

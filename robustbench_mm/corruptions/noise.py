@@ -197,9 +197,9 @@ def _through_uint8_view(x: torch.Tensor, spec: ModalitySpec, layout: str, edit, 
 def _numpy_seed0_standard(shape: tuple[int, ...]) -> torch.Tensor:
     """numpy's legacy normals after `np.random.seed(0)`, in the (h, w, 1) / (h, w, c) order the
     originals draw, moved to our (C, H, W) layout (shared channels: (1, H, W))."""
-    c, h, w = shape if len(shape) == 3 else (None, *shape)
-    if c is None:  # a (h, w) array, e.g. a spectrogram: numpy's order is ours
-        return torch.from_numpy(np.random.RandomState(0).standard_normal((h, w)))
+    if len(shape) != 3:  # a vector or a (h, w) array, e.g. a spectrogram: numpy's order is ours
+        return torch.from_numpy(np.random.RandomState(0).standard_normal(shape))
+    c, h, w = shape
     return torch.from_numpy(np.random.RandomState(0).standard_normal((h, w, c))).permute(2, 0, 1).contiguous()
 
 
