@@ -280,13 +280,24 @@ def _add_pixel_units(p: argparse.ArgumentParser) -> None:
         "(uint8 and decoded pixels 0,255; PCM audio -1,1) is rescaled onto it, e.g. 0,1 divides pixels by 255; "
         "one without (float images outside [0, 1]) gets it declared (default: pixels 0,255, audio -1,1, float "
         "images within [0, 1] 0,1; `rbmm show inputs` shows the rule); image corruptions clip to it and "
-        "raw-pixel presets (qmf, qmf-rgbd, udml) map through it",
+        "raw-pixel presets (qmf, qmf-salt, qmf-rgbd, udml, udml-salt) map through it",
     )
     p.add_argument(
         "--normalization", metavar="MEAN,STD",
         help="images were normalised as x = (raw / 255 - mean) / std: give mean,std (2 numbers) or the C means "
         "then the C stds (2C numbers, per channel), in units of the [0, 1] pixel scale; raw-pixel presets map "
         "through it instead of the value range (default: none)",
+    )
+    p.add_argument(
+        "--vocab", metavar="VOCAB_TXT",
+        help="the BERT-style vocab.txt of the token modalities (line n = id n): the qmf presets then blank whole "
+        "words (a token and its ## pieces) to '_', as QMF does before tokenising (default: each id is a word, "
+        "blanked to the unknown id 1)",
+    )
+    p.add_argument(
+        "--spectrogram", choices=("natural-log",),
+        help="state that the sequence modalities a spectrogram preset (udml, udml-salt) perturbs hold natural-log "
+        "magnitudes log(|STFT| + 1e-7), the scale its audio noise is defined on (default: unstated: refused)",
     )
 
 
@@ -314,6 +325,10 @@ def _apply_normalization(args: argparse.Namespace, protocol):
             raise InputError(f"--normalization {args.normalization!r}: expected MEAN,STD or C means then C stds (an even count)")
         half = len(values) // 2
         protocol = protocol.with_normalization(values[:half], values[half:])
+    if args.spectrogram is not None:
+        protocol = protocol.with_spectrogram(args.spectrogram)
+    if args.vocab is not None:
+        protocol = protocol.with_vocab(args.vocab)
     return protocol
 
 
@@ -425,7 +440,7 @@ def _print_kind(kind: str, registries: dict, indent: str = "") -> None:
         for spec in list_corruptions():
             levels = ", ".join(f"{v:g}" for v in spec.severity)
             print(f"{indent}{spec.name:<22} {'/'.join(spec.kinds):<28} levels 1-5: {levels} ({spec.unit})  [{spec.source}]")
-            print(f"{indent}{'':<22} {spec.description}")
+            print(f"{indent}{'':<22} {spec.description}" + ("" if spec.catalog else " (by name only: not in 'all' or 'kind:K')"))
         return
     for name, obj in registry.items():
         print(f"{indent}{name:<18} {_entry_line(kind, obj)}  [{registry.source(name)}]")

@@ -46,18 +46,29 @@ working directory's `protocols/` folder (the user's own). A protocol file holds:
     targets = "kind:image"         # a modality name, a list of names, or "kind:KIND"
     params = [0.196, 0.392]        # one per level, in the corruption's own units
     pixel_max = 255                # optional: the kernel runs on raw pixels in [0, 255] (see below)
-    options = { channels = "shared" }  # optional keyword options of the kernel
+    options = { channels = "shared", overflow = "wrap" }  # optional keyword options of the kernel
     noise = "shared"               # optional: one noise field for all the part's modalities
-    faithful = { overflow = "wrap", pattern = "fixed" }  # optional: used by NAME:faithful only
+    rates = [0.025, 0.05]          # optional: this part's own fraction of samples, one per level
+    # spectrogram = "natural-log"  # optional: its modalities must be stated natural-log magnitudes (below)
+    clipped = { overflow = "clip", pattern = "per-sample" }  # optional: used by NAME:clipped only
 
 A part with `pixel_max` is defined in raw pixel units: its modalities are mapped to [0, pixel_max]
 before the kernel and back after it, from the normalisation the user gives
 (`Protocol.with_normalization`, `rbmm ... --normalization MEAN,STD`: x = (raw / pixel_max - mean) / std)
 or else from the modality's value range (`--value-range LO,HI` when the file does not say); with
 neither, the protocol refuses to expand instead of guessing. `Protocol.units(specs)` says what
-was applied. A protocol loaded as `NAME:faithful` merges every part's `faithful` table into its
-options (`pattern = "fixed"`: the same noise field for every sample and seed) and says so in its
-name and hash; the protocol's `faithful` key describes what that reproduces.
+was applied. A part with `spectrogram = "natural-log"` reads its modalities as log(|STFT| + 1e-7): the user states
+that they are (`Protocol.with_spectrogram`, `rbmm ... --spectrogram natural-log`), else the
+protocol refuses to expand; a dB or standardised spectrogram would silently get another strength.
+A stated vocabulary (`Protocol.with_vocab`, `--vocab vocab.txt`) fills the `vocab` option of the
+parts whose kernel takes one (blank: whole words to '_', as QMF) unless the part sets it.
+A part's `rates` replace the joint's for that part (QMF's salt-and-pepper: image on
+0.5 x level/100 of the samples, text on 0.5); the joint's `rates` serve the other parts. A protocol
+loaded as `NAME:clipped` merges every part's `clipped` table into its options (the paper presets:
+noise drawn per sample and clipped at both ends instead of the originals' fixed field and uint8
+wrap) and says so in its name and hash; the protocol's `clipped` key describes what that changes.
+The presets reproduce their originals by default, so `NAME:faithful` is refused with a line that
+says so.
 
 `Protocol.expand(specs)` turns this into Conditions, clean first. A corruption that does not
 apply to a modality's kind is skipped with a note when the target was chosen by kind or `each`,
@@ -98,7 +109,7 @@ from .metrics import METRICS
 from .registry import BUILTIN
 
 _TABLES = ("corruption", "removal", "conflict", "condition", "joint")  # the grid's tables, expanded in this order
-_TOP_KEYS = {"name", "description", "faithful", "seed", "seeds", "metrics", *_TABLES}
+_TOP_KEYS = {"name", "description", "clipped", "seed", "seeds", "metrics", *_TABLES}
 _GROUP_KEYS = {
     "corruption": {"group", "corruptions", "targets", "levels", "params", "param_levels", "rates"},
     "removal": {"group", "subsets", "fills", "rates"},
@@ -106,8 +117,10 @@ _GROUP_KEYS = {
     "condition": {"group", "family", "name", "targets", "levels", "rates"},
     "joint": {"group", "levels", "rates", "masks", "part"},
 }
-_PART_KEYS = {"corruption", "targets", "params", "pixel_max", "options", "noise", "faithful"}
-FAITHFUL_SUFFIX = ":faithful"
+_PART_KEYS = {"corruption", "targets", "params", "pixel_max", "spectrogram", "options", "noise", "rates", "clipped"}
+SPECTROGRAM_SCALES = ("natural-log",)  # what a part's `spectrogram` key may ask the user to confirm
+CLIPPED_SUFFIX = ":clipped"
+_RETIRED_SUFFIX = ":faithful"  # the presets are faithful by default now
 
 
 def _builtin_dir():
@@ -130,10 +143,14 @@ def list_protocols() -> list[str]:
 
 def load_protocol(name_or_path: str | Path) -> "Protocol":
     """A shipped protocol by name (`quick`, `standard`, ...) or a TOML file by path; either with
-    the suffix `:faithful` loads the protocol's faithful variant (see the module docstring)."""
+    the suffix `:clipped` loads the protocol's cleaned variant (see the module docstring)."""
     text = str(name_or_path)
-    if text.endswith(FAITHFUL_SUFFIX) and not Path(text).exists():
-        return _faithful(load_protocol(text[: -len(FAITHFUL_SUFFIX)]))
+    if text.endswith(_RETIRED_SUFFIX) and not Path(text).exists():
+        base = text[: -len(_RETIRED_SUFFIX)]
+        raise InputError(f"protocol {text!r}: {base!r} reproduces the original code by default now; "
+                         f"expected {base!r} (or {base + CLIPPED_SUFFIX!r} for noise drawn per sample and clipped)")
+    if text.endswith(CLIPPED_SUFFIX) and not Path(text).exists():
+        return _clipped(load_protocol(text[: -len(CLIPPED_SUFFIX)]))
     path = Path(text)
     if text.endswith(".toml") or path.exists():
         if not path.is_file():
@@ -182,8 +199,8 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
     metrics = doc.get("metrics", ["accuracy"])
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise err("metrics", "a non-empty list of metric names", metrics)
-    if "faithful" in doc and (not isinstance(doc["faithful"], str) or not doc["faithful"].strip()):
-        raise err("faithful", "a non-empty string (what the protocol's :faithful variant reproduces)", doc["faithful"])
+    if "clipped" in doc and (not isinstance(doc["clipped"], str) or not doc["clipped"].strip()):
+        raise err("clipped", "a non-empty string (what the protocol's :clipped variant changes)", doc["clipped"])
     unknown_metric = next((m for m in metrics if m not in METRICS), None)
     if unknown_metric is not None:
         raise err("metrics", f"metric names from {', '.join(METRICS)}", unknown_metric)
@@ -209,7 +226,7 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
         groups=tuple(groups),
         source=source,
         hash=hashlib.sha256(canonical.encode()).hexdigest(),
-        faithful_note=doc.get("faithful", "").strip(),
+        clipped_note=doc.get("clipped", "").strip(),
         plugins=tuple(plugins),
     )
 
@@ -219,19 +236,19 @@ def _rehash(protocol: "Protocol", change: str) -> str:
     return hashlib.sha256(f"{protocol.hash}|{change}".encode()).hexdigest()
 
 
-def _faithful(protocol: "Protocol") -> "Protocol":
-    """The protocol with every joint part's `faithful` table merged into its options."""
-    parts = [p for g in protocol.groups if g["kind"] == "joint" for p in g["parts"] if p["faithful"]]
+def _clipped(protocol: "Protocol") -> "Protocol":
+    """The protocol with every joint part's `clipped` table merged into its options."""
+    parts = [p for g in protocol.groups if g["kind"] == "joint" for p in g["parts"] if p["clipped"]]
     if not parts:
-        raise InputError(f"protocol {protocol.source}: has no faithful variant (no joint part declares 'faithful')")
+        raise InputError(f"protocol {protocol.source}: has no clipped variant (no joint part declares 'clipped')")
     groups = []
     for g in protocol.groups:
         if g["kind"] == "joint":
-            g = dict(g, parts=[dict(p, options={**p["options"], **p["faithful"]}) for p in g["parts"]])
+            g = dict(g, parts=[dict(p, options={**p["options"], **p["clipped"]}) for p in g["parts"]])
         groups.append(g)
     return replace(
-        protocol, name=protocol.name + FAITHFUL_SUFFIX, groups=tuple(groups), hash=_rehash(protocol, "faithful"),
-        description=protocol.description + "\nFaithful variant: " + (protocol.faithful_note or "every part's faithful options."),
+        protocol, name=protocol.name + CLIPPED_SUFFIX, groups=tuple(groups), hash=_rehash(protocol, "clipped"),
+        description=protocol.description + "\nClipped variant: " + (protocol.clipped_note or "every part's clipped options."),
     )
 
 
@@ -250,15 +267,16 @@ def _selectable_plugins(groups: list[dict]) -> list[str]:
             continue
         if g["kind"] != "corruption":
             continue
-        chosen = g["corruptions"]
-        if chosen == "all":
-            specs = list_corruptions()
-        elif isinstance(chosen, str):
-            specs = list_corruptions(chosen[5:])
-        else:
-            specs = [get_corruption(n) for n in chosen]
-        names |= {s.name for s in specs if s.source != "builtin"}
+        names |= {s.name for s in _chosen(g["corruptions"]) if s.source != "builtin"}
     return sorted(names)
+
+
+def _chosen(names: str | list[str]) -> list:
+    """The corruptions a [[corruption]] table names: "all" and "kind:K" take the catalog
+    (`CorruptionSpec.catalog`), a list takes exactly the names given."""
+    if isinstance(names, str):
+        return [s for s in list_corruptions(None if names == "all" else names[5:]) if s.catalog]
+    return [get_corruption(n) for n in names]
 
 
 def _distinct(values: list, key: str, err: "_Errors") -> None:
@@ -450,6 +468,11 @@ def _check_joint(table: dict, out: dict, err: _Errors) -> dict:
     return out
 
 
+def _kernel_options(name: str) -> list[str]:
+    """The keyword options a corruption's kernel takes after (x, param, rng, spec)."""
+    return [k for k in inspect.signature(get_corruption(name).fn).parameters][4:]
+
+
 def _check_part(part: object, where: str, n_levels: int, err: _Errors) -> dict:
     if not isinstance(part, dict):
         raise err(where, "a table", part)
@@ -460,7 +483,7 @@ def _check_part(part: object, where: str, n_levels: int, err: _Errors) -> dict:
     if not isinstance(name, str):
         raise err(f"{where}.corruption", "a corruption name", name)
     try:
-        cspec = get_corruption(name)
+        get_corruption(name)  # a miss lists the registered names
     except InputError as e:
         raise InputError(f"protocol {err.source}: key {where + '.corruption'!r}: {e}") from None
     out = {"corruption": name, "targets": _targets(part.get("targets"), f"{where}.targets", err)}
@@ -474,16 +497,17 @@ def _check_part(part: object, where: str, n_levels: int, err: _Errors) -> dict:
     if pixel_max is not None and (not isinstance(pixel_max, (int, float)) or isinstance(pixel_max, bool) or not pixel_max > 0):
         raise err(f"{where}.pixel_max", "a positive number (the raw value of a white pixel, e.g. 255)", pixel_max)
     out["pixel_max"] = None if pixel_max is None else float(pixel_max)
-    accepted = [k for k in inspect.signature(cspec.fn).parameters][4:]
-    for key in ("options", "faithful"):
+    if "spectrogram" in part:
+        if part["spectrogram"] not in SPECTROGRAM_SCALES:
+            raise err(f"{where}.spectrogram", f"one of {', '.join(SPECTROGRAM_SCALES)} (the scale the kernel reads)", part["spectrogram"])
+        out["spectrogram"] = part["spectrogram"]
+    accepted = _kernel_options(name)
+    for key in ("options", "clipped"):
         table = part.get(key, {})
         if not isinstance(table, dict):
             raise err(f"{where}.{key}", "a table of kernel options", table)
         for k, v in table.items():
-            if key == "faithful" and k == "pattern":
-                if v != "fixed":
-                    raise err(f"{where}.faithful.pattern", "'fixed' (the same noise field for every sample and seed)", v)
-            elif k not in accepted:
+            if k not in accepted:
                 raise err(f"{where}.{key}.{k}", f"an option of {name!r} ({', '.join(accepted) or 'it takes none'})", k)
             elif not isinstance(v, (str, int, float)) or isinstance(v, bool):
                 raise err(f"{where}.{key}.{k}", "a string or a number", v)
@@ -492,6 +516,13 @@ def _check_part(part: object, where: str, n_levels: int, err: _Errors) -> dict:
     if noise not in ("per-modality", "shared"):
         raise err(f"{where}.noise", "per-modality or shared", noise)
     out["noise"] = noise
+    if "rates" in part:
+        rates = part["rates"]
+        if not isinstance(rates, list) or len(rates) != n_levels or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and 0.0 < r <= 1.0 for r in rates
+        ):
+            raise err(f"{where}.rates", f"a list of {n_levels} fractions in (0, 1] (this part's rate at each level)", rates)
+        out["rates"] = [float(r) for r in rates]
     return out
 
 
@@ -512,8 +543,10 @@ class Protocol:
     groups: tuple[dict, ...] = field(repr=False)
     source: str
     hash: str
-    faithful_note: str = ""
+    clipped_note: str = ""
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    spectrogram: str | None = None
+    vocab: str | None = None
 
     def with_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> "Protocol":
         """The protocol for images normalised as x = (raw / pixel_max - mean) / std (per channel
@@ -523,19 +556,50 @@ class Protocol:
             raise InputError(f"normalization mean {mean}, std {std}: expected finite numbers, std > 0")
         return replace(self, normalization=(mean, std), hash=_rehash(self, f"normalization={mean},{std}"))
 
+    def with_spectrogram(self, scale: str) -> "Protocol":
+        """The protocol for data whose spectrogram modalities the user states are of this scale
+        (`natural-log`: log(|STFT| + 1e-7)), which parts with a `spectrogram` key require."""
+        if scale not in SPECTROGRAM_SCALES:
+            raise InputError(f"spectrogram scale {scale!r}: expected one of: {', '.join(SPECTROGRAM_SCALES)}")
+        return replace(self, spectrogram=scale, hash=_rehash(self, f"spectrogram={scale}"))
+
+    def with_vocab(self, path: str | Path) -> "Protocol":
+        """The protocol whose joint parts with a `vocab` kernel option (blank) read this BERT-style
+        vocab.txt: QMF's blanking per whole word to '_'. The hash takes the file's content."""
+        path = Path(path)
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise InputError(f"--vocab {str(path)!r}: cannot read ({e.strerror or e}); expected a BERT-style vocab.txt") from None
+        return replace(self, vocab=str(path), hash=_rehash(self, f"vocab={digest}"))
+
     def units(self, specs: dict[str, ModalitySpec]) -> list[str]:
-        """One line per modality of a raw-pixel part: the mapping to raw units actually applied."""
+        """One line per modality of a raw-pixel or spectrogram part: the units actually applied."""
         lines = []
         for g in self.groups:
             if g["kind"] != "joint":
                 continue
             for part in g["parts"]:
-                if part["pixel_max"] is None:
+                if part["pixel_max"] is None and "spectrogram" not in part:
                     continue
                 for m in self._part_modalities(g, part, specs, []):
+                    if "spectrogram" in part:
+                        self._check_spectrogram(g, part, m)
+                        lines.append(f"{g['where']} {part['corruption']} on {m!r}: {part['spectrogram']} magnitude spectrogram, as stated")
+                        continue
                     _, why = self._to_raw(g, part, specs[m])
                     lines.append(f"{g['where']} {part['corruption']} on {m!r}: raw pixels [0, {part['pixel_max']:g}] {why}")
         return lines
+
+    def _check_spectrogram(self, g: dict, part: dict, modality: str) -> None:
+        """A part that reads natural-log magnitudes runs only on data the user stated is that."""
+        if self.spectrogram != part["spectrogram"]:
+            raise self._error(
+                f"{g['where']}.part.spectrogram",
+                f"{part['corruption']!r} reads modality {modality!r} as a {part['spectrogram']} magnitude spectrogram "
+                f"log(|STFT| + 1e-7); state that it is one with --spectrogram {part['spectrogram']} "
+                "(a dB or standardised spectrogram must be converted first)",
+            )
     plugins: tuple[dict, ...] = field(default=(), repr=False)  # {"name", "source", "sha256"} it can select
 
     def expand(self, specs: dict[str, ModalitySpec]) -> list[Condition]:
@@ -596,12 +660,7 @@ class Protocol:
 
     def _expand_corruption(self, g: dict, specs: dict[str, ModalitySpec], notes: list[str]) -> list[Condition]:
         names = g["corruptions"]
-        if names == "all":
-            cspecs = list_corruptions()
-        elif isinstance(names, str):
-            cspecs = list_corruptions(names[5:])
-        else:
-            cspecs = [get_corruption(n) for n in names]
+        cspecs = _chosen(names)
         out = []
         for cspec in cspecs:
             for mods, explicit in self._resolve_targets(g, specs):
@@ -692,6 +751,8 @@ class Protocol:
             if not mods:
                 notes.append(f"{g['where']}: part {part['corruption']!r} ({part['targets']}) selects no modality of this data; left out")
                 continue
+            if "spectrogram" in part:
+                self._check_spectrogram(g, part, mods[0])
             resolved.append((part, mods))
         if not resolved:
             notes.append(f"{g['where']}: skipped: no part applies to this data")
@@ -705,7 +766,8 @@ class Protocol:
             parts = []
             for part, mods in resolved:
                 options = dict(part["options"])
-                fixed = options.pop("pattern", None) == "fixed"
+                if self.vocab is not None and "vocab" in _kernel_options(part["corruption"]):
+                    options.setdefault("vocab", self.vocab)
                 to_raw = ()
                 if part["pixel_max"] is not None:
                     to_raw = tuple(r for r in (self._to_raw(g, part, specs[m])[0] for m in mods) if r is not None)
@@ -713,7 +775,7 @@ class Protocol:
                     Part(
                         corruption=part["corruption"], modalities=tuple(mods), param=part["params"][i],
                         options=tuple(sorted(options.items())), shared_noise=part["noise"] == "shared" and len(mods) > 1,
-                        fixed_pattern=fixed, pixel_max=part["pixel_max"], to_raw=to_raw,
+                        pixel_max=part["pixel_max"], to_raw=to_raw, rate=part["rates"][i] if "rates" in part else None,
                     )
                 )
             for r in g["rates"]:

@@ -35,9 +35,9 @@ seed = 3
 
 def test_shipped_protocols_are_listed_and_expand_clean_first():
     names = list_protocols()
-    assert {"quick", "standard", "missing", "noise-sweep", "conflict", "qmf", "udml"} <= set(names)
+    assert {"quick", "standard", "missing", "noise-sweep", "conflict", "qmf", "qmf-salt", "udml", "udml-salt"} <= set(names)
     for name in names:
-        protocol = load_protocol(name)
+        protocol = load_protocol(name).with_spectrogram("natural-log")  # udml's audio part asks for the statement
         assert protocol.name == name
         for specs in (MFEAT_LIKE, ALL_KINDS):
             conditions = protocol.expand(specs)
@@ -59,7 +59,7 @@ def test_standard_covers_every_catalog_entry_and_every_subset():
     names = {c.name for c in conditions if c.family == "corruption"}
     from robustbench_mm.corruptions import list_corruptions
 
-    assert names == {s.name for s in list_corruptions() if any(s.supports(m) is None for m in ALL_KINDS.values())}
+    assert names == {s.name for s in list_corruptions() if s.catalog and any(s.supports(m) is None for m in ALL_KINDS.values())}
     removals = [c for c in conditions if c.family == "removal"]
     assert len(removals) == (2**5 - 2) * 2  # every non-empty proper subset x (zero, mean)
 
@@ -80,22 +80,26 @@ def test_qmf_is_one_joint_condition_per_level_in_kernel_units():
         image, words = c.parts
         # [0, 1] floats are mapped to raw [0, 255] pixels, where the kernel's unit is sigma / 255
         assert (image.corruption, image.param, image.pixel_max, image.to_raw) == ("gaussian_noise", sigma / 255, 255.0, (("rgb", (255.0,), (0.0,)),))
-        assert dict(image.options) == {"channels": "shared"} and not image.fixed_pattern
+        assert dict(image.options) == {"channels": "shared", "overflow": "wrap", "pattern": "numpy-seed-0"}
         assert (words.corruption, words.param, words.modalities) == ("blank", blank, ("txt",))
     rgbd = load_protocol("qmf-rgbd").expand({"rgb": ALL_KINDS["rgb"], "depth": ModalitySpec("depth", "image", (3, 8, 8), value_range=(0.0, 1.0))})
     assert rgbd[1].parts[0].param == pytest.approx(5 / 255) and rgbd[1].parts[0].shared_noise
     assert rgbd[1].parts[0].modalities == ("rgb", "depth")
 
 
-def test_udml_sigma_is_level_squared_on_the_0_255_scale():
-    """An independent check of the unit: a grey image on [0, 255] gets noise of std level**2."""
+def test_udml_sigma_is_ten_times_the_strength_on_the_0_255_scale():
+    """An independent check of the unit: a grey image on [0, 255] gets noise of std 10 x strength
+    (udml:clipped, whose field is drawn per sample), on the samples its 50% gate selects."""
     spec = ModalitySpec("img", "image", (1, 64, 64), value_range=(0.0, 255.0))
-    conditions = load_protocol("udml").expand({"img": spec, "v": ModalitySpec("v", "vector", (3,))})
-    level3 = next(c for c in conditions if c.level == 3)
-    x = torch.full((4, 1, 64, 64), 128.0)
-    batch = Batch(inputs={"img": x, "v": torch.zeros(4, 3)}, labels=torch.zeros(4, dtype=torch.int64), ids=torch.arange(4))
-    y = apply_condition(batch, level3, {"img": spec, "v": ModalitySpec("v", "vector", (3,))}, seed=0).inputs["img"]
-    assert (y - x).std().item() == pytest.approx(9.0, rel=0.03)
+    specs = {"img": spec, "v": ModalitySpec("v", "vector", (3,))}
+    conditions = load_protocol("udml:clipped").expand(specs)
+    assert [c.level for c in conditions[1:]] == [5.0, 10.0]
+    x = torch.full((40, 1, 64, 64), 128.0)
+    batch = Batch(inputs={"img": x, "v": torch.zeros(40, 3)}, labels=torch.zeros(40, dtype=torch.int64), ids=torch.arange(40))
+    y = apply_condition(batch, conditions[1], specs, seed=0).inputs["img"]
+    hit = (y != x).flatten(1).any(1)
+    assert 10 <= int(hit.sum()) <= 30
+    assert (y - x)[hit].std().item() == pytest.approx(50.0, rel=0.03)
 
 
 def test_noise_sweep_intensity_ten_matches_catalog_level_five():

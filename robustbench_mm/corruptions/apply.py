@@ -12,9 +12,9 @@ Randomness (common random numbers, never the batch's composition):
 - a joint condition (several corruptions together, `Condition.parts`) keys each modality's mask
   on that modality alone ("independent" masks) or on all of them ("shared"), and each part's
   noise on (seed, corruption, modality): with independent masks, a joint cell perturbs each
-  modality exactly as the single-modality condition at the same parameter does. A part with
-  shared noise keys one field on its modalities together; a fixed pattern keys it on nothing
-  (the same field for every sample and seed, as QMF's np.random.seed(0) on every call).
+  modality exactly as the single-modality condition at the same parameter and rate does. A part
+  may have its own rate (`Part.rate`); a part with shared noise keys one field on its modalities
+  together (a kernel's fixed pattern, e.g. gaussian_noise's numpy-seed-0, ignores the generator).
 Unaffected samples come back bit-identical to the input.
 """
 
@@ -52,16 +52,15 @@ def affected_mask(ids: torch.Tensor, condition: Condition, seed: int) -> torch.T
 
 def modality_masks(ids: torch.Tensor, condition: Condition, seed: int) -> dict[str, torch.Tensor]:
     """A joint condition's (B,) bool mask per modality (see the module docstring)."""
+    rates = {m: condition.rate if p.rate is None else p.rate for p in condition.parts for m in p.modalities}
     if condition.masks == "shared":
-        shared = SampleRandom(ids, seed, key=f"affected|{'+'.join(condition.modalities)}").sample_mask(condition.rate)
-        return {m: shared for m in condition.modalities}
-    return {m: SampleRandom(ids, seed, key=f"affected|{m}").sample_mask(condition.rate) for m in condition.modalities}
+        shared = SampleRandom(ids, seed, key=f"affected|{'+'.join(condition.modalities)}")
+        return {m: shared.sample_mask(rates[m]) for m in condition.modalities}
+    return {m: SampleRandom(ids, seed, key=f"affected|{m}").sample_mask(rates[m]) for m in condition.modalities}
 
 
 def _part_random(ids: torch.Tensor, part: Part, seed: int, modality: str) -> SampleRandom:
     """The generator of one modality of a joint part (see the module docstring)."""
-    if part.fixed_pattern:
-        return SampleRandom(torch.zeros_like(ids), 0, key=f"fixed-pattern|{part.corruption}")
     if part.shared_noise:
         return SampleRandom(ids, seed, key=f"corruption|{part.corruption}|{'+'.join(part.modalities)}|shared")
     return SampleRandom(ids, seed, key=f"corruption|{part.corruption}|{modality}|{modality}")

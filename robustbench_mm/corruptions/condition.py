@@ -19,8 +19,8 @@ class Part:
     options : keyword options of the kernel, as sorted (name, value) pairs (e.g. channels=shared).
     shared_noise : one noise field for all the part's modalities (same shape required), as QMF's
         RGB-D test gives RGB and depth.
-    fixed_pattern : the same noise field for every sample and every seed (QMF reseeds
-        np.random.seed(0) on every call; only a `faithful` preset sets this).
+    rate : this part's own fraction of samples (None: the condition's rate), e.g. QMF's salt and
+        pepper on 0.5 x level/100 of the images while the text is blanked on 0.5.
     to_raw : per modality, (name, scale, offset) with raw = x * scale + offset per channel
         (tuples of one value or one per channel); empty when the part works in the data's units.
     """
@@ -30,15 +30,16 @@ class Part:
     param: float
     options: tuple[tuple[str, object], ...] = ()
     shared_noise: bool = False
-    fixed_pattern: bool = False
     pixel_max: float | None = None
     to_raw: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = ()
+    rate: float | None = None
 
     @property
     def label(self) -> str:
         """The part in a condition key: name@modalities:p=param[,option=value...]."""
         extra = [f"{k}={v}" for k, v in self.options]
-        extra += ["noise=shared"] * self.shared_noise + ["pattern=fixed"] * self.fixed_pattern
+        extra += ["noise=shared"] * self.shared_noise
+        extra += [] if self.rate is None else [f"rate={self.rate:g}"]
         extra += [f"{m}*{'/'.join(f'{v:g}' for v in s)}+{'/'.join(f'{v:g}' for v in o)}" for m, s, o in self.to_raw]
         return f"{self.corruption}@{'+'.join(self.modalities)}:p={self.param:g}" + "".join(f",{e}" for e in extra)
 
@@ -59,7 +60,9 @@ class Condition:
     parts : a joint condition (family "corruption"): several corruptions applied together, each
         to its modalities; `name` joins their names, `modalities` lists every touched modality.
     masks : for a joint condition, "independent" (each modality draws its own per-sample mask at
-        `rate`, the same mask a single-modality condition on it draws) or "shared" (one mask).
+        its part's rate, else `rate`: the same mask a single-modality condition on it draws) or
+        "shared" (one uniform draw per sample, each part perturbing where it is below its rate:
+        nested, so a part at a lower rate perturbs a subset of the samples of one at a higher).
     """
 
     family: str

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.batch import ModalitySpec
+from ..errors import InputError
 from .registry import corruption
 from .rng import SampleRandom
 
@@ -65,8 +66,22 @@ def shot_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalityS
     unit="fraction of pixel values set to the range's min or max",
     description="salt-and-pepper noise",
 )
-def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+def impulse_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec, channels: str = "independent") -> torch.Tensor:
+    """Salt and pepper: a fraction `param` of the values set to the range's min or max, half each.
+
+    channels : "independent" (each value its own draw) or "shared": one (H, W) mask for every
+        channel, pepper where u < param / 2 and salt where param / 2 <= u < param, as
+        AddSaltPepperNoise.__call__ draws `np.random.choice((0, 1, 2), (h, w, 1), p=[d/2, d/2, 1-d])`
+        and np.repeats it over the channels (QingyangZhang/QMF text-image-classification/src/data/
+        dataset.py; shicaiwei123/UDML audio-visual-classification/dataset/CramedDataset.py add_salt_visual).
+    """
     lo, hi = _range(spec)
+    if channels == "shared":
+        u = rng.uniform(1, *x.shape[2:], dtype=torch.float64)
+        pepper, salt = u < param / 2, (u >= param / 2) & (u < param)
+        return torch.where(pepper, torch.full_like(x, lo), torch.where(salt, torch.full_like(x, hi), x))
+    if channels != "independent":
+        raise InputError(f"impulse_noise: channels {channels!r}; expected one of: independent, shared")
     # One uniform u = (2k + 1) / 2**(bits + 1) decides both: salt (hi) where u < param / 2, pepper (lo) where
     # param / 2 <= u < param. As counts of k, clamp(K - k, 0, 1) is exactly 1 for u below the
     # threshold and 0 above; 0/1 weights make the blend exact and avoid comparisons and

@@ -39,6 +39,9 @@ class CorruptionSpec:
         natural to each kind, e.g. gaussian_noise: value-range fraction for images, train std for
         vectors). Empty when one table serves every kind.
     check : optional extra requirement on the modality (e.g. 3 channels), returning why not or None.
+    catalog : False for a preset's kernel that reads its data in units a protocol must state
+        (spectrogram_noise: natural-log magnitudes): used by name only, so "all" and "kind:K"
+        selections (the `standard` grid) leave it out.
     """
 
     name: str
@@ -50,6 +53,7 @@ class CorruptionSpec:
     identity: float = 0.0
     tables: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     check: SpecCheck | None = None
+    catalog: bool = True
 
     @property
     def source(self) -> str:
@@ -114,6 +118,7 @@ def corruption(
     description: str,
     identity: float = 0.0,
     check: SpecCheck | None = None,
+    catalog: bool = True,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
     """Register `fn` as corruption `name` for the given modality kinds and severity table (levels 1-5).
 
@@ -150,6 +155,7 @@ def corruption(
             identity=float(identity),
             tables=tables if distinct else {},
             check=check,
+            catalog=catalog,
         ), source)
         return fn
 

@@ -4,9 +4,13 @@ never changed (truncation only turns real tokens into PAD). The parameter is a f
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 import torch
 
 from ..datasets.batch import PAD_ID, UNK_ID, ModalitySpec
+from ..errors import InputError
 from .registry import corruption
 from .rng import SampleRandom
 
@@ -17,12 +21,51 @@ _FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7)
     "blank",
     kinds=("tokens",),
     severity=_FRACTIONS,
-    unit="fraction of tokens replaced by the unknown id (QMF blank probability 0.1 x level)",
+    unit="fraction of words replaced by the blank id (QMF blank probability 0.1 x level)",
     description="word dropout to the unknown/blank id",
 )
-def blank(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
-    hit = (rng.uniform(x.shape[1], dtype=torch.float64) < param) & (x != PAD_ID)
-    return torch.where(hit, torch.full_like(x, UNK_ID), x)
+def blank(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec,
+          blank_id: int = -1, vocab: str = "") -> torch.Tensor:
+    """Each word replaced by the blank id with probability `param`.
+
+    vocab : "" (each id is a word) or the path of a BERT-style vocab.txt (one token per line, line
+        n is id n): a word is a token and the "##" pieces after it; [CLS]-style tokens are kept. A blanked word becomes one blank
+        token and its pieces are removed (the row is shifted left and padded), as QMF blanks the
+        whitespace word before tokenising (QingyangZhang/QMF text-image-classification/src/data/
+        dataset.py JsonlDataset.__getitem__: `wordlist[i] = '_'`, then `self.tokenizer(...)`).
+    blank_id : the id written in place of a word; default (-1): the id of "_" in `vocab` (QMF's
+        blank), or the unknown id 1 without a vocab.
+    """
+    real = x != PAD_ID
+    u = rng.uniform(x.shape[1], dtype=torch.float64)
+    if not vocab:
+        hit = (u < param) & real
+        return torch.where(hit, torch.full_like(x, UNK_ID if blank_id < 0 else blank_id), x)
+    pieces, special, underscore = _word_pieces(vocab)
+    if int(x.max()) >= pieces.numel():
+        raise InputError(f"blank: option vocab {vocab!r} has {pieces.numel()} tokens; the data has id {int(x.max())}")
+    continues = pieces.to(x.device)[x] & real
+    pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
+    start = torch.cummax(torch.where(continues, torch.zeros_like(pos), pos), dim=1).values  # each token's word start
+    hit = (u.gather(1, start) < param) & real & ~special.to(x.device)[x]
+    blanked = torch.where(hit & ~continues, torch.full_like(x, underscore if blank_id < 0 else blank_id), x)
+    dropped = hit & continues
+    order = torch.argsort(dropped.to(torch.int8), dim=1, stable=True)  # kept tokens first, in order
+    return torch.where(torch.gather(dropped, 1, order), torch.full_like(x, PAD_ID), torch.gather(blanked, 1, order))
+
+
+@lru_cache(maxsize=4)
+def _word_pieces(path: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(is-continuation per id, is-special per id, id of "_") from a BERT-style vocab.txt; special
+    tokens ([CLS], [SEP], ...) are added after QMF's blanking and so are never blanked."""
+    try:
+        tokens = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise InputError(f"blank: option vocab {path!r}: cannot read ({e.strerror or e}); expected a BERT-style vocab.txt") from None
+    if "_" not in tokens:
+        raise InputError(f"blank: option vocab {path!r} has no '_' token (QMF's blank); give blank_id")
+    special = [t.startswith("[") and t.endswith("]") for t in tokens]
+    return torch.tensor([t.startswith("##") for t in tokens]), torch.tensor(special), tokens.index("_")
 
 
 @corruption(
