@@ -120,8 +120,8 @@ def csv_bytes(rows: list[dict]) -> bytes:
 # field -> dtype of every record of a task, in the order the engine builds them
 RECORD_FIELDS: dict[Task, dict[str, type]] = {
     Task.CLASSIFICATION: {
-        "ids": np.int64, "target": np.int64, "pred": np.int64, "conf": np.float32, "p_true": np.float32,
-        "sq_prob": np.float32, "entropy": np.float32, "affected": np.bool_,
+        "ids": np.int64, "target": np.int64, "pred": np.int64, "conf": np.float32, "p_true": np.float64,
+        "sq_prob": np.float64, "entropy": np.float64, "affected": np.bool_,
     },
     Task.REGRESSION: {"ids": np.int64, "target": np.float32, "output": np.float32, "affected": np.bool_},
 }
