@@ -70,16 +70,35 @@ def test_gain_heatmap_hatches_exactly_the_non_significant_cells():
         assert len(ax.texts) == len(PANELS) * 5
 
 
-def test_removal_bars_one_bar_per_model_and_subset_with_error_bars():
+def test_removal_chart_one_dot_per_model_and_subset_with_whiskers():
     subsets = ["none removed", "pix removed", "fou removed", "pix+fou removed"]
     rows = [dict(model=m, subset=s, value=0.9 - 0.1 * i, low=0.85 - 0.1 * i, high=0.95 - 0.1 * i)
             for m in MODELS for i, s in enumerate(subsets)]
     fig = plots.removal_bars(pd.DataFrame(rows))
     (ax,) = fig.axes
-    assert len(ax.patches) == len(MODELS) * len(subsets)
     assert [t.get_text() for t in ax.get_yticklabels()] == subsets
-    widths = sorted({round(p.get_width(), 6) for p in ax.patches})
-    assert widths == sorted({round(0.9 - 0.1 * i, 6) for i in range(len(subsets))})
+    dots = [c.lines[0] for c in ax.containers]  # one errorbar container per model
+    assert len(dots) == len(MODELS)
+    for line in dots:
+        assert list(np.round(np.asarray(line.get_xdata(), dtype=float), 6)) == [round(0.9 - 0.1 * i, 6) for i in range(len(subsets))]
+
+
+def test_removal_chart_height_stays_bounded_for_many_models_and_subsets():
+    """14 models x 13 subsets made a 3,599 px tall bar chart; now further subsets go beside."""
+    models = [f"model-{i}" for i in range(14)]
+    subsets = [f"subset {j}" for j in range(13)]
+    rows = [dict(model=m, subset=s, value=0.5) for m in models for s in subsets]
+    fig = plots.removal_bars(pd.DataFrame(rows))
+    width, height = fig.get_size_inches() * fig.dpi
+    assert len(fig.axes) == 2 and height < 1000 and width / height > 1
+
+
+def test_fourteen_models_have_distinct_colour_marker_pairs_and_styles():
+    models = [f"m{i}" for i in range(64)]
+    pairs = plots.model_colors(models)
+    assert len(set(pairs.values())) == 64
+    styles = plots.model_linestyles(models)
+    assert styles["m0"] == "-" and styles["m8"] != styles["m0"]
 
 
 def test_cd_cliques_join_models_within_the_critical_difference():

@@ -33,7 +33,8 @@ BASE = {"concat": 0.92, "concat+cal": 0.93, "late": 0.88, "<script>alert(1)</scr
 
 
 def _accuracy(model: str, family: str, name: str, mods: tuple[str, ...], level: float) -> float:
-    acc = BASE[model]
+    # a model outside BASE (the browser test's zoo of 14) gets a clean accuracy from its name
+    acc = BASE.get(model, 0.80 + 0.01 * (int(hashlib.sha256(model.encode()).hexdigest(), 16) % 12))
     if family == "corruption":
         drop = 0.08 * level if "pix" in mods else 0.03 * level
         if model.endswith("+cal") and "pix" in mods:
