@@ -299,6 +299,25 @@ def test_compare_runs_finds_the_real_difference_and_formats_it(tmp_path):
     assert "clean|clean" not in text  # the clean cells do not differ significantly
     same = compare_runs(a, a)
     assert not same["significant"].any() and "0 of 18" in format_comparison(same)
+    # largest effect first, in the table and in the printed rows
+    effects = df["diff"].abs().to_numpy()
+    assert (np.diff(effects) <= 1e-12).all()
+    printed = [float(re.search(r"([+-]\d\.\d{4})\s+\[", line).group(1)) for line in text.splitlines()[2:]]
+    assert printed == sorted(printed, key=abs, reverse=True) and len(printed) == int(df["significant"].sum())
+
+
+def test_p_values_are_formatted_once():
+    from robustbench_mm.report.document import fmt_p, p_text
+
+    assert (fmt_p(2e-5), p_text(2e-5), p_text(0.0123)) == ("< 0.001", "p < 0.001", "p = 0.012")
+
+
+def test_the_report_never_writes_p_equals_less_than_and_lists_plugins_as_a_table(report_dir):
+    page = (report_dir / "index.html").read_text()
+    assert "p = &lt;" not in page and "p = <" not in page and "p = " in page
+    setup = _section(page, "setup")
+    assert "{&#34;name&#34;" not in setup and '{"name"' not in setup  # no JSON dumped inline
+    assert "tables/plugins.csv" in setup and "my_blur" in setup
 
 
 def test_compare_runs_names_protocol_and_plugin_differences(tmp_path):
