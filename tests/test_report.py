@@ -564,3 +564,20 @@ def test_a_regression_report_speaks_of_its_own_metric_and_leaves_classification_
     assert "Most robust: small, mean corrupted mae" in summary and "(lower is better)" in summary
     models = pd.read_csv(tmp_path / "r2" / "tables" / "models.csv")
     assert list(models.columns) == ["model", "sha256", "width"] and list(models["width"]) == [32, 64]
+
+
+def test_summary_and_calibration_table_count_the_same_pooled_cells_across_replicates(tmp_path):
+    """With two training seeds the summary's counts come from one paired test per cell over both
+    replicates' samples pooled, the rows the heatmap draws: per-seed cells whose signs flip between
+    seeds are no longer counted twice."""
+    runs = [write_fake_run(tmp_path / f"s{seed}", ["concat", "concat+cal"], training_seed=seed) for seed in (0, 1)]
+    out = tmp_path / "report"
+    write_report(runs, out)
+    table = pd.read_csv(out / "tables" / "calibration.csv")
+    assert len(table) == len(_conditions()) and (table["replicates"] == 2).all()
+    perturbed = table[table["family"] != "clean"]
+    helped = int((perturbed["significant"] & (perturbed["diff"] > 0)).sum())
+    hurt = int((perturbed["significant"] & (perturbed["diff"] < 0)).sum())
+    summary = _section((out / "index.html").read_text(), "summary")
+    assert f"better in {helped} and worse in {hurt} of {len(perturbed)} perturbed cells" in summary
+    assert "2 replicates pooled, as in the heatmap" in summary
