@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from .corruptions.condition import Condition
-from .domain import Task, clean_cells, parse_task, perturbed_cells
+from .domain import Task, clean_cells, corrupted_cells, parse_task
 from .errors import InputError
 from .version import __version__
 
@@ -402,8 +402,11 @@ class Run:
         if metric is not None and not self.cells.empty:
             for model, g in self.cells.groupby("model", sort=False):
                 clean = clean_cells(g)[metric].mean()
-                rest = perturbed_cells(g)[metric].mean()
-                lines.append(f"  {model:<24} clean {metric} {clean:.4f}   mean over perturbed cells {rest:.4f}")
+                corrupted = corrupted_cells(g)
+                text = f"  {model:<24} clean {metric} {clean:.4f}"
+                if len(corrupted):  # the report's and the gate's "mean corrupted": corruption cells only
+                    text += f"   mean corrupted {metric} {corrupted[metric].mean():.4f} ({len(corrupted)} corruption cells)"
+                lines.append(text)
                 if "nonfinite" in g and g["nonfinite"].sum():
                     lines.append(f"  {'':<24} NaN/Inf outputs counted as wrong: {int(g['nonfinite'].sum())} sample-cells")
         if self.manifest.dataset.split == "all":

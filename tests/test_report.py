@@ -581,3 +581,19 @@ def test_summary_and_calibration_table_count_the_same_pooled_cells_across_replic
     summary = _section((out / "index.html").read_text(), "summary")
     assert f"better in {helped} and worse in {hurt} of {len(perturbed)} perturbed cells" in summary
     assert "2 replicates pooled, as in the heatmap" in summary
+
+
+def test_mean_corrupted_is_the_same_number_in_rbmm_eval_and_the_report(three_model_run, report_dir):
+    """One definition: the corruption cells only (the fake run also has removal and conflict cells,
+    which `rbmm eval` used to average in)."""
+    from robustbench_mm.results import load_run
+
+    printed = load_run(three_model_run).summary()
+    headline = pd.read_csv(report_dir / "tables" / "headline.csv").set_index("model")
+    for model in ("concat", "late"):
+        found = re.search(rf"{re.escape(model)}\s+clean accuracy \S+\s+mean corrupted accuracy (\S+) \((\d+) corruption cells\)",
+                          printed)
+        assert found, printed
+        assert float(found.group(1)) == pytest.approx(headline.loc[model, "corrupted"], abs=5e-5)
+        assert int(found.group(2)) == 10  # gaussian on pix and fou, levels 1-5
+    assert "removal and conflict cells excluded" in _section((report_dir / "index.html").read_text(), "headline")
