@@ -597,3 +597,25 @@ def test_mean_corrupted_is_the_same_number_in_rbmm_eval_and_the_report(three_mod
         assert float(found.group(1)) == pytest.approx(headline.loc[model, "corrupted"], abs=5e-5)
         assert int(found.group(2)) == 10  # gaussian on pix and fou, levels 1-5
     assert "removal and conflict cells excluded" in _section((report_dir / "index.html").read_text(), "headline")
+
+
+def test_fills_with_identical_records_are_one_row_with_a_note(tmp_path):
+    """A 'mean' fill whose records equal the 'zero' fill's (as for models that read the presence
+    mask) is shown once in the removal and reliance tables, labelled with both fills."""
+    run = write_fake_run(tmp_path / "run", ["concat", "late"])
+    cells_csv = pd.read_csv(run / "cells.csv")
+    copies = cells_csv[cells_csv["family"] == "removal"].copy()
+    for i, row in copies.iterrows():
+        new_id = row["cell_id"] + "-mean"
+        shutil.copy(run / "samples" / f"{row['cell_id']}.npz", run / "samples" / f"{new_id}.npz")
+        copies.loc[i, ["cell_id", "name", "condition"]] = [new_id, "mean", row["condition"].replace("|zero|", "|mean|")]
+    pd.concat([cells_csv, copies]).to_csv(run / "cells.csv", index=False)
+    out = tmp_path / "report"
+    write_report([run], out)
+    removal = pd.read_csv(out / "tables" / "removal.csv")
+    assert removal["subset"].str.contains(r"\(zero = mean\)").sum() == 2 * 6  # two models, six subsets
+    assert not removal["subset"].str.contains(r"\(mean\)").any()
+    reliance = pd.read_csv(out / "tables" / "reliance.csv")
+    assert set(reliance["fill"]) == {"zero = mean"}
+    page = (out / "index.html").read_text()
+    assert "zero and mean fill gave identical predictions for every model in 6 removal subset(s)" in page
