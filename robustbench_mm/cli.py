@@ -383,9 +383,36 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_levels(text: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--levels {text!r}: expected comma-separated levels from 0 to 5, e.g. 0,1,3,5") from None
+    if not levels or any(not 0 <= v <= 5 for v in levels):
+        raise InputError(f"--levels {text!r}: expected comma-separated levels from 0 to 5, e.g. 0,1,3,5")
+    return levels
+
+
+def _show_corruption(args: argparse.Namespace) -> int:
+    from .plots import corruption_gallery, save_figure
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise InputError(f"-o {out}: expected a .png file (an .svg is written beside it)")
+    _check_writable(out, "-o", folder=False)
+    levels = _parse_levels(args.levels)
+    data = _load_data(args, args.data, args.split)
+    fig = corruption_gallery(data, args.name, levels=levels, sample=args.sample, seed=args.seed)
+    paths = save_figure(fig, out.with_suffix(""))
+    print(f"written: {paths['png']} and {paths['svg']}")
+    return 0
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from .protocols import load_protocol
 
+    if args.thing == "corruption":
+        return _show_corruption(args)
     protocol = load_protocol(args.name)
     data = _load_data(args, args.data, args.split)
     protocol = _apply_pixel_units(args, data, protocol)
@@ -592,9 +619,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_list)
 
-    p = _parser(sub, "show", "show the grid a protocol expands to on a dataset")
-    p.add_argument("thing", choices=["protocol"], help="what to show: %(choices)s")
-    p.add_argument("name", help="protocol: one of {protocols}, or a TOML file path")
+    p = _parser(sub, "show", "show the grid a protocol expands to on a dataset, or draw a corruption's gallery")
+    p.add_argument("thing", choices=["protocol", "corruption"], help="what to show: %(choices)s")
+    p.add_argument("name", help="protocol: one of {protocols}, or a TOML file path; corruption: a name from `rbmm list corruptions`")
+    p.add_argument("--levels", default="0,1,2,3,4,5", help="corruption: the levels drawn, comma-separated, 0 = clean (default: %(default)s)")
+    p.add_argument("--sample", type=int, default=0, help="corruption: the row of the dataset drawn (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="corruption: the protocol seed of the noise drawn (default: %(default)s)")
+    p.add_argument("-o", "--out", default="gallery.png", metavar="FILE.png",
+                   help="corruption: the PNG to write, an SVG beside it (default: %(default)s)")
     _add_data(p)
     _add_pixel_units(p)
     _add_plugins(p, "plugins_after")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -397,3 +398,106 @@ def save_figure(fig: Figure, stem: str | Path) -> dict[str, Path]:
     fig.set_layout_engine(engine)
     return paths
 
+
+
+GALLERY_LEVELS = (0, 1, 2, 3, 4, 5)
+_GALLERY_TOKENS = 48  # token ids shown per panel
+
+
+def _gallery_image(ax, x: torch.Tensor, spec, clean: torch.Tensor) -> None:
+    """An image (C, H, W) at its value range (or the clean image's), grey for one channel."""
+    low, high = spec.value_range if spec.value_range is not None else (float(clean.min()), float(clean.max()))
+    u = ((x.float() - low) / max(high - low, 1e-12)).clamp(0, 1)
+    if u.shape[0] == 3:
+        ax.imshow(u.permute(1, 2, 0).numpy(), interpolation="nearest")
+    else:
+        ax.imshow(u[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def _gallery_tokens(ax, x: torch.Tensor) -> None:
+    """Token ids as text, eight per line: 0 (padding) as '·', 1 (unknown) as '?'."""
+    ids = [int(i) for i in x[:_GALLERY_TOKENS]]
+    words = ["·" if i == 0 else "?" if i == 1 else str(i) for i in ids]
+    lines = [" ".join(words[k:k + 8]) for k in range(0, len(words), 8)]
+    ax.text(0.02, 0.98, "\n".join(lines) + ("\n…" if len(x) > _GALLERY_TOKENS else ""), va="top", ha="left",
+            family="monospace", fontsize=7, transform=ax.transAxes)
+    ax.axis("off")
+
+
+def _spectrogram_db(x: torch.Tensor) -> np.ndarray:
+    """|STFT|² in dB (Hann window, n_fft up to 256, hop n_fft/4), frequency on the first axis."""
+    n_fft = int(min(256, max(16, 2 ** int(np.log2(max(len(x) // 8, 16))))))
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    power = torch.stft(x.double(), n_fft, hop_length=n_fft // 4, window=window, return_complex=True).abs() ** 2
+    return (10 * torch.log10(power + 1e-12)).numpy()
+
+
+def corruption_gallery(data, corruption: str, *, levels: Sequence[float] = GALLERY_LEVELS, sample: int = 0,
+                       seed: int = 0) -> Figure:
+    """One sample under `corruption` at each level, for every modality of `data` it applies to.
+
+    data : a loaded dataset (`robustbench_mm.load_dataset(...)`); sample : the row to draw.
+    Columns are levels (0 = the clean sample); rows are modalities: an image as a picture, audio
+    as its waveform and a spectrogram (two rows), tokens as their ids, a vector as its values, a
+    sequence as a time × channel map. The noise is the evaluation's own common random numbers for
+    (seed, condition, sample id), so the picture shows what a model saw at that seed.
+    """
+    from .corruptions import Condition, apply_condition, get_corruption
+
+    spec = get_corruption(corruption)
+    if not 0 <= sample < len(data):
+        raise InputError(f"--sample {sample} out of range; the dataset has {len(data)} samples (0 to {len(data) - 1})")
+    bad = [lv for lv in levels if not 0 <= float(lv) <= 5]
+    if bad or not levels:
+        raise InputError(f"--levels {', '.join(map(str, levels))}: expected levels from 0 to 5")
+    modalities = [m for m, s in data.specs.items() if spec.supports(s) is None]
+    if not modalities:
+        kinds = ", ".join(f"{m} ({s.kind})" for m, s in data.specs.items())
+        raise InputError(f"corruption {corruption!r} applies to none of the modalities of {data.name} ({kinds}); "
+                         f"it supports: {', '.join(spec.kinds)}")
+    batch = next(data.subset(torch.tensor([sample])).batches(1))
+    rows = [(m, "spectrogram" if part else "main") for m in modalities
+            for part in ((0, 1) if data.specs[m].kind == "audio" else (0,))]
+    heights = [1.0 if data.specs[m].kind in ("image", "tokens") else 0.75 for m, _ in rows]
+    with rc_context(_STYLE):
+        fig = new_figure(figsize=(0.6 + 1.9 * len(levels), 0.7 + 1.9 * sum(heights)), dpi=DPI, layout="constrained")
+        axes = fig.subplots(len(rows), len(levels), squeeze=False, gridspec_kw={"height_ratios": heights})
+        for j, level in enumerate(levels):
+            shown = {}
+            for m in modalities:
+                if float(level) == 0.0:
+                    shown[m] = batch.inputs[m][0]
+                else:
+                    condition = Condition("corruption", corruption, (m,), level=float(level))
+                    shown[m] = apply_condition(batch, condition, data.specs, seed).inputs[m][0]
+            for i, (m, part) in enumerate(rows):
+                ax, x, mspec, clean = axes[i, j], shown[m].detach().cpu(), data.specs[m], batch.inputs[m][0].cpu()
+                if mspec.kind == "image":
+                    _gallery_image(ax, x, mspec, clean)
+                elif mspec.kind == "tokens":
+                    _gallery_tokens(ax, x)
+                elif mspec.kind == "audio" and part == "spectrogram":
+                    ax.imshow(_spectrogram_db(x), origin="lower", aspect="auto", cmap="magma")
+                    ax.set_xticks([])
+                    ax.grid(False)
+                elif mspec.kind == "sequence":
+                    span = float(clean.float().abs().max()) or 1.0  # one colour scale for every level
+                    ax.imshow(x.float().T.numpy(), aspect="auto", cmap="vlag", interpolation="nearest",
+                              vmin=-1.5 * span, vmax=1.5 * span)
+                    ax.grid(False)
+                else:  # audio waveform, vector values
+                    ax.plot(x.float().numpy(), lw=0.6, color=OKABE_ITO[0])
+                    span = float(clean.float().abs().max()) or 1.0
+                    ax.set_ylim(-1.6 * span if float(clean.min()) < 0 else 0, 1.6 * span)
+                if j == 0:
+                    ax.set_ylabel(f"{m} ({mspec.kind})" + ("\nspectrogram" if part == "spectrogram" else ""))
+                if part == "main" and float(level) != 0.0:  # the kernel's parameter for this modality's kind
+                    ax.text(0.98, 0.02, f"p = {spec.param(float(level), mspec.kind):g}", transform=ax.transAxes,
+                            ha="right", va="bottom", fontsize=7, bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+            axes[0, j].set_title("clean (level 0)" if float(level) == 0.0 else f"level {level:g}", fontsize=9)
+        fig.suptitle(f"{corruption} on {data.name}, sample id {int(batch.ids[0])}, seed {seed} "
+                     f"(p: the parameter in the corruption's unit, `rbmm list corruptions`)", fontsize=9)
+    return fig

@@ -170,3 +170,49 @@ def test_save_figure_writes_the_same_svg_bytes_every_time(tmp_path):
     first = plots.save_figure(plots.level_curves(_curve_points()), tmp_path / "a")["svg"].read_bytes()
     again = plots.save_figure(plots.level_curves(_curve_points()), tmp_path / "b")["svg"].read_bytes()
     assert first == again
+
+
+def test_corruption_gallery_draws_the_evaluation_inputs_of_one_sample():
+    """Each image panel shows exactly the input the engine evaluates at that level (the same common
+    random numbers), level 0 the clean sample; a vector row draws its values."""
+    import torch
+
+    from robustbench_mm.corruptions import Condition, apply_condition
+    from robustbench_mm.datasets import load_dataset
+
+    data = load_dataset("mfeat", "test")
+    fig = plots.corruption_gallery(data, "gaussian_noise", levels=(0, 2, 5), sample=3, seed=1)
+    grid = [ax for ax in fig.axes]
+    assert len(grid) == 3 * 3  # pix, fou, fac x three levels
+    batch = next(data.subset(torch.tensor([3])).batches(1))
+    low, high = data.specs["pix"].value_range
+    for j, level in enumerate((0, 2, 5)):
+        want = batch.inputs["pix"][0] if level == 0 else apply_condition(
+            batch, Condition("corruption", "gaussian_noise", ("pix",), level=float(level)), data.specs, 1).inputs["pix"][0]
+        shown = grid[j].images[0].get_array()
+        assert np.allclose(shown, ((want[0] - low) / (high - low)).clamp(0, 1).numpy())
+    assert grid[0].get_title() == "clean (level 0)" and grid[2].get_title() == "level 5"
+
+
+def test_corruption_gallery_audio_gets_waveform_and_spectrogram_and_tokens_text():
+    from robustbench_mm.datasets import load_dataset
+
+    data = load_dataset("synthetic:samples=20", "test")
+    audio = plots.corruption_gallery(data, "white_noise", levels=(0, 5))
+    assert [ax.get_ylabel() for ax in audio.axes[::2]] == ["audio (audio)", "audio (audio)\nspectrogram"]
+    assert audio.axes[0].lines and audio.axes[2].images  # waveform, then spectrogram
+    tokens = plots.corruption_gallery(data, "blank", levels=(0, 5))
+    clean_text, blanked = (ax.texts[0].get_text() for ax in tokens.axes[:2])
+    assert blanked.count("?") > clean_text.count("?")  # level 5 blanks 70% of the tokens to the unknown id
+    with pytest.raises(InputError, match="applies to none of the modalities"):
+        plots.corruption_gallery(data, "pixelate")
+
+
+def test_show_corruption_writes_png_and_svg_and_refuses_bad_levels(tmp_path, capsys):
+    from robustbench_mm.cli import main
+
+    out = tmp_path / "gallery.png"
+    assert main(["show", "corruption", "pixelate", "--data", "mfeat", "--levels", "0,1,5", "-o", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".svg").is_file()
+    assert main(["show", "corruption", "pixelate", "--data", "mfeat", "--levels", "0,7", "-o", str(out)]) == 2
+    assert "--levels '0,7': expected comma-separated levels from 0 to 5" in capsys.readouterr().err
