@@ -514,7 +514,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     _check_writable(Path(args.out), "--out", folder=True)
-    index = write_report(args.runs, Path(args.out), reference=args.reference, title=args.title)
+    index = write_report(args.runs, Path(args.out), reference=args.reference, title=args.title, gallery=args.gallery)
     print(f"report written: {index}")
     return 0
 
@@ -703,6 +703,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, metavar="FOLDER", help="report folder: index.html, report.md, figures/, tables/ (required)")
     p.add_argument("--reference", metavar="MODEL", help="reference model for CE/mCE (default: the first model)")
     p.add_argument("--title", help="report title (default: one naming the runs' dataset and protocol)")
+    p.add_argument(
+        "--gallery", default="auto", choices=["auto", "on", "off"],
+        help="corruption gallery section (one sample per level per corruption): auto draws it for up to 4 "
+        "corruptions (default: %(default)s)",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = _parser(sub, "compare", "cells where two runs differ significantly (after Holm correction)")

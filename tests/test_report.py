@@ -619,3 +619,53 @@ def test_fills_with_identical_records_are_one_row_with_a_note(tmp_path):
     assert set(reliance["fill"]) == {"zero = mean"}
     page = (out / "index.html").read_text()
     assert "zero and mean fill gave identical predictions for every model in 6 removal subset(s)" in page
+
+
+GALLERY_PROTOCOL = """
+name = "gallery-test"
+description = "two corruptions of mfeat's pixel image, for the gallery section"
+seed = 2
+
+[[corruption]]
+corruptions = ["pixelate", "gaussian_noise"]
+targets = ["pix"]
+levels = [1, 5]
+"""
+
+
+@pytest.fixture(scope="module")
+def mfeat_run(tmp_path_factory) -> Path:
+    """A real run of the committed checkpoint on mfeat (the report reloads its dataset for the gallery)."""
+    from robustbench_mm.cli import main
+
+    folder = tmp_path_factory.mktemp("gallery")
+    protocol = folder / "gallery.toml"
+    protocol.write_text(GALLERY_PROTOCOL)
+    checkpoint = Path(__file__).resolve().parents[1] / "results" / "baselines" / "mfeat-concat.pt"
+    assert main(["eval", str(checkpoint), "--protocol", str(protocol), "--out", str(folder / "run"), "--quiet"]) == 0
+    return folder / "run"
+
+
+def test_gallery_section_draws_each_corruption_of_a_small_grid(mfeat_run, tmp_path):
+    write_report([mfeat_run], tmp_path / "on")
+    page = (tmp_path / "on" / "index.html").read_text()
+    gallery = _section(page, "gallery")
+    assert "protocol seed 2" in gallery and gallery.count("<img") == 2
+    assert (tmp_path / "on" / "figures" / "gallery_pixelate.png").is_file()
+    assert page.index('<section id="curves">') < page.index('<section id="gallery">') < page.index('<section id="setup">')
+
+
+def test_gallery_is_left_out_when_off_or_when_the_dataset_is_not_the_evaluated_one(mfeat_run, three_model_run, tmp_path):
+    write_report([mfeat_run], tmp_path / "off", gallery="off")
+    page = (tmp_path / "off" / "index.html").read_text()
+    assert '<section id="gallery">' not in page and "Corruption gallery: turned off (--gallery off)" in page
+    # a run whose dataset fingerprint is not the reloaded data's: nothing is drawn from another dataset
+    other = shutil.copytree(mfeat_run, tmp_path / "other")
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["dataset"]["fingerprint"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    write_report([other], tmp_path / "other-report")
+    assert ("Corruption gallery: the dataset at &#39;mfeat:seed=0&#39; is not the one the run evaluated"
+            in (tmp_path / "other-report" / "index.html").read_text())
+    with pytest.raises(InputError, match="unknown --gallery 'maybe'"):
+        write_report([three_model_run], tmp_path / "x", gallery="maybe")
