@@ -89,7 +89,7 @@ def build(ctx: Context) -> Section | None:
     if not perturbed[Family.REMOVAL]:
         shown = shown.drop(columns=[f"worst removal {data.metric}", "worst removed subset"])
     text = ["Clean and mean corrupted values with their intervals"
-            + (f"; mean corrupted averages {MEAN_CORRUPTED_CELLS} (the same cells as `rbmm eval`'s printed mean "
+            + (f"; mean corrupted averages {MEAN_CORRUPTED_CELLS} (the same cells as the mean rbmm eval prints "
                "and the gate's)." if perturbed[Family.CORRUPTION] else ".")]
     if shows_mce(ctx) and perturbed[Family.CORRUPTION]:
         text.append(
