@@ -617,6 +617,8 @@ def test_fills_with_identical_records_are_one_row_with_a_note(tmp_path):
     assert not removal["subset"].str.contains(r"\(mean\)").any()
     reliance = pd.read_csv(out / "tables" / "reliance.csv")
     assert set(reliance["fill"]) == {"zero = mean"}
+    contribution = pd.read_csv(out / "tables" / "contribution.csv")
+    assert set(contribution["fill"]) == {"zero = mean"} and len(contribution) == 2 * len(MODALITIES)
     page = (out / "index.html").read_text()
     assert "zero and mean fill gave identical predictions for every model in 6 removal subset(s)" in page
 

@@ -74,6 +74,12 @@ def build(ctx: Context) -> Section | None:
     if data.task != Task.CLASSIFICATION:
         cols.remove("confidence_alone")
     shap = shap.groupby(["model", "fill", "modality"], sort=False)[cols].mean().reset_index()
+    same = {fills for (mods, rate), fills in merged.items() if rate == 1.0}
+    subsets = set(cells(frame, Family.REMOVAL, rate=1.0)["modalities"])
+    if len(same) == 1 and len([k for k in merged if k[1] == 1.0]) == len(subsets):
+        # every subset's fills agree, so their Shapley values do too: one row per model and modality
+        fills = same.pop()
+        shap = shap[shap["fill"] == fills[0]].assign(fill=" = ".join(fills))
     caption = "Contribution: Shapley value" + (" and confidence alone" if data.task == Task.CLASSIFICATION else "")
     sec.blocks.append(Table("contribution", shap, formatted(shap), caption))
     return sec
