@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .version import __version__
@@ -466,13 +467,41 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_levels(text: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--levels {text!r}: expected comma-separated levels from 0 to 5, e.g. 0,1,3,5") from None
+    if not levels or any(not 0 <= v <= 5 for v in levels):
+        raise InputError(f"--levels {text!r}: expected comma-separated levels from 0 to 5, e.g. 0,1,3,5")
+    return levels
+
+
+def _show_corruption(args: argparse.Namespace) -> int:
+    from .plots import corruption_gallery, save_figure
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise InputError(f"-o {out}: expected a .png file (an .svg is written beside it)")
+    _check_writable(out, "-o", folder=False)
+    levels = _parse_levels(args.levels)
+    data = _load_data(args, args.data, args.split)
+    fig = corruption_gallery(data, args.name, levels=levels, sample=args.sample, seed=args.seed)
+    paths = save_figure(fig, out.with_suffix(""))
+    print(f"written: {paths['png']} and {paths['svg']}")
+    return 0
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from .protocols import load_protocol
 
     if args.thing == "inputs":
         return _show_inputs(args)
     if args.name is None:
-        raise InputError("rbmm show protocol: name the protocol, one of " + ", ".join(n for n, _, _ in _list_protocols()))
+        raise InputError(f"rbmm show {args.thing}: name the {args.thing}" + (
+            ", one of " + ", ".join(n for n, _, _ in _list_protocols()) if args.thing == "protocol" else " (rbmm list corruptions)"))
+    if args.thing == "corruption":
+        return _show_corruption(args)
     protocol = load_protocol(args.name)
     data = _load_data(args, args.data, args.split)
     protocol = _apply_normalization(args, protocol)
@@ -602,7 +631,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     _check_writable(Path(args.out), "--out", folder=True)
-    index = write_report(args.runs, Path(args.out), reference=args.reference, title=args.title)
+    index = write_report(args.runs, Path(args.out), reference=args.reference, title=args.title, gallery=args.gallery)
     print(f"report written: {index}")
     return 0
 
@@ -624,22 +653,28 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from .gate import format_table, gate, load_baseline, write_benchmark_json, write_junit, write_summary
+    from .gate import format_table, gate, load_baseline, write_benchmark_json, write_junit, write_junit_error, write_summary
     from .results import load_run
 
     for flag, path in (("--junit", args.junit), ("--summary", args.summary), ("--benchmark-json", args.benchmark_json)):
         if path:
             _check_writable(Path(path), flag, folder=False)
-    result = gate(
-        load_run(args.run),
-        load_baseline(args.baseline),
-        args.tolerance,
-        match=_parse_match(args.match),
-        n_resamples=args.resamples,
-        confidence=args.confidence,
-    )
+    started = time.perf_counter()
+    try:
+        result = gate(
+            load_run(args.run),
+            load_baseline(args.baseline),
+            args.tolerance,
+            match=_parse_match(args.match),
+            n_resamples=args.resamples,
+            confidence=args.confidence,
+        )
+    except InputError as e:  # CI still gets a test report saying why nothing was gated
+        if args.junit:
+            write_junit_error(e, args.junit, time.perf_counter() - started)
+        raise
     if args.junit:
-        write_junit(result, args.junit)
+        write_junit(result, args.junit, time.perf_counter() - started)
     if args.summary:
         write_summary(result, args.summary)
     if args.benchmark_json:
@@ -654,7 +689,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
     _check_writable(Path(args.out), "-o", folder=True)
-    for path in export_run(args.run, Path(args.out), args.format):
+    for path in export_run(args.run, Path(args.out), args.format, other_protocol=args.other_protocol):
         print(f"written: {path}")
     return 0
 
@@ -701,12 +736,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugins(p, "plugins_after")
     p.set_defaults(func=_cmd_list)
 
-    p = _parser(sub, "show", "show the grid a protocol expands to on a dataset, or the inputs a model receives from it")
-    p.add_argument("thing", choices=["protocol", "inputs"], help="what to show: %(choices)s")
+    p = _parser(sub, "show", "show the grid a protocol expands to on a dataset, the inputs a model receives from it, "
+                "or draw a corruption's gallery")
+    p.add_argument("thing", choices=["protocol", "inputs", "corruption"], help="what to show: %(choices)s")
     p.add_argument(
         "name", nargs="?",
-        help="protocol: one of {protocols}, or a TOML file path; inputs: optionally a MODEL, to say whether it gets the presence mask",
+        help="protocol: one of {protocols}, or a TOML file path; inputs: optionally a MODEL, to say whether it gets "
+        "the presence mask; corruption: a name from `rbmm list corruptions`",
     )
+    p.add_argument("--levels", default="0,1,2,3,4,5", help="corruption: the levels drawn, comma-separated, 0 = clean (default: %(default)s)")
+    p.add_argument("--sample", type=int, default=0, help="corruption: the row of the dataset drawn (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="corruption: the protocol seed of the noise drawn (default: %(default)s)")
+    p.add_argument("-o", "--out", default="gallery.png", metavar="FILE.png",
+                   help="corruption: the PNG to write, an SVG beside it (default: %(default)s)")
     _add_data(p)
     _add_pixel_units(p)
     _add_model_loading(p)
@@ -805,6 +847,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, metavar="FOLDER", help="report folder: index.html, report.md, figures/, tables/ (required)")
     p.add_argument("--reference", metavar="MODEL", help="reference model for CE/mCE (default: the first model)")
     p.add_argument("--title", help="report title (default: one naming the runs' dataset and protocol)")
+    p.add_argument(
+        "--gallery", default="auto", choices=["auto", "on", "off"],
+        help="corruption gallery section (one sample per level per corruption): auto draws it for up to 4 "
+        "corruptions (default: %(default)s)",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = _parser(sub, "compare", "cells where two runs differ significantly (after Holm correction)")
@@ -850,7 +897,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format", required=True,
         help="one of {export_formats} (required): robustbench writes per-model JSON + unaggregated_results.csv, "
-        "lm-eval writes <model>/results.json",
+        "lm-eval writes <model>/results_<date>.json",
+    )
+    p.add_argument(
+        "--other-protocol", action="store_true",
+        help="robustbench only: export a run whose protocol is not ImageNet-C, labelled so in each JSON "
+        "(default: refused, since RobustBench's corruptions_acc means ImageNet-C's grid)",
     )
     p.add_argument("-o", "--out", default="export", metavar="FOLDER", help="folder to write into (default: %(default)s)")
     p.set_defaults(func=_cmd_export)

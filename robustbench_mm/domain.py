@@ -55,6 +55,16 @@ def clean_cells(df: pd.DataFrame) -> pd.DataFrame:
     return cells(df, Family.CLEAN)
 
 
+# What "mean corrupted" averages, everywhere it is printed (rbmm eval, the report, the gate): the
+# corruption family's cells only; modality removal and conflict cells are summarised on their own.
+MEAN_CORRUPTED_CELLS = "every corruption × modality × level × rate cell; removal and conflict cells excluded"
+
+
+def corrupted_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows "mean corrupted" averages (MEAN_CORRUPTED_CELLS)."""
+    return cells(df, Family.CORRUPTION)
+
+
 def perturbed_cells(df: pd.DataFrame) -> pd.DataFrame:
     """Every row that is not clean."""
     return df[df["family"] != Family.CLEAN]

@@ -289,6 +289,17 @@ def _check_output(m: _Model, out: torch.Tensor, b: int, task: str, width: int | 
         raise InputError(f"model {m.name!r}: output shape {tuple(out.shape)} {where()}, expected ({b},) for regression")
 
 
+def _softmax64(out: torch.Tensor, nonfinite: torch.Tensor) -> torch.Tensor:
+    """Class probabilities in float64, for the per-sample fields the Brier score, NLL and the
+    entropy confidence average (`p_true`, `sq_prob`, `entropy`): from float32 probabilities those
+    means were 1e-8 off a float64 reference (sklearn's brier_score_loss). `pred` and `conf` stay
+    float32, so accuracy and ECE bin the same samples as before. MPS has no float64: there the
+    logits go to the CPU first."""
+    logits = out.detach().cpu() if out.device.type == "mps" else out
+    p = torch.softmax(logits.to(torch.float64), dim=-1)
+    return torch.where(nonfinite.to(p.device)[:, None], torch.full_like(p, 1.0 / p.shape[1]), p)
+
+
 def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str,
              keep_probabilities: bool = False) -> dict[str, torch.Tensor]:
     """Per-sample record tensors of one batch (on the device), `probs` (B, K) too when kept, with a
@@ -303,15 +314,16 @@ def _records(out: torch.Tensor, batch: Batch, affected: torch.Tensor, task: str,
         conf, pred = p.max(dim=-1)
         pred = torch.where(nonfinite, torch.full_like(pred, -1), pred)
         target = batch.labels.long()
+        p64 = _softmax64(out, nonfinite)
         kept = {"probs": p} if keep_probabilities else {}
         return {**kept,
             "ids": batch.ids,
             "target": target,
             "pred": pred,
             "conf": conf,
-            "p_true": p.gather(1, target[:, None].clamp(0, p.shape[1] - 1))[:, 0],
-            "sq_prob": (p * p).sum(-1),
-            "entropy": torch.special.entr(p).sum(-1),
+            "p_true": p64.gather(1, target[:, None].clamp(0, p64.shape[1] - 1).to(p64.device))[:, 0],
+            "sq_prob": (p64 * p64).sum(-1),
+            "entropy": torch.special.entr(p64).sum(-1),
             "affected": affected,
             "nonfinite": nonfinite,
         }

@@ -7,16 +7,26 @@ robustbench : per model `<model>.json` in RobustBench's corruption-leaderboard l
     `unaggregated_results.csv`, its wide model x (corruption, severity) table of accuracies as
     fractions (model_info/<dataset>/corruptions/unaggregated_results.csv: two header rows,
     model names as the index). ImageNet-C's names are used where we call a corruption otherwise.
-lm-eval : `<model>/results.json` per model in lm-evaluation-harness's results layout
+    Only a run of an ImageNet-C protocol (`imagenet-c`, `tiny-imagenet-c`) is exported by default:
+    RobustBench's `corruptions_acc` means ImageNet-C's 15 corruptions at 5 severities, and another
+    grid averaged into it would read as that number. `other_protocol=True` exports any run and
+    labels it as not ImageNet-C in the `footnote` the leaderboard prints
+    (`reported` stays RobustBench's: a paper's reported accuracy, a number).
+lm-eval : `<model>/results_<date>.json` per model in lm-evaluation-harness's results layout
     (github:EleutherAI/lm-evaluation-harness, lm_eval/evaluator_utils.py EvalAcc._to_eval_results
     and lm_eval/evaluator.py simple_evaluate): `results` per task with `<metric>,none` and
     `<metric>_stderr,none`, `configs`, `versions`, `n-shot`, `higher_is_better`, `n-samples`,
     `config`, `git_hash`, `date`. One task per cell (condition, and seed when there are several).
+    `date` is a float UNIX time and the file is named `results_<ISO time with ':' as '-'>.json`, as
+    lm-eval's EvaluationTracker.save_results_aggregated writes them (lm_eval/loggers/
+    evaluation_tracker.py) and lm_eval/utils.py get_results_filenames / get_file_datetime read
+    them back: a file not named `results_*.json` is skipped by its readers.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -36,21 +46,38 @@ ROBUSTBENCH_ORDER = ("shot_noise", "motion_blur", "snow", "pixelate", "gaussian_
                      "fog", "zoom_blur", "frost", "glass_blur", "impulse_noise", "contrast", "jpeg_compression",
                      "elastic_transform")
 _IMAGENET_C_NAME = {ours: theirs for theirs, ours in ALIASES.items()}
+IMAGENET_C_PROTOCOLS = ("imagenet-c", "tiny-imagenet-c")  # the grids RobustBench's corruption leaderboards hold
 
 
-def export_run(run: Run | str | Path, out: str | Path, fmt: str) -> list[Path]:
-    """Write `run` in format `fmt` (one of FORMATS) under the folder `out`; returns the files written."""
+def is_imagenet_c(protocol_name: str) -> bool:
+    """Whether a run's protocol is one of ImageNet-C's grids (a variant such as `imagenet-c:x` counts)."""
+    return protocol_name.split(":")[0] in IMAGENET_C_PROTOCOLS
+
+
+def export_run(run: Run | str | Path, out: str | Path, fmt: str, *, other_protocol: bool = False) -> list[Path]:
+    """Write `run` in format `fmt` (one of FORMATS) under the folder `out`; returns the files written.
+
+    other_protocol : robustbench only; export a run whose protocol is not ImageNet-C's, labelled
+        as such in every model's JSON, instead of refusing it.
+    """
     run = run if isinstance(run, Run) else Run(run)
     if fmt not in FORMATS:
         raise one_of("export format", fmt, FORMATS)
     if run.cells.empty:
         raise InputError(f"run {run.path} has no cells to export")
+    protocol = run.manifest.protocol.name
+    if fmt == "robustbench" and not is_imagenet_c(protocol) and not other_protocol:
+        raise InputError(
+            f"run {run.path}: protocol {protocol!r} is not ImageNet-C ({', '.join(IMAGENET_C_PROTOCOLS)}); RobustBench's "
+            "corruptions_acc means ImageNet-C's grid. Evaluate with --protocol imagenet-c, or pass --other-protocol "
+            "to export it labelled as another protocol"
+        )
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create {out}: {e.strerror or e}; choose a writable --out") from None
-    return _robustbench(run, out) if fmt == "robustbench" else _lm_eval(run, out)
+    return _robustbench(run, out, labelled=not is_imagenet_c(protocol)) if fmt == "robustbench" else _lm_eval(run, out)
 
 
 def _pct(value: float) -> str:
@@ -86,8 +113,14 @@ def corruption_table(run: Run) -> pd.DataFrame:
     return table.loc[[m for m in models if m in table.index]]
 
 
-def _robustbench(run: Run, out: Path) -> list[Path]:
+def _robustbench(run: Run, out: Path, labelled: bool) -> list[Path]:
+    """labelled : the protocol is not ImageNet-C; every JSON's `footnote` says so first."""
     table = corruption_table(run)
+    protocol = run.manifest.protocol.name
+    footnote = f"robustbench-mm run {run.path.name}, protocol {protocol}"
+    if labelled:
+        footnote = (f"NOT ImageNet-C: protocol {protocol!r}; corruptions_acc is the mean over its own "
+                    f"{table.shape[1]} (corruption, severity) cells. " + footnote)
     cells = run.cells
     dataset = run.manifest.dataset.name
     written = []
@@ -114,7 +147,7 @@ def _robustbench(run: Run, out: Path) -> list[Path]:
             "corruptions_mce": None,  # RobustBench normalises by AlexNet's errors, which a run does not hold
             "corruptions_mce_3d": None,
             "autoattack_acc": None,
-            "footnote": f"robustbench-mm run {run.path.name}, protocol {run.manifest.protocol.name}",
+            "footnote": footnote,
         }
         path = out / f"{model}.json"
         atomic_write(path, (json.dumps(info, indent=2) + "\n").encode())
@@ -128,12 +161,23 @@ def _task_name(row: pd.Series, several_seeds: bool) -> str:
     return f"{row['condition']}#seed={row['seed']}" if several_seeds else str(row["condition"])
 
 
+def _unix_time(iso: str, run: Run) -> float:
+    """The manifest's start time (ISO 8601, UTC) as lm-eval's `date`: seconds since the epoch."""
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        raise InputError(f"run {run.path}: manifest field 'started' is {iso!r}; expected an ISO 8601 time") from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def _lm_eval(run: Run, out: Path) -> list[Path]:
     cells, manifest = run.cells, run.manifest
     metrics = [c for c in cells.columns if c in METRICS]
     several_seeds = cells["seed"].nunique() > 1
     protocol = manifest.protocol
     package = manifest.package
+    started = _unix_time(manifest.started, run)
+    file_name = f"results_{datetime.fromtimestamp(started, timezone.utc).replace(tzinfo=None).isoformat().replace(':', '-')}.json"
     written = []
     for model, group in cells.groupby("model", sort=False):
         results, configs, versions, n_shot, better, n_samples = {}, {}, {}, {}, {}, {}
@@ -175,13 +219,13 @@ def _lm_eval(run: Run, out: Path) -> list[Path]:
                 "rng": manifest.rng,
             },
             "git_hash": package.get("git"),
-            "date": manifest.started,
+            "date": started,
             "robustbench_mm_version": package.get("robustbench_mm"),
             "torch_version": package.get("torch"),
             "numpy_version": package.get("numpy"),
             "python_version": package.get("python"),
         }
-        path = out / model / "results.json"
+        path = out / model / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
         written.append(path)

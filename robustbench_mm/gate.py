@@ -42,6 +42,15 @@ _PLUGIN_KEYS = ("name", "source", "sha256")
 MCE = "summary: mCE"  # the one lower-is-better check
 
 
+class IncompleteRun(InputError):
+    """A run missing baseline cells or not marked complete (exit 2); `missing` holds the
+    (candidate model, cell label) pairs it lacks, so the JUnit report can name each one."""
+
+    def __init__(self, message: str, missing: list[tuple[str, str]]):
+        super().__init__(message)
+        self.missing = missing
+
+
 @dataclass(frozen=True)
 class Check:
     """One gated quantity for one model. `drop` is how much worse the current value is (baseline -
@@ -392,9 +401,10 @@ def _check_complete(run: Run, pairs: list[tuple[str, str]], baseline: dict, curr
     if missing or unfinished:
         example = f" (e.g. model {missing[0][0]!r}, cell {missing[0][1]!r})" if missing else ""
         why = "; its manifest is not marked complete" if unfinished else ""
-        raise InputError(
+        raise IncompleteRun(
             f"run {run.path} is incomplete: {len(missing)} of {len(wanted)} baseline cells missing{example}{why}; "
-            "finish it (run the same `rbmm eval` command again) before gating"
+            "finish it (run the same `rbmm eval` command again) before gating",
+            missing,
         )
 
 
@@ -490,26 +500,64 @@ def format_table(result: GateResult, only_regressions: bool = True) -> str:
     return notes + head + "\n" + "\n".join(lines)
 
 
-def write_junit(result: GateResult, path: str | Path) -> None:
-    """One <testcase> per check, a <failure> for each regression, for any CI system's test view."""
-    suite = ET.Element(
+def _junit_suite(tests: int, failures: int, errors: int, seconds: float) -> ET.Element:
+    """A <testsuite> with the attributes Jenkins xUnit's junit-10.xsd requires (name, tests,
+    failures, errors) and its optional `time` (SUREFIRE_TIME: plain decimal seconds) and
+    `timestamp` (github:jenkinsci/xunit-plugin, src/main/resources/org/jenkinsci/plugins/xunit/
+    types/model/xsd/junit-10.xsd, element `testsuite`)."""
+    return ET.Element(
         "testsuite",
         name="robustbench-mm gate",
-        tests=str(len(result.checks)),
-        failures=str(len(result.regressions)),
+        tests=str(tests),
+        failures=str(failures),
+        errors=str(errors),
+        skipped="0",
+        time=f"{max(seconds, 0.0):.3f}",
+        timestamp=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     )
+
+
+def _write_suite(suite: ET.Element, path: str | Path) -> None:
+    ET.indent(suite)
+    _write_text(Path(path), '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n")
+
+
+def write_junit(result: GateResult, path: str | Path, seconds: float = 0.0) -> None:
+    """One <testcase> per check, a <failure> for each regression, for any CI system's test view.
+
+    seconds : wall time of the whole gate, written as the suite's `time`; the checks come out of
+        one joint bootstrap, so no check has a time of its own and test cases carry none.
+    """
+    suite = _junit_suite(len(result.checks), len(result.regressions), 0, seconds)
     for c in result.checks:
         case = ET.SubElement(suite, "testcase", classname=c.model, name=c.name)
         if c.regressed:
             failure = ET.SubElement(
                 case,
                 "failure",
+                type="RobustnessRegression",
                 message=f"dropped {c.drop:.4f} (CI {c.drop_low:.4f}..{c.drop_high:.4f}) > tolerance {c.tolerance:g}",
             )
             failure.text = f"baseline {c.baseline:.4f}, current {c.current:.4f}"
-    ET.indent(suite)
-    text = '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
-    _write_text(Path(path), text)
+    _write_suite(suite, path)
+
+
+def write_junit_error(error: InputError, path: str | Path, seconds: float = 0.0) -> None:
+    """The JUnit report of a gate that could not run (exit 2), so CI still shows why.
+
+    An incomplete run gets one <error> test case per missing baseline cell (classname the
+    candidate model, name the cell); any other unusable input one <error> case holding the message.
+    """
+    missing = getattr(error, "missing", None) or []
+    suite = _junit_suite(max(len(missing), 1), 0, max(len(missing), 1), seconds)
+    if missing:
+        for model, cell in missing:
+            case = ET.SubElement(suite, "testcase", classname=model, name=cell)
+            ET.SubElement(case, "error", type="MissingCell", message="cell missing from the run").text = str(error)
+    else:
+        case = ET.SubElement(suite, "testcase", classname="robustbench-mm gate", name="gate input")
+        ET.SubElement(case, "error", type=type(error).__name__, message=str(error))
+    _write_suite(suite, path)
 
 
 def _md(text: str) -> str:
@@ -545,6 +593,17 @@ def smaller_is_better_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.smaller{path.suffix}")
 
 
+def benchmark_name(c: Check) -> str:
+    """A check's series name for github-action-benchmark, without '|'.
+
+    The action writes each name into a Markdown table row unescaped (src/write/buildComment.ts
+    and buildAlertComment.ts, the first cell of each row: backtick, name, backtick), and GitHub splits a row at every
+    '|', even inside backticks, so condition keys (`clean|clean|-|l=0`) would push the Current,
+    Previous and Ratio columns out of the table. Their parts are joined with '/' instead.
+    """
+    return f"{c.baseline_model or c.model} {c.name}".replace("|", "/")
+
+
 def write_benchmark_json(result: GateResult, path: str | Path) -> list[Path]:
     """github-action-benchmark's custom format: a list of {name, unit, value, range, extra}.
 
@@ -560,7 +619,7 @@ def write_benchmark_json(result: GateResult, path: str | Path) -> list[Path]:
     """
     def entry(c: Check) -> dict:
         return {
-            "name": f"{c.baseline_model or c.model} {c.name}",
+            "name": benchmark_name(c),
             "unit": "score" if c.higher_is_better else "ratio to the baseline",
             "value": round(c.current, 6),
             "range": f"±{(c.drop_high - c.drop_low) / 2:.4f}",

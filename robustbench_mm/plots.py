@@ -3,7 +3,9 @@
 The functions draw; they compute no statistics. Intervals, gains and p-values arrive as columns
 computed by `metrics`/`stats` (the report builds those tables), so a figure never disagrees with
 the table printed beside it. Colours come from the Okabe-Ito palette (safe for the common forms
-of colour blindness) and every model keeps one colour and one marker across all figures.
+of colour blindness) and every model keeps one colour, marker and line style across all figures:
+eight colours times eight markers (shifted by one per round of colours) and four line styles keep
+up to 64 models apart, where cycling colour and marker together repeated a pair at the ninth.
 `save_figure` writes PNG and SVG.
 
 No backend is chosen at import (a notebook importing the report keeps its own): every figure is a
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -29,6 +32,7 @@ from .errors import InputError
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.")
 DPI = 110
 
 _STYLE = {
@@ -55,8 +59,14 @@ def new_figure(**kwargs) -> Figure:
 
 
 def model_colors(models: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """(colour, marker) per model, in the given order; cycles past eight models."""
-    return {m: (OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]) for i, m in enumerate(models)}
+    """(colour, marker) per model, in the given order: no two of the first 64 models share both."""
+    n = len(OKABE_ITO)
+    return {m: (OKABE_ITO[i % n], MARKERS[(i + i // n) % len(MARKERS)]) for i, m in enumerate(models)}
+
+
+def model_linestyles(models: Sequence[str]) -> dict[str, str]:
+    """Line style per model: solid for the first eight, then one style per further round of colours."""
+    return {m: LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)] for i, m in enumerate(models)}
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -87,6 +97,7 @@ def level_curves(points: pd.DataFrame, *, ylabel: str = "accuracy", ncols: int =
         raise InputError("level_curves: no points to draw")
     models = list(dict.fromkeys(points["model"]))
     style = model_colors(models)
+    dashes = model_linestyles(models)
     panels = list(dict.fromkeys(zip(points["name"], points["modalities"])))
     banded = {"low", "high"} <= set(points.columns)
     with rc_context(_STYLE):
@@ -98,7 +109,8 @@ def level_curves(points: pd.DataFrame, *, ylabel: str = "accuracy", ncols: int =
                 if line.empty:
                     continue
                 color, marker = style[model]
-                ax.plot(line["level"], line["value"], color=color, marker=marker, ms=4, lw=1.6, label=model)
+                ax.plot(line["level"], line["value"], color=color, marker=marker, ls=dashes[model], ms=4, lw=1.6,
+                        label=model)
                 if banded and line[["low", "high"]].notna().all().all():
                     ax.fill_between(line["level"], line["low"], line["high"], color=color, alpha=0.18, lw=0)
             ax.set_title(f"{name} on {mods}")
@@ -107,7 +119,7 @@ def level_curves(points: pd.DataFrame, *, ylabel: str = "accuracy", ncols: int =
         for ax in axes[:: min(ncols, len(panels))]:
             ax.set_ylabel(ylabel)
         handles = [
-            Line2D([], [], color=style[m][0], marker=style[m][1], lw=1.6, label=m) for m in models
+            Line2D([], [], color=style[m][0], marker=style[m][1], ls=dashes[m], lw=1.6, label=m) for m in models
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(models), 4), frameon=False)
     return fig
@@ -167,11 +179,19 @@ def gain_heatmap(gains: pd.DataFrame, *, label: str = "accuracy gain (with − w
     return fig
 
 
+MAX_SUBSETS_PER_PANEL = 8  # removal rows per panel: more go to a further panel beside it
+
+
 def removal_bars(removal: pd.DataFrame, *, xlabel: str = "accuracy") -> Figure:
-    """Metric with each modality subset removed: grouped horizontal bars, one colour per model.
+    """Metric with each modality subset removed: one row per subset, a dot per model (its colour
+    and marker) with its interval as a whisker.
+
+    Dots, not bars: a row holds many models in a bounded height (14 models as grouped bars made a
+    3,599 px tall chart). More than MAX_SUBSETS_PER_PANEL subsets are split into panels side by
+    side with a shared metric axis.
 
     removal : columns `model`, `subset` (a label such as "fou+fac removed"), `value`, and
-        optionally `low`/`high` (drawn as error bars).
+        optionally `low`/`high` (drawn as whiskers).
     """
     _require(removal, ["model", "subset", "value"], "removal_bars")
     if removal.empty:
@@ -179,25 +199,33 @@ def removal_bars(removal: pd.DataFrame, *, xlabel: str = "accuracy") -> Figure:
     models = list(dict.fromkeys(removal["model"]))
     subsets = list(dict.fromkeys(removal["subset"]))
     style = model_colors(models)
-    height = 0.8 / len(models)
+    npanels = int(np.ceil(len(subsets) / MAX_SUBSETS_PER_PANEL))
+    per_panel = int(np.ceil(len(subsets) / npanels))
+    row_height = max(0.32, 0.055 * len(models))  # inches per subset: each model's dot on its own line
+    whiskers = {"low", "high"} <= set(removal.columns)
     with rc_context(_STYLE):
-        fig = new_figure(figsize=(7.5, 1.0 + 0.16 * len(subsets) * len(models) + 0.2 * len(subsets)), dpi=DPI,
-                     layout="constrained")
-        ax = fig.subplots()
-        for k, model in enumerate(models):
-            part = removal[removal["model"] == model].set_index("subset").reindex(subsets)
-            y = np.arange(len(subsets)) - 0.4 + height * (k + 0.5)
-            err = None
-            if {"low", "high"} <= set(part.columns):
-                err = np.vstack([part["value"] - part["low"], part["high"] - part["value"]]).clip(min=0)
-            ax.barh(y, part["value"], height=height * 0.92, color=style[model][0], label=model,
-                    xerr=err, error_kw={"ecolor": "#222222", "elinewidth": 1, "capsize": 2})
-        ax.set_yticks(range(len(subsets)), subsets)
-        ax.invert_yaxis()
-        ax.set_xlabel(xlabel)
-        ax.set_xlim(0, max(1.0, float(np.nanmax(removal.get("high", removal["value"])))))
-        ax.grid(axis="y", visible=False)
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(models), 4),
+        fig = new_figure(figsize=(7.5 * npanels, 1.3 + row_height * per_panel), dpi=DPI, layout="constrained")
+        axes = fig.subplots(1, npanels, squeeze=False, sharex=True)[0]
+        offsets = (np.arange(len(models)) - (len(models) - 1) / 2) * (0.8 / max(len(models), 1))
+        for p, ax in enumerate(axes):
+            shown = subsets[p * per_panel:(p + 1) * per_panel]
+            for k, model in enumerate(models):
+                part = removal[removal["model"] == model].set_index("subset").reindex(shown)
+                y = np.arange(len(shown)) + offsets[k]
+                err = None
+                if whiskers:
+                    err = np.vstack([part["value"] - part["low"], part["high"] - part["value"]]).clip(min=0)
+                color, marker = style[model]
+                ax.errorbar(part["value"], y, xerr=err, fmt=marker, color=color, ms=4.5, elinewidth=1, capsize=0,
+                            label=model)
+            ax.set_yticks(range(len(shown)), shown)
+            ax.set_ylim(len(shown) - 0.5, -0.5)
+            ax.set_xlabel(xlabel)
+            ax.grid(axis="y", visible=False)
+            for boundary in np.arange(len(shown) - 1) + 0.5:
+                ax.axhline(boundary, color="#dddddd", lw=0.6)
+        axes[0].set_xlim(0, max(1.0, float(np.nanmax(removal.get("high", removal["value"])))))
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(models), 4 * npanels),
                    frameon=False)
     return fig
 
@@ -296,11 +324,15 @@ def reliability_diagram(
     n_bins: int = 15,
     ece: Mapping[str, float] | None = None,
     ncols: int = 4,
+    overlay: Mapping[str, tuple[str, np.ndarray, np.ndarray]] | None = None,
 ) -> Figure:
-    """Accuracy vs confidence in equal-width bins, one panel per named cell (e.g. clean, worst).
+    """Accuracy vs confidence in equal-width bins, one panel per named cell (e.g. a model's clean cell).
 
     panels : title -> (conf, correct), per-sample max probability and 0/1 correctness.
     ece : optional title -> expected calibration error, printed in the panel (from `metrics`).
+    overlay : optional title -> (label, conf, correct): a second cell drawn in that panel as a line
+        of its bins' accuracy at their mean confidence (a model's worst cell over its clean one),
+        so one panel per model keeps the figure's height bounded.
     Bars show each bin's accuracy; the hatched gap up (or down) to the bin's mean confidence is
     its miscalibration. The title gives the number of samples.
     """
@@ -323,6 +355,17 @@ def reliability_diagram(
             ax.bar(centers[filled], (mean_conf - acc)[filled], bottom=acc[filled], width=1 / n_bins, fill=False,
                    hatch="///", ec=OKABE_ITO[3], lw=0.8, label="gap to mean confidence")
             ax.plot([0, 1], [0, 1], ls="--", color="black", lw=1)
+            if overlay is not None and title in overlay:
+                label, other_conf, other_correct = overlay[title]
+                other_conf = np.asarray(other_conf, dtype=np.float64)
+                other = np.clip(np.digitize(other_conf, edges[1:-1], right=True), 0, n_bins - 1)
+                n_other = np.bincount(other, minlength=n_bins)
+                hit = n_other > 0
+                acc_other = np.bincount(other, weights=np.asarray(other_correct, dtype=np.float64), minlength=n_bins)
+                conf_other = np.bincount(other, weights=other_conf, minlength=n_bins)
+                ax.plot(conf_other[hit] / n_other[hit], acc_other[hit] / n_other[hit], color=OKABE_ITO[1], marker="o",
+                        ms=3, lw=1.4)
+                ax.text(0.03, 0.97, label, transform=ax.transAxes, va="top", fontsize=7.5, color="#7a5500", wrap=True)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_xlabel("confidence")
@@ -332,7 +375,11 @@ def reliability_diagram(
             ax.set_title(text)
         for ax in axes[:: min(ncols, len(panels))]:
             ax.set_ylabel("accuracy")
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
+        handles, labels = axes[0].get_legend_handles_labels()
+        if overlay:
+            handles.append(Line2D([], [], color=OKABE_ITO[1], marker="o", ms=3, lw=1.4))
+            labels.append("worst cell: accuracy per bin at its mean confidence")
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
     return fig
 
 
@@ -351,3 +398,106 @@ def save_figure(fig: Figure, stem: str | Path) -> dict[str, Path]:
     fig.set_layout_engine(engine)
     return paths
 
+
+
+GALLERY_LEVELS = (0, 1, 2, 3, 4, 5)
+_GALLERY_TOKENS = 48  # token ids shown per panel
+
+
+def _gallery_image(ax, x: torch.Tensor, spec, clean: torch.Tensor) -> None:
+    """An image (C, H, W) at its value range (or the clean image's), grey for one channel."""
+    low, high = spec.value_range if spec.value_range is not None else (float(clean.min()), float(clean.max()))
+    u = ((x.float() - low) / max(high - low, 1e-12)).clamp(0, 1)
+    if u.shape[0] == 3:
+        ax.imshow(u.permute(1, 2, 0).numpy(), interpolation="nearest")
+    else:
+        ax.imshow(u[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def _gallery_tokens(ax, x: torch.Tensor) -> None:
+    """Token ids as text, eight per line: 0 (padding) as '·', 1 (unknown) as '?'."""
+    ids = [int(i) for i in x[:_GALLERY_TOKENS]]
+    words = ["·" if i == 0 else "?" if i == 1 else str(i) for i in ids]
+    lines = [" ".join(words[k:k + 8]) for k in range(0, len(words), 8)]
+    ax.text(0.02, 0.98, "\n".join(lines) + ("\n…" if len(x) > _GALLERY_TOKENS else ""), va="top", ha="left",
+            family="monospace", fontsize=7, transform=ax.transAxes)
+    ax.axis("off")
+
+
+def _spectrogram_db(x: torch.Tensor) -> np.ndarray:
+    """|STFT|² in dB (Hann window, n_fft up to 256, hop n_fft/4), frequency on the first axis."""
+    n_fft = int(min(256, max(16, 2 ** int(np.log2(max(len(x) // 8, 16))))))
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    power = torch.stft(x.double(), n_fft, hop_length=n_fft // 4, window=window, return_complex=True).abs() ** 2
+    return (10 * torch.log10(power + 1e-12)).numpy()
+
+
+def corruption_gallery(data, corruption: str, *, levels: Sequence[float] = GALLERY_LEVELS, sample: int = 0,
+                       seed: int = 0) -> Figure:
+    """One sample under `corruption` at each level, for every modality of `data` it applies to.
+
+    data : a loaded dataset (`robustbench_mm.load_dataset(...)`); sample : the row to draw.
+    Columns are levels (0 = the clean sample); rows are modalities: an image as a picture, audio
+    as its waveform and a spectrogram (two rows), tokens as their ids, a vector as its values, a
+    sequence as a time × channel map. The noise is the evaluation's own common random numbers for
+    (seed, condition, sample id), so the picture shows what a model saw at that seed.
+    """
+    from .corruptions import Condition, apply_condition, get_corruption
+
+    spec = get_corruption(corruption)
+    if not 0 <= sample < len(data):
+        raise InputError(f"--sample {sample} out of range; the dataset has {len(data)} samples (0 to {len(data) - 1})")
+    bad = [lv for lv in levels if not 0 <= float(lv) <= 5]
+    if bad or not levels:
+        raise InputError(f"--levels {', '.join(map(str, levels))}: expected levels from 0 to 5")
+    modalities = [m for m, s in data.specs.items() if spec.supports(s) is None]
+    if not modalities:
+        kinds = ", ".join(f"{m} ({s.kind})" for m, s in data.specs.items())
+        raise InputError(f"corruption {corruption!r} applies to none of the modalities of {data.name} ({kinds}); "
+                         f"it supports: {', '.join(spec.kinds)}")
+    batch = next(data.subset(torch.tensor([sample])).batches(1))
+    rows = [(m, "spectrogram" if part else "main") for m in modalities
+            for part in ((0, 1) if data.specs[m].kind == "audio" else (0,))]
+    heights = [1.0 if data.specs[m].kind in ("image", "tokens") else 0.75 for m, _ in rows]
+    with rc_context(_STYLE):
+        fig = new_figure(figsize=(0.6 + 1.9 * len(levels), 0.7 + 1.9 * sum(heights)), dpi=DPI, layout="constrained")
+        axes = fig.subplots(len(rows), len(levels), squeeze=False, gridspec_kw={"height_ratios": heights})
+        for j, level in enumerate(levels):
+            shown = {}
+            for m in modalities:
+                if float(level) == 0.0:
+                    shown[m] = batch.inputs[m][0]
+                else:
+                    condition = Condition("corruption", corruption, (m,), level=float(level))
+                    shown[m] = apply_condition(batch, condition, data.specs, seed).inputs[m][0]
+            for i, (m, part) in enumerate(rows):
+                ax, x, mspec, clean = axes[i, j], shown[m].detach().cpu(), data.specs[m], batch.inputs[m][0].cpu()
+                if mspec.kind == "image":
+                    _gallery_image(ax, x, mspec, clean)
+                elif mspec.kind == "tokens":
+                    _gallery_tokens(ax, x)
+                elif mspec.kind == "audio" and part == "spectrogram":
+                    ax.imshow(_spectrogram_db(x), origin="lower", aspect="auto", cmap="magma")
+                    ax.set_xticks([])
+                    ax.grid(False)
+                elif mspec.kind == "sequence":
+                    span = float(clean.float().abs().max()) or 1.0  # one colour scale for every level
+                    ax.imshow(x.float().T.numpy(), aspect="auto", cmap="vlag", interpolation="nearest",
+                              vmin=-1.5 * span, vmax=1.5 * span)
+                    ax.grid(False)
+                else:  # audio waveform, vector values
+                    ax.plot(x.float().numpy(), lw=0.6, color=OKABE_ITO[0])
+                    span = float(clean.float().abs().max()) or 1.0
+                    ax.set_ylim(-1.6 * span if float(clean.min()) < 0 else 0, 1.6 * span)
+                if j == 0:
+                    ax.set_ylabel(f"{m} ({mspec.kind})" + ("\nspectrogram" if part == "spectrogram" else ""))
+                if part == "main" and float(level) != 0.0:  # the kernel's parameter for this modality's kind
+                    ax.text(0.98, 0.02, f"p = {spec.param(float(level), mspec.kind):g}", transform=ax.transAxes,
+                            ha="right", va="bottom", fontsize=7, bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+            axes[0, j].set_title("clean (level 0)" if float(level) == 0.0 else f"level {level:g}", fontsize=9)
+        fig.suptitle(f"{corruption} on {data.name}, sample id {int(batch.ids[0])}, seed {seed} "
+                     f"(p: the parameter in the corruption's unit, `rbmm list corruptions`)", fontsize=9)
+    return fig

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from .corruptions.condition import Condition
-from .domain import Task, clean_cells, parse_task, perturbed_cells
+from .domain import Task, clean_cells, corrupted_cells, parse_task
 from .errors import InputError
 from .version import __version__
 
@@ -121,8 +121,8 @@ def csv_bytes(rows: list[dict]) -> bytes:
 # field -> dtype of every record of a task, in the order the engine builds them
 RECORD_FIELDS: dict[Task, dict[str, type]] = {
     Task.CLASSIFICATION: {
-        "ids": np.int64, "target": np.int64, "pred": np.int64, "conf": np.float32, "p_true": np.float32,
-        "sq_prob": np.float32, "entropy": np.float32, "affected": np.bool_,
+        "ids": np.int64, "target": np.int64, "pred": np.int64, "conf": np.float32, "p_true": np.float64,
+        "sq_prob": np.float64, "entropy": np.float64, "affected": np.bool_,
     },
     Task.REGRESSION: {"ids": np.int64, "target": np.float32, "output": np.float32, "affected": np.bool_},
 }
@@ -409,8 +409,11 @@ class Run:
         if metric is not None and not self.cells.empty:
             for model, g in self.cells.groupby("model", sort=False):
                 clean = clean_cells(g)[metric].mean()
-                rest = perturbed_cells(g)[metric].mean()
-                lines.append(f"  {model:<24} clean {metric} {clean:.4f}   mean over perturbed cells {rest:.4f}")
+                corrupted = corrupted_cells(g)
+                text = f"  {model:<24} clean {metric} {clean:.4f}"
+                if len(corrupted):  # the report's and the gate's "mean corrupted": corruption cells only
+                    text += f"   mean corrupted {metric} {corrupted[metric].mean():.4f} ({len(corrupted)} corruption cells)"
+                lines.append(text)
                 if "nonfinite" in g and g["nonfinite"].sum():
                     lines.append(f"  {'':<24} NaN/Inf outputs counted as wrong: {int(g['nonfinite'].sum())} sample-cells")
         if self.manifest.dataset.split == "all":

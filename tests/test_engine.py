@@ -164,6 +164,29 @@ def test_records_match_an_independent_forward_pass(reference, protocol):
     assert row["accuracy"] == pytest.approx((p.argmax(1) == target).mean())
 
 
+def test_brier_and_confidence_match_float64_references(reference, protocol):
+    """Brier against sklearn's brier_score_loss and the entropy confidence against its definition,
+    both on float64 softmax of the logits: the per-sample fields they average are float64, so the
+    cell values agree to rounding (from float32 fields they were 8e-9 off)."""
+    from sklearn.metrics import brier_score_loss
+
+    out, run = reference
+    data = tiny_data()
+    model = tiny_models(data)[0]
+    condition = next(c for c in protocol.expand(data.specs) if c.family == "corruption")
+    with torch.no_grad():
+        logits = model(apply_condition(next(data.batches(N)), condition, data.specs, seed=protocol.seed).inputs).double()
+    p = torch.softmax(logits, -1).numpy()
+    k = p.shape[1]
+    target = data.labels.numpy()
+    rec = run.samples(cell_id("tinyfusion", 0, condition))
+    assert {rec[f].dtype for f in ("p_true", "sq_prob", "entropy")} == {np.dtype(np.float64)}
+    row = run.cells.set_index("cell_id").loc[cell_id("tinyfusion", 0, condition)]
+    assert row["brier"] == pytest.approx(brier_score_loss(target, p, labels=list(range(k))), rel=1e-12, abs=1e-14)
+    confidence = 1.0 - (-(p * np.log(p)).sum(1)) / np.log(k)
+    assert row["confidence"] == pytest.approx(confidence.mean(), rel=1e-12, abs=1e-14)
+
+
 def test_clean_cell_unaffected_and_perturbation_changes_predictions(reference):
     out, run = reference
     clean = run.samples(run.cells.query("family == 'clean' and model == 'tinyfusion'")["cell_id"].iloc[0])

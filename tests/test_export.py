@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import numpy as np
@@ -90,7 +91,7 @@ def _accuracy(run, cell_id: str) -> float:
 
 
 def test_robustbench_json_has_model_info_fields_and_percent_strings(run, tmp_path):
-    export_run(run, tmp_path, "robustbench")
+    export_run(run, tmp_path, "robustbench", other_protocol=True)
     cells = run.cells
     for model in ("first", "second"):
         info = json.loads((tmp_path / f"{model}.json").read_text())
@@ -103,10 +104,20 @@ def test_robustbench_json_has_model_info_fields_and_percent_strings(run, tmp_pat
         assert info["clean_acc"] == str(round(clean * 100, 2))
         assert info["corruptions_acc"] == str(round(mean * 100, 2))
         assert info["dataset"] == "small" and info["name"] == model
+        assert info["footnote"].startswith("NOT ImageNet-C: protocol 'tiny-c'; corruptions_acc is the mean over its own 4")
+
+
+def test_robustbench_refuses_a_protocol_that_is_not_imagenet_c(run, tmp_path, capsys):
+    with pytest.raises(InputError, match="protocol 'tiny-c' is not ImageNet-C"):
+        export_run(run, tmp_path / "rb", "robustbench")
+    assert not (tmp_path / "rb").exists() or not any((tmp_path / "rb").iterdir())
+    assert main(["export", str(run.path), "--format", "robustbench", "-o", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--other-protocol" in err
 
 
 def test_robustbench_csv_reads_back_as_robustbench_reads_it(run, tmp_path):
-    export_run(run, tmp_path, "robustbench")
+    export_run(run, tmp_path, "robustbench", other_protocol=True)
     # robustbench/eval.py corruptions_evaluation: pd.read_csv(path, header=[0, 1], index_col=0)
     table = pd.read_csv(tmp_path / "unaggregated_results.csv", header=[0, 1], index_col=0)
     assert list(table.index) == ["first", "second"]
@@ -119,7 +130,8 @@ def test_robustbench_csv_reads_back_as_robustbench_reads_it(run, tmp_path):
 
 def test_lm_eval_results_layout_metrics_and_stderr(run, tmp_path):
     export_run(run, tmp_path, "lm-eval")
-    doc = json.loads((tmp_path / "first" / "results.json").read_text())
+    (path,) = (tmp_path / "first").iterdir()
+    doc = json.loads(path.read_text())
     for key in ("results", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "config", "git_hash", "date"):
         assert key in doc, key
     assert doc["git_hash"] == run.manifest.package["git"]
@@ -134,6 +146,29 @@ def test_lm_eval_results_layout_metrics_and_stderr(run, tmp_path):
     task = own["condition"].iloc[0]
     assert doc["higher_is_better"][task]["accuracy"] is True and doc["higher_is_better"][task]["nll"] is False
     assert doc["config"]["model"] == "first"
+
+
+def _get_results_filenames(filenames: list[str]) -> list[str]:
+    """lm-evaluation-harness lm_eval/utils.py get_results_filenames: the aggregated results files."""
+    return [f for f in filenames if "/results_" in f and ".json" in f]
+
+
+def _get_file_datetime(filename: str) -> str:
+    """lm-evaluation-harness lm_eval/utils.py get_file_datetime: the time stamp after the last '_'."""
+    return filename[filename.rfind("_") + 1:].replace(".jsonl", "")
+
+
+def test_lm_eval_reads_our_file_name_and_float_date(run, tmp_path):
+    export_run(run, tmp_path, "lm-eval")
+    files = [str(p) for p in (tmp_path / "second").iterdir()]
+    (found,) = _get_results_filenames(files)
+    doc = json.loads(open(found).read())
+    assert isinstance(doc["date"], float)  # lm-eval's evaluator writes time.time()
+    started = datetime.fromisoformat(run.manifest.started)
+    assert doc["date"] == pytest.approx(started.timestamp())
+    # the name carries the same moment as lm-eval's tracker writes it: ISO time with ':' -> '-'
+    stamp = _get_file_datetime(found).removesuffix(".json")
+    assert datetime.fromisoformat(stamp[:10] + stamp[10:].replace("-", ":")).replace(tzinfo=timezone.utc) == started
 
 
 def test_cells_csv_has_a_standard_error_per_metric(run):
@@ -190,10 +225,10 @@ def test_export_errors_are_one_line(run, tmp_path):
 
 
 def test_cli_export_writes_both_formats(run, tmp_path, capsys):
-    assert main(["export", str(run.path), "--format", "robustbench", "-o", str(tmp_path / "rb")]) == 0
+    assert main(["export", str(run.path), "--format", "robustbench", "--other-protocol", "-o", str(tmp_path / "rb")]) == 0
     assert (tmp_path / "rb" / "unaggregated_results.csv").is_file()
     assert main(["export", str(run.path), "--format", "lm-eval", "-o", str(tmp_path / "lm")]) == 0
-    assert (tmp_path / "lm" / "second" / "results.json").is_file()
+    assert [p.name for p in (tmp_path / "lm" / "second").glob("results_*.json")]
     capsys.readouterr()
     assert main(["export", str(run.path), "--format", "nope", "-o", str(tmp_path / "x")]) == 2  # one line naming the formats
     assert "unknown export format 'nope'; expected one of: lm-eval, robustbench" in capsys.readouterr().err

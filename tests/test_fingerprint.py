@@ -5,7 +5,11 @@ gate's run), a calibrated synthetic model under `conflict` with probabilities ke
 donor conditions, the probability matrix), and a regression model under `quick`. Their `cells.csv`
 (less the wall-clock `seconds` column), every `samples/` file's arrays, the RNG version, the
 protocol hash and the dataset fingerprint are compared with `data/fingerprint/`, written by the
-code of commit 334561f (before the issue-12 refactor) with `python tests/test_fingerprint.py --write`.
+code of commit 334561f (before the issue-12 refactor) with `python tests/test_fingerprint.py --write`,
+and rewritten once on purpose for issue 22: `p_true`, `sq_prob` and `entropy` became float64
+(Brier, NLL and confidence in float64 end to end). Against the old code run on the same machine
+(x86_64/AVX512) only those three arrays and the cells.csv columns nll, brier, confidence and their
+`_se` changed (by at most 1.8e-8); every other array and column stayed byte-identical.
 
 Two tiers, because model outputs are exact only on one kind of CPU: torch picks its float kernels
 by the CPU's vector extensions (AVX2, AVX-512, ...), and a different kernel rounds the last bits

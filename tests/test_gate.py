@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from readers import junit_schema
 from robustbench_mm.cli import main
 from robustbench_mm.engine import evaluate
 from robustbench_mm.datasets import load_dataset
@@ -203,9 +204,17 @@ def test_incomplete_run_exits_2_with_the_count_of_missing_cells(tmp_path, capsys
     written = len(load_run(run).cells)
     n_baseline = len(load_baseline(BASELINE)["cells"])
     assert 0 < written < n_baseline
-    assert main(["gate", str(run), "--baseline", str(BASELINE)]) == 2
+    junit = tmp_path / "gate.xml"
+    assert main(["gate", str(run), "--baseline", str(BASELINE), "--junit", str(junit)]) == 2
     err = capsys.readouterr().err
     assert f"{n_baseline - written} of {n_baseline} baseline cells missing" in err and "not marked complete" in err, err
+    # CI still gets a report: one <error> case per missing cell, valid for Jenkins xUnit
+    junit_schema().validate(str(junit))
+    cases = ET.parse(junit).getroot().findall("testcase")
+    present = {f"seed={int(r['seed'])} {r['condition']}" for _, r in load_run(run).cells.iterrows()}
+    wanted = {c["cell"] for c in load_baseline(BASELINE)["cells"]}
+    assert {c.get("name") for c in cases} == wanted - present
+    assert all(c.find("error") is not None for c in cases)
     # the field is part of the run contract: a manifest without it is refused in one line
     manifest = json.loads((run / "manifest.json").read_text())
     manifest.pop("complete")

@@ -70,16 +70,35 @@ def test_gain_heatmap_hatches_exactly_the_non_significant_cells():
         assert len(ax.texts) == len(PANELS) * 5
 
 
-def test_removal_bars_one_bar_per_model_and_subset_with_error_bars():
+def test_removal_chart_one_dot_per_model_and_subset_with_whiskers():
     subsets = ["none removed", "pix removed", "fou removed", "pix+fou removed"]
     rows = [dict(model=m, subset=s, value=0.9 - 0.1 * i, low=0.85 - 0.1 * i, high=0.95 - 0.1 * i)
             for m in MODELS for i, s in enumerate(subsets)]
     fig = plots.removal_bars(pd.DataFrame(rows))
     (ax,) = fig.axes
-    assert len(ax.patches) == len(MODELS) * len(subsets)
     assert [t.get_text() for t in ax.get_yticklabels()] == subsets
-    widths = sorted({round(p.get_width(), 6) for p in ax.patches})
-    assert widths == sorted({round(0.9 - 0.1 * i, 6) for i in range(len(subsets))})
+    dots = [c.lines[0] for c in ax.containers]  # one errorbar container per model
+    assert len(dots) == len(MODELS)
+    for line in dots:
+        assert list(np.round(np.asarray(line.get_xdata(), dtype=float), 6)) == [round(0.9 - 0.1 * i, 6) for i in range(len(subsets))]
+
+
+def test_removal_chart_height_stays_bounded_for_many_models_and_subsets():
+    """14 models x 13 subsets made a 3,599 px tall bar chart; now further subsets go beside."""
+    models = [f"model-{i}" for i in range(14)]
+    subsets = [f"subset {j}" for j in range(13)]
+    rows = [dict(model=m, subset=s, value=0.5) for m in models for s in subsets]
+    fig = plots.removal_bars(pd.DataFrame(rows))
+    width, height = fig.get_size_inches() * fig.dpi
+    assert len(fig.axes) == 2 and height < 1000 and width / height > 1
+
+
+def test_fourteen_models_have_distinct_colour_marker_pairs_and_styles():
+    models = [f"m{i}" for i in range(64)]
+    pairs = plots.model_colors(models)
+    assert len(set(pairs.values())) == 64
+    styles = plots.model_linestyles(models)
+    assert styles["m0"] == "-" and styles["m8"] != styles["m0"]
 
 
 def test_cd_cliques_join_models_within_the_critical_difference():
@@ -151,3 +170,49 @@ def test_save_figure_writes_the_same_svg_bytes_every_time(tmp_path):
     first = plots.save_figure(plots.level_curves(_curve_points()), tmp_path / "a")["svg"].read_bytes()
     again = plots.save_figure(plots.level_curves(_curve_points()), tmp_path / "b")["svg"].read_bytes()
     assert first == again
+
+
+def test_corruption_gallery_draws_the_evaluation_inputs_of_one_sample():
+    """Each image panel shows exactly the input the engine evaluates at that level (the same common
+    random numbers), level 0 the clean sample; a vector row draws its values."""
+    import torch
+
+    from robustbench_mm.corruptions import Condition, apply_condition
+    from robustbench_mm.datasets import load_dataset
+
+    data = load_dataset("mfeat", "test")
+    fig = plots.corruption_gallery(data, "gaussian_noise", levels=(0, 2, 5), sample=3, seed=1)
+    grid = [ax for ax in fig.axes]
+    assert len(grid) == 3 * 3  # pix, fou, fac x three levels
+    batch = next(data.subset(torch.tensor([3])).batches(1))
+    low, high = data.specs["pix"].value_range
+    for j, level in enumerate((0, 2, 5)):
+        want = batch.inputs["pix"][0] if level == 0 else apply_condition(
+            batch, Condition("corruption", "gaussian_noise", ("pix",), level=float(level)), data.specs, 1).inputs["pix"][0]
+        shown = grid[j].images[0].get_array()
+        assert np.allclose(shown, ((want[0] - low) / (high - low)).clamp(0, 1).numpy())
+    assert grid[0].get_title() == "clean (level 0)" and grid[2].get_title() == "level 5"
+
+
+def test_corruption_gallery_audio_gets_waveform_and_spectrogram_and_tokens_text():
+    from robustbench_mm.datasets import load_dataset
+
+    data = load_dataset("synthetic:samples=20", "test")
+    audio = plots.corruption_gallery(data, "white_noise", levels=(0, 5))
+    assert [ax.get_ylabel() for ax in audio.axes[::2]] == ["audio (audio)", "audio (audio)\nspectrogram"]
+    assert audio.axes[0].lines and audio.axes[2].images  # waveform, then spectrogram
+    tokens = plots.corruption_gallery(data, "blank", levels=(0, 5))
+    clean_text, blanked = (ax.texts[0].get_text() for ax in tokens.axes[:2])
+    assert blanked.count("?") > clean_text.count("?")  # level 5 blanks 70% of the tokens to the unknown id
+    with pytest.raises(InputError, match="applies to none of the modalities"):
+        plots.corruption_gallery(data, "pixelate")
+
+
+def test_show_corruption_writes_png_and_svg_and_refuses_bad_levels(tmp_path, capsys):
+    from robustbench_mm.cli import main
+
+    out = tmp_path / "gallery.png"
+    assert main(["show", "corruption", "pixelate", "--data", "mfeat", "--levels", "0,1,5", "-o", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".svg").is_file()
+    assert main(["show", "corruption", "pixelate", "--data", "mfeat", "--levels", "0,7", "-o", str(out)]) == 2
+    assert "--levels '0,7': expected comma-separated levels from 0 to 5" in capsys.readouterr().err

@@ -37,11 +37,15 @@ __all__ = ["write_report", "compare_runs", "format_comparison", "run_differences
            "gate_samples", "gate_summary", "section", "SECTIONS", "Context", "Section", "Text", "Table", "Figure"]
 
 
-def write_report(runs, out, *, reference: str | None = None, title: str | None = None) -> Path:
+GALLERY_CHOICES = ("auto", "on", "off")
+
+
+def write_report(runs, out, *, reference: str | None = None, title: str | None = None, gallery: str = "auto") -> Path:
     """Write index.html, report.md, figures/ and tables/ for one or more run folders into `out`.
 
     runs : run folder paths or `Run`s (what `evaluate` returns); several (e.g. one per training seed) are merged as replicates.
     reference : the CE/mCE reference model (default: the first model).
+    gallery : the corruption gallery section: "auto" (drawn for up to a few corruptions), "on", "off".
     The sections are every registered one (`SECTIONS`, built-in and the user's), by order.
     Returns the path of index.html.
     """
@@ -51,7 +55,9 @@ def write_report(runs, out, *, reference: str | None = None, title: str | None =
         reference = data.models[0]
     elif reference not in data.models:
         raise one_of("reference model", reference, data.models)
-    ctx = Context(data, Boot(data), reference, FigureSink(out / "figures"))
+    if gallery not in GALLERY_CHOICES:
+        raise one_of("--gallery", gallery, GALLERY_CHOICES)
+    ctx = Context(data, Boot(data), reference, FigureSink(out / "figures"), gallery=gallery)
     built = [spec.build(ctx) for spec in ordered_sections()]
     title = title or "Robustness report: " + ", ".join(data.runs)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -58,6 +58,7 @@ def compare_runs(run_a, run_b, *, metric: str = "accuracy", alpha: float = ALPHA
     df = pd.DataFrame(rows)
     df["p_holm"] = holm(df["p"].to_numpy())
     df["significant"] = df["p_holm"] < alpha
+    df = _by_effect(df)
     df.attrs.update(metric=metric, alpha=alpha, run_a=str(run_a), run_b=str(run_b), differences=differences)
     return df
 
@@ -87,10 +88,17 @@ def run_differences(a: dict, b: dict) -> list[str]:
     return out
 
 
+def _by_effect(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows by the size of the difference, largest |B − A| first (ties: smaller Holm p first)."""
+    order = np.lexsort((df["p_holm"].to_numpy(), -df["diff"].abs().to_numpy()))
+    return df.iloc[order].reset_index(drop=True)
+
+
 def format_comparison(df: pd.DataFrame) -> str:
-    """Terminal table of the cells whose difference is significant after Holm correction."""
+    """Terminal table of the cells whose difference is significant after Holm correction, largest
+    effect first."""
     metric, alpha = df.attrs.get("metric", "metric"), df.attrs.get("alpha", ALPHA)
-    sig = df[df["significant"]].sort_values("p_holm")
+    sig = _by_effect(df[df["significant"]])
     head = "".join(f"note: {d}\n" for d in df.attrs.get("differences", [])) + (
         f"{len(sig)} of {len(df)} matched cells differ significantly in {metric} (B − A, Holm-adjusted p < {alpha:g})"
     )

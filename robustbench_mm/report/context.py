@@ -60,6 +60,7 @@ class Context:
     boot: Boot
     reference: str
     figures: FigureSink
+    gallery: str = "auto"  # the corruption gallery: "auto" (a few corruptions), "on" or "off"
     omitted: list[tuple[str, str]] = field(default_factory=list)
     _shared: dict = field(default_factory=dict)
 

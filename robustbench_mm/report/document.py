@@ -55,9 +55,16 @@ def fmt(x, digits: int = 3) -> str:
 
 
 def fmt_p(p) -> str:
+    """A p-value in a table cell under a `p` heading: "0.012", "< 0.001"."""
     if p is None or not np.isfinite(p):
         return "–"
-    return "<0.001" if p < 1e-3 else f"{p:.3f}"
+    return "< 0.001" if p < 1e-3 else f"{p:.3f}"
+
+
+def p_text(p, name: str = "p") -> str:
+    """A p-value in a sentence: "p = 0.012", "p < 0.001" (never "p = < 0.001")."""
+    shown = fmt_p(p)
+    return f"{name} {shown}" if shown.startswith("<") else f"{name} = {shown}"
 
 
 def fmt_ci(value, low, high) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from ... import plots
 from ...domain import Family
+from ...metrics import resampled_metric
 from ...stats import holm
 from ..context import Context, section
 from ..document import Section, Table, Text, fmt, fmt_ci, fmt_p, formatted
@@ -45,21 +47,39 @@ def calibration_pairs(models: list[str], configs: dict[str, dict]) -> list[tuple
     return [(b, without[b], with_[b]) for b in without if b in with_]
 
 
+def _pooled(data: Data, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The per-sample records of one model's cells in several replicates, one after the other."""
+    records = [data.record(row) for _, row in rows.iterrows()]
+    shared = set.intersection(*(set(r) for r in records))
+    return {k: np.concatenate([r[k] for r in records]) for k in records[0] if k in shared}
+
+
 def calibration_table(data: Data) -> pd.DataFrame:
-    """One row per cell shared by a backbone's models without and with calibration: their values,
-    diff = with − without (`estimates.paired_test`), p, Holm-adjusted p over all rows, significant."""
+    """One row per condition shared by a backbone's models without and with calibration: one paired
+    test per condition (`estimates.paired_test`) over the samples of every replicate both models
+    have, pooled (replicate after replicate, each sample paired with itself), Holm-adjusted over all
+    rows. The heatmap, this table and the summary read these rows, so they agree by construction.
+
+    value_without : the metric over the pooled samples; value_with = value_without + diff.
+    """
     rows = []
     for backbone, without, with_ in calibration_pairs(data.models, data.configs):
         a = data.cells[data.cells["model"] == with_].set_index(["replicate", "condition"])
         b = data.cells[data.cells["model"] == without].set_index(["replicate", "condition"])
-        for key in a.index.intersection(b.index):
-            ra, rb = a.loc[key], b.loc[key]
-            res = paired_test(data.record(ra), data.record(rb), data.metric, data.num_classes)
+        shared = a.index.intersection(b.index)
+        for condition in dict.fromkeys(shared.get_level_values("condition")):
+            keys = [k for k in shared if k[1] == condition]
+            ra, rb = a.loc[keys].reset_index(), b.loc[keys].reset_index()
+            rec_with, rec_without = _pooled(data, ra), _pooled(data, rb)
+            res = paired_test(rec_with, rec_without, data.metric, data.num_classes)
+            base = float(resampled_metric(rec_without, data.metric, data.task, data.num_classes,
+                                          np.ones((1, len(rec_without["ids"]))))[0])
+            first = ra.iloc[0]
             rows.append({
-                "backbone": backbone, "without": without, "with": with_, "replicate": key[0],
-                "condition": key[1], "family": ra["family"], "name": ra["name"], "modalities": ra["modalities"],
-                "level": ra["level"], "rate": ra["rate"],
-                "value_without": rb[data.metric], "value_with": ra[data.metric],
+                "backbone": backbone, "without": without, "with": with_, "replicates": len(keys),
+                "condition": condition, "family": first["family"], "name": first["name"],
+                "modalities": first["modalities"], "level": first["level"], "rate": first["rate"],
+                "value_without": base, "value_with": base + res.diff,
                 "diff": res.diff, "low": res.low, "high": res.high, "p": res.p,
             })
     table = pd.DataFrame(rows)
@@ -85,19 +105,21 @@ def build(ctx: Context) -> Section | None:
         f"Difference with − without calibration of {data.metric} per cell, {CONFIDENCE:.0%} paired bootstrap "
         f"interval ({N_RESAMPLES} resamples), {paired_test_name(data.metric)} p-value, Holm–Bonferroni adjusted "
         f"over all {len(table)} cells of this table; significant = adjusted p < {ALPHA:g}."
+        + (" One test per cell: the samples of every replicate (run × seed) are pooled, each paired with "
+           "itself in the other model, so the heatmap, this table and the summary count the same cells."
+           if data.replicated else "")
     ))
     corr = table[table["family"] == Family.CORRUPTION]
     if len(corr):
         sign = 1.0 if data.higher_is_better else -1.0
-        gains = (corr.groupby(["backbone", "name", "modalities", "level"], sort=False)
-                 .agg(diff=("diff", "mean"), significant=("significant", "all")).reset_index())
+        gains = corr[["backbone", "name", "modalities", "level", "diff", "significant"]].copy()
         gains["diff"] *= sign
         fig = plots.gain_heatmap(gains, label=f"{data.metric} gain (with − without calibration)")
         sec.blocks.append(ctx.figure("calibration_gain", fig,
-                                  "Calibration gain over corruption × level per backbone (mean over replicates); "
-                                  "hatched cells are not significant after Holm correction"
-                                  + (" in every replicate." if data.replicated else ".")))
-    shown = table[["backbone", "replicate", "family", "name", "modalities", "level", "rate"]].copy()
+                                  "Calibration gain over corruption × level per backbone"
+                                  + (" (replicates pooled)" if data.replicated else "")
+                                  + "; hatched cells are not significant after Holm correction."))
+    shown = table[["backbone", "replicates", "family", "name", "modalities", "level", "rate"]].copy()
     shown = formatted(shown)
     shown["without"] = [fmt(v) for v in table["value_without"]]
     shown["with"] = [fmt(v) for v in table["value_with"]]
@@ -106,7 +128,7 @@ def build(ctx: Context) -> Section | None:
     shown["p (Holm)"] = [fmt_p(v) for v in table["p_holm"]]
     shown["significant"] = ["yes" if s else "no" for s in table["significant"]]
     if not data.replicated:
-        shown = shown.drop(columns="replicate")
+        shown = shown.drop(columns="replicates")
     sec.blocks.append(Table("calibration", table, shown, "Calibration gain per cell", collapsed=len(table) > 30))
     return sec
 

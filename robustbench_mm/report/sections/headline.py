@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...domain import Family, Task, cells, clean_cells
+from ...domain import MEAN_CORRUPTED_CELLS, Family, Task, cells, clean_cells, corrupted_cells
 from ...errors import InputError
 from ...summaries import corruption_errors, mean_corruption_errors
 from ...stats import mean_ci
@@ -47,7 +47,7 @@ def headline_table(ctx: Context) -> pd.DataFrame:
     for model in data.models:
         own = cells(data.cells, model=model)
         row: dict = {"model": model}
-        for key, rows_of in (("clean", clean_cells(own)), ("corrupted", cells(own, Family.CORRUPTION))):
+        for key, rows_of in (("clean", clean_cells(own)), ("corrupted", corrupted_cells(own))):
             row[key], row[f"{key}_low"], row[f"{key}_high"] = estimate(data, boot, rows_of)
         m = mce[mce["model"] == model]
         if len(m):
@@ -88,7 +88,9 @@ def build(ctx: Context) -> Section | None:
         shown = shown.drop(columns=[f"mean corrupted {data.metric}"] + ([mce_column, "relative mCE"] if shows_mce(ctx) else []))
     if not perturbed[Family.REMOVAL]:
         shown = shown.drop(columns=[f"worst removal {data.metric}", "worst removed subset"])
-    text = ["Clean and mean corrupted values with their intervals."]
+    text = ["Clean and mean corrupted values with their intervals"
+            + (f"; mean corrupted averages {MEAN_CORRUPTED_CELLS} (the same cells as the mean rbmm eval prints "
+               "and the gate's)." if perturbed[Family.CORRUPTION] else ".")]
     if shows_mce(ctx) and perturbed[Family.CORRUPTION]:
         text.append(
             f"mCE and relative mCE follow ImageNet-C against the reference model {ctx.reference}: CE_c = Σ_s E_c,s / "

@@ -9,7 +9,7 @@ from ... import plots
 from ...domain import perturbed_cells
 from ...stats import critical_difference
 from ..context import Context, section
-from ..document import Section, Table, Text, fmt_p, formatted
+from ..document import Section, Table, Text, formatted, p_text
 from ..estimates import ALPHA
 
 
@@ -35,8 +35,8 @@ def build(ctx: Context) -> Section | None:
     fr = result.friedman
     sec.blocks.append(Text(
         f"Friedman test over the {fr.n} perturbed conditions shared by all {fr.k} models (ranks 1 = best, "
-        f"replicates averaged per condition; {fr.formula}): χ²_F = {fr.chi2:.2f}, p = {fmt_p(fr.p_value)}; Iman–Davenport "
-        f"F = {fr.f_stat:.2f}, p = {fmt_p(fr.f_p_value)}. Nemenyi critical difference at α = {ALPHA:g}: "
+        f"replicates averaged per condition; {fr.formula}): χ²_F = {fr.chi2:.2f}, {p_text(fr.p_value)}; Iman–Davenport "
+        f"F = {fr.f_stat:.2f}, {p_text(fr.f_p_value)}. Nemenyi critical difference at α = {ALPHA:g}: "
         f"CD = {result.cd:.3f}; models joined by a bar do not differ significantly. Conditions are not independent "
         "datasets (they share samples), so read the ranking as descriptive."
     ))

@@ -30,28 +30,27 @@ def build(ctx: Context) -> Section | None:
     sec = Section("Reliability", "reliability")
     df = data.cells
     first = df["replicate"].iloc[0]
-    panels, eces = {}, {}
+    panels, eces, worst_cells = {}, {}, {}
     for model in data.models:
         own = df[(df["model"] == model) & (df["replicate"] == df[df["model"] == model]["replicate"].iloc[0])]
         clean = clean_cells(own)
         rest = perturbed_cells(own)
-        picks = []
-        if len(clean):
-            picks.append(("clean", clean.iloc[0]))
+        if clean.empty:
+            continue
+        rec = data.record(clean.iloc[0])
+        panels[model] = (rec["conf"], rec["pred"] == rec["target"])
+        if "ece" in clean and np.isfinite(clean.iloc[0]["ece"]):
+            eces[model] = float(clean.iloc[0]["ece"])
         if len(rest):
             worst = rest.loc[rest[data.metric].idxmin()]
-            picks.append((f"worst: {_condition_label(worst)}", worst))
-        for label, row in picks:
-            rec = data.record(row)
-            title = f"{model} · {label}"
-            panels[title] = (rec["conf"], rec["pred"] == rec["target"])
-            if "ece" in row and np.isfinite(row["ece"]):
-                eces[title] = float(row["ece"])
+            bad = data.record(worst)
+            ece = f", ECE {worst['ece']:.3f}" if "ece" in worst and np.isfinite(worst["ece"]) else ""
+            worst_cells[model] = (f"worst: {_condition_label(worst)}{ece}", bad["conf"], bad["pred"] == bad["target"])
     if not panels:
         return None
-    fig = plots.reliability_diagram(panels, ece=eces, ncols=2)
+    fig = plots.reliability_diagram(panels, ece=eces, ncols=4, overlay=worst_cells)
     where = "" if not data.replicated else f" (replicate {first} of each model)"
-    sec.blocks.append(ctx.figure("reliability", fig, "Reliability of the clean cell and the worst cell of each model"
-                                                  f"{where}: accuracy per confidence bin (15 equal-width bins)."))
+    sec.blocks.append(ctx.figure("reliability", fig, "Reliability of each model's clean cell (bars, ECE in the title) "
+                                                  f"and its worst cell (line){where}: accuracy per confidence bin "
+                                                  "(15 equal-width bins)."))
     return sec
-

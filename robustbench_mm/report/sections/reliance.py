@@ -11,6 +11,7 @@ from ...summaries import modality_reliance, modality_shapley
 from ..context import Context, section
 from ..document import Section, Table, Text, fmt, formatted
 from ..load import metric_frame
+from .removal import identical_fills, merged_fill_note
 
 
 def shapley_formula(task: Task) -> str:
@@ -38,6 +39,14 @@ def build(ctx: Context) -> Section | None:
     reliance = modality_reliance(frame, data.metric)
     keys = ["model", "fill", "removed"]
     reliance = reliance.groupby(keys, sort=False)[["clean", "value", "drop", "relative_drop"]].mean().reset_index()
+    merged = identical_fills(ctx)
+    if merged:  # one row for fills that gave identical results (see the removal section)
+        # keyed by the set of removed modalities: the reliance table writes them in its own order
+        first = {frozenset(mods.split("+")): fills for (mods, rate), fills in merged.items() if rate == 1.0}
+        fills_of = [first.get(frozenset(r.split("+"))) for r in reliance["removed"]]
+        keep = [fills is None or f == fills[0] for fills, f in zip(fills_of, reliance["fill"])]
+        reliance = reliance[keep].assign(fill=[" = ".join(fills) if fills is not None else f
+                                               for fills, f, k in zip(fills_of, reliance["fill"], keep) if k])
     confidence = ", and a CAL-style confidence term beside them" if data.task == Task.CLASSIFICATION else ""
     sec.blocks.append(Text("Modality reliance (the dependency bias): drop of the metric when a subset is removed "
                            "from every sample, mean over replicates. Contribution: exact Shapley values over the "
@@ -48,6 +57,8 @@ def build(ctx: Context) -> Section | None:
              .pivot(index="removed", columns="model", values="drop").reindex(columns=data.models).fillna("–")
              .reset_index())
     shown = shown.iloc[np.argsort([len(r.split("+")) for r in shown["removed"]], kind="stable")]
+    if merged:
+        sec.blocks.append(Text(merged_fill_note(merged)))
     sec.blocks.append(Table("reliance", reliance, shown, f"Reliance: {data.metric} drop per removed subset (fill)", collapsed=len(shown) > 30))
     try:
         shap = modality_shapley(frame, data.metric, num_classes=data.num_classes)
@@ -63,6 +74,12 @@ def build(ctx: Context) -> Section | None:
     if data.task != Task.CLASSIFICATION:
         cols.remove("confidence_alone")
     shap = shap.groupby(["model", "fill", "modality"], sort=False)[cols].mean().reset_index()
+    same = {fills for (mods, rate), fills in merged.items() if rate == 1.0}
+    subsets = set(cells(frame, Family.REMOVAL, rate=1.0)["modalities"])
+    if len(same) == 1 and len([k for k in merged if k[1] == 1.0]) == len(subsets):
+        # every subset's fills agree, so their Shapley values do too: one row per model and modality
+        fills = same.pop()
+        shap = shap[shap["fill"] == fills[0]].assign(fill=" = ".join(fills))
     caption = "Contribution: Shapley value" + (" and confidence alone" if data.task == Task.CLASSIFICATION else "")
     sec.blocks.append(Table("contribution", shap, formatted(shap), caption))
     return sec

@@ -68,6 +68,20 @@ def models_table(data: Data) -> tuple[pd.DataFrame, dict[str, str]]:
     return table, shared
 
 
+def plugins_table(data: Data) -> pd.DataFrame:
+    """One row per plug-in (name, source, sha256 and any further recorded field), with the runs it
+    shaped: a table, where the manifest's JSON inline was unreadable."""
+    rows: dict[tuple, dict] = {}
+    for name, run in data.runs.items():
+        for plugin in run.manifest.plugins or ():
+            facts = {k: _config_value(v) for k, v in plugin.items()} if isinstance(plugin, dict) else {"name": str(plugin)}
+            if "sha256" in facts:
+                facts["sha256"] = _short(facts["sha256"])
+            key = tuple(sorted(facts.items()))
+            rows.setdefault(key, {**facts, "runs": []})["runs"].append(name)
+    return pd.DataFrame([{**row, "runs": ", ".join(row["runs"])} for row in rows.values()])
+
+
 @section("setup", order=100)
 def build(ctx: Context) -> Section | None:
     data = ctx.data
@@ -81,13 +95,10 @@ def build(ctx: Context) -> Section | None:
            + ("; mCE has a t interval across replicates." if shows_mce(ctx) else ".") if data.replicated
            else f"percentile bootstrap intervals over the evaluation samples ({N_RESAMPLES} resamples, seed 0).")
     ))
-    by_plugins: dict[str, list[str]] = {}  # the same plug-ins, said once for the runs they shaped
-    for name, run in data.runs.items():
-        if run.manifest.plugins:
-            listed = "; ".join(json.dumps(p, default=str) for p in run.manifest.plugins)
-            by_plugins.setdefault(listed, []).append(name)
-    for listed, names in by_plugins.items():
-        sec.blocks.append(Text(f"Corruption plug-ins of {', '.join(names)}: {listed}"))
+    plugins = plugins_table(data)
+    if not plugins.empty:
+        sec.blocks.append(Table("plugins", plugins, formatted(plugins),
+                                "Plug-ins that shaped the runs: where each came from and its SHA-256 (first 16 hex digits)"))
     models, shared = models_table(data)
     if shared:
         what = "every model" if len(models) > 1 else models["model"].iloc[0]

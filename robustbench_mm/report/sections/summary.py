@@ -84,7 +84,10 @@ def _calibration(ctx: Context) -> list[str]:
         lines.append(
             f"Calibration on {backbone} ({own['with'].iloc[0]} vs {own['without'].iloc[0]}) {verdict}: "
             f"{data.metric} better in {helped} and worse in {hurt} of {len(perturbed)} perturbed cells after Holm "
-            f"correction (α = {ALPHA:g}, over all {len(table)} cells compared), mean gain {gain.mean():+.3f}."
+            f"correction (α = {ALPHA:g}, over all {len(table)} cells compared"
+            + (f"; each cell one paired test over its {own['replicates'].max()} replicates pooled, as in the heatmap"
+               if data.replicated else "")
+            + f"), mean gain {gain.mean():+.3f}."
         )
     return lines
 
