@@ -415,6 +415,7 @@ def evaluate(
     started = time.time()
     options = replace(options, **settings) if options is not None else EvalOptions(**settings)
     dist = _Dist()
+    writer = None
     try:
         job = _prepare(models, data, protocol, options, dist)
         writer, pending = _plan(job, Path(out), options, dist)
@@ -424,6 +425,8 @@ def evaluate(
         writer.write_tables(complete=True, wall_seconds=time.time() - started)
         return Run(out)
     finally:
+        if writer is not None:
+            writer.close()
         dist.close()
 
 
@@ -488,6 +491,9 @@ def _plan(job: _Job, out: Path, options: EvalOptions, dist: _Dist) -> tuple[RunW
             done = writer.done
             plan = [_Column(s, c, {mi: cid for mi, cid in enumerate(row) if cid not in done}) for (s, c), row in zip(grid, ids)]
         except InputError as e:
+            if writer is not None:
+                writer.close()
+                writer = None
             plan = e
     plan = dist.broadcast(plan)
     if isinstance(plan, InputError):

@@ -27,6 +27,7 @@ from .domain import Family, clean_cells
 from .domain import cells as select_cells
 from .errors import InputError, one_of
 from .metrics import METRICS, SE_SUFFIX
+from .escape import csv_text, safe_file_name
 from .results import Run, atomic_write
 
 FORMATS = ("robustbench", "lm-eval")
@@ -39,12 +40,19 @@ _IMAGENET_C_NAME = {ours: theirs for theirs, ours in ALIASES.items()}
 
 
 def export_run(run: Run | str | Path, out: str | Path, fmt: str) -> list[Path]:
-    """Write `run` in format `fmt` (one of FORMATS) under the folder `out`; returns the files written."""
+    """Write `run` in format `fmt` (one of FORMATS) under the folder `out`; returns the files written.
+    File names come from model names through `safe_file_name`, so every file lands inside `out`."""
     run = run if isinstance(run, Run) else Run(run)
     if fmt not in FORMATS:
         raise one_of("export format", fmt, FORMATS)
     if run.cells.empty:
         raise InputError(f"run {run.path} has no cells to export")
+    models = list(dict.fromkeys(str(m) for m in run.cells["model"]))
+    files = [safe_file_name(m) for m in models]
+    if len(set(files)) != len(files):
+        twice = next(f for f in files if files.count(f) > 1)
+        raise InputError(f"run {run.path}: models {', '.join(repr(m) for m, f in zip(models, files) if f == twice)} "
+                         f"would share the file name {twice!r}; rename one")
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -116,11 +124,11 @@ def _robustbench(run: Run, out: Path) -> list[Path]:
             "autoattack_acc": None,
             "footnote": f"robustbench-mm run {run.path.name}, protocol {run.manifest.protocol.name}",
         }
-        path = out / f"{model}.json"
+        path = out / f"{safe_file_name(model)}.json"
         atomic_write(path, (json.dumps(info, indent=2) + "\n").encode())
         written.append(path)
     path = out / "unaggregated_results.csv"
-    atomic_write(path, table.to_csv(lineterminator="\n").encode())
+    atomic_write(path, csv_text(table, index=True).encode())
     return written + [path]
 
 
@@ -181,8 +189,7 @@ def _lm_eval(run: Run, out: Path) -> list[Path]:
             "numpy_version": package.get("numpy"),
             "python_version": package.get("python"),
         }
-        path = out / model / "results.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = out / safe_file_name(model) / "results.json"
         atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
         written.append(path)
     return written

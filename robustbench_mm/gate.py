@@ -31,6 +31,7 @@ import pandas as pd
 
 from .version import __version__
 from .errors import InputError
+from .escape import md_cell
 from .domain import Family, Task, cells as select_cells, clean_cells, parse_task
 from .results import Run, atomic_write, task_of
 from .stats import bootstrap_counts
@@ -183,26 +184,14 @@ def make_baseline(run: Run) -> dict:
 def write_baseline(run: Run, out: str | Path) -> Path:
     out = Path(out)
     text = json.dumps(make_baseline(run), indent=1) + "\n"
-    _write_text(out, text, atomic=True)
+    _write_text(out, text)
     return out
 
 
-def _write_text(path: Path, text: str, atomic: bool = False) -> None:
-    """Write an output file (parents created); OSError -> one-line InputError naming the path.
-
-    `atomic` replaces the file by rename (a baseline is never half-written); gate reports are
-    written in place, since CI may hand a file in a folder we cannot create files in
-    ($GITHUB_STEP_SUMMARY).
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if atomic:
-            atomic_write(path, text.encode())
-        else:
-            path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+def _write_text(path: Path, text: str) -> None:
+    """Write an output file whole or not at all (`results.atomic_write`: parents created, a
+    temporary file renamed into place); OSError -> one-line InputError naming the path."""
+    atomic_write(Path(path), text.encode("utf-8"))
 
 
 def load_baseline(path: str | Path) -> dict:
@@ -501,11 +490,6 @@ def write_junit(result: GateResult, path: str | Path) -> None:
     _write_text(Path(path), text)
 
 
-def _md(text: str) -> str:
-    """A table-cell-safe string: condition keys contain '|'."""
-    return text.replace("|", "\\|")
-
-
 def write_summary(result: GateResult, path: str | Path) -> None:
     """Markdown for a CI step summary: verdict, then the regressed checks (or the worst drops)."""
     verdict = "❌ robustness regression" if not result.passed else "✅ no robustness regression"
@@ -515,14 +499,14 @@ def write_summary(result: GateResult, path: str | Path) -> None:
         "",
         f"{len(result.checks)} checks, tolerance {result.tolerance:g}, {result.confidence:.0%} paired bootstrap intervals.",
         "",
-        *[f"- {_md(n)}" for n in result.notes],
+        *[f"- {md_cell(n)}" for n in result.notes],
         *([""] if result.notes else []),
         "| model | check | baseline | current | drop | CI of drop | regressed |",
         "|---|---|---:|---:|---:|---|---|",
     ]
     for c in rows:
         lines.append(
-            f"| {_md(c.model)} | {_md(c.name)} | {c.baseline:.4f} | {c.current:.4f} | {c.drop:+.4f} "
+            f"| {md_cell(c.model)} | {md_cell(c.name)} | {c.baseline:.4f} | {c.current:.4f} | {c.drop:+.4f} "
             f"| [{c.drop_low:+.4f}, {c.drop_high:+.4f}] | {'yes' if c.regressed else 'no'} |"
         )
     _write_text(Path(path), "\n".join(lines) + "\n")
