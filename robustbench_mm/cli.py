@@ -111,6 +111,10 @@ def _add_format(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--trust-data", action="store_true", help=TRUST_DATA_HELP)
     p.add_argument(
+        "--allow-outside-paths", action="store_true",
+        help="let a media index (or a symlink in a class folder) name files outside the dataset's folder (default: refused)",
+    )
+    p.add_argument(
         "--tokenizer", metavar="MODULE:FUNCTION",
         help="text -> list of token ids for media/Parquet text (default: a whitespace vocabulary of the train split)",
     )
@@ -275,7 +279,7 @@ def _load_data(args: argparse.Namespace, source: str, split: str):
 
     data = load_dataset(
         source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task,
-        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, outside_paths=args.allow_outside_paths,
     )
     _say_task(source, args.task, data)
     if data.split == "all":
@@ -416,7 +420,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_writable(Path(args.out), "--out", folder=False)
     splits = load_splits(
         args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task,
-        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer,
+        fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, outside_paths=args.allow_outside_paths,
     )
     _say_task(args.data, args.task, splits["train"])
     metrics = train_and_save(

@@ -62,7 +62,7 @@ def is_builtin(source: str) -> bool:
 
 def _all_splits(
     source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool, task: str | None = None,
-    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None, outside_paths: bool = False,
 ) -> tuple[dict[str, MultimodalData], bool]:
     """(splits, selected): `selected` is True when `modalities` was already applied.
 
@@ -82,7 +82,8 @@ def _all_splits(
     if fmt not in (None, *FORMATS):
         raise one_of("--format", fmt, FORMATS)
     if fmt in READERS or (fmt is None and detect_format(source)):
-        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer)
+        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer,
+                              outside_paths=outside_paths)
         return _fixed_task(source, read_splits(source, fmt, options), task), False
     if fmt in FEATURE_FILE_FORMATS or Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
         return load_file_splits(source, kinds, seed=seed if training else None, task=task), False
@@ -105,7 +106,7 @@ def _select(data: MultimodalData, modalities, selected: bool) -> MultimodalData:
 def load_splits(
     source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0,
     task: str | None = None,
-    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None,
+    fmt: str | None = None, trust: bool = False, tokenizer: str | None = None, outside_paths: bool = False,
 ) -> dict[str, MultimodalData]:
     """{"train", "val", "test"} of a source, train statistics on every split's specs (for training).
 
@@ -114,7 +115,8 @@ def load_splits(
     Streamed media are decoded into memory here: training revisits samples in random order.
     """
     splits, selected = _all_splits(
-        source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer
+        source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer,
+        outside_paths=outside_paths,
     )
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
@@ -134,15 +136,18 @@ def load_dataset(
     fmt: str | None = None,
     trust: bool = False,
     tokenizer: str | None = None,
+    outside_paths: bool = False,
 ) -> MultimodalData:
     """One split of a source. A feature file or factory without its own split is one evaluation
     set: asking for "test" (the default) or "all" gives the whole of it, with split "all" (as the
     run's manifest then records). task : as in `load_splits`. fmt: a reader name (default: detected
-    from the path); trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text."""
+    from the path); trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text;
+    outside_paths: let a media index name files outside the dataset's folder (default: refused)."""
     if split not in SPLITS + (WHOLE,):
         raise one_of("split", split, SPLITS + (WHOLE,))
     splits, selected = _all_splits(
-        source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer
+        source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer,
+        outside_paths=outside_paths,
     )
     if WHOLE in splits and split in ("test", WHOLE):
         split = WHOLE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -34,12 +35,14 @@ class ReadOptions:
     kinds : --kind overrides. seed : the 60/20/20 split seed when training on a set without splits
         (None = evaluation: such a set is one split, "all"). trust : --trust-data (pickles).
     tokenizer : "module:function" mapping a text to a list of token ids (None = whitespace vocabulary).
+    outside_paths : --allow-outside-paths: a data file may name files outside the dataset's folder.
     """
 
     kinds: dict[str, str] | None = None
     seed: int | None = None
     trust: bool = False
     tokenizer: str | None = None
+    outside_paths: bool = False
 
 
 def optional_import(module: str, fmt: str):
@@ -123,3 +126,18 @@ def assemble_with_lengths(
         rows = order[np.searchsorted(ids[order], data.ids.numpy())]
         out[s] = replace(data, lengths={m: torch.from_numpy(v[rows]) for m, v in lengths.items() if m in data.specs})
     return out
+
+
+def confined(root: Path, path: Path, where: str, options: ReadOptions) -> Path:
+    """`path`, named by a data file (or found in the dataset's folder), if it lies inside `root`
+    once symlinks and `..` are resolved; else one line (unless --allow-outside-paths). A data file
+    from elsewhere must not make us read (and hash into a manifest) /etc/passwd or a private key."""
+    if options.outside_paths:
+        return path
+    inside = root.resolve()
+    if not path.resolve().is_relative_to(inside):
+        raise InputError(
+            f"{where}: {str(path)!r} lies outside the dataset folder {str(inside)!r} (through '..', an absolute "
+            "path or a symlink); move it inside or pass --allow-outside-paths"
+        )
+    return path

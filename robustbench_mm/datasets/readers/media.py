@@ -36,7 +36,7 @@ from ...errors import InputError
 from ..batch import PAD_ID, UNK_ID, ModalitySpec, MultimodalData, SplitData
 from ..files import resolve_factory
 from ..splits import CONSTANT_STD_REL, SPLITS, WHOLE, stratified_split
-from .common import SPLIT_ALIASES, ReadOptions, few
+from .common import SPLIT_ALIASES, ReadOptions, confined, few
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 AUDIO_SUFFIXES = (".wav",)
@@ -281,12 +281,13 @@ class _Entries:
     kinds: dict[str, str]  # modality -> image / audio / text
 
 
-def _class_folders(root: Path) -> _Entries:
-    top = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+def _class_folders(root: Path, options: ReadOptions) -> _Entries:
+    where = str(root)
+    top = sorted(confined(root, d, where, options) for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not top:
         raise InputError(f"{str(root)!r}: no class folders and no index.csv / index.jsonl")
     split_layout = all(d.name.lower() in SPLIT_ALIASES for d in top)
-    groups = [(SPLIT_ALIASES[d.name.lower()], c) for d in top for c in sorted(x for x in d.iterdir() if x.is_dir())] if split_layout else [(None, d) for d in top]
+    groups = [(SPLIT_ALIASES[d.name.lower()], confined(root, c, where, options)) for d in top for c in sorted(x for x in d.iterdir() if x.is_dir())] if split_layout else [(None, d) for d in top]
     if split_layout and "train" not in {s for s, _ in groups}:
         raise InputError(f"{str(root)!r}: split folders {few(d.name for d in top)} without 'train'; the statistics and vocabulary come from train")
     labels, splits, columns = [], [], {}
@@ -296,7 +297,7 @@ def _class_folders(root: Path) -> _Entries:
             kind = kind_of_suffix(f.suffix) if f.is_file() else None
             if kind is None:
                 continue
-            samples.setdefault(f.stem, {})[kind] = f
+            samples.setdefault(f.stem, {})[kind] = confined(root, f, where, options)
         kinds_here = sorted({k for s in samples.values() for k in s})
         for kind in kinds_here:
             lacking = [stem for stem, files in samples.items() if kind not in files]
@@ -315,7 +316,7 @@ def _class_folders(root: Path) -> _Entries:
     return _Entries(labels, splits if split_layout else None, None, columns, {k: k for k in columns})
 
 
-def _index(path: Path) -> _Entries:
+def _index(path: Path, options: ReadOptions) -> _Entries:
     base = path.parent
     try:
         if path.suffix.lower() == ".csv":
@@ -349,7 +350,7 @@ def _index(path: Path) -> _Entries:
         missing = [v for v in values if not (base / str(v)).is_file()]
         if missing:
             raise InputError(f"index {str(path)!r}: column {m!r} names {len(missing)} files that do not exist: {few(missing)}")
-        columns[m], kinds[m] = [base / str(v) for v in values], kind
+        columns[m], kinds[m] = [confined(base, base / str(v), f"index {str(path)!r}: column {m!r}", options) for v in values], kind
     if not columns:
         raise InputError(f"index {str(path)!r}: no modality columns besides id, label, split")
     ids = None
@@ -401,7 +402,7 @@ def read(path: Path, options: ReadOptions) -> dict[str, StreamedData]:
     if index is None and not path.is_dir():
         raise InputError(f"media dataset {str(path)!r} not found; expected a folder (one per class, or with index.csv) or an index file")
     where = str(path)
-    entries = _index(index) if index is not None else _class_folders(path)
+    entries = _index(index, options) if index is not None else _class_folders(path, options)
     if options.kinds:
         raise InputError(f"{where}: --kind does not apply to media folders (kinds come from the file types)")
     labels, task, num_classes, class_names = _labels(where, entries.labels)
