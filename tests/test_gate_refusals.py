@@ -90,3 +90,4 @@ def test_our_schema_check_agrees_with_jsonschema(recorded):
             assert ours is None and theirs is None, case
         else:
             assert ours is not None and theirs is not None, (case, ours, theirs)
+
