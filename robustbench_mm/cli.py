@@ -7,7 +7,6 @@ traceback instead. Library imports happen inside each command so `rbmm --help` s
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from .version import __version__
 from .errors import GateFailure, InputError, one_of
+from .imports import working_directory_last
 from .runtime import keep_freed_memory
 
 TRUST_HELP = (
@@ -211,12 +211,10 @@ def _model_specs(models: list[str], names: list[str]) -> list[tuple[str | None, 
 
 
 def _cwd_importable() -> None:
-    """Put the working directory on sys.path, as `python -m` does: a `module:factory` there and the
-    code a trusted pickle names import without PYTHONPATH=. (the `rbmm` script's own folder is
-    what Python puts first)."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    """Put the working directory on sys.path, after the installed packages: a `module:factory`
+    there and the code a trusted pickle names import without PYTHONPATH=., and no file there
+    shadows an installed package (`imports.working_directory_last`)."""
+    working_directory_last()
 
 
 def _add_pixel_units(p: argparse.ArgumentParser) -> None:
@@ -737,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
+    working_directory_last()  # `python -m` put it first, where a ./h5py.py would shadow h5py
     try:
         plugins = args.plugins + getattr(args, "plugins_after", [])
         if plugins or Path("corruptions").is_dir():

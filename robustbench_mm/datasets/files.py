@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 
 from ..domain import Task, parse_task
 from ..errors import InputError, one_of
+from ..imports import working_directory_last
 from .batch import KINDS, UNK_ID, MultimodalData
 from .splits import SPLITS, WHOLE, build_splits, stratified_split
 
@@ -276,14 +276,12 @@ def load_file_splits(
 
 
 def resolve_factory(source: str):
-    """Import `module:factory` (the working directory on sys.path) and return the callable."""
+    """Import `module:factory` (the working directory on sys.path, after the installed packages) and
+    return the callable."""
     module_name, _, attr = source.rpartition(":")
     if not module_name or not attr or not all(part.isidentifier() for part in module_name.split(".") + attr.split(".")):
         raise InputError(f"dataset {source!r}: expected 'module:factory' (dotted module path, colon, function name)")
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    importlib.invalidate_caches()  # a module file written after start-up must still be found
+    working_directory_last()
     try:
         module = importlib.import_module(module_name)
     except Exception as e:

@@ -15,7 +15,6 @@ import os
 import pickle
 import pickletools
 import re
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..version import __version__
 from ..errors import InputError
+from ..imports import working_directory_last
+from ..version import __version__
 from .base import Reencodable
 
 FORMAT = "robustbench-mm"
@@ -217,9 +217,7 @@ def _load_ours(obj: dict, path: Path, device: str) -> tuple[nn.Module, dict, dic
 
 def _load_factory(spec: str, weights: str | None, trust: bool, device: str, random_weights: bool) -> LoadedModel:
     module_name, attr = spec.split(":")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    working_directory_last()
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

@@ -8,6 +8,8 @@ exactly those of a .npz; only media folders (streamed) build their splits themse
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
@@ -49,9 +51,17 @@ def optional_import(module: str, fmt: str):
     """Import an optional dependency, or one line naming the extra that installs it."""
     try:
         return importlib.import_module(module)
-    except ImportError:
+    except ImportError as e:
+        try:
+            version = importlib.metadata.version(module)
+        except importlib.metadata.PackageNotFoundError:
+            raise InputError(
+                f"reading {fmt} needs the Python package {module!r}: pip install 'robustbench-mm[{EXTRAS[module]}]'"
+            ) from None
+        found = getattr(sys.modules.get(module), "__file__", None) or e.path or "?"
         raise InputError(
-            f"reading {fmt} needs the Python package {module!r}: pip install 'robustbench-mm[{EXTRAS[module]}]'"
+            f"reading {fmt}: {module} {version} is installed but importing it failed ({e}; loaded from {found}); "
+            f"a file or folder named {module} on the import path may shadow it"
         ) from None
 
 
