@@ -29,6 +29,7 @@ from ..domain import Task, parse_task
 from ..errors import InputError, one_of
 from ..imports import working_directory_last
 from .batch import KINDS, UNK_ID, MultimodalData
+from .limits import check_npz
 from .splits import SPLITS, WHOLE, build_splits, stratified_split
 
 RESERVED = ("labels", "split", "ids")
@@ -201,6 +202,7 @@ def read_feature_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise InputError(f"feature file {str(p)!r} not found; expected a .npz or .pt file")
     if p.suffix == ".npz":
+        check_npz(p)
         try:
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
