@@ -104,12 +104,25 @@ TRUST_DATA_HELP = (
 )
 
 
+def _class_list(text: str) -> list[str]:
+    """--classes a,b,c -> ["a", "b", "c"]: distinct, non-empty names."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected distinct, non-empty class names separated by commas")
+    return names
+
+
 def _add_format(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format", metavar="FORMAT",
         help="how to read the data path, one of {data_formats} (default: detected from the path; `rbmm list datasets` describes each)",
     )
     p.add_argument("--trust-data", action="store_true", help=TRUST_DATA_HELP)
+    p.add_argument(
+        "--classes", metavar="NAME,NAME,...", type=_class_list,
+        help="the class names of a media dataset in the model's order: labels that are names (index.csv, class "
+        "folders) become their position here (default: integer labels are ids; class folders sorted by name)",
+    )
     p.add_argument(
         "--allow-outside-paths", action="store_true",
         help="let a media index (or a symlink in a class folder) name files outside the dataset's folder (default: refused)",
@@ -273,15 +286,23 @@ def _say_task(source: str, task: str | None, data) -> None:
 
 
 def _load_data(args: argparse.Namespace, source: str, split: str):
+    import numpy as np
+
     from .datasets import load_dataset, parse_kind_overrides
 
     data = load_dataset(
         source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task,
         fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, outside_paths=args.allow_outside_paths,
+        classes=args.classes,
     )
     _say_task(source, args.task, data)
     if data.split == "all":
         _note(f"dataset {source!r} has no 'split' array: all {len(data)} samples are evaluated (recorded as split 'all')")
+    if args.classes:
+        absent = [c for c, count in zip(args.classes, np.bincount(data.labels.numpy(), minlength=len(args.classes))) if not count]
+        if absent:
+            _note(f"dataset {source!r}: {len(absent)} of the {len(args.classes)} --classes have no samples in split "
+                  f"{data.split!r}: {', '.join(map(repr, absent))} (the other labels keep their numbers)")
     return data
 
 
@@ -419,6 +440,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     splits = load_splits(
         args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task,
         fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, outside_paths=args.allow_outside_paths,
+        classes=args.classes,
     )
     _say_task(args.data, args.task, splits["train"])
     metrics = train_and_save(

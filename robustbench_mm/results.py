@@ -241,6 +241,7 @@ class DatasetInfo:
     task: Task
     num_classes: int | None
     modalities: dict  # name -> {"kind": str, "shape": [int, ...]}
+    class_names: tuple[str, ...] | None = None  # label i is class_names[i]; None: the labels are bare ids
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,7 @@ def _parse(doc: dict, where: str) -> Manifest:
             n=_field(dataset, "n", int, dw), task=parse_task(_field(dataset, "task", str, dw), f"{dw}: field 'task'"),
             num_classes=_field(dataset, "num_classes", int, dw, optional=True),
             modalities=_field(dataset, "modalities", dict, dw),
+            class_names=_class_names(dataset, dw),
         ),
         seeds=tuple(_field(doc, "seeds", list, where)),
         rng=_field(doc, "rng", str, where),
@@ -366,6 +368,13 @@ def _parse(doc: dict, where: str) -> Manifest:
         finished=_field(doc, "finished", str, where, optional=True),
         wall_seconds=_field(doc, "wall_seconds", (int, float), where, optional=True),
     )
+
+
+def _class_names(dataset: dict, where: str) -> tuple[str, ...] | None:
+    names = _field(dataset, "class_names", list, where, optional=True)  # absent in runs before issue 24
+    if names is not None and not all(isinstance(n, str) for n in names):
+        raise InputError(f"{where}: field 'class_names': expected a list of strings")
+    return None if names is None else tuple(names)
 
 
 def _migrate_v1(doc: dict, where: str) -> dict:
@@ -666,6 +675,8 @@ class RunWriter:
                 (out / rel).unlink(missing_ok=True)
         elif previous is not None:
             before, now = previous.identity(), self.manifest.identity()
+            if previous.dataset.class_names is None:  # written before runs recorded class names: not a change
+                before["dataset"]["class_names"] = now["dataset"]["class_names"]
             changed = [k for k in now if before[k] != now[k]]
             if changed:
                 raise InputError(

@@ -31,12 +31,14 @@ TRAIN_DEFAULTS = {"epochs": 60, "batch_size": 64, "lr": 2e-3, "patience": 10, "w
 
 
 def _fill(config: dict, train: MultimodalData) -> dict:
-    """The model config with specs, task and class count taken from the training split."""
+    """The model config with specs, task, class count and class names taken from the training split."""
     cfg = dict(config)
     cfg.setdefault("specs", [s.to_dict() for s in train.specs.values()])
     cfg.setdefault("task", train.task)
     if train.task == Task.CLASSIFICATION:
         cfg.setdefault("num_classes", train.num_classes or int(train.labels.max()) + 1)
+        if train.class_names:  # evaluation refuses data whose class names or order differ
+            cfg.setdefault("class_names", list(train.class_names))
     return cfg
 
 

@@ -38,6 +38,7 @@ class ReadOptions:
         (None = evaluation: such a set is one split, "all"). trust : --trust-data (pickles).
     tokenizer : "module:function" mapping a text to a list of token ids (None = whitespace vocabulary).
     outside_paths : --allow-outside-paths: a data file may name files outside the dataset's folder.
+    classes : --classes: the class names in the model's order (media labels that are names).
     """
 
     kinds: dict[str, str] | None = None
@@ -45,6 +46,7 @@ class ReadOptions:
     trust: bool = False
     tokenizer: str | None = None
     outside_paths: bool = False
+    classes: tuple[str, ...] | None = None
 
 
 def optional_import(module: str, fmt: str):

@@ -373,25 +373,57 @@ def _index(path: Path, options: ReadOptions) -> _Entries:
     return _Entries([r["label"] for r in rows], splits, ids, columns, kinds)
 
 
-def _labels(where: str, raw: list) -> tuple[np.ndarray, str, int | None, list[str] | None]:
-    """(labels, task, num_classes, class_names): integers as class ids, floats as targets, names sorted."""
+def _labels(where: str, raw: list, classes: tuple[str, ...] | None, folders: bool) -> tuple[np.ndarray, str, int | None, list[str] | None]:
+    """(labels, task, num_classes, class_names).
+
+    With `classes` (--classes): integer labels are ids into it, other labels are names from it.
+    Without: integers are class ids, finite floats regression targets; class folders are named
+    classes in sorted order (the run records them, and evaluation checks them against the model's).
+    Any other label in an index is refused: one typo would otherwise turn every label into a
+    class name and renumber them all ("10" sorting before "2").
+    """
     text = [str(v).strip() for v in raw]
     try:
         values = np.array([int(t) for t in text], dtype=np.int64)
-        if values.min() < 0:
-            raise InputError(f"{where}: negative class id {values.min()}; expected ids 0..C-1 or class names")
-        return values, "classification", int(values.max()) + 1, None
     except ValueError:
-        pass
+        values = None
+    if values is not None and len(values) and values.min() < 0:
+        raise InputError(f"{where}: negative class id {values.min()}; expected ids 0..C-1 or class names")
+    if classes is not None:
+        if values is not None:
+            if values.max(initial=0) >= len(classes):
+                raise InputError(f"{where}: class id {values.max()} but --classes names {len(classes)} classes (ids 0..{len(classes) - 1})")
+            return values, "classification", len(classes), list(classes)
+        position = {n: i for i, n in enumerate(classes)}
+        unknown = sorted({t for t in text if t not in position})
+        if unknown:
+            raise InputError(f"{where}: label(s) {few(unknown)} are not among --classes {few(classes, limit=6)}")
+        return np.array([position[t] for t in text], dtype=np.int64), "classification", len(classes), list(classes)
+    if values is not None:
+        return values, "classification", int(values.max(initial=-1)) + 1, None
     try:
-        values = np.array([float(t) for t in text], dtype=np.float32)
-        if np.isfinite(values).all():
-            return values, "regression", None, None
+        floats = np.array([float(t) for t in text], dtype=np.float32)
+        if np.isfinite(floats).all():
+            return floats, "regression", None, None
     except ValueError:
         pass
+    if not folders:
+        row, bad = next((i, t) for i, t in enumerate(text) if not _is_number(t))
+        raise InputError(
+            f"{where}: label {bad!r} (row {row + 1}) is neither an integer class id nor a number; to use class names, "
+            "name every class in the model's order with --classes NAME,NAME,..."
+        )
     names = sorted(set(text))
     position = {n: i for i, n in enumerate(names)}
     return np.array([position[t] for t in text], dtype=np.int64), "classification", len(names), names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- read
@@ -405,7 +437,7 @@ def read(path: Path, options: ReadOptions) -> dict[str, StreamedData]:
     entries = _index(index, options) if index is not None else _class_folders(path, options)
     if options.kinds:
         raise InputError(f"{where}: --kind does not apply to media folders (kinds come from the file types)")
-    labels, task, num_classes, class_names = _labels(where, entries.labels)
+    labels, task, num_classes, class_names = _labels(where, entries.labels, options.classes, folders=index is None)
     n = len(labels)
     ids = np.array(entries.ids if entries.ids is not None else range(n), dtype=np.int64)
     if entries.splits is not None:
