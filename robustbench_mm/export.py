@@ -28,7 +28,8 @@ from .domain import cells as select_cells
 from .errors import InputError, one_of
 from .metrics import METRICS, SE_SUFFIX
 from .escape import csv_text, safe_file_name
-from .results import Run, atomic_write
+from .atomic import atomic_write
+from .results import Run
 
 FORMATS = ("robustbench", "lm-eval")
 

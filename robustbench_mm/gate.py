@@ -33,7 +33,8 @@ from .version import __version__
 from .errors import InputError
 from .escape import md_cell
 from .domain import Family, Task, cells as select_cells, clean_cells, parse_task
-from .results import Run, atomic_write, task_of
+from .atomic import atomic_write
+from .results import Run, task_of
 from .schema import check as check_schema
 from .stats import bootstrap_counts
 

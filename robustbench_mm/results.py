@@ -33,11 +33,8 @@ for the run's life, and a second writer is refused with the holder's PID.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
 import functools
-import glob
 import io
 import json
 import os
@@ -56,6 +53,7 @@ import pandas as pd
 
 from .corruptions.condition import Condition
 from .domain import Task, clean_cells, parse_task, perturbed_cells
+from .atomic import atomic_write, disk_error, remove_stale_temporaries
 from .errors import InputError
 from .escape import csv_text, restore_csv_frame
 from .version import __version__
@@ -65,66 +63,6 @@ CONDITION_COLUMNS = ["cell_id", "model", "seed", "condition", "family", "name", 
 # of the cell had them. Not a metric; it follows `n`.
 COUNT_COLUMNS = ["nonfinite"]
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-def _disk_error(e: OSError, path: Path, kept: str) -> InputError:
-    if e.errno == errno.ENOSPC:
-        return InputError(f"disk full while writing {path}; {kept}; free space and run the same command again to resume")
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return InputError(f"cannot write {path}: permission denied; choose a writable --out")
-    return InputError(f"cannot write {path}: {e.strerror or e}; {kept}")
-
-
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")  # `.NAME.tmpPID`, see `_temporary`
-
-
-def _temporary(path: Path) -> Path:
-    """The name this process writes `path` under before renaming it: no other process uses it."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: Path, name: str = "*") -> None:
-    """Delete the temporary files (of `name`, or of any file) left by writers that were killed; a
-    running process's temporary file is never touched (it may be mid-write)."""
-    for p in Path(folder).glob(f".{glob.escape(name) if name != '*' else '*'}.tmp*"):
-        match = _TEMPORARY.match(p.name)
-        if match and int(match["pid"]) != os.getpid() and not _process_alive(int(match["pid"])):
-            p.unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, data: bytes, kept: str = "nothing else was changed", durable: bool = True) -> None:
-    """Write `data` to `path` (parent folders created) via this process's temporary file, fsync
-    and os.replace; the temporary file is removed on every exit path. OSError -> InputError.
-
-    durable=False skips the fsync (per-sample records: a damaged one is detected on resume).
-    """
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path.parent, path.name)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise _disk_error(e, path, kept) from None
-        raise
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -552,7 +490,7 @@ def lock_folder(folder: Path) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise _disk_error(e, path, "nothing was changed") from None
+        raise disk_error(e, path, "nothing was changed") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

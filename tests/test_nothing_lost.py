@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import robustbench_mm.atomic as atomic
 import robustbench_mm.results as results
 from test_fault_cases import Linear, _eval, _one_line_error, _rbmm, _script, here  # noqa: F401 (fixture)
 
@@ -149,22 +150,23 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_report_gate_baseline_and_export_files_are_only_moved_into_place(here, capsys, monkeypatch):
+def test_report_gate_baseline_export_and_checkpoint_files_are_only_moved_into_place(here, capsys, monkeypatch):
     """No output file is ever opened in place: each appears by rename, after an fsync."""
     model = _script(Linear(), here / "m.pt")
     assert _rbmm(capsys, *_eval(model, "--out", "r"))[0] == 0
     renamed: set[Path] = set()
-    real_replace = results.os.replace
+    real_replace = atomic.os.replace
 
     def recording_replace(src, dst):
         renamed.add(Path(dst).resolve())
         real_replace(src, dst)
 
-    monkeypatch.setattr(results.os, "replace", recording_replace)
+    monkeypatch.setattr(atomic.os, "replace", recording_replace)
     commands = [["report", "r", "-o", "rep"], ["baseline", "r", "-o", "out/base.json"],
                 ["gate", "r", "--baseline", "out/base.json", "--junit", "out/g.xml", "--summary", "out/g.md",
                  "--benchmark-json", "out/bench.json"],
-                ["export", "r", "--format", "robustbench", "-o", "exp"]]
+                ["export", "r", "--format", "robustbench", "-o", "exp"],
+                ["train", "--data", "feats.npz", "--fusion", "concat", "--epochs", "1", "--quiet", "--out", "out/m.pt"]]
     for argv in commands:
         code, _, err = _rbmm(capsys, *argv)
         assert code == 0, (argv, err)
@@ -181,7 +183,7 @@ def test_a_full_disk_during_report_leaves_the_old_report_and_no_temporary_file(h
     def full(*_):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     line = _one_line_error(*_rbmm(capsys, "report", "r", "-o", "rep")[::2])
     assert "disk full while writing" in line
     assert _files(here / "rep") == before

@@ -10,7 +10,8 @@ import pytest
 
 from fakes import fake_manifest, write_manifest
 from robustbench_mm.errors import InputError
-from robustbench_mm.results import atomic_write, csv_bytes, load_run, load_runs, npz_bytes
+from robustbench_mm.atomic import atomic_write
+from robustbench_mm.results import csv_bytes, load_run, load_runs, npz_bytes
 
 
 def _record(n: int = 5) -> dict[str, np.ndarray]:

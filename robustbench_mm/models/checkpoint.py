@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
-import os
 import pickle
 import pickletools
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import atomic_write
 from ..errors import InputError
 from ..imports import working_directory_last
 from ..version import __version__
@@ -69,7 +69,7 @@ def _plain(value):
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, config: dict | None = None, metrics: dict | None = None) -> Path:
-    """Write `model` to `path` (atomically: temp file + rename) and return the path.
+    """Write `model` to `path` (whole or not at all: `atomic.atomic_write`) and return the path.
 
     config : extra metadata (dataset, split_seed, seed, training hyper-parameters...) merged over
         the model's own build config, so `load_model` can rebuild it with no other input.
@@ -86,10 +86,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, config: dict | None = No
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metrics": _plain(metrics or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, buffer.getvalue())
     return path
 
 

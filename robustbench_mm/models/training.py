@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..version import __version__
 from ..datasets.batch import PAD_ID, MultimodalData
 from ..errors import InputError
+from ..atomic import atomic_write
 from ..domain import Task
 from .checkpoint import save_checkpoint
 from .checks import check_inputs, check_tensors
@@ -262,5 +263,5 @@ def train_and_save(
         out=out,
     )
     out = Path(out)
-    out.with_suffix(".json").write_text(json.dumps({"checkpoint": out.name, **metrics}, indent=2) + "\n")
+    atomic_write(out.with_suffix(".json"), (json.dumps({"checkpoint": out.name, **metrics}, indent=2) + "\n").encode())
     return metrics

@@ -16,7 +16,7 @@ import jinja2
 
 from ..errors import InputError
 from ..escape import csv_text, md_cell
-from ..results import atomic_write
+from ..atomic import atomic_write
 from .document import Figure, Section, Table, Text
 
 _TEMPLATES = jinja2.Environment(
