@@ -266,3 +266,10 @@ def test_export_writes_nothing_outside_its_folder(here, capsys, fmt, name):
     added = {p for p in here.rglob("*")} - before
     inside = (here / "lm" / "out").resolve()
     assert added and all(p.resolve().is_relative_to(inside) for p in added), sorted(map(str, added))
+
+
+def test_report_and_export_file_names_come_from_one_sanitising_function():
+    from robustbench_mm.escape import safe_file_name
+
+    assert [safe_file_name(n) for n in ["..", "/etc/passwd", ".hidden", "a/../b", "ok-1.2_x", "", "a\0b"]] == \
+        ["_", "_etc_passwd", "hidden", "a_.._b", "ok-1.2_x", "_", "a_b"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from ..errors import InputError
-from ..escape import csv_text, md_cell
+from ..escape import csv_text, md_cell, safe_file_name
 from ..atomic import atomic_write
 from .document import Figure, Section, Table, Text
 
@@ -32,10 +32,10 @@ def _write_tables(sections: list[Section], out: Path) -> None:
     """Every table's raw values as tables/<name>.csv; two tables of one name would overwrite each other."""
     names: set[str] = set()
     for table in (b for s in sections for b in s.blocks if isinstance(b, Table)):
-        if table.name in names:
+        if safe_file_name(table.name) in names:
             raise InputError(f"report: two tables are named {table.name!r}; each needs its own file name")
-        names.add(table.name)
-        atomic_write(out / "tables" / f"{table.name}.csv", csv_text(table.frame).encode())
+        names.add(safe_file_name(table.name))
+        atomic_write(out / "tables" / f"{safe_file_name(table.name)}.csv", csv_text(table.frame).encode())
 
 
 def _view(block: Text | Table | Figure) -> dict:
@@ -43,7 +43,7 @@ def _view(block: Text | Table | Figure) -> dict:
     if isinstance(block, Text):
         return {"kind": "text", "text": block.text, "pre": block.pre}
     if isinstance(block, Table):
-        return {"kind": "table", "name": block.name, "caption": block.caption, "collapsed": block.collapsed,
+        return {"kind": "table", "name": safe_file_name(block.name), "caption": block.caption, "collapsed": block.collapsed,
                 "columns": [str(c) for c in block.shown.columns],
                 "rows": [[str(v) for v in row] for row in block.shown.itertuples(index=False)]}
     png = base64.b64encode(block.png.read_bytes()).decode("ascii")
@@ -57,7 +57,7 @@ def html_page(sections: list[Section], title: str, subtitle: str) -> str:
 
 def md_table(table: Table) -> str:
     cols = list(table.shown.columns)
-    lines = [f"**{md_cell(table.caption)}** (`tables/{table.name}.csv`)", "",
+    lines = [f"**{md_cell(table.caption)}** (`tables/{safe_file_name(table.name)}.csv`)", "",
              "| " + " | ".join(md_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(md_cell(v) for v in row) + " |" for row in table.shown.itertuples(index=False)]
     return "\n".join(lines)
