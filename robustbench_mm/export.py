@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write
 from .corruptions.registry import ALIASES
 from .domain import Family, clean_cells
 from .domain import cells as select_cells
 from .errors import InputError, one_of
-from .metrics import METRICS, SE_SUFFIX
 from .escape import csv_text, safe_file_name
-from .atomic import atomic_write
+from .metrics import METRICS, SE_SUFFIX
 from .results import Run
 
 FORMATS = ("robustbench", "lm-eval")

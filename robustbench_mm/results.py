@@ -51,9 +51,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write, disk_error, remove_stale_temporaries
 from .corruptions.condition import Condition
 from .domain import Task, clean_cells, parse_task, perturbed_cells
-from .atomic import atomic_write, disk_error, remove_stale_temporaries
 from .errors import InputError
 from .escape import csv_text, restore_csv_frame
 from .version import __version__

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import jinja2
 
+from ..atomic import atomic_write
 from ..errors import InputError
 from ..escape import csv_text, md_cell, safe_file_name
-from ..atomic import atomic_write
 from .document import Figure, Section, Table, Text
 
 _TEMPLATES = jinja2.Environment(
