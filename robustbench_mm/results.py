@@ -524,9 +524,9 @@ def package_versions() -> dict:
             "python": platform.python_version(), "git": _source_commit()}
 
 
-def _read_whole_record(path: Path, task: Task, n: int) -> dict[str, np.ndarray] | None:
+def _read_whole_record(path: Path, task: Task) -> dict[str, np.ndarray] | None:
     """The record in `path`, or None when it is damaged: unreadable, a CRC mismatch, a field of
-    `task` missing, or an array without one row per sample of the dataset (`n`)."""
+    `task` missing, or arrays of differing sample counts."""
     try:
         with np.load(path, allow_pickle=False) as z:
             record = {k: z[k] for k in z.files}
@@ -534,6 +534,7 @@ def _read_whole_record(path: Path, task: Task, n: int) -> dict[str, np.ndarray] 
         return None
     if not set(RECORD_FIELDS[Task(task)]) <= set(record):
         return None
+    n = len(record["ids"])
     if any(a.ndim == 0 or a.shape[0] != n for a in record.values()):
         return None
     return record
@@ -649,13 +650,13 @@ class RunWriter:
 
     def _load_finished(self) -> None:
         """Rows of the cells already on disk (a resumed run), from their records. A record that
-        cannot be read whole (0 bytes, a flipped byte, truncated: zip CRCs are checked) or lacks a
-        field or a sample is deleted, and so is one whose time the manifest lost (killed between
+        cannot be read whole (0 bytes, a flipped byte, truncated: zip CRCs are checked), lacks a
+        field or holds arrays of differing lengths is deleted, and so is one whose time the manifest lost (killed between
         writing the record and the manifest): their cells are evaluated again."""
         on_disk = {p.name[: -len(".npz")] for p in self.samples.glob("*.npz")}
         for cid in sorted(on_disk & set(self.cells)):
             path = self.samples / f"{cid}.npz"
-            record = _read_whole_record(path, self.manifest.dataset.task, self.manifest.dataset.n)
+            record = _read_whole_record(path, self.manifest.dataset.task)
             if record is None or cid not in self.seconds:
                 path.unlink()
                 continue
