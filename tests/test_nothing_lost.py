@@ -273,3 +273,12 @@ def test_report_and_export_file_names_come_from_one_sanitising_function():
 
     assert [safe_file_name(n) for n in ["..", "/etc/passwd", ".hidden", "a/../b", "ok-1.2_x", "", "a\0b"]] == \
         ["_", "_etc_passwd", "hidden", "a_.._b", "ok-1.2_x", "_", "a_b"]
+
+
+def test_a_killed_baseline_writers_temporary_file_does_not_stay_for_good(here, capsys):
+    model = _script(Linear(), here / "m.pt")
+    assert _rbmm(capsys, *_eval(model, "--out", "r"))[0] == 0
+    left = here / f".base.json.tmp{_dead_pid()}"
+    left.write_text('{"half": ')
+    assert _rbmm(capsys, "baseline", "r", "-o", "base.json")[0] == 0
+    assert not left.exists() and json.loads((here / "base.json").read_text())["cells"]
