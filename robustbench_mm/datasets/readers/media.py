@@ -7,6 +7,10 @@ Two layouts:
 - an index, `index.csv` / `index.jsonl` in the folder (or the file itself): columns `label`,
   optional `id` (integer) and `split`, a `text` column of literal text, and one column per
   modality holding paths relative to the index (its kind from the files' suffix).
+Labels of an index are integer class ids (or numbers, for regression); names need `--classes`,
+which also orders class folders (else sorted by name). Every path, named by the index or found
+in a class folder, must lie inside the dataset's folder once symlinks are resolved
+(`common.confined`; `--allow-outside-paths` opts out).
 Images must share one size (mode L or RGB, from the first); values 0..255. WAV files must share
 one length; integer PCM is scaled to [-1, 1), channels are averaged to mono. Text becomes token
 ids (0 pad, 1 unknown) from a user `module:function` (text -> list of ints) or from a whitespace
