@@ -139,11 +139,13 @@ def cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | No
 
 SE_SUFFIX = "_se"
 JACKKNIFE_GROUPS = 1000
-# weights per jackknife product (4 MiB of float64, about twice that at the metric's peak): a
-# fixed block, so a cell's metrics take the same memory at 2,500 samples as at a million. At
-# 2**22 the block was 32 MiB once n passed 4,194, and it set the peak RSS of streamed evaluations
-# (issue 24: +28 MiB of the +62 MiB between 2,500 and 20,000 images).
-JACKKNIFE_BLOCK = 2**19
+# weights per jackknife product (8 MiB of float64, about twice that at the metric's peak): a
+# fixed block, so a cell's metrics take the same memory at 2,500 samples as at 20,000. At 2**22
+# the block grew to 32 MiB as n passed 4,194 and set the peak RSS of streamed evaluations (issue
+# 24). Smaller blocks cost time at large n, since macro-F1 and ECE rebuild an (n, K) design per
+# block: at 200,000 samples the standard errors of a cell took 6.0 s here against 2.9 s at 2**22
+# and 8.0 s at 2**19 (one run each, loaded 2-core machine).
+JACKKNIFE_BLOCK = 2**20
 
 
 def cell_standard_errors(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:

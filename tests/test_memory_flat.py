@@ -2,7 +2,7 @@
 records themselves. The jackknife standard errors of a cell (every cell of every run computes
 them) were the largest transient allocation: their weight block grew to 32 MiB as n passed 4,194,
 which set the peak RSS of a streamed evaluation (+62 MiB between 2,500 and 20,000 images, measured
-with benchmarks/media_rss.py's method in docs/faults.md). The block is now fixed at 4 MiB."""
+with benchmarks/media_rss.py's method in docs/faults.md). The block is now fixed at 8 MiB."""
 
 from __future__ import annotations
 
@@ -34,4 +34,4 @@ def _peak_mib(n: int) -> float:
 
 def test_the_metrics_of_a_cell_take_about_the_same_memory_at_2500_and_20000_samples():
     small, large = _peak_mib(2_500), _peak_mib(20_000)
-    assert large < 16 and large < 1.25 * small + 1, (small, large)
+    assert large < 24 and large < 1.1 * small + 1, (small, large)  # at a 2**22 block: 41 and 68 MiB
