@@ -7,7 +7,6 @@ traceback instead. Library imports happen inside each command so `rbmm --help` s
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from .version import __version__
 from .errors import GateFailure, InputError, one_of
+from .imports import working_directory_last
 from .runtime import keep_freed_memory
 
 TRUST_HELP = (
@@ -105,12 +105,29 @@ TRUST_DATA_HELP = (
 )
 
 
+def _class_list(text: str) -> list[str]:
+    """--classes a,b,c -> ["a", "b", "c"]: distinct, non-empty names."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected distinct, non-empty class names separated by commas")
+    return names
+
+
 def _add_format(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format", metavar="FORMAT",
         help="how to read the data path, one of {data_formats} (default: detected from the path; `rbmm list datasets` describes each)",
     )
     p.add_argument("--trust-data", action="store_true", help=TRUST_DATA_HELP)
+    p.add_argument(
+        "--classes", metavar="NAME,NAME,...", type=_class_list,
+        help="the class names of a media dataset in the model's order: labels that are names (index.csv, class "
+        "folders) become their position here (default: integer labels are ids; class folders sorted by name)",
+    )
+    p.add_argument(
+        "--allow-outside-paths", action="store_true",
+        help="let a media index (or a symlink in a class folder) name files outside the dataset's folder (default: refused)",
+    )
     p.add_argument(
         "--tokenizer", metavar="MODULE:FUNCTION",
         help="text -> list of token ids for media/Parquet text (default: a whitespace vocabulary of the train split)",
@@ -265,12 +282,10 @@ def _adapt_from_flags(args: argparse.Namespace, models: list):
 
 
 def _cwd_importable() -> None:
-    """Put the working directory on sys.path, as `python -m` does: a `module:factory` there and the
-    code a trusted pickle names import without PYTHONPATH=. (the `rbmm` script's own folder is
-    what Python puts first)."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    """Put the working directory on sys.path, after the installed packages: a `module:factory`
+    there and the code a trusted pickle names import without PYTHONPATH=., and no file there
+    shadows an installed package (`imports.working_directory_last`)."""
+    working_directory_last()
 
 
 def _add_pixel_units(p: argparse.ArgumentParser) -> None:
@@ -347,15 +362,23 @@ def _say_task(source: str, task: str | None, data) -> None:
 
 
 def _load_data(args: argparse.Namespace, source: str, split: str):
+    import numpy as np
+
     from .datasets import load_dataset, parse_kind_overrides
 
     data = load_dataset(
         source, split, modalities=args.modalities, kinds=parse_kind_overrides(args.kind), task=args.task,
         fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, keep_empty_text=args.keep_empty_text,
+        outside_paths=args.allow_outside_paths, classes=args.classes,
     )
     _say_task(source, args.task, data)
     if data.split == "all":
         _note(f"dataset {source!r} has no 'split' array: all {len(data)} samples are evaluated (recorded as split 'all')")
+    if args.classes:
+        absent = [c for c, count in zip(args.classes, np.bincount(data.labels.numpy(), minlength=len(args.classes))) if not count]
+        if absent:
+            _note(f"dataset {source!r}: {len(absent)} of the {len(args.classes)} --classes have no samples in split "
+                  f"{data.split!r}: {', '.join(map(repr, absent))} (the other labels keep their numbers)")
     _warn_kinds(data.specs)
     return _apply_value_ranges(args, data)
 
@@ -555,6 +578,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     splits = load_splits(
         args.data, modalities=args.modalities, kinds=parse_kind_overrides(args.kind) or None, seed=args.split_seed, task=args.task,
         fmt=args.format, trust=args.trust_data, tokenizer=args.tokenizer, keep_empty_text=args.keep_empty_text,
+        outside_paths=args.allow_outside_paths, classes=args.classes,
     )
     _say_task(args.data, args.task, splits["train"])
     _warn_kinds(splits["train"].specs)
@@ -938,6 +962,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     keep_freed_memory()
+    working_directory_last()  # `python -m` put it first, where a ./h5py.py would shadow h5py
     try:
         plugins = args.plugins + getattr(args, "plugins_after", [])
         if plugins or Path("corruptions").is_dir():

@@ -62,6 +62,7 @@ class _Model:
     specs: object = None  # the modality specs the model was built for, when it says
     facts: dict = field(default_factory=dict)  # JSON-safe config facts for the manifest (fusion, calibration...)
     gate_fields: tuple[str, ...] = ()  # per-sample calibration gates our calibrated models record
+    class_names: tuple[str, ...] | None = None  # the classes of the training data, in output order, when recorded
 
 
 def _module_sha256(module: nn.Module) -> str:
@@ -92,6 +93,7 @@ def _as_model(m: object) -> _Model:
         name=name, module=module, sha256=sha, reencodable=reenc, takes_present=takes_present(module),
         specs=specs or getattr(module, "specs", None), facts=facts,
         gate_fields=tuple(module.gate_fields()) if isinstance(module, FusionModel) else (),
+        class_names=tuple(map(str, config["class_names"])) if isinstance(config, dict) and config.get("class_names") else None,
     )
 
 
@@ -148,6 +150,29 @@ class _Dist:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _check_classes(models: list[_Model], data: SplitData) -> None:
+    """A dataset whose class names differ from a model's, in names or order, would score every
+    sample against shifted labels (a class folder missing shifts all after it): refused, saying
+    what differs. A side that records no names (integer labels, foreign models) is not checked."""
+    if data.task != Task.CLASSIFICATION or not data.class_names:
+        return
+    ours = tuple(map(str, data.class_names))
+    for m in models:
+        if m.class_names is None or m.class_names == ours:
+            continue
+        missing = [c for c in m.class_names if c not in ours]
+        extra = [c for c in ours if c not in m.class_names]
+        how = "; ".join(filter(None, [
+            f"the dataset lacks {', '.join(map(repr, missing[:3]))}" if missing else "",
+            f"the model does not know {', '.join(map(repr, extra[:3]))}" if extra else "",
+        ])) or "same names, another order"
+        raise InputError(
+            f"dataset {data.name!r} has classes {list(ours)[:8]}, model {m.name!r} was trained on {list(m.class_names)[:8]} "
+            f"({how}); its labels would not mean the model's classes: pass the model's classes with --classes "
+            f"{','.join(m.class_names)}"
+        )
 
 
 def _check_compatible(models: list[_Model], data: SplitData, device: torch.device, amp: bool) -> int | None:
@@ -461,6 +486,7 @@ def evaluate(
     started = time.time()
     options = replace(options, **settings) if options is not None else EvalOptions(**settings)
     dist = _Dist()
+    writer = None
     try:
         job = _prepare(models, data, protocol, options, dist)
         writer, pending = _plan(job, Path(out), options, dist)
@@ -470,6 +496,8 @@ def evaluate(
         writer.write_tables(complete=True, wall_seconds=time.time() - started)
         return Run(out)
     finally:
+        if writer is not None:
+            writer.close()
         dist.close()
 
 
@@ -492,6 +520,7 @@ def _prepare(models, data: SplitData, protocol: Protocol | str, options: EvalOpt
     for m in models:
         m.module.to(dev).eval()
     conditions = protocol.expand(data.specs)
+    _check_classes(models, data)
     width = _check_compatible(models, data, dev, options.amp)
     if data.task == Task.CLASSIFICATION:
         data = replace(data, num_classes=width)
@@ -509,6 +538,7 @@ def _manifest(job: _Job, options: EvalOptions, dist: _Dist) -> Manifest:
             name=data.name, split=data.split, source=data.source, fingerprint=data.fingerprint(), n=len(data),
             task=Task(data.task), num_classes=data.num_classes,
             modalities={k: {"kind": v.kind, "shape": list(v.shape)} for k, v in data.specs.items()},
+            class_names=None if data.class_names is None else tuple(map(str, data.class_names)),
         ),
         inputs=input_contract(
             data, fills={c.name for c in job.conditions if c.family == Family.REMOVAL},
@@ -541,6 +571,9 @@ def _plan(job: _Job, out: Path, options: EvalOptions, dist: _Dist) -> tuple[RunW
             done = writer.done
             plan = [_Column(s, c, {mi: cid for mi, cid in enumerate(row) if cid not in done}) for (s, c), row in zip(grid, ids)]
         except InputError as e:
+            if writer is not None:
+                writer.close()
+                writer = None
             plan = e
     plan = dist.broadcast(plan)
     if isinstance(plan, InputError):

@@ -32,12 +32,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write
 from .corruptions.registry import ALIASES
 from .domain import Family, clean_cells
 from .domain import cells as select_cells
 from .errors import InputError, one_of
+from .escape import csv_text, safe_file_name
 from .metrics import METRICS, SE_SUFFIX
-from .results import Run, atomic_write
+from .results import Run
 
 FORMATS = ("robustbench", "lm-eval")
 
@@ -56,6 +58,7 @@ def is_imagenet_c(protocol_name: str) -> bool:
 
 def export_run(run: Run | str | Path, out: str | Path, fmt: str, *, other_protocol: bool = False) -> list[Path]:
     """Write `run` in format `fmt` (one of FORMATS) under the folder `out`; returns the files written.
+    File names come from model names through `safe_file_name`, so every file lands inside `out`.
 
     other_protocol : robustbench only; export a run whose protocol is not ImageNet-C's, labelled
         as such in every model's JSON, instead of refusing it.
@@ -72,6 +75,12 @@ def export_run(run: Run | str | Path, out: str | Path, fmt: str, *, other_protoc
             "corruptions_acc means ImageNet-C's grid. Evaluate with --protocol imagenet-c, or pass --other-protocol "
             "to export it labelled as another protocol"
         )
+    models = list(dict.fromkeys(str(m) for m in run.cells["model"]))
+    files = [safe_file_name(m) for m in models]
+    if len(set(files)) != len(files):
+        twice = next(f for f in files if files.count(f) > 1)
+        raise InputError(f"run {run.path}: models {', '.join(repr(m) for m, f in zip(models, files) if f == twice)} "
+                         f"would share the file name {twice!r}; rename one")
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -149,11 +158,11 @@ def _robustbench(run: Run, out: Path, labelled: bool) -> list[Path]:
             "autoattack_acc": None,
             "footnote": footnote,
         }
-        path = out / f"{model}.json"
+        path = out / f"{safe_file_name(model)}.json"
         atomic_write(path, (json.dumps(info, indent=2) + "\n").encode())
         written.append(path)
     path = out / "unaggregated_results.csv"
-    atomic_write(path, table.to_csv(lineterminator="\n").encode())
+    atomic_write(path, csv_text(table, index=True).encode())
     return written + [path]
 
 
@@ -225,7 +234,7 @@ def _lm_eval(run: Run, out: Path) -> list[Path]:
             "numpy_version": package.get("numpy"),
             "python_version": package.get("python"),
         }
-        path = out / model / file_name
+        path = out / safe_file_name(model) / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
         written.append(path)

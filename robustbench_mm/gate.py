@@ -31,8 +31,11 @@ import pandas as pd
 
 from .version import __version__
 from .errors import InputError
+from .escape import md_cell
 from .domain import Family, Task, cells as select_cells, clean_cells, parse_task
-from .results import Run, atomic_write, task_of
+from .atomic import atomic_write
+from .results import Run, task_of
+from .schema import check as check_schema
 from .stats import bootstrap_counts
 
 BASELINE_SCHEMA = "robustbench-mm/baseline"
@@ -136,13 +139,6 @@ def _run_scores(run: Run) -> tuple[np.ndarray, dict[tuple[str, str], dict]]:
     return ids_ref, cells
 
 
-def _check_plugins(plugins: object, where: str) -> None:
-    if not isinstance(plugins, list) or not all(
-        isinstance(p, dict) and all(isinstance(p.get(k), str) for k in _PLUGIN_KEYS) for p in plugins
-    ):
-        raise InputError(f"{where}: expected a list of {{name, source, sha256}} strings")
-
-
 def _fingerprint(run: Run) -> dict:
     manifest = run.manifest
     dataset = manifest.dataset
@@ -202,26 +198,14 @@ def make_baseline(run: Run) -> dict:
 def write_baseline(run: Run, out: str | Path) -> Path:
     out = Path(out)
     text = json.dumps(make_baseline(run), indent=1) + "\n"
-    _write_text(out, text, atomic=True)
+    _write_text(out, text)
     return out
 
 
-def _write_text(path: Path, text: str, atomic: bool = False) -> None:
-    """Write an output file (parents created); OSError -> one-line InputError naming the path.
-
-    `atomic` replaces the file by rename (a baseline is never half-written); gate reports are
-    written in place, since CI may hand a file in a folder we cannot create files in
-    ($GITHUB_STEP_SUMMARY).
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if atomic:
-            atomic_write(path, text.encode())
-        else:
-            path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+def _write_text(path: Path, text: str) -> None:
+    """Write an output file whole or not at all (`results.atomic_write`: parents created, a
+    temporary file renamed into place); OSError -> one-line InputError naming the path."""
+    atomic_write(Path(path), text.encode("utf-8"))
 
 
 def load_baseline(path: str | Path) -> dict:
@@ -231,20 +215,40 @@ def load_baseline(path: str | Path) -> dict:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"baseline {path}: no such file (create one with `rbmm baseline RUN -o {path}`)") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"baseline {path}: not readable JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise InputError(f"baseline {path}: not readable JSON ({type(e).__name__}: {e})") from None
+    where = f"baseline {path}"
     if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA:
-        raise InputError(f"baseline {path}: field 'schema' must be {BASELINE_SCHEMA!r}")
+        raise InputError(f"{where}: field 'schema' must be {BASELINE_SCHEMA!r}")
     if data.get("version") not in READABLE_VERSIONS:
         raise InputError(
-            f"baseline {path}: field 'version' must be one of {', '.join(map(str, READABLE_VERSIONS))}, got {data.get('version')!r}"
+            f"{where}: field 'version' must be one of {', '.join(map(str, READABLE_VERSIONS))}, got {data.get('version')!r}"
         )
-    for key in ("protocol", "dataset", "task", "rng", "ids", "cells") + (("plugins",) if data["version"] >= 3 else ()):
-        if key not in data:
-            raise InputError(f"baseline {path}: missing field {key!r}")
-    if data.get("plugins") is not None:
-        _check_plugins(data["plugins"], f"baseline {path}: field 'plugins'")
+    check_schema(data, "baseline", where)
+    _check_scores(data, where)
     return data
+
+
+def _check_scores(data: dict, where: str) -> None:
+    """What the schema cannot say: ids fit int64 and are distinct, and each cell's packed scores
+    hold one score per id."""
+    ids = data["ids"]
+    if not all(-(2**63) <= i < 2**63 for i in ids):
+        raise InputError(f"{where}: field 'ids': sample ids must fit a 64-bit integer")
+    if len(set(ids)) != len(ids):
+        raise InputError(f"{where}: field 'ids': {len(ids) - len(set(ids))} sample id(s) appear twice")
+    n, task = len(ids), Task(data["task"])
+    size = -(-n // 8) if task == Task.CLASSIFICATION else 4 * n
+    for i, cell in enumerate(data["cells"]):
+        try:
+            raw = base64.b64decode(cell["scores"].encode(), validate=True)
+        except ValueError:
+            raise InputError(f"{where}: field 'cells[{i}].scores' is not base64") from None
+        if len(raw) != size:
+            raise InputError(
+                f"{where}: field 'cells[{i}].scores' holds {len(raw)} bytes, expected {size} for {n} samples ({task}); "
+                "the file is truncated or edited, record the baseline again"
+            )
 
 
 def _plugin_differences(base: list[dict], run: list[dict]) -> tuple[list[str], list[str]]:
@@ -408,6 +412,21 @@ def _check_complete(run: Run, pairs: list[tuple[str, str]], baseline: dict, curr
         )
 
 
+def _check_baseline_covers_run(pairs: list[tuple[str, str]], baseline: dict, run_cells: set[tuple[str, str]]) -> None:
+    """A baseline with fewer cells than the run's protocol defines (for the seeds it holds) would
+    gate only part of the run and pass the rest unchecked: exit 2 with the counts."""
+    for cand, base in pairs:
+        held = {c["cell"] for c in baseline["cells"] if c["model"] == base}
+        seeds = {label.split(" ", 1)[0] for label in held}
+        defined = {label for model, label in run_cells if model == cand and label.split(" ", 1)[0] in seeds}
+        if not defined <= held:
+            example = sorted(defined - held)[0]
+            raise InputError(
+                f"baseline holds {len(held & defined)} of the {len(defined)} cells the run's protocol defines for model "
+                f"{base!r} (e.g. {example!r} is missing); a gate checks every cell: record the baseline again from a complete run"
+            )
+
+
 def gate(
     run: Run,
     baseline: dict,
@@ -437,6 +456,7 @@ def gate(
     notes += match_notes
     task = parse_task(baseline["task"], "baseline field 'task'")
     run_cells = {(str(r["model"]), _cell_label(r)) for _, r in run.cells.iterrows()}
+    _check_baseline_covers_run(pairs, baseline, run_cells)
     _check_complete(run, pairs, baseline, run_cells)
     ids, current = _run_scores(run)
     base_ids = np.asarray(baseline["ids"], dtype=np.int64)
@@ -560,11 +580,6 @@ def write_junit_error(error: InputError, path: str | Path, seconds: float = 0.0)
     _write_suite(suite, path)
 
 
-def _md(text: str) -> str:
-    """A table-cell-safe string: condition keys contain '|'."""
-    return text.replace("|", "\\|")
-
-
 def write_summary(result: GateResult, path: str | Path) -> None:
     """Markdown for a CI step summary: verdict, then the regressed checks (or the worst drops)."""
     verdict = "❌ robustness regression" if not result.passed else "✅ no robustness regression"
@@ -574,14 +589,14 @@ def write_summary(result: GateResult, path: str | Path) -> None:
         "",
         f"{len(result.checks)} checks, tolerance {result.tolerance:g}, {result.confidence:.0%} paired bootstrap intervals.",
         "",
-        *[f"- {_md(n)}" for n in result.notes],
+        *[f"- {md_cell(n)}" for n in result.notes],
         *([""] if result.notes else []),
         "| model | check | baseline | current | drop | CI of drop | regressed |",
         "|---|---|---:|---:|---:|---|---|",
     ]
     for c in rows:
         lines.append(
-            f"| {_md(c.model)} | {_md(c.name)} | {c.baseline:.4f} | {c.current:.4f} | {c.drop:+.4f} "
+            f"| {md_cell(c.model)} | {md_cell(c.name)} | {c.baseline:.4f} | {c.current:.4f} | {c.drop:+.4f} "
             f"| [{c.drop_low:+.4f}, {c.drop_high:+.4f}] | {'yes' if c.regressed else 'no'} |"
         )
     _write_text(Path(path), "\n".join(lines) + "\n")

@@ -15,6 +15,7 @@ backend, so drawing works the same under any `MPLBACKEND` and without a display.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from .atomic import atomic_write
 from .errors import InputError
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -384,17 +386,20 @@ def reliability_diagram(
 
 
 def save_figure(fig: Figure, stem: str | Path) -> dict[str, Path]:
-    """Write `stem.png` and `stem.svg` (creating folders); returns {"png": path, "svg": path}."""
+    """Write `stem.png` and `stem.svg` (creating folders; each whole or not at all); returns {"png": path, "svg": path}."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {"png": stem.with_suffix(".png"), "svg": stem.with_suffix(".svg")}
-    fig.savefig(paths["png"], format="png", dpi=DPI)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI)
+    atomic_write(paths["png"], png.getvalue())
     engine = fig.get_layout_engine()
     fig.set_layout_engine("none")  # keep the layout the PNG computed: the SVG matches it, at half the cost
     # the SVG settings act when the file is written, not when the figure is drawn: the fixed salt
     # makes the clip-path ids, and so the file, the same on every run
     with rc_context({k: v for k, v in _STYLE.items() if k.startswith("svg.")}):
-        fig.savefig(paths["svg"], format="svg", metadata={"Date": None})
+        svg = io.BytesIO()
+        fig.savefig(svg, format="svg", metadata={"Date": None})
+    atomic_write(paths["svg"], svg.getvalue())
     fig.set_layout_engine(engine)
     return paths
 

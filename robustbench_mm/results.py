@@ -20,17 +20,21 @@
                              uniform), `probs` (float32 (n, K), with keep_probabilities) and the
                              calibration gates `gate_instance_<m>`, `gate_dim_<m>` of our models
 
-Every file is written to a temporary name in the same folder and moved into place with
-`os.replace`, so a crashed or killed process (Ctrl-C, kill -9) leaves either the old file or the
-new one, never half of one. Files are not fsync'ed (a 5% cost per cell on small datasets); a
-record file damaged by a power loss is detected on resume and that cell evaluated again. The
+Every file any command writes goes through `atomic_write`: a temporary name of the writing
+process in the same folder, fsync, then `os.replace`, so a crashed or killed process (Ctrl-C,
+kill -9, a full disk) leaves either the old file or the new one, never half of one. Per-sample
+records are not fsync'ed (a 5% cost per cell on small datasets); a record damaged by a power loss
+(0 bytes, a flipped byte, truncated) is detected on resume and that cell evaluated again. The
 `.npz` files are byte-deterministic (fixed zip timestamps), so a resumed run is bit-identical
 to an uninterrupted one.
+
+One process writes a run folder at a time: `RunWriter` holds an advisory lock on `.rbmm.lock`
+for the run's life, and a second writer is refused with the holder's PID.
 """
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import functools
 import io
 import json
@@ -39,6 +43,7 @@ import platform
 import re
 import subprocess
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,9 +52,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write, disk_error, remove_stale_temporaries
 from .corruptions.condition import Condition
 from .domain import Task, clean_cells, corrupted_cells, parse_task
 from .errors import InputError
+from .escape import csv_text, restore_csv_frame
 from .version import __version__
 
 CONDITION_COLUMNS = ["cell_id", "model", "seed", "condition", "family", "name", "modalities", "level", "param", "rate", "group", "n"]
@@ -57,30 +64,6 @@ CONDITION_COLUMNS = ["cell_id", "model", "seed", "condition", "family", "name", 
 # of the cell had them. Not a metric; it follows `n`.
 COUNT_COLUMNS = ["nonfinite"]
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-def _disk_error(e: OSError, path: Path, kept: str) -> InputError:
-    if e.errno == errno.ENOSPC:
-        return InputError(f"disk full while writing {path}; {kept}; free space and run the same command again to resume")
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return InputError(f"cannot write {path}: permission denied; choose a writable --out")
-    return InputError(f"cannot write {path}: {e.strerror or e}; {kept}")
-
-
-def atomic_write(path: Path, data: bytes, kept: str = "nothing else was changed") -> None:
-    """Write `data` to `path` via a temporary file and os.replace; OSError -> InputError."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise _disk_error(e, path, kept) from None
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -112,7 +95,8 @@ def cells_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def csv_bytes(rows: list[dict]) -> bytes:
-    return cells_frame(rows).to_csv(index=False, lineterminator="\n").encode()
+    """cells.csv: text cells that begin like a spreadsheet formula are neutralised (`escape.csv_cell`)."""
+    return csv_text(cells_frame(rows)).encode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +182,7 @@ class DatasetInfo:
     task: Task
     num_classes: int | None
     modalities: dict  # name -> {"kind": str, "shape": [int, ...]}
+    class_names: tuple[str, ...] | None = None  # label i is class_names[i]; None: the labels are bare ids
 
 
 @dataclass(frozen=True)
@@ -307,6 +292,7 @@ def _parse(doc: dict, where: str) -> Manifest:
             n=_field(dataset, "n", int, dw), task=parse_task(_field(dataset, "task", str, dw), f"{dw}: field 'task'"),
             num_classes=_field(dataset, "num_classes", int, dw, optional=True),
             modalities=_field(dataset, "modalities", dict, dw),
+            class_names=_class_names(dataset, dw),
         ),
         seeds=tuple(_field(doc, "seeds", list, where)),
         rng=_field(doc, "rng", str, where),
@@ -327,6 +313,13 @@ def _parse(doc: dict, where: str) -> Manifest:
         inputs=_field(doc, "inputs", dict, where, optional=True),
         limit=_field(doc, "limit", int, where, optional=True),
     )
+
+
+def _class_names(dataset: dict, where: str) -> tuple[str, ...] | None:
+    names = _field(dataset, "class_names", list, where, optional=True)  # absent in runs before issue 24
+    if names is not None and not all(isinstance(n, str) for n in names):
+        raise InputError(f"{where}: field 'class_names': expected a list of strings")
+    return None if names is None else tuple(names)
 
 
 def _migrate_v1(doc: dict, where: str) -> dict:
@@ -380,7 +373,7 @@ class Run:
         self.manifest = read_manifest(manifest)
         cells = self.path / "cells.csv"
         self.cells = (
-            pd.read_csv(cells, keep_default_na=True, dtype={"modalities": str, "group": str})
+            restore_csv_frame(pd.read_csv(cells, keep_default_na=True, dtype={"modalities": str, "group": str}))
             if cells.is_file()
             else cells_frame([])
         )
@@ -496,6 +489,31 @@ def cell_row(cell: PlannedCell, record: dict[str, np.ndarray], metrics: dict[str
     return row
 
 
+LOCK_NAME = ".rbmm.lock"
+
+
+def lock_folder(folder: Path) -> int:
+    """Take the advisory lock of a run folder (flock on `.rbmm.lock`, which holds the holder's PID);
+    returns its descriptor, which holds the lock until closed (or the process ends, even by kill -9).
+    A folder another process holds is refused, naming that process."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise disk_error(e, path, "nothing was changed") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(
+            f"{folder} is being written by another rbmm process (PID {holder}); wait for it to finish or use another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 @functools.lru_cache(maxsize=1)
 def _source_commit() -> str | None:
     """The git commit of the robustbench_mm source that ran (None outside a git checkout), as
@@ -516,9 +534,26 @@ def package_versions() -> dict:
             "python": platform.python_version(), "git": _source_commit()}
 
 
+def _read_whole_record(path: Path, task: Task) -> dict[str, np.ndarray] | None:
+    """The record in `path`, or None when it is damaged: unreadable, a CRC mismatch, a field of
+    `task` missing, or arrays of differing sample counts."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            record = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    if not set(RECORD_FIELDS[Task(task)]) <= set(record):
+        return None
+    n = len(record["ids"])
+    if any(a.ndim == 0 or a.shape[0] != n for a in record.values()):
+        return None
+    return record
+
+
 class RunWriter:
-    """The run folder, written by rank 0: refuses a folder holding a different run, resumes the same
-    run from the cells on disk, and records each finished cell atomically.
+    """The run folder, written by rank 0: refuses a folder holding a different run or written by
+    another process (`lock_folder`, held until `close`), resumes the same run from the cells on
+    disk, and records each finished cell atomically.
 
     `--overwrite` deletes only what a run of ours wrote, as its manifest names it: manifest.json,
     cells.csv, our temporary files and samples/<cell>.npz of its models and seeds (cell ids begin
@@ -538,11 +573,24 @@ class RunWriter:
         self.manifest_path = self.out / "manifest.json"
         self.seconds: dict[str, float] = {}
         self.rows: dict[str, dict] = {}
-        self._prepare_folder(overwrite)
-        self._load_finished()
+        self._lock: int | None = None
+        self._create_folder()
+        self._lock = lock_folder(self.out)
+        try:
+            self._prepare_folder(overwrite)
+            self._load_finished()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the folder's lock (another process may then write it)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     # -- opening ------------------------------------------------------------------------------
-    def _prepare_folder(self, overwrite: bool) -> None:
+    def _create_folder(self) -> None:
         out = self.out
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -550,6 +598,9 @@ class RunWriter:
             raise InputError(f"cannot create output folder {out}: {e.strerror or e}; choose a writable --out") from None
         if not os.access(out, os.W_OK):
             raise InputError(f"output folder {out} is not writable; choose a writable --out")
+
+    def _prepare_folder(self, overwrite: bool) -> None:
+        out = self.out
         previous = self._previous() if self.manifest_path.is_file() else None
         if previous is None:
             foreign = self._foreign(set())
@@ -573,6 +624,8 @@ class RunWriter:
                 (out / rel).unlink(missing_ok=True)
         elif previous is not None:
             before, now = previous.identity(), self.manifest.identity()
+            if previous.dataset.class_names is None:  # written before runs recorded class names: not a change
+                before["dataset"]["class_names"] = now["dataset"]["class_names"]
             changed = [k for k in now if before[k] != now[k]]
             if changed:
                 raise InputError(
@@ -580,8 +633,8 @@ class RunWriter:
                 )
             self.seconds = dict(previous.cell_seconds)
             self.manifest = replace(self.manifest, started=previous.started or self.manifest.started)
-        for leftover in [*out.glob(".*.tmp*"), *self.samples.glob(".*.tmp*")]:  # a killed run's half-written files
-            leftover.unlink()
+        remove_stale_temporaries(out)  # a killed run's half-written files
+        remove_stale_temporaries(self.samples)
         try:
             self.samples.mkdir(exist_ok=True)
         except OSError as e:
@@ -606,15 +659,15 @@ class RunWriter:
         return found
 
     def _load_finished(self) -> None:
-        """Rows of the cells already on disk (a resumed run), from their records; a damaged record
-        (e.g. a power loss) is deleted, so that its cell is evaluated again."""
+        """Rows of the cells already on disk (a resumed run), from their records. A record that
+        cannot be read whole (0 bytes, a flipped byte, truncated: zip CRCs are checked), lacks a
+        field or holds arrays of differing lengths is deleted, and so is one whose time the manifest lost (killed between
+        writing the record and the manifest): their cells are evaluated again."""
         on_disk = {p.name[: -len(".npz")] for p in self.samples.glob("*.npz")}
         for cid in sorted(on_disk & set(self.cells)):
             path = self.samples / f"{cid}.npz"
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    record = {k: z[k] for k in z.files}
-            except (OSError, ValueError, zipfile.BadZipFile):
+            record = _read_whole_record(path, self.manifest.dataset.task)
+            if record is None or cid not in self.seconds:
                 path.unlink()
                 continue
             self.rows[cid] = cell_row(self.cells[cid], record, self.metrics(record))
@@ -629,7 +682,7 @@ class RunWriter:
 
     def write_cell(self, cid: str, record: dict[str, np.ndarray], seconds: float) -> None:
         row = cell_row(self.cells[cid], record, self.metrics(record))
-        atomic_write(self.samples / f"{cid}.npz", npz_bytes(record), self._kept())
+        atomic_write(self.samples / f"{cid}.npz", npz_bytes(record), self._kept(), durable=False)
         self.rows[cid] = row
         self.seconds[cid] = seconds
 

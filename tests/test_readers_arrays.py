@@ -181,7 +181,17 @@ def test_csd_bad_cases(tmp_path):
 
 def test_missing_h5py_names_the_extra(tmp_path, monkeypatch):
     _csd_folder(tmp_path / "m")
+    import importlib.metadata
+
     monkeypatch.setitem(__import__("sys").modules, "h5py", None)  # `import h5py` now raises ImportError
+    real_version = importlib.metadata.version
+
+    def not_installed(name):  # and its distribution is not installed either
+        if name == "h5py":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
     message = _error(load_dataset, str(tmp_path / "m"))
     assert "needs the Python package 'h5py': pip install 'robustbench-mm[h5]'" in message
 

@@ -10,7 +10,8 @@ import pytest
 
 from fakes import fake_manifest, write_manifest
 from robustbench_mm.errors import InputError
-from robustbench_mm.results import atomic_write, csv_bytes, load_run, load_runs, npz_bytes
+from robustbench_mm.atomic import atomic_write
+from robustbench_mm.results import csv_bytes, load_run, load_runs, npz_bytes
 
 
 def _record(n: int = 5) -> dict[str, np.ndarray]:
@@ -36,14 +37,16 @@ def test_npz_is_byte_deterministic_and_loads_with_numpy_alone(tmp_path):
     assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zipfile.ZipFile(path).infolist())
 
 
-def test_atomic_write_replaces_whole_files_and_reports_unwritable_places(tmp_path):
+def test_atomic_write_replaces_whole_files_and_reports_unwritable_places(tmp_path, read_only_dir):
     path = tmp_path / "f.bin"
     atomic_write(path, b"old")
     atomic_write(path, b"new")
     assert path.read_bytes() == b"new"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin", "read-only"]  # no temporary file left
+    atomic_write(tmp_path / "new" / "f.bin", b"x")  # parent folders are created
+    assert (tmp_path / "new" / "f.bin").read_bytes() == b"x"
     with pytest.raises(InputError, match="cannot write"):
-        atomic_write(tmp_path / "missing" / "f.bin", b"x")
+        atomic_write(read_only_dir / "f.bin", b"x")
 
 
 def _fake_run(path, model: str, acc: float):

@@ -9,6 +9,7 @@ random numbers give every sample the same perturbation in every run.
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Iterator
@@ -23,6 +24,22 @@ KINDS = ("vector", "image", "sequence", "audio", "tokens")
 # Reserved token ids for the `tokens` kind: 0 pads, 1 is the unknown/blank word.
 PAD_ID = 0
 UNK_ID = 1
+
+
+
+# Letters, digits, `_`, `-` and single dots: `+` joins the modalities of a cell ("a+b"), `|`
+# separates the fields of a condition key, `/` would make a path, so a name holding one of them
+# would be read back as something else (the Shapley table took "a+b" for the pair {a, b}).
+MODALITY_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]|\.(?!\.))*$")
+
+
+def check_modality_name(name: object) -> None:
+    """One line unless `name` is a safe modality name (`MODALITY_NAME`), checked where data enters."""
+    if not isinstance(name, str) or not MODALITY_NAME.match(name):
+        raise InputError(
+            f"modality name {name!r}: expected letters, digits, '_', '-' and single '.' (no '+', '|', '/', '..' or spaces: "
+            "'+' and '|' join names in cell keys); rename the array or column"
+        )
 
 
 @dataclass
@@ -49,6 +66,7 @@ class ModalitySpec:
     scaling: str = ""
 
     def __post_init__(self) -> None:
+        check_modality_name(self.name)
         if self.kind not in KINDS:
             raise InputError(f"modality {self.name!r}: unknown kind {self.kind!r}; expected one of: {', '.join(KINDS)}")
         self.shape = tuple(int(s) for s in self.shape)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,9 @@ import torch
 
 from ..domain import Task, parse_task
 from ..errors import InputError, one_of
+from ..imports import working_directory_last
 from .batch import KINDS, UNK_ID, MultimodalData
+from .limits import check_npz
 from .splits import SPLITS, WHOLE, build_splits, stratified_split
 
 RESERVED = ("labels", "split", "ids")
@@ -230,6 +231,7 @@ def read_feature_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise InputError(f"feature file {str(p)!r} not found; expected a .npz or .pt file")
     if p.suffix == ".npz":
+        check_npz(p)
         try:
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
@@ -321,14 +323,12 @@ def load_file_splits(
 
 
 def resolve_factory(source: str):
-    """Import `module:factory` (the working directory on sys.path) and return the callable."""
+    """Import `module:factory` (the working directory on sys.path, after the installed packages) and
+    return the callable."""
     module_name, _, attr = source.rpartition(":")
     if not module_name or not attr or not all(part.isidentifier() for part in module_name.split(".") + attr.split(".")):
         raise InputError(f"dataset {source!r}: expected 'module:factory' (dotted module path, colon, function name)")
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    importlib.invalidate_caches()  # a module file written after start-up must still be found
+    working_directory_last()
     try:
         module = importlib.import_module(module_name)
     except Exception as e:

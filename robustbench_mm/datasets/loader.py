@@ -74,6 +74,7 @@ def is_builtin(source: str) -> bool:
 def _all_splits(
     source: str, *, modalities, kinds: dict[str, str] | None, seed: int, training: bool, task: str | None = None,
     fmt: str | None = None, trust: bool = False, tokenizer: str | None = None, keep_empty_text: bool = False,
+    outside_paths: bool = False, classes: list[str] | None = None,
 ) -> tuple[dict[str, MultimodalData], bool]:
     """(splits, selected): `selected` is True when `modalities` was already applied.
 
@@ -88,6 +89,8 @@ def _all_splits(
         raise one_of("dataset", source, source_names())
     source = source.strip()
     base, _, opts = source.partition(":")
+    if classes is not None and (fmt or (None if base in DATASETS else detect_format(source))) != "media":
+        raise InputError(f"--classes names the classes of media labels (class folders, index.csv/.jsonl); {source!r} is not a media dataset")
     if base in DATASETS:
         if kinds:
             raise InputError(f"dataset {base!r}: --kind overrides apply to feature files and factories only")
@@ -96,7 +99,9 @@ def _all_splits(
     if fmt not in (None, *FORMATS):
         raise one_of("--format", fmt, FORMATS)
     if fmt in READERS or (fmt is None and detect_format(source)):
-        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer, keep_empty_text=keep_empty_text)
+        options = ReadOptions(kinds=kinds, seed=seed if training else None, trust=trust, tokenizer=tokenizer,
+                              keep_empty_text=keep_empty_text, outside_paths=outside_paths,
+                              classes=None if classes is None else tuple(classes))
         return _fixed_task(source, read_splits(source, fmt, options), task), False
     if fmt in FEATURE_FILE_FORMATS or Path(source).suffix.lower() in FILE_SUFFIXES or Path(source).exists():
         return load_file_splits(source, kinds, seed=seed if training else None, task=task), False
@@ -120,6 +125,7 @@ def load_splits(
     source: str, *, modalities: list[str] | None = None, kinds: dict[str, str] | None = None, seed: int = 0,
     task: str | None = None,
     fmt: str | None = None, trust: bool = False, tokenizer: str | None = None, keep_empty_text: bool = False,
+    outside_paths: bool = False, classes: list[str] | None = None,
 ) -> dict[str, MultimodalData]:
     """{"train", "val", "test"} of a source, train statistics on every split's specs (for training).
 
@@ -129,7 +135,7 @@ def load_splits(
     """
     splits, selected = _all_splits(
         source, modalities=modalities, kinds=kinds, seed=seed, training=True, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer,
-        keep_empty_text=keep_empty_text,
+        keep_empty_text=keep_empty_text, outside_paths=outside_paths, classes=classes,
     )
     empty = [s for s in SPLITS if s not in splits or len(splits[s]) == 0]
     if empty:
@@ -150,17 +156,21 @@ def load_dataset(
     trust: bool = False,
     tokenizer: str | None = None,
     keep_empty_text: bool = False,
+    outside_paths: bool = False,
+    classes: list[str] | None = None,
 ) -> MultimodalData:
     """One split of a source. A feature file or factory without its own split is one evaluation
     set: asking for "test" (the default) or "all" gives the whole of it, with split "all" (as the
     run's manifest then records). task : as in `load_splits`. fmt: a reader name (default: detected
     from the path); trust: allow pickles (they run code when loaded); tokenizer: "module:function" for text;
-    keep_empty_text: keep the text-less segments of a MultiBench affect pickle (dropped by default, as MultiBench does)."""
+    keep_empty_text: keep the text-less segments of a MultiBench affect pickle (dropped by default, as MultiBench does);
+    outside_paths: let a media index name files outside the dataset's folder (default: refused);
+    classes: the class names, in the model's order, that media labels (folder names, index labels) name."""
     if split not in SPLITS + (WHOLE,):
         raise one_of("split", split, SPLITS + (WHOLE,))
     splits, selected = _all_splits(
         source, modalities=modalities, kinds=kinds, seed=seed, training=False, task=task, fmt=fmt, trust=trust, tokenizer=tokenizer,
-        keep_empty_text=keep_empty_text,
+        keep_empty_text=keep_empty_text, outside_paths=outside_paths, classes=classes,
     )
     if WHOLE in splits and split in ("test", WHOLE):
         split = WHOLE

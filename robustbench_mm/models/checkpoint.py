@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
-import os
 import pickle
 import pickletools
 import re
@@ -24,9 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..version import __version__
+from ..atomic import atomic_write
 from ..errors import InputError
 from .adapter import ExportedModule
+from ..imports import working_directory_last
+from ..version import __version__
 from .base import Reencodable
 
 FORMAT = "robustbench-mm"
@@ -78,7 +79,7 @@ def _plain(value):
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, config: dict | None = None, metrics: dict | None = None) -> Path:
-    """Write `model` to `path` (atomically: temp file + rename) and return the path.
+    """Write `model` to `path` (whole or not at all: `atomic.atomic_write`) and return the path.
 
     config : extra metadata (dataset, split_seed, seed, training hyper-parameters...) merged over
         the model's own build config, so `load_model` can rebuild it with no other input.
@@ -95,10 +96,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, config: dict | None = No
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metrics": _plain(metrics or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, buffer.getvalue())
     return path
 
 
@@ -309,8 +309,8 @@ def import_module(module_name: str, folder: Path | None, what: str):
 
     folder : a model card's folder. When that folder holds the module (`name.py` or a package),
         the module is imported from there, and the folder is on sys.path only while it imports;
-        otherwise the usual sys.path decides (with the working directory importable, as
-        `python -m` does). A module of that name already imported from elsewhere is an error,
+        otherwise the usual sys.path decides (the working directory importable, after the
+        installed packages: `imports.working_directory_last`). A module of that name already imported from elsewhere is an error,
         not a silent use of the other file.
     """
     top = module_name.split(".")[0]
@@ -319,9 +319,7 @@ def import_module(module_name: str, folder: Path | None, what: str):
     )
     try:
         if local is None:
-            cwd = os.getcwd()
-            if cwd not in sys.path:
-                sys.path.insert(0, cwd)
+            working_directory_last()
             return importlib.import_module(module_name)
         loaded = sys.modules.get(top)
         if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != local.resolve():

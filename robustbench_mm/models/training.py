@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..version import __version__
 from ..datasets.batch import PAD_ID, MultimodalData
 from ..errors import InputError
+from ..atomic import atomic_write
 from ..domain import Task
 from .checkpoint import save_checkpoint
 from .checks import check_inputs, check_tensors
@@ -31,12 +32,14 @@ TRAIN_DEFAULTS = {"epochs": 60, "batch_size": 64, "lr": 2e-3, "patience": 10, "w
 
 
 def _fill(config: dict, train: MultimodalData) -> dict:
-    """The model config with specs, task and class count taken from the training split."""
+    """The model config with specs, task, class count and class names taken from the training split."""
     cfg = dict(config)
     cfg.setdefault("specs", [s.to_dict() for s in train.specs.values()])
     cfg.setdefault("task", train.task)
     if train.task == Task.CLASSIFICATION:
         cfg.setdefault("num_classes", train.num_classes or int(train.labels.max()) + 1)
+        if train.class_names:  # evaluation refuses data whose class names or order differ
+            cfg.setdefault("class_names", list(train.class_names))
     return cfg
 
 
@@ -260,5 +263,5 @@ def train_and_save(
         out=out,
     )
     out = Path(out)
-    out.with_suffix(".json").write_text(json.dumps({"checkpoint": out.name, **metrics}, indent=2) + "\n")
+    atomic_write(out.with_suffix(".json"), (json.dumps({"checkpoint": out.name, **metrics}, indent=2) + "\n").encode())
     return metrics

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from .. import plots
 from ..errors import InputError
+from ..escape import safe_file_name
 from ..registry import Registry, source_of
 from .document import Figure, Section
 from .estimates import Boot
@@ -44,6 +45,7 @@ class FigureSink:
         self.names: list[str] = []
 
     def add(self, name: str, figure: MplFigure, caption: str) -> Figure:
+        name = safe_file_name(name)  # a plug-in section's name cannot leave figures/
         if name in self.names:
             raise InputError(f"report: two figures are named {name!r}; each needs its own file name")
         paths = plots.save_figure(figure, self.folder / name)

@@ -10,12 +10,13 @@ page is escaped unless a template says otherwise (none does), so no caller has t
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 
 import jinja2
 
+from ..atomic import atomic_write
 from ..errors import InputError
+from ..escape import csv_text, md_cell, safe_file_name
 from .document import Figure, Section, Table, Text
 
 _TEMPLATES = jinja2.Environment(
@@ -29,13 +30,12 @@ _TEMPLATES = jinja2.Environment(
 
 def _write_tables(sections: list[Section], out: Path) -> None:
     """Every table's raw values as tables/<name>.csv; two tables of one name would overwrite each other."""
-    (out / "tables").mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
     for table in (b for s in sections for b in s.blocks if isinstance(b, Table)):
-        if table.name in names:
+        if safe_file_name(table.name) in names:
             raise InputError(f"report: two tables are named {table.name!r}; each needs its own file name")
-        names.add(table.name)
-        table.frame.to_csv(out / "tables" / f"{table.name}.csv", index=False)
+        names.add(safe_file_name(table.name))
+        atomic_write(out / "tables" / f"{safe_file_name(table.name)}.csv", csv_text(table.frame).encode())
 
 
 def _view(block: Text | Table | Figure) -> dict:
@@ -43,7 +43,7 @@ def _view(block: Text | Table | Figure) -> dict:
     if isinstance(block, Text):
         return {"kind": "text", "text": block.text, "pre": block.pre}
     if isinstance(block, Table):
-        return {"kind": "table", "name": block.name, "caption": block.caption, "collapsed": block.collapsed,
+        return {"kind": "table", "name": safe_file_name(block.name), "caption": block.caption, "collapsed": block.collapsed,
                 "columns": [str(c) for c in block.shown.columns],
                 "rows": [[str(v) for v in row] for row in block.shown.itertuples(index=False)]}
     png = base64.b64encode(block.png.read_bytes()).decode("ascii")
@@ -55,13 +55,9 @@ def html_page(sections: list[Section], title: str, subtitle: str) -> str:
     return _TEMPLATES.get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=views) + "\n"
 
 
-def md_cell(value) -> str:
-    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")
-
-
 def md_table(table: Table) -> str:
     cols = list(table.shown.columns)
-    lines = [f"**{md_cell(table.caption)}** (`tables/{table.name}.csv`)", "",
+    lines = [f"**{md_cell(table.caption)}** (`tables/{safe_file_name(table.name)}.csv`)", "",
              "| " + " | ".join(md_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(md_cell(v) for v in row) + " |" for row in table.shown.itertuples(index=False)]
     return "\n".join(lines)
@@ -87,6 +83,6 @@ def render(sections: list[Section], title: str, subtitle: str, out: Path) -> Pat
     returns the path of index.html."""
     _write_tables(sections, out)
     index = out / "index.html"
-    index.write_text(html_page(sections, title, subtitle), encoding="utf-8")
-    (out / "report.md").write_text(markdown(sections, title, subtitle), encoding="utf-8")
+    atomic_write(index, html_page(sections, title, subtitle).encode("utf-8"))
+    atomic_write(out / "report.md", markdown(sections, title, subtitle).encode("utf-8"))
     return index

@@ -8,7 +8,10 @@ exactly those of a .npz; only media folders (streamed) build their splits themse
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -36,6 +39,8 @@ class ReadOptions:
     tokenizer : "module:function" mapping a text to a list of token ids (None = whitespace vocabulary).
     keep_empty_text : MultiBench affect pickles: keep the segments without text that MultiBench's
         `drop_entry` removes (--keep-empty-text).
+    outside_paths : --allow-outside-paths: a data file may name files outside the dataset's folder.
+    classes : --classes: the class names in the model's order (media labels that are names).
     """
 
     kinds: dict[str, str] | None = None
@@ -43,15 +48,25 @@ class ReadOptions:
     trust: bool = False
     tokenizer: str | None = None
     keep_empty_text: bool = False
+    outside_paths: bool = False
+    classes: tuple[str, ...] | None = None
 
 
 def optional_import(module: str, fmt: str):
     """Import an optional dependency, or one line naming the extra that installs it."""
     try:
         return importlib.import_module(module)
-    except ImportError:
+    except ImportError as e:
+        try:
+            version = importlib.metadata.version(module)
+        except importlib.metadata.PackageNotFoundError:
+            raise InputError(
+                f"reading {fmt} needs the Python package {module!r}: pip install 'robustbench-mm[{EXTRAS[module]}]'"
+            ) from None
+        found = getattr(sys.modules.get(module), "__file__", None) or e.path or "?"
         raise InputError(
-            f"reading {fmt} needs the Python package {module!r}: pip install 'robustbench-mm[{EXTRAS[module]}]'"
+            f"reading {fmt}: {module} {version} is installed but importing it failed ({e}; loaded from {found}); "
+            f"a file or folder named {module} on the import path may shadow it"
         ) from None
 
 
@@ -127,3 +142,18 @@ def assemble_with_lengths(
         rows = order[np.searchsorted(ids[order], data.ids.numpy())]
         out[s] = replace(data, lengths={m: torch.from_numpy(v[rows]) for m, v in lengths.items() if m in data.specs})
     return out
+
+
+def confined(root: Path, path: Path, where: str, options: ReadOptions) -> Path:
+    """`path`, named by a data file (or found in the dataset's folder), if it lies inside `root`
+    once symlinks and `..` are resolved; else one line (unless --allow-outside-paths). A data file
+    from elsewhere must not make us read (and hash into a manifest) /etc/passwd or a private key."""
+    if options.outside_paths:
+        return path
+    inside = root.resolve()
+    if not path.resolve().is_relative_to(inside):
+        raise InputError(
+            f"{where}: {str(path)!r} lies outside the dataset folder {str(inside)!r} (through '..', an absolute "
+            "path or a symlink); move it inside or pass --allow-outside-paths"
+        )
+    return path

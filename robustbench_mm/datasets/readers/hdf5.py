@@ -23,6 +23,7 @@ import numpy as np
 
 from ...errors import InputError
 from ..files import assemble
+from ..limits import check_claimed
 from ..splits import SPLITS
 from .common import SPLIT_ALIASES, ReadOptions, assemble_with_lengths, check_same_keys, few, optional_import, pad_sequences
 
@@ -59,6 +60,8 @@ def read_hdf5(path: Path, options: ReadOptions) -> dict:
         for key, item in f.items():
             if not isinstance(item, h5py.Dataset):
                 raise InputError(f"{str(path)!r}: {key!r} is a group; expected root-level datasets (one per modality, labels, [split, ids])")
+            if item.dtype.kind not in "SOU":  # strings (split names) are small and vary in size
+                check_claimed(str(path), key, item.shape or (), item.dtype)
             try:
                 x = item[()]
             except OSError as e:
@@ -82,6 +85,8 @@ def _read_sequence(path: Path) -> dict[str, np.ndarray]:
         for vid, group in data.items():
             if "features" not in group or "intervals" not in group:
                 raise InputError(f"{str(path)!r}: video {vid!r} lacks 'features' or 'intervals'")
+            for part in ("features", "intervals"):
+                check_claimed(str(path), f"{vid}/{part}", group[part].shape or (), group[part].dtype)
             try:
                 features, intervals = np.asarray(group["features"][()]), np.asarray(group["intervals"][()])
             except OSError as e:
@@ -149,6 +154,13 @@ def _split_column(path: Path, videos: list[str]) -> np.ndarray:
         unknown = [v for v in members if v not in position]
         if unknown:
             raise InputError(f"{str(path)!r}: split {key!r} names {len(unknown)} video ids the .csd files lack: {few(unknown)}")
+        twice = [v for v in members if column[position[v]] and column[position[v]] != split]
+        if twice:
+            earlier = column[position[twice[0]]]
+            raise InputError(
+                f"{str(path)!r}: {len(twice)} video id(s) are in split {earlier!r} and in {key!r}: {few(twice)}; "
+                "each video belongs to one split (else test shares videos with train)"
+            )
         column[[position[v] for v in members]] = split
     unassigned = [v for v in videos if not column[position[v]]]
     if unassigned:

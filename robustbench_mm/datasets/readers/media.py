@@ -7,6 +7,10 @@ Two layouts:
 - an index, `index.csv` / `index.jsonl` in the folder (or the file itself): columns `label`,
   optional `id` (integer) and `split`, a `text` column of literal text, and one column per
   modality holding paths relative to the index (its kind from the files' suffix).
+Labels of an index are integer class ids (or numbers, for regression); names need `--classes`,
+which also orders class folders (else sorted by name). Every path, named by the index or found
+in a class folder, must lie inside the dataset's folder once symlinks are resolved
+(`common.confined`; `--allow-outside-paths` opts out).
 Images must share one size (mode L or RGB, from the first); values 0..255. WAV files must share
 one length; integer PCM is scaled to [-1, 1), channels are averaged to mono. Text becomes token
 ids (0 pad, 1 unknown) from a user `module:function` (text -> list of ints) or from a whitespace
@@ -36,7 +40,7 @@ from ...errors import InputError
 from ..batch import PAD_ID, UNK_ID, ModalitySpec, MultimodalData, SplitData, map_range
 from ..files import pcm_to_float, resolve_factory
 from ..splits import CONSTANT_STD_REL, SPLITS, WHOLE, stratified_split
-from .common import SPLIT_ALIASES, ReadOptions, few
+from .common import SPLIT_ALIASES, ReadOptions, confined, few
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 AUDIO_SUFFIXES = (".wav",)
@@ -291,12 +295,13 @@ class _Entries:
     kinds: dict[str, str]  # modality -> image / audio / text
 
 
-def _class_folders(root: Path) -> _Entries:
-    top = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+def _class_folders(root: Path, options: ReadOptions) -> _Entries:
+    where = str(root)
+    top = sorted(confined(root, d, where, options) for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not top:
         raise InputError(f"{str(root)!r}: no class folders and no index.csv / index.jsonl")
     split_layout = all(d.name.lower() in SPLIT_ALIASES for d in top)
-    groups = [(SPLIT_ALIASES[d.name.lower()], c) for d in top for c in sorted(x for x in d.iterdir() if x.is_dir())] if split_layout else [(None, d) for d in top]
+    groups = [(SPLIT_ALIASES[d.name.lower()], confined(root, c, where, options)) for d in top for c in sorted(x for x in d.iterdir() if x.is_dir())] if split_layout else [(None, d) for d in top]
     if split_layout and "train" not in {s for s, _ in groups}:
         raise InputError(f"{str(root)!r}: split folders {few(d.name for d in top)} without 'train'; the statistics and vocabulary come from train")
     labels, splits, columns = [], [], {}
@@ -306,7 +311,7 @@ def _class_folders(root: Path) -> _Entries:
             kind = kind_of_suffix(f.suffix) if f.is_file() else None
             if kind is None:
                 continue
-            samples.setdefault(f.stem, {})[kind] = f
+            samples.setdefault(f.stem, {})[kind] = confined(root, f, where, options)
         kinds_here = sorted({k for s in samples.values() for k in s})
         for kind in kinds_here:
             lacking = [stem for stem, files in samples.items() if kind not in files]
@@ -325,7 +330,7 @@ def _class_folders(root: Path) -> _Entries:
     return _Entries(labels, splits if split_layout else None, None, columns, {k: k for k in columns})
 
 
-def _index(path: Path) -> _Entries:
+def _index(path: Path, options: ReadOptions) -> _Entries:
     base = path.parent
     try:
         if path.suffix.lower() == ".csv":
@@ -359,7 +364,7 @@ def _index(path: Path) -> _Entries:
         missing = [v for v in values if not (base / str(v)).is_file()]
         if missing:
             raise InputError(f"index {str(path)!r}: column {m!r} names {len(missing)} files that do not exist: {few(missing)}")
-        columns[m], kinds[m] = [base / str(v) for v in values], kind
+        columns[m], kinds[m] = [confined(base, base / str(v), f"index {str(path)!r}: column {m!r}", options) for v in values], kind
     if not columns:
         raise InputError(f"index {str(path)!r}: no modality columns besides id, label, split")
     ids = None
@@ -382,25 +387,57 @@ def _index(path: Path) -> _Entries:
     return _Entries([r["label"] for r in rows], splits, ids, columns, kinds)
 
 
-def _labels(where: str, raw: list) -> tuple[np.ndarray, str, int | None, list[str] | None]:
-    """(labels, task, num_classes, class_names): integers as class ids, floats as targets, names sorted."""
+def _labels(where: str, raw: list, classes: tuple[str, ...] | None, folders: bool) -> tuple[np.ndarray, str, int | None, list[str] | None]:
+    """(labels, task, num_classes, class_names).
+
+    With `classes` (--classes): integer labels are ids into it, other labels are names from it.
+    Without: integers are class ids, finite floats regression targets; class folders are named
+    classes in sorted order (the run records them, and evaluation checks them against the model's).
+    Any other label in an index is refused: one typo would otherwise turn every label into a
+    class name and renumber them all ("10" sorting before "2").
+    """
     text = [str(v).strip() for v in raw]
     try:
         values = np.array([int(t) for t in text], dtype=np.int64)
-        if values.min() < 0:
-            raise InputError(f"{where}: negative class id {values.min()}; expected ids 0..C-1 or class names")
-        return values, "classification", int(values.max()) + 1, None
     except ValueError:
-        pass
+        values = None
+    if values is not None and len(values) and values.min() < 0:
+        raise InputError(f"{where}: negative class id {values.min()}; expected ids 0..C-1 or class names")
+    if classes is not None:
+        if values is not None:
+            if values.max(initial=0) >= len(classes):
+                raise InputError(f"{where}: class id {values.max()} but --classes names {len(classes)} classes (ids 0..{len(classes) - 1})")
+            return values, "classification", len(classes), list(classes)
+        position = {n: i for i, n in enumerate(classes)}
+        unknown = sorted({t for t in text if t not in position})
+        if unknown:
+            raise InputError(f"{where}: label(s) {few(unknown)} are not among --classes {few(classes, limit=6)}")
+        return np.array([position[t] for t in text], dtype=np.int64), "classification", len(classes), list(classes)
+    if values is not None:
+        return values, "classification", int(values.max(initial=-1)) + 1, None
     try:
-        values = np.array([float(t) for t in text], dtype=np.float32)
-        if np.isfinite(values).all():
-            return values, "regression", None, None
+        floats = np.array([float(t) for t in text], dtype=np.float32)
+        if np.isfinite(floats).all():
+            return floats, "regression", None, None
     except ValueError:
         pass
+    if not folders:
+        row, bad = next((i, t) for i, t in enumerate(text) if not _is_number(t))
+        raise InputError(
+            f"{where}: label {bad!r} (row {row + 1}) is neither an integer class id nor a number; to use class names, "
+            "name every class in the model's order with --classes NAME,NAME,..."
+        )
     names = sorted(set(text))
     position = {n: i for i, n in enumerate(names)}
     return np.array([position[t] for t in text], dtype=np.int64), "classification", len(names), names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- read
@@ -411,10 +448,10 @@ def read(path: Path, options: ReadOptions) -> dict[str, StreamedData]:
     if index is None and not path.is_dir():
         raise InputError(f"media dataset {str(path)!r} not found; expected a folder (one per class, or with index.csv) or an index file")
     where = str(path)
-    entries = _index(index) if index is not None else _class_folders(path)
+    entries = _index(index, options) if index is not None else _class_folders(path, options)
     if options.kinds:
         raise InputError(f"{where}: --kind does not apply to media folders (kinds come from the file types)")
-    labels, task, num_classes, class_names = _labels(where, entries.labels)
+    labels, task, num_classes, class_names = _labels(where, entries.labels, options.classes, folders=index is None)
     n = len(labels)
     ids = np.array(entries.ids if entries.ids is not None else range(n), dtype=np.int64)
     if entries.splits is not None:

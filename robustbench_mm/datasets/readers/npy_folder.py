@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
+from ..limits import check_npy
 from .common import SPLIT_ALIASES, ReadOptions, assemble_with_lengths, stack_splits
 
 LABELS_SUFFIX = "_labels.npy"
@@ -36,6 +37,7 @@ def matches(path: Path) -> bool:
 
 
 def _load(path: Path) -> np.ndarray:
+    check_npy(path)
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:

@@ -1,0 +1,21 @@
+"""Importing the user's code (`module:factory` models and datasets, the classes a trusted pickle
+names) from the working directory without letting a file there replace an installed package.
+
+`python -m` puts the working directory first on sys.path, and so did our factory loaders: a
+`./h5py.py` then shadowed the real h5py, and the reader's error told the user to pip install a
+package that was installed. The working directory goes last instead: installed packages win,
+and a module only the working directory has is still found.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+
+def working_directory_last() -> None:
+    """Move the working directory (and the '' that stands for it) to the end of sys.path."""
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", cwd)] + [cwd]
+    importlib.invalidate_caches()  # a module file written after start-up must still be found
