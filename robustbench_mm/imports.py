@@ -14,8 +14,14 @@ import os
 import sys
 
 
+_ADDED: list[str] = []  # the working directory this function put on sys.path last time
+
+
 def working_directory_last() -> None:
-    """Move the working directory (and the '' that stands for it) to the end of sys.path."""
+    """Move the working directory (and the '' that stands for it) to the end of sys.path. A
+    directory put there by an earlier call, when the process has since changed directory, is taken
+    off: its modules must not answer for the new working directory's."""
     cwd = os.getcwd()
-    sys.path[:] = [p for p in sys.path if p not in ("", cwd)] + [cwd]
+    sys.path[:] = [p for p in sys.path if p not in ("", cwd, *_ADDED)] + [cwd]
+    _ADDED[:] = [cwd]
     importlib.invalidate_caches()  # a module file written after start-up must still be found
