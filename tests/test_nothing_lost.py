@@ -165,7 +165,7 @@ def test_report_gate_baseline_export_and_checkpoint_files_are_only_moved_into_pl
     commands = [["report", "r", "-o", "rep"], ["baseline", "r", "-o", "out/base.json"],
                 ["gate", "r", "--baseline", "out/base.json", "--junit", "out/g.xml", "--summary", "out/g.md",
                  "--benchmark-json", "out/bench.json"],
-                ["export", "r", "--format", "robustbench", "-o", "exp"],
+                ["export", "r", "--format", "robustbench", "--other-protocol", "-o", "exp"],
                 ["train", "--data", "feats.npz", "--fusion", "concat", "--epochs", "1", "--quiet", "--out", "out/m.pt"]]
     for argv in commands:
         code, _, err = _rbmm(capsys, *argv)
@@ -202,7 +202,7 @@ def test_formula_cells_are_neutralised_in_every_csv_and_read_back_unchanged(here
     model = _script(Linear(), here / f"{FORMULA}.pt")
     assert _rbmm(capsys, *_eval(model, "--out", "r"))[0] == 0
     assert _rbmm(capsys, "report", "r", "-o", "rep")[0] == 0
-    assert _rbmm(capsys, "export", "r", "--format", "robustbench", "-o", "exp")[0] == 0
+    assert _rbmm(capsys, "export", "r", "--format", "robustbench", "--other-protocol", "-o", "exp")[0] == 0
     written = [here / "r" / "cells.csv", *sorted((here / "rep" / "tables").glob("*.csv")), here / "exp" / "unaggregated_results.csv"]
     for path in written:
         cells = _csv_cells(path)
@@ -261,7 +261,8 @@ def test_export_writes_nothing_outside_its_folder(here, capsys, fmt, name):
     (here / "r" / "manifest.json").write_text(json.dumps(manifest))
     (here / "lm" / "out").mkdir(parents=True)
     before = {p for p in here.rglob("*")}
-    code, out, err = _rbmm(capsys, "export", "r", "--format", fmt, "-o", "lm/out")
+    other = ["--other-protocol"] if fmt == "robustbench" else []  # the run's protocol is not ImageNet-C
+    code, out, err = _rbmm(capsys, "export", "r", "--format", fmt, *other, "-o", "lm/out")
     assert code == 0, err
     added = {p for p in here.rglob("*")} - before
     inside = (here / "lm" / "out").resolve()
