@@ -380,8 +380,8 @@ def frost_source() -> str:
     """Which frost the suites run: ImageNet-C's photographs (imagecorruptions installed) or the texture."""
     folder = frost_photo_folder()
     if folder is None:
-        return "procedural texture (imagecorruptions not installed: pip install 'robustbench-mm[imagenet-c]')"
-    return f"ImageNet-C's frost photographs from {folder}"
+        return "a procedural texture (imagecorruptions not installed: pip install 'robustbench-mm[imagenet-c]')"
+    return f"ImageNet-C's photographs (imagecorruptions, {folder})"
 
 
 _FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")  # np.random.randint(5): frost6 never
@@ -601,7 +601,10 @@ def _jpeg_compression(x, quality, rng, spec):
     Pixels are rounded to 8 bits first (the reference encodes 8-bit images); one channel goes through
     RGB and back to L, as imagecorruptions does for greyscale. Runs on the host CPU, image by image.
     """
-    from PIL import Image
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InputError("jpeg_compression needs Pillow's JPEG codec: pip install 'robustbench-mm[imagenet-c]'") from None
 
     u = _unit(x, spec)
     if x.device.type == "meta":
@@ -617,6 +620,31 @@ def _jpeg_compression(x, quality, rng, spec):
             out[i] = np.asarray(back).reshape(img.shape)
     y = torch.from_numpy(out).to(device=x.device).permute(0, 3, 1, 2).to(x.dtype).div_(255.0)
     return _back(y, spec)
+
+
+def suite_of(name: str) -> str | None:
+    """The ImageNet-C suite a corruption name runs (`imagenet-c/fog`, or an alias of one), else None."""
+    from .registry import ALIASES
+
+    suite = ALIASES.get(name, name).partition("/")[0]
+    return suite if suite in SUITES else None
+
+
+def suite_lines(names, specs: dict[str, ModalitySpec]) -> list[str]:
+    """For a run's manifest (`units`): per ImageNet-C suite the names use, the table and its source,
+    each image modality's size against the table's, and which frost ran."""
+    lines = []
+    for suite in dict.fromkeys(s for s in map(suite_of, names) if s is not None):
+        size = IMAGE_SIZE[suite]
+        for m, spec in specs.items():
+            if spec.kind != "image":
+                continue
+            shape = "x".join(str(v) for v in spec.shape)
+            fits = spec.shape[-2:] == (size, size)
+            lines.append(f"{suite}: ImageNet-C's {size}-px table ({SOURCE[suite]}) on {m!r} ({shape})"
+                         + ("" if fits else f", not {size}x{size}: strengths are not the published ones"))
+        lines.append(f"{suite}: frost from {frost_source()}")
+    return lines
 
 
 def _one_or_three_channels(spec: ModalitySpec) -> str | None:
