@@ -252,12 +252,13 @@ def _motion_blur(x, row, rng, spec):
 def _glass_displacements(delta: int, iterations: int, grid: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference shuffle's displacement law: ((n, 2) row and column offsets, (n,) cumulative probabilities).
 
-    make_imagenet_c.py `glass_blur` swaps every interior pixel, bottom-right to top-left, with the one
-    at offset randint(-d, d) per axis, `iterations` times; a pixel swapped ahead of the loop is moved
-    again, so displacements spread much further than one move's (variance 3.1 px^2 against 0.5 at
-    ImageNet-C severity 1). The swaps depend on no pixel value, so the law is found once by running
-    that loop on pixel indices (a `grid`-px square, numpy seed 0) and reading each interior pixel's
-    displacement: 1-2 s once per severity row.
+    make_imagenet_c.py `glass_blur` visits every interior pixel, bottom-right to top-left, drawing an
+    offset randint(-d, d) per axis, `iterations` times, and "swaps" with
+    `x[h, w], x[h', w'] = x[h', w'], x[h, w]`; on an (H, W, 3) image both sides are views, so the
+    second assignment writes back what the first wrote: pixel (h, w) takes the value at (h', w'),
+    which stays. Copies from already-visited pixels chain, so displacements spread much further than
+    one move's. No pixel value steers the copies, so the law is found once by running that loop on
+    pixel indices (a `grid`-px square, numpy seed 0) and reading each interior pixel's source offset.
     """
     draws = np.random.RandomState(0).randint(-delta, delta, size=(iterations, grid, grid, 2))
     index = np.arange(grid * grid).reshape(grid, grid)
@@ -265,7 +266,7 @@ def _glass_displacements(delta: int, iterations: int, grid: int = 96) -> tuple[t
         for h in range(grid - delta, delta, -1):
             for w in range(grid - delta, delta, -1):
                 dx, dy = draws[it, h, w]
-                index[h, w], index[h + dy, w + dx] = index[h + dy, w + dx], index[h, w]
+                index[h, w] = index[h + dy, w + dx]
     rows, cols = np.divmod(index, grid)
     inner = slice(2 * delta + 2, grid - 2 * delta - 2)
     moves = np.stack([(rows - np.arange(grid)[:, None])[inner, inner].ravel(),
