@@ -301,10 +301,10 @@ def _glass_blur(x, row, rng, spec):
     return _back(_skimage_gaussian(_glass_shuffle(blurred, rng, int(delta), int(iterations)), float(sigma)), spec)
 
 
-def _zoom_rows(n: int, zoom: float) -> torch.Tensor:
-    """(n, n) weights of make_imagenet_c.py `clipped_zoom` along one axis: crop ceil(n / zoom) centred
-    pixels, scipy.ndimage.zoom (order 1: output i reads input i (in - 1) / (out - 1), out = round(in
-    zoom)), trim the centre n."""
+def _zoom_taps(n: int, zoom: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """make_imagenet_c.py `clipped_zoom` along one axis as bilinear taps (low index, high index,
+    weight of high): crop ceil(n / zoom) centred pixels, scipy.ndimage.zoom order 1 (output i reads
+    input i (in - 1) / (out - 1), out = round(in zoom)), trim the centre n."""
     crop = int(math.ceil(n / zoom))
     top = (n - crop) // 2
     out = int(round(crop * zoom))
@@ -313,33 +313,40 @@ def _zoom_rows(n: int, zoom: float) -> torch.Tensor:
     low = pos.floor().clamp(0, crop - 1)
     frac = pos - low
     high = (low + 1).clamp(max=crop - 1)
+    return low.long() + top, high.long() + top, frac
+
+
+def _zoom_rows(n: int, zoom: float) -> torch.Tensor:
+    """(n, n) matrix of `_zoom_taps` (for checks and the snow layer)."""
+    low, high, frac = _zoom_taps(n, zoom)
     weights = torch.zeros((n, n), dtype=torch.float64)
     rows = torch.arange(n)
-    weights.index_put_((rows, low.long() + top), 1 - frac, accumulate=True)
-    weights.index_put_((rows, high.long() + top), frac, accumulate=True)
+    weights.index_put_((rows, low), 1 - frac, accumulate=True)
+    weights.index_put_((rows, high), frac, accumulate=True)
     return weights
 
 
-@functools.lru_cache(maxsize=64)
-def _zoom_blur_matrices(n: int, stop: float, step: float) -> torch.Tensor:
-    """(n, n): the mean over the zooms np.arange(1, stop, step) of `_zoom_rows`, with the image
-    itself counted once more, as (x + sum of zooms) / (count + 1) does: one linear map per axis
-    cannot express it (the zooms act on both axes together), so this is the stack of the zooms."""
-    zooms = np.arange(1, stop, step)
-    return torch.stack([_zoom_rows(n, float(z)) for z in zooms])
+def _zoom_rows_of(u: torch.Tensor, taps) -> torch.Tensor:
+    """Bilinear taps along the rows (dim -2): whole rows gathered and blended, contiguous copies."""
+    low, high, frac = taps
+    frac = frac.to(device=u.device, dtype=u.dtype)[:, None]
+    return torch.lerp(u.index_select(-2, low.to(u.device)), u.index_select(-2, high.to(u.device)), frac)
 
 
 def _zoom_blur(x, row, rng, spec):
-    """make_imagenet_c.py `zoom_blur`: (x + sum over np.arange(1, stop, step) of clipped_zoom(x, z)) / (count + 1)."""
+    """make_imagenet_c.py `zoom_blur`: (x + sum over np.arange(1, stop, step) of clipped_zoom(x, z)) / (count + 1).
+
+    Each zoom is two bilinear passes of whole-row gathers, the columns' pass on the transposed
+    image (gathering single elements along the last axis is several times slower on CPU)."""
     stop, step = row
     u = _unit(x, spec)
     h, w = u.shape[-2:]
-    rows = _zoom_blur_matrices(h, float(stop), float(step)).to(device=u.device, dtype=u.dtype)
-    cols = _zoom_blur_matrices(w, float(stop), float(step)).to(device=u.device, dtype=u.dtype)
-    total = u.clone()
-    for zr, zc in zip(rows, cols):
-        total += torch.matmul(zr, torch.matmul(u, zc.T))
-    return _back(total.div_(len(rows) + 1), spec)
+    zooms = np.arange(1, float(stop), float(step))
+    total_t = u.transpose(-1, -2).clone(memory_format=torch.contiguous_format)  # (.., W, H)
+    for z in zooms:
+        along_rows = _zoom_rows_of(u, _zoom_taps(h, float(z))).transpose(-1, -2).contiguous()
+        total_t += _zoom_rows_of(along_rows, _zoom_taps(w, float(z)))
+    return _back(total_t.transpose(-1, -2).contiguous().div_(len(zooms) + 1), spec)
 
 
 # --- weather --------------------------------------------------------------------------------------------
@@ -429,9 +436,10 @@ def _frost_crops(suite: str, rng: SampleRandom, u: torch.Tensor) -> torch.Tensor
     which = rng.integers(5)
     top = torch.floor(rng.uniform(dtype=torch.float64) * (sizes[which, 0] - h)).long()
     left = torch.floor(rng.uniform(dtype=torch.float64) * (sizes[which, 1] - w)).long()
-    rows = (top[:, None] + torch.arange(h, device=u.device))[:, :, None]
-    cols = (left[:, None] + torch.arange(w, device=u.device))[:, None, :]
-    crops = stack[which[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (B, 3, H, W)
+    if u.device.type == "meta":
+        return torch.empty_like(u)
+    picks = zip(which.tolist(), top.tolist(), left.tolist())  # one host sync for B small integers
+    crops = torch.stack([stack[p, :, t : t + h, l : l + w] for p, t, l in picks])  # (B, 3, H, W)
     if c != 3:
         luma = torch.tensor([0.2989, 0.5870, 0.1140], dtype=u.dtype, device=u.device)  # imagecorruptions rgb2gray
         crops = torch.einsum("c,bchw->bhw", luma, crops)[:, None].expand(b, c, h, w)
@@ -497,13 +505,26 @@ def _sample_bilinear(u: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, al
     return F.grid_sample(u, grid.to(u.dtype), mode="bilinear", padding_mode="reflection", align_corners=align_corners)
 
 
+@functools.lru_cache(maxsize=32)
+def _smoothing_matrix(n: int, sigma: float) -> torch.Tensor:
+    """(n, n): scipy gaussian_filter1d (truncate 3, mode 'reflect') as a matrix, borders folded in."""
+    g = _gaussian_weights(sigma, 3.0, "cpu")
+    r = g.numel() // 2
+    source = _padded_index(n, r, r, "symmetric", "cpu")
+    matrix = torch.zeros((n, n), dtype=torch.float64)
+    for i in range(n):
+        matrix[i].index_add_(0, source[i : i + 2 * r + 1], g)
+    return matrix
+
+
 def _smooth_field(rng: SampleRandom, h: int, w: int, sigma_h: float, sigma_w: float, low: float, like: torch.Tensor):
-    """skimage gaussian(np.random.uniform(low, -low, (h, w)), sigma, mode='reflect', truncate=3), (B, 1, H, W)."""
-    field = rng.uniform(1, h, w, dtype=torch.float64).mul_(2.0 * -low).add_(low).to(like.dtype)
+    """skimage gaussian(np.random.uniform(low, -low, (h, w)), sigma, mode='reflect', truncate=3),
+    (B, H, W): the filter as two matrix products."""
+    field = rng.uniform(h, w, dtype=torch.float64).mul_(2.0 * -low).add_(low).to(like.dtype)
     if sigma_h > 0:
-        field = _filter_axis(field, _gaussian_weights(sigma_h, 3.0, like.device), -2, "symmetric")
+        field = torch.matmul(_smoothing_matrix(h, float(sigma_h)).to(device=like.device, dtype=like.dtype), field)
     if sigma_w > 0:
-        field = _filter_axis(field, _gaussian_weights(sigma_w, 3.0, like.device), -1, "symmetric")
+        field = torch.matmul(field, _smoothing_matrix(w, float(sigma_w)).T.to(device=like.device, dtype=like.dtype))
     return field
 
 
@@ -513,8 +534,8 @@ def _elastic_imagecorruptions(x, alpha, rng, spec):
     u = _unit(x, spec)
     b, c, h, w = u.shape
     reach = h * 0.005
-    dx = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u)[:, 0] * alpha
-    dy = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u)[:, 0] * alpha
+    dx = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u) * alpha
+    dy = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u) * alpha
     rows = torch.arange(h, device=u.device, dtype=u.dtype)[:, None] + dy
     cols = torch.arange(w, device=u.device, dtype=u.dtype)[None, :] + dx
     return _back(_sample_bilinear(u, rows, cols, align_corners=False), spec)
@@ -543,8 +564,8 @@ def _elastic_tiny(x, row, rng, spec):
     src_x = inverse[:, 0, 0, None, None] * xs + inverse[:, 0, 1, None, None] * ys + inverse[:, 0, 2, None, None]
     src_y = inverse[:, 1, 0, None, None] * xs + inverse[:, 1, 1, None, None] * ys + inverse[:, 1, 2, None, None]
     warped = _sample_bilinear(u, src_y, src_x, align_corners=True)
-    dx = _smooth_field(rng, h, w, sigma, sigma, -1.0, u)[:, 0] * alpha
-    dy = _smooth_field(rng, h, w, sigma, sigma, -1.0, u)[:, 0] * alpha
+    dx = _smooth_field(rng, h, w, sigma, sigma, -1.0, u) * alpha
+    dy = _smooth_field(rng, h, w, sigma, sigma, -1.0, u) * alpha
     rows = torch.arange(h, device=u.device, dtype=u.dtype)[:, None] + dy
     cols = torch.arange(w, device=u.device, dtype=u.dtype)[None, :] + dx
     return _back(_sample_bilinear(warped, rows, cols, align_corners=False), spec)
@@ -575,23 +596,43 @@ def _nearest_rows(n_in: int, n_out: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _pixelate_matrix(n: int, c: float, up: str) -> torch.Tensor:
+def _pixelate_plan(n: int, c: float, up: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Along one axis of length n: each small pixel's input range [start, stop) of the BOX
+    downscale to int(n c), and each output pixel's small pixel (either upscale reads exactly one)."""
     small = max(1, int(n * c))
     down = _box_rows(n, small)
     back = _box_rows(small, n) if up == "box" else _nearest_rows(small, n)
-    return back @ down
+    covered = down > 0
+    start = covered.to(torch.int64).argmax(dim=1)
+    stop = start + covered.sum(dim=1)
+    if not bool(((back > 0).sum(dim=1) == 1).all()):
+        raise AssertionError("an upscale reads one pixel per output")
+    return start, stop, back.argmax(dim=1)
+
+
+def _box_then_pick_rows(u: torch.Tensor, plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Along the rows (dim -2): the BOX means (differences of a cumulative sum) then the upscale's
+    pick, all whole-row operations."""
+    start, stop, pick = (t.to(u.device) for t in plan)
+    sums = torch.cumsum(u, dim=-2)
+    sums = torch.cat([torch.zeros_like(sums[..., :1, :]), sums], dim=-2)
+    count = (stop - start).to(u.dtype)[:, None]
+    means = (sums.index_select(-2, stop) - sums.index_select(-2, start)).div_(count)
+    return means.index_select(-2, pick)
 
 
 def _pixelate(up: str):
     def pixelate(x, c, rng, spec):
-        """make_imagenet_c.py `pixelate`: PIL resize to int(size c) with BOX, back with NEAREST
-        (imagecorruptions) or BOX (make_tinyimagenet_c.py): one (n, n) matrix per axis. In floats:
-        Pillow rounds to 8 bits after each pass, so 8-bit results can differ by one level."""
+        """make_imagenet_c.py `pixelate`: PIL resize to int(size c) with BOX (each small pixel the
+        mean of the inputs whose centres fall in its box), back with NEAREST (imagecorruptions) or
+        BOX (make_tinyimagenet_c.py), both of which read one small pixel per output: per axis (the
+        columns as rows of the transposed image), box means from a cumulative sum, then one gather. In floats: Pillow rounds to 8 bits after each
+        pass, so 8-bit results can differ by one level."""
         u = _unit(x, spec)
         h, w = u.shape[-2:]
-        rows = _pixelate_matrix(h, float(c), up).to(device=u.device, dtype=u.dtype)
-        cols = _pixelate_matrix(w, float(c), up).to(device=u.device, dtype=u.dtype)
-        return _back(torch.matmul(rows, torch.matmul(u, cols.T)), spec)
+        y = _box_then_pick_rows(u, _pixelate_plan(h, float(c), up)).transpose(-1, -2)
+        y = _box_then_pick_rows(y, _pixelate_plan(w, float(c), up)).transpose(-1, -2)
+        return _back(y.contiguous(), spec)
 
     return pixelate
 
@@ -610,15 +651,18 @@ def _jpeg_compression(x, quality, rng, spec):
     u = _unit(x, spec)
     if x.device.type == "meta":
         return torch.empty_like(x)
-    pixels = u.detach().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    pixels = u.detach().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
     out = np.empty_like(pixels)
+    grey = pixels.shape[-1] == 1
+    buffer = io.BytesIO()
     for i, img in enumerate(pixels):
-        pil = Image.fromarray(img[..., 0], mode="L").convert("RGB") if img.shape[-1] == 1 else Image.fromarray(img)
-        buffer = io.BytesIO()
+        pil = Image.fromarray(img[..., 0], mode="L").convert("RGB") if grey else Image.fromarray(img)
+        buffer.seek(0)
+        buffer.truncate()
         pil.save(buffer, "JPEG", quality=int(quality))
+        buffer.seek(0)
         with Image.open(buffer) as decoded:
-            back = decoded.convert("L") if img.shape[-1] == 1 else decoded.convert("RGB")
-            out[i] = np.asarray(back).reshape(img.shape)
+            out[i] = np.asarray(decoded.convert("L")).reshape(img.shape) if grey else np.asarray(decoded)
     y = torch.from_numpy(out).to(device=x.device).permute(0, 3, 1, 2).to(x.dtype).div_(255.0)
     return _back(y, spec)
 
