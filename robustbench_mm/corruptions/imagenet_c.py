@@ -464,7 +464,9 @@ def _fog(x, row, rng, spec):
     strength, decay = row
     u = _unit(x, spec)
     peak = u.amax(dim=(1, 2, 3), keepdim=True)
-    y = torch.add(u, image._plasma_like(rng, u, float(decay)), alpha=float(strength))
+    # float32 unless the image is float64: the fractal is rescaled to [0, 1], 23-bit draws are plenty
+    work = torch.float64 if u.dtype == torch.float64 else torch.float32
+    y = torch.add(u, image._plasma_like(rng, u, float(decay), work), alpha=float(strength))
     return _back(y.mul_(peak / (peak + strength)), spec)
 
 
