@@ -128,6 +128,7 @@ def floor_step(name: str, x: torch.Tensor):
     that step could reach here.
     """
     ids = torch.arange(x.shape[0], device=x.device)
+    name = name.split("/")[-1]  # a suite kernel has the catalog's floor
     if name in ("gaussian_noise", "speckle_noise", "shot_noise"):
         return lambda: SampleRandom(ids, 0, name).normal(*x.shape[1:])
     if name == "impulse_noise":
@@ -357,8 +358,14 @@ def main() -> None:
                     help="time only these (default: the suite's all; imagenet-c suite: ImageNet-C names)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    cv2_threads = "no cv2"
+    if importlib.util.find_spec("cv2") is not None:  # imagecorruptions' filters run in OpenCV's own pool
+        import cv2
+
+        cv2.setNumThreads(args.threads)
+        cv2_threads = str(cv2.getNumThreads())
     print(f"torch threads: {torch.get_num_threads()} (--threads {args.threads}; OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), load average {os.getloadavg()[0]:.1f}")
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), OpenCV threads {cv2_threads}, load average {os.getloadavg()[0]:.1f}")
     print("imagecorruptions:", "available" if ic_corrupt else f"NOT available ({IC_ERROR}); only the loop reference is timed",
           "(scikit-image's multichannel keyword mapped to channel_axis)" if IC_SKIMAGE_MAPPED else "")
     if args.suite == "imagenet-c":
