@@ -186,7 +186,7 @@ def _cv2_gaussian_kernel(ksize: int, sigma: float) -> torch.Tensor:
     return g / g.sum()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _disk(radius: float, alias_blur: float) -> torch.Tensor:
     """make_imagenet_c.py `disk`: the aliased disk X^2 + Y^2 <= r^2 on [-8, 8]^2 (or [-r, r]^2 when
     r > 8), normalised, then cv2.GaussianBlur (ksize 3, or 5 when r > 8; BORDER_REFLECT_101) with
@@ -222,7 +222,7 @@ def _shift_sum(u: torch.Tensor, angle_deg: torch.Tensor, radius: int, sigma: flo
     it through Wand): the sum over i < 2 radius + 1 of copies shifted by i steps along the angle,
     weighted exp(-i^2 / (2 sigma^2)) normalised, borders replicated, stopping at the first shift
     as long as the image. One slice of an edge-padded copy per (sample, step)."""
-    b, c, h, w = u.shape
+    b, _, h, w = u.shape
     width = 2 * radius + 1
     weights = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(width)]
     weights = [v / sum(weights) for v in weights]
@@ -248,7 +248,7 @@ def _motion_blur(x, row, rng, spec):
     return _back(_shift_sum(_unit(x, spec), angle, int(radius), float(sigma)), spec)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glass_displacements(delta: int, iterations: int, grid: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference shuffle's displacement law: ((n, 2) row and column offsets, (n,) cumulative probabilities).
 
@@ -380,7 +380,7 @@ def frost_photo_folder() -> Path | None:
     found = importlib.util.find_spec("imagecorruptions")
     if found is None or not found.submodule_search_locations:
         return None
-    folder = Path(list(found.submodule_search_locations)[0]) / "frost"
+    folder = Path(next(iter(found.submodule_search_locations))) / "frost"
     return folder if (folder / "frost1.png").is_file() else None
 
 
@@ -534,7 +534,7 @@ def _elastic_imagecorruptions(x, alpha, rng, spec):
     """imagecorruptions `elastic_transform`: displacements gaussian(U(-d, d), sigma) alpha per axis, with
     d = 0.005 H and sigma = 0.01 x the image size, sampled by map_coordinates (order 1, mode 'reflect')."""
     u = _unit(x, spec)
-    b, c, h, w = u.shape
+    h, w = u.shape[-2:]
     reach = h * 0.005
     dx = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u) * alpha
     dy = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u) * alpha
@@ -549,7 +549,7 @@ def _elastic_tiny(x, row, rng, spec):
     sampled by map_coordinates (order 1, mode 'reflect')."""
     alpha, sigma, jitter = row
     u = _unit(x, spec)
-    b, c, h, w = u.shape
+    b, h, w = u.shape[0], u.shape[-2], u.shape[-1]
     side = min(h, w) // 3
     # pts1 as the reference builds it from np.float32(shape_size) // 2, (rows, cols) read as cv2's (x, y)
     cy, cx = float(h // 2), float(w // 2)
