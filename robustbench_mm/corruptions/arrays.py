@@ -46,6 +46,8 @@ def corrupt(images, name: str, severity: float, *, seed: int = 0, value_range: t
             raise InputError("corrupt: value_range applies to float tensors; uint8 arrays are pixels 0-255, leave it unset")
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         y = _run(x, full, spec_c, severity, seed, (0.0, 1.0))
+        # rounded down as np.uint8 does; 1/1000 of a level absorbs float32 rounding, which would
+        # otherwise drop an exact level (a JPEG pixel k / 255 read back as k - 1e-5) by one
         pixels = torch.floor(y.double().mul_(255.0).add_(1e-3)).clamp_(0, 255).to(torch.uint8)
         return pixels.permute(0, 2, 3, 1).contiguous().numpy()
     if isinstance(images, torch.Tensor):
