@@ -64,6 +64,9 @@ try:
 except Exception as exc:  # noqa: BLE001 - report why the reference is missing
     ic_corrupt = None
     IC_ERROR = f"{type(exc).__name__}: {exc}"
+finally:  # imagecorruptions keeps its resource_filename; nothing else should find the stand-in
+    if getattr(sys.modules.get("pkg_resources"), "__file__", None) is None:
+        sys.modules.pop("pkg_resources", None)
 
 
 def _map_skimage_multichannel() -> bool:

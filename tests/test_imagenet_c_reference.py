@@ -44,12 +44,17 @@ def _import_imagecorruptions():
     pkg_resources (setuptools >= 81 dropped it) and skimage's removed `multichannel` argument."""
     if not hasattr(np, "float_"):
         np.float_ = np.float64
-    if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
+    shimmed = importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules
+    if shimmed:
         shim = types.ModuleType("pkg_resources")
         shim.resource_filename = lambda package, name: str(Path(importlib.util.find_spec(package).origin).parent / name)
         sys.modules["pkg_resources"] = shim
-    import imagecorruptions
-    import imagecorruptions.corruptions as module
+    try:
+        import imagecorruptions
+        import imagecorruptions.corruptions as module
+    finally:
+        if shimmed:  # imagecorruptions keeps its resource_filename; others (pytest) must not see a fake module
+            del sys.modules["pkg_resources"]
 
     def gaussian_multichannel(image, sigma=1, multichannel=None, **kw):
         return gaussian(image, sigma=sigma, channel_axis=-1 if multichannel else None, **kw)
