@@ -1,14 +1,19 @@
 """Throughput of our batched corruption kernels vs. per-sample references, in one run.
 
+    PYTHONPATH=. python benchmarks/bench_corruptions.py                 # ImageNet-C suite, 64 and 224 px
+    PYTHONPATH=. python benchmarks/bench_corruptions.py --suite catalog # the catalog's kernels, 64 px + mfeat
+
 References, on the same images:
-  (a) a per-sample numpy/PIL/scipy loop written here (the usual way such code is written);
-  (b) the ImageNet-C package `imagecorruptions` (PyPI 1.1.2), if importable. It needs
-      `setuptools<70` (pkg_resources); install it in its own environment, e.g.
-        python -m venv --system-site-packages /tmp/bench-venv
-        /tmp/bench-venv/bin/pip install "setuptools<70" imagecorruptions==1.1.2
-        PYTHONPATH=. /tmp/bench-venv/bin/python benchmarks/bench_corruptions.py
-Images: N synthetic smooth RGB images 3x64x64 (seeded), and the mfeat `pix` view (1x16x15,
-grey levels 0-6; imagecorruptions refuses images under 32 px, which the script reports).
+  (a) a per-sample numpy/PIL/scipy loop written here (the usual way such code is written; catalog only);
+  (b) the ImageNet-C package `imagecorruptions` (PyPI 1.1.2, the `test` extra), imported with the
+      shims its release needs today (numpy 2's removed np.float_, which its `fog` uses; setuptools'
+      removed pkg_resources; scikit-image's renamed `multichannel`), so all 15 corruptions run.
+--suite imagenet-c (default): our `imagenet-c/<name>` kernels (ImageNet-C's parameters) against
+imagecorruptions at the same severity: every pair does the same work. N smooth synthetic RGB images
+(seeded) at 3x64x64 and --n224 at 3x224x224 (ImageNet-C's size); the run ends with one table of
+both sizes' ratios. --suite catalog: the catalog's kernels as before (3x64x64 and mfeat `pix` 1x16x15,
+which imagecorruptions refuses, under 32 px). Torch's thread count is pinned (--threads, default 1)
+and printed: default threads on a busy machine under-report kernels several-fold.
 Throughput is images per second; the ratio is ours / reference. Timings are the best of --repeat
 runs of the corruption call alone (inputs already in each library's native format), ours and the
 references timed in alternating rounds so that all see the machine in the same state.
@@ -23,8 +28,13 @@ ratios against the references use the timings in rounds (ours after a reference:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
+import os
+import sys
 import time
+import types
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,13 +45,28 @@ from robustbench_mm.corruptions import SampleRandom, get_corruption
 from robustbench_mm.datasets import ModalitySpec
 from robustbench_mm.runtime import keep_freed_memory
 
+def _shim_imagecorruptions() -> None:
+    """imagecorruptions 1.1.2 imports pkg_resources (gone from setuptools >= 81) and its fog uses
+    np.float_ (gone in numpy 2): give both back, for this benchmark only, changing no computation."""
+    if not hasattr(np, "float_"):
+        np.float_ = np.float64
+    if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = lambda package, name: str(Path(importlib.util.find_spec(package).origin).parent / name)
+        sys.modules["pkg_resources"] = shim
+
+
 try:
+    _shim_imagecorruptions()
     from imagecorruptions import corrupt as ic_corrupt
 
     IC_ERROR = None
 except Exception as exc:  # noqa: BLE001 - report why the reference is missing
     ic_corrupt = None
     IC_ERROR = f"{type(exc).__name__}: {exc}"
+finally:  # imagecorruptions keeps its resource_filename; nothing else should find the stand-in
+    if getattr(sys.modules.get("pkg_resources"), "__file__", None) is None:
+        sys.modules.pop("pkg_resources", None)
 
 
 def _map_skimage_multichannel() -> bool:
@@ -90,6 +115,13 @@ IC_NAMES = {
 # where ours builds a texture.
 SAME_WORK = {"gaussian_noise", "speckle_noise", "impulse_noise", "contrast", "pixelate"}
 
+# The ImageNet-C suite: each kernel runs imagecorruptions' own table, so every pair is the same work.
+IMAGENET_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+              "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+for _name in IMAGENET_C:
+    IC_NAMES[f"imagenet-c/{_name}"] = _name
+    SAME_WORK.add(f"imagenet-c/{_name}")
+
 
 def floor_step(name: str, x: torch.Tensor):
     """The cheapest step our kernel cannot skip, as a zero-argument call (None if not named).
@@ -99,6 +131,7 @@ def floor_step(name: str, x: torch.Tensor):
     that step could reach here.
     """
     ids = torch.arange(x.shape[0], device=x.device)
+    name = name.split("/")[-1]  # a suite kernel has the catalog's floor
     if name in ("gaussian_noise", "speckle_noise", "shot_noise"):
         return lambda: SampleRandom(ids, 0, name).normal(*x.shape[1:])
     if name == "impulse_noise":
@@ -259,8 +292,9 @@ def time_ours(x: torch.Tensor, spec: ModalitySpec, level: float, repeat: int, de
 
 
 def compare(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repeat: int, device: str,
-            ours_default: dict[str, float], ours_kept: dict[str, float]) -> None:
-    """Time ours (kept memory) and the references in alternating rounds and print the ratios."""
+            ours_default: dict[str, float], ours_kept: dict[str, float]) -> dict[str, float]:
+    """Time ours (kept memory) and the references in alternating rounds, print the ratios and
+    return them (imagecorruptions' time over ours, per corruption)."""
     n, c = x.shape[0], x.shape[1]
     lo, hi = spec.value_range
     unit_np = ((x - lo) / (hi - lo)).permute(0, 2, 3, 1).double().numpy()  # (N, H, W, C) in [0, 1]
@@ -270,6 +304,7 @@ def compare(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repea
     print(f"{'corruption':16s} {'(rounds)':>11s} {'kept':>10s} {'glibc malloc':>15s} {'loop img/s':>11s} {'ratio':>7s} "
           f"{'imagecorr img/s':>16s} {'ratio':>7s} {'same work':>9s} {'floor ceiling':>13s}")
     ratios_loop, ratios_ic, ratios_malloc, ratios_same = [], [], [], []
+    by_name = {}
     for name in ours_default:
         param = get_corruption(name).param(level, "image")
         rs = np.random.default_rng(0)
@@ -292,6 +327,7 @@ def compare(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repea
         t = _best_interleaved(fns, repeat)
         if "imagecorruptions" in t:
             ratios_ic.append(t["imagecorruptions"] / t["ours"])
+            by_name[name] = ratios_ic[-1]
             ic_text = f"{n / t['imagecorruptions']:16.0f} {ratios_ic[-1]:6.1f}x {'yes' if name in SAME_WORK else 'no':>9s}"
             if name in SAME_WORK:
                 ratios_same.append(ratios_ic[-1])
@@ -309,33 +345,65 @@ def compare(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repea
           + (f", vs imagecorruptions {gm(ratios_ic):.1f}x over {len(ratios_ic)} corruptions"
              f" ({gm(ratios_same):.1f}x over the {len(ratios_same)} doing the same work)" if ratios_ic else ""))
     print(f"ours with kept memory vs glibc's default malloc: {gm(ratios_malloc):.2f}x faster (geometric mean of back-to-back timings, one phase each)")
+    return by_name
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=("imagenet-c", "catalog"), default="imagenet-c")
     ap.add_argument("--n", type=int, default=256, help="number of 3x64x64 images")
+    ap.add_argument("--n224", type=int, default=32, help="number of 3x224x224 images (imagenet-c suite)")
     ap.add_argument("--level", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--corruptions", nargs="+", choices=list(IC_NAMES), default=list(IC_NAMES), metavar="NAME",
-                    help="time only these (default: all %(default)s)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (pinned; default %(default)s)")
+    ap.add_argument("--corruptions", nargs="+", metavar="NAME",
+                    help="time only these (default: the suite's all; imagenet-c suite: ImageNet-C names)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2_threads = "no cv2"
+    if importlib.util.find_spec("cv2") is not None:  # imagecorruptions' filters run in OpenCV's own pool
+        import cv2
+
+        cv2.setNumThreads(args.threads)
+        cv2_threads = str(cv2.getNumThreads())
+    print(f"torch threads: {torch.get_num_threads()} (--threads {args.threads}; OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), OpenCV threads {cv2_threads}, load average {os.getloadavg()[0]:.1f}")
     print("imagecorruptions:", "available" if ic_corrupt else f"NOT available ({IC_ERROR}); only the loop reference is timed",
           "(scikit-image's multichannel keyword mapped to channel_axis)" if IC_SKIMAGE_MAPPED else "")
-    from robustbench_mm.datasets import load_dataset
+    if args.suite == "imagenet-c":
+        names = [f"imagenet-c/{n}" for n in (args.corruptions or IMAGENET_C)]
+        batches = [
+            ("RGB 64 px", smooth_images(args.n, 3, 64, 64), ModalitySpec("rgb", "image", (3, 64, 64), value_range=(0.0, 1.0))),
+            ("RGB 224 px", smooth_images(args.n224, 3, 224, 224), ModalitySpec("rgb", "image", (3, 224, 224), value_range=(0.0, 1.0))),
+        ]
+    else:
+        from robustbench_mm.datasets import load_dataset
 
-    mfeat = load_dataset("mfeat", "test")
-    batches = [
-        ("RGB", smooth_images(args.n, 3, 64, 64), ModalitySpec("rgb", "image", (3, 64, 64), value_range=(0.0, 1.0))),
-        ("mfeat pix", mfeat.inputs["pix"].float(), mfeat.specs["pix"]),
-    ]
+        names = args.corruptions or [n for n in IC_NAMES if "/" not in n]
+        mfeat = load_dataset("mfeat", "test")
+        batches = [
+            ("RGB", smooth_images(args.n, 3, 64, 64), ModalitySpec("rgb", "image", (3, 64, 64), value_range=(0.0, 1.0))),
+            ("mfeat pix", mfeat.inputs["pix"].float(), mfeat.specs["pix"]),
+        ]
+    unknown = [n for n in names if n not in IC_NAMES]
+    if unknown:
+        ap.error(f"--corruptions: unknown {unknown}; expected: {', '.join(n.split('/')[-1] for n in IC_NAMES if ('/' in n) == (args.suite == 'imagenet-c'))}")
     # ours back to back under glibc's default malloc, then as `rbmm` runs (freed memory kept for
     # reuse); then, with memory kept, interleaved with the references
-    default = [time_ours(x, spec, args.level, args.repeat, args.device, args.corruptions) for _, x, spec in batches]
+    default = [time_ours(x, spec, args.level, args.repeat, args.device, names) for _, x, spec in batches]
     print("keep_freed_memory applied:", keep_freed_memory())
-    kept = [time_ours(x, spec, args.level, args.repeat, args.device, args.corruptions) for _, x, spec in batches]
-    for (label, x, spec), t_default, t_kept in zip(batches, default, kept):
-        compare(label, x, spec, args.level, args.repeat, args.device, t_default, t_kept)
+    kept = [time_ours(x, spec, args.level, args.repeat, args.device, names) for _, x, spec in batches]
+    ratios = [compare(label, x, spec, args.level, args.repeat, args.device, t_default, t_kept)
+              for (label, x, spec), t_default, t_kept in zip(batches, default, kept)]
+    if ic_corrupt is not None:
+        labels = [label for label, _, _ in batches]
+        print(f"\n## ratios: imagecorruptions' time / ours, level {args.level:g}, {torch.get_num_threads()} torch thread(s), one run")
+        print(f"{'corruption':30s}" + "".join(f"{label:>14s}" for label in labels))
+        for name in names:
+            print(f"{name:30s}" + "".join(f"{r[name]:13.1f}x" if name in r else f"{'-':>14s}" for r in ratios))
+        gm = [float(np.exp(np.mean(np.log(list(r.values()))))) if r else float("nan") for r in ratios]
+        print(f"{'geometric mean':30s}" + "".join(f"{g:13.1f}x" for g in gm))
 
 
 if __name__ == "__main__":

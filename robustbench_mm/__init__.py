@@ -2,14 +2,15 @@
 
 The public API is small and flat; everything else is an implementation detail:
 
-    from robustbench_mm import load_dataset, load_model, evaluate, corruption
+    from robustbench_mm import load_dataset, load_model, evaluate, corruption, corrupt
     data = load_dataset("mfeat", "test")
     run = evaluate([load_model("model.pt")], data, "standard", out="results/mine")
+    foggy = corrupt(uint8_images_bhwc, "fog", 3)   # ImageNet-C's fog, as imagecorruptions.corrupt
 """
 
 from .version import __version__
 
-__all__ = ["corruption", "evaluate", "load_dataset", "load_model", "load_run", "write_report"]
+__all__ = ["corrupt", "corruption", "evaluate", "load_dataset", "load_model", "load_run", "write_report"]
 
 
 def __getattr__(name: str):
@@ -26,6 +27,10 @@ def __getattr__(name: str):
         from .datasets import load_dataset
 
         return load_dataset
+    if name == "corrupt":
+        from .corruptions.arrays import corrupt
+
+        return corrupt
     if name == "corruption":
         from .corruptions import corruption
 

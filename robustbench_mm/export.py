@@ -6,7 +6,9 @@ robustbench : per model `<model>.json` in RobustBench's corruption-leaderboard l
     mean over every (corruption, severity) cell as in eval.py `corruptions_evaluation`), plus
     `unaggregated_results.csv`, its wide model x (corruption, severity) table of accuracies as
     fractions (model_info/<dataset>/corruptions/unaggregated_results.csv: two header rows,
-    model names as the index). ImageNet-C's names are used where we call a corruption otherwise.
+    model names as the index). Cells of an ImageNet-C suite (`imagenet-c/fog`) are written under
+    ImageNet-C's names, and each model's footnote names the suite's table (and the frost source);
+    the catalog's kernels keep their own names, as they do not run ImageNet-C's parameters.
     Only a run of an ImageNet-C protocol (`imagenet-c`, `tiny-imagenet-c`) is exported by default:
     RobustBench's `corruptions_acc` means ImageNet-C's 15 corruptions at 5 severities, and another
     grid averaged into it would read as that number. `other_protocol=True` exports any run and
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write
-from .corruptions.registry import ALIASES
+from .corruptions.imagenet_c import SUITES
 from .domain import Family, clean_cells
 from .domain import cells as select_cells
 from .errors import InputError, one_of
@@ -47,8 +49,22 @@ FORMATS = ("robustbench", "lm-eval")
 ROBUSTBENCH_ORDER = ("shot_noise", "motion_blur", "snow", "pixelate", "gaussian_noise", "defocus_blur", "brightness",
                      "fog", "zoom_blur", "frost", "glass_blur", "impulse_noise", "contrast", "jpeg_compression",
                      "elastic_transform")
-_IMAGENET_C_NAME = {ours: theirs for theirs, ours in ALIASES.items()}
 IMAGENET_C_PROTOCOLS = ("imagenet-c", "tiny-imagenet-c")  # the grids RobustBench's corruption leaderboards hold
+
+
+def _imagenet_c_name(name: str) -> str:
+    """`imagenet-c/fog` -> `fog`; any other cell name as it is."""
+    suite, sep, base = name.partition("/")
+    return base if sep and suite in SUITES else name
+
+
+def suite_note(run: Run) -> str:
+    """Which ImageNet-C table(s) the run's cells used, from the manifest's units lines ('' if none)."""
+    used = sorted({n.partition("/")[0] for n in run.cells["name"] if n.partition("/")[0] in SUITES})
+    if not used:
+        return ""
+    lines = [line for line in run.manifest.protocol.units if line.partition(":")[0] in used]
+    return "; ".join(lines) if lines else f"ImageNet-C parameters: {', '.join(used)}"
 
 
 def is_imagenet_c(protocol_name: str) -> bool:
@@ -107,7 +123,7 @@ def corruption_table(run: Run) -> pd.DataFrame:
     picked = picked[picked["level"].isin([1, 2, 3, 4, 5])]
     if picked.empty:
         raise InputError(f"run {run.path}: no corruption cells at severities 1-5 with rate 1 (try --protocol imagenet-c)")
-    picked = picked.assign(corruption=picked["name"].map(lambda n: _IMAGENET_C_NAME.get(n, n)))
+    picked = picked.assign(corruption=picked["name"].map(_imagenet_c_name))
     if picked["modalities"].nunique() > 1:
         picked = picked.assign(corruption=picked["corruption"] + ":" + picked["modalities"])
     table = picked.pivot_table(index="model", columns=["corruption", "level"], values="accuracy", aggfunc="mean", sort=False)
@@ -132,6 +148,7 @@ def _robustbench(run: Run, out: Path, labelled: bool) -> list[Path]:
                     f"{table.shape[1]} (corruption, severity) cells. " + footnote)
     cells = run.cells
     dataset = run.manifest.dataset.name
+    note = suite_note(run)
     written = []
     for model in table.index:
         clean = clean_cells(select_cells(cells, model=model))["accuracy"]
@@ -156,7 +173,7 @@ def _robustbench(run: Run, out: Path, labelled: bool) -> list[Path]:
             "corruptions_mce": None,  # RobustBench normalises by AlexNet's errors, which a run does not hold
             "corruptions_mce_3d": None,
             "autoattack_acc": None,
-            "footnote": footnote,
+            "footnote": footnote + (f"; {note}" if note else ""),
         }
         path = out / f"{safe_file_name(model)}.json"
         atomic_write(path, (json.dumps(info, indent=2) + "\n").encode())

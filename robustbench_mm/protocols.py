@@ -100,6 +100,7 @@ from .corruptions import (
     removal_subsets,
 )
 from .corruptions.condition import MASKS, Part
+from .corruptions.imagenet_c import suite_lines
 from .corruptions.plugins import example_input, family_records, plugin_records, rejection_note
 from .corruptions.rng import SampleRandom
 from .datasets.batch import KINDS, ModalitySpec
@@ -589,7 +590,7 @@ class Protocol:
                         continue
                     _, why = self._to_raw(g, part, specs[m])
                     lines.append(f"{g['where']} {part['corruption']} on {m!r}: raw pixels [0, {part['pixel_max']:g}] {why}")
-        return lines
+        return lines + suite_lines(self._named_corruptions(), specs)
 
     def _check_spectrogram(self, g: dict, part: dict, modality: str) -> None:
         """A part that reads natural-log magnitudes runs only on data the user stated is that."""
@@ -600,6 +601,17 @@ class Protocol:
                 f"log(|STFT| + 1e-7); state that it is one with --spectrogram {part['spectrogram']} "
                 "(a dB or standardised spectrogram must be converted first)",
             )
+
+    def _named_corruptions(self) -> list[str]:
+        """The corruption names the protocol's tables list explicitly (not "all" / "kind:K")."""
+        names = []
+        for g in self.groups:
+            if g["kind"] == "joint":
+                names += [p["corruption"] for p in g["parts"]]
+            elif g["kind"] == "corruption" and not isinstance(g["corruptions"], str):
+                names += list(g["corruptions"])
+        return names
+
     plugins: tuple[dict, ...] = field(default=(), repr=False)  # {"name", "source", "sha256"} it can select
 
     def expand(self, specs: dict[str, ModalitySpec]) -> list[Condition]:

@@ -124,7 +124,7 @@ def test_robustbench_csv_reads_back_as_robustbench_reads_it(run, tmp_path):
     # RobustBench's column order (gaussian_noise before jpeg_compression) and ImageNet-C's name for jpeg
     assert list(table.columns) == [("gaussian_noise", "1"), ("gaussian_noise", "3"), ("jpeg_compression", "1"), ("jpeg_compression", "3")]
     cells = run.cells
-    row = cells[(cells["model"] == "second") & (cells["name"] == "jpeg") & (cells["level"] == 3)]
+    row = cells[(cells["model"] == "second") & (cells["name"] == "imagenet-c/jpeg_compression") & (cells["level"] == 3)]
     assert table.loc["second", ("jpeg_compression", "3")] == pytest.approx(_accuracy(run, row["cell_id"].item()))
 
 

@@ -1,36 +1,51 @@
-"""ImageNet-C complete and by its names: aliases, the imagenet-c protocol, and the new kernels'
-reference parameters (hendrycks/robustness ImageNet-C/create_c, bethgelab/imagecorruptions).
+"""ImageNet-C by its names: the suites (imagenet-c, tiny-imagenet-c), their protocols and
+`robustbench_mm.corrupt`, with the catalog's kernels of the same names left as they were.
 
-The generic contract (identity, range, common random numbers, monotone severity) is enforced on the
-new kernels by tests/test_corruption_contract.py, which covers every registered corruption.
+Reference comparisons live in tests/test_imagenet_c_reference.py.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from robustbench_mm.corruptions import SampleRandom, get_corruption
-from robustbench_mm.corruptions import image
-from robustbench_mm.datasets import ModalitySpec
+from robustbench_mm import corrupt
+from robustbench_mm.corruptions import SampleRandom, apply_condition, get_corruption, image, imagenet_c
+from robustbench_mm.datasets import Batch, ModalitySpec
 from robustbench_mm.errors import InputError
 from robustbench_mm.protocols import load_protocol
 
 # robustbench/data.py CORRUPTIONS (github:RobustBench/robustbench): ImageNet-C's 15
 IMAGENET_C = {"shot_noise", "motion_blur", "snow", "pixelate", "gaussian_noise", "defocus_blur", "brightness", "fog",
               "zoom_blur", "frost", "glass_blur", "impulse_noise", "contrast", "jpeg_compression", "elastic_transform"}
-OURS = {"jpeg_compression": "jpeg", "elastic_transform": "elastic"}
+SUITE_KERNELS = [f"{s}/{n}" for s in imagenet_c.SUITES for n in imagenet_c.NAMES]
 
 
-def test_imagenet_c_names_resolve_to_the_same_corruption():
-    assert get_corruption("jpeg_compression") is get_corruption("jpeg")
-    assert get_corruption("elastic_transform") is get_corruption("elastic")
-    for name in IMAGENET_C:
-        assert get_corruption(name).name == OURS.get(name, name)
+def _images(n: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 6, 6, generator=g)
+    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def _spec(x: torch.Tensor, value_range=(0.0, 1.0)) -> ModalitySpec:
+    return ModalitySpec("img", "image", tuple(x.shape[1:]), value_range=value_range)
+
+
+def test_suites_cover_imagenet_c_and_leave_the_catalog_alone():
+    assert set(imagenet_c.NAMES) == IMAGENET_C
+    for name in SUITE_KERNELS:
+        assert get_corruption(name).name == name
+    # the catalog keeps its names and tables (quick/standard fingerprints depend on them)
+    assert get_corruption("defocus_blur").name == "defocus_blur"
+    assert get_corruption("defocus_blur").severity == (1.0, 1.5, 2.0, 3.0, 4.0)
+    assert get_corruption("jpeg").name == "jpeg"
+
+
+def test_jpeg_compression_and_elastic_transform_mean_imagenet_c():
+    assert get_corruption("jpeg_compression") is get_corruption("imagenet-c/jpeg_compression")
+    assert get_corruption("elastic_transform") is get_corruption("imagenet-c/elastic_transform")
 
 
 def test_saturate_is_not_an_alias_of_desaturate():
@@ -39,72 +54,167 @@ def test_saturate_is_not_an_alias_of_desaturate():
         get_corruption("saturate")
 
 
-def test_imagenet_c_protocol_is_fifteen_corruptions_by_five_severities_per_image_modality():
+@pytest.mark.parametrize("suite", imagenet_c.SUITES)
+def test_suite_protocol_is_fifteen_corruptions_by_five_severities_per_image_modality(suite):
     specs = {
         "rgb": ModalitySpec("rgb", "image", (3, 16, 16), value_range=(0.0, 1.0)),
         "depth": ModalitySpec("depth", "image", (1, 16, 16), value_range=(0.0, 1.0)),
         "vec": ModalitySpec("vec", "vector", (4,), mean=torch.zeros(4), std=torch.ones(4)),
     }
-    conditions = load_protocol("imagenet-c").expand(specs)
+    protocol = load_protocol(suite)
+    conditions = protocol.expand(specs)
     corrupted = [c for c in conditions if c.family == "corruption"]
     assert len(conditions) == 1 + 2 * 15 * 5
     for modality in ("rgb", "depth"):
         own = [c for c in corrupted if c.modalities == (modality,)]
-        assert {(c.name, c.level) for c in own} == {(OURS.get(n, n), lv) for n in IMAGENET_C for lv in range(1, 6)}
+        assert {(c.name, c.level) for c in own} == {(f"{suite}/{n}", lv) for n in IMAGENET_C for lv in range(1, 6)}
     assert not [c for c in corrupted if "vec" in c.modalities]
+    units = protocol.units(specs)
+    size = imagenet_c.IMAGE_SIZE[suite]
+    assert any(line.startswith(f"{suite}: ImageNet-C's {size}-px table") and "'rgb'" in line and "not the published" in line
+               for line in units)
+    assert any(line.startswith(f"{suite}: frost from ") for line in units)
 
 
-def test_glass_blur_shuffle_matches_the_reference_displacement_variance():
-    """Each pass of the reference moves a pixel by numpy randint(-d, d) per axis, `iterations` times."""
+def test_the_manifest_line_says_when_the_image_size_is_the_table_s():
+    specs = {"rgb": ModalitySpec("rgb", "image", (3, 224, 224), value_range=(0.0, 1.0))}
+    line = load_protocol("imagenet-c").units(specs)[0]
+    assert "224-px table" in line and "not the published" not in line
+
+
+def test_frost_source_follows_imagecorruptions():
+    has_photos = imagenet_c.frost_photo_folder() is not None
+    assert imagenet_c.frost_source().startswith("ImageNet-C's photographs" if has_photos else "a procedural texture")
+
+
+@pytest.mark.parametrize("name", SUITE_KERNELS)
+def test_suite_kernel_contract(name):
+    """Level 0 is the identity; shape, dtype and range kept; input untouched; every sample's output
+    depends on its id alone (common random numbers), on 1- and 3-channel images."""
+    spec = get_corruption(name)
+    for channels in (3, 1):
+        x = _images(4)[:, :channels].contiguous()
+        mspec = _spec(x)
+        ids = torch.arange(100, 104)
+        assert torch.equal(spec(x, spec.param(0.0), SampleRandom(ids, 0, "t"), mspec), x)
+        before = x.clone()
+        y = spec(x, spec.param(3.0), SampleRandom(ids, 0, "t"), mspec)
+        assert torch.equal(x, before)
+        assert y.shape == x.shape and y.dtype == x.dtype and torch.isfinite(y).all()
+        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+        assert float((y - x).abs().mean()) > 0
+        perm = torch.tensor([2, 0, 3, 1])
+        shuffled = spec(x[perm], spec.param(3.0), SampleRandom(ids[perm], 0, "t"), mspec)
+        assert torch.equal(shuffled, y[perm])
+
+
+@pytest.mark.parametrize("name", ["imagenet-c/fog", "imagenet-c/defocus_blur", "tiny-imagenet-c/contrast", "imagenet-c/brightness"])
+def test_suite_kernels_commute_with_the_value_range(name):
+    u = _images(3).double()
+    spec = get_corruption(name)
+    on_unit = spec(u, 3.0, SampleRandom(torch.arange(3), 0, name), _spec(u))
+    on_range = spec(2.0 + 3.0 * u, 3.0, SampleRandom(torch.arange(3), 0, name), _spec(u, (2.0, 5.0)))
+    assert float(((on_range - 2.0) / 3.0 - on_unit).abs().max()) < 1e-9
+
+
+def test_non_integer_severity_and_four_channels_are_one_line_errors():
+    x = _images(2)
+    with pytest.raises(InputError, match="severity 2.5; ImageNet-C's severities are the integers 1-5"):
+        get_corruption("imagenet-c/fog")(x, 2.5, SampleRandom(torch.arange(2), 0, "f"), _spec(x))
+    four = ModalitySpec("img", "image", (4, 32, 32), value_range=(0.0, 1.0))
+    assert "needs 1 or 3 colour channels" in get_corruption("imagenet-c/fog").supports(four)
+
+
+def test_disk_kernel_is_make_imagenet_c_s():
+    """disk(radius 3, alias_blur 0.1): the aliased disk, normalised, then cv2.GaussianBlur 3x3 with
+    sigma 0.1, whose side weights exp(-50) / (1 + 2 exp(-50)) ~ 2e-22 leave the disk as it was."""
+    t = np.arange(-8, 9)
+    disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= 9).astype(np.float64)
+    disk /= disk.sum()
+    kernel = imagenet_c._disk(3.0, 0.1).numpy()
+    assert kernel.shape == (9, 9)  # cropped to the support: radius 3, plus 1 of blur
+    assert np.abs(kernel.sum() - 1.0) < 1e-12
+    assert np.abs(kernel[1:-1, 1:-1] - disk[5:12, 5:12]).max() < 1e-12
+    assert 0 < np.abs(kernel[0]).max() < 1e-20  # the blur reaches one pixel further, by ~2e-22 x the disk
+
+
+def test_zoom_rows_are_scipy_zoom_of_the_centre_crop():
+    """make_imagenet_c.py clipped_zoom along one axis, against scipy.ndimage.zoom itself."""
+    from scipy.ndimage import zoom as scizoom
+
+    n, z = 37, 1.13
+    signal = np.random.default_rng(0).random(n)
+    crop = int(np.ceil(n / z))
+    top = (n - crop) // 2
+    zoomed = scizoom(signal[top : top + crop], z, order=1)
+    trim = (zoomed.shape[0] - n) // 2
+    expected = zoomed[trim : trim + n]
+    got = imagenet_c._zoom_rows(n, z).numpy() @ signal
+    assert np.abs(got - expected).max() < 1e-12
+
+
+def test_glass_displacement_law_is_the_reference_loop_s():
+    """Severity 1 at 224 px (d = 1, 2 passes). The reference's tuple "swap" on (H, W, 3) views copies
+    x[h', w'] into x[h, w]; with offsets in {-1, 0} the source is never yet visited, so each pass adds
+    an independent offset: per axis -2, -1, 0 with probabilities 1/4, 1/2, 1/4, both axes independent."""
+    offsets, cdf = imagenet_c._glass_displacements(1, 2)
+    p = np.diff(np.concatenate([[0.0], cdf.numpy()]))
+    per_axis = {-2: 0.25, -1: 0.5, 0: 0.25}
+    assert len(offsets) == 9
+    for (dr, dc), prob in zip(offsets.tolist(), p):
+        assert prob == pytest.approx(per_axis[dr] * per_axis[dc], abs=0.01)
+
+
+def test_glass_blur_shuffle_of_the_catalog_matches_one_pass_variance():
+    """The catalog's glass_blur keeps its own one-pass shuffle (image._shuffle_locally)."""
     rng = np.random.default_rng(0)
     for (_, delta, passes), (_, reach) in zip(image._GLASS_IMAGENET_C, image._GLASS):
         moves = rng.integers(-delta, delta, size=(200_000, passes)).sum(axis=1)
         assert reach**2 / 3 == pytest.approx(moves.var(), rel=0.02)
 
 
-def test_glass_blur_shuffle_moves_pixels_by_the_declared_reach():
-    """A ramp image (value = column index) read back after the shuffle gives each pixel's horizontal offset."""
-    h = w = 64
-    cols = torch.arange(w, dtype=torch.float64).expand(1, 1, h, w).repeat(8, 1, 1, 1)
-    reach = 3.354
-    moved = image._shuffle_locally(cols, SampleRandom(torch.arange(8), 0, "glass"), reach)
-    offsets = (moved - cols)[..., 8:-8]  # away from the clamped borders
-    assert offsets.abs().max() <= math.floor(reach + 0.5)
-    assert float(offsets.mean()) == pytest.approx(0.0, abs=0.05)  # symmetric, no drift
-    assert float(offsets.var()) == pytest.approx(reach**2 / 3 + 1 / 12, rel=0.05)  # U(-d, d) rounded
+# --- robustbench_mm.corrupt -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("level", [1, 3, 5])
-def test_zoom_blur_is_the_mean_of_centred_zooms(level):
-    """Independently: each zoom by F.grid_sample of a centred affine scale 1/z (bilinear, border)."""
-    x = torch.rand(3, 3, 16, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    spec = get_corruption("zoom_blur")
-    param = spec.param(level)
-    zooms = [1.0 + 0.01 * k for k in range(round(param / 0.01) + 1)]
-    layers = []
-    for z in zooms:
-        theta = torch.tensor([[1 / z, 0, 0], [0, 1 / z, 0]], dtype=torch.float64).expand(3, 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        layers.append(F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False))
-    expected = (x + sum(layers)) / (len(zooms) + 1)
-    got = spec(x, param, SampleRandom(torch.arange(3), 0, "zoom"), ModalitySpec("i", "image", (3, 16, 12), value_range=(0.0, 1.0)))
-    assert torch.allclose(got, expected, atol=1e-9)
+def test_corrupt_reproduces_the_protocol_cell():
+    """corrupt(x, name, s, seed=k) is the cell of a protocol with seed k on a modality named "image"."""
+    x = _images(4)
+    spec = ModalitySpec("image", "image", (3, 32, 32), value_range=(0.0, 1.0))
+    batch = Batch(inputs={"image": x}, labels=torch.zeros(4, dtype=torch.long), ids=torch.arange(4))
+    protocol = load_protocol("imagenet-c")
+    cell = next(c for c in protocol.expand({"image": spec}) if c.name == "imagenet-c/snow" and c.level == 4)
+    expected = apply_condition(batch, cell, {"image": spec}, seed=protocol.seed + 7).inputs["image"]
+    assert torch.equal(corrupt(x, "snow", 4, seed=7), expected)
+    assert torch.equal(corrupt(x, "imagenet-c/snow", 4, seed=7), expected)
+    assert not torch.equal(corrupt(x, "snow", 4, seed=8), expected)
 
 
-def test_fog_adds_a_haze_and_keeps_the_image_maximum():
-    """make_tinyimagenet_c.py fog: (x + c p) * max(x) / (max(x) + c) with p in [0, 1], so max(y) <= max(x)."""
-    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.8
-    spec = get_corruption("fog")
-    y = spec(x, 5.0, SampleRandom(torch.arange(4), 0, "fog"), ModalitySpec("i", "image", (3, 16, 16), value_range=(0.0, 1.0)))
-    assert bool((y.amax(dim=(1, 2, 3)) <= x.amax(dim=(1, 2, 3)) + 1e-6).all())
-    flat = (y.std(dim=(2, 3)) / x.std(dim=(2, 3))).mean()
-    assert float(flat) < 0.6  # strength 2 over a peak of 0.8: contrast falls to under 0.8 / 2.8 of the haze-free image
+def test_corrupt_keeps_uint8_layout_and_float_range():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(2, 40, 36, 3), dtype=np.uint8)
+    out = corrupt(pixels, "contrast", 2)
+    assert out.dtype == np.uint8 and out.shape == pixels.shape
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).double() / 255.0
+    means = x.mean(dim=(2, 3), keepdim=True)
+    expected = torch.floor(((x - means) * 0.3 + means).clamp(0, 1) * 255 + 1e-6).to(torch.uint8).permute(0, 2, 3, 1)
+    assert np.abs(out.astype(int) - expected.numpy().astype(int)).max() <= 1
+    y = corrupt(x.float() * 2 - 1, "tiny-imagenet-c/fog", 3, value_range=(-1, 1))
+    assert y.dtype == torch.float32 and float(y.min()) >= -1 and float(y.max()) <= 1
 
 
-def test_frost_texture_has_the_photographs_brightness():
-    """Mean per channel over many samples near the mean of frost1-5 (0.572, 0.656, 0.702, measured)."""
-    x = torch.zeros(256, 3, 32, 32)
-    texture = image._frost_texture(SampleRandom(torch.arange(256), 0, "frost"), x)
-    means = texture.mean(dim=(0, 2, 3))
-    for got, want in zip(means.tolist(), (0.572, 0.656, 0.702)):
-        assert got == pytest.approx(want, abs=0.04)
+def test_corrupt_runs_catalog_kernels_by_their_names():
+    x = _images(2)
+    y = corrupt(x, "jpeg", 3)  # the catalog's DCT approximation, not the codec
+    spec = get_corruption("jpeg")
+    assert torch.equal(y, spec(x, spec.param(3.0), SampleRandom(torch.arange(2), 0, "x"), _spec(x)))
+
+
+def test_corrupt_refuses_bad_input_in_one_line():
+    with pytest.raises(InputError, match=r"uint8 of shape \(B, H, W, C\)"):
+        corrupt(np.zeros((4, 4, 3), dtype=np.uint8), "fog", 1)
+    with pytest.raises(InputError, match="value_range applies to float tensors"):
+        corrupt(np.zeros((1, 8, 8, 3), dtype=np.uint8), "fog", 1, value_range=(0, 255))
+    with pytest.raises(InputError, match="unknown corruption 'fgo'"):
+        corrupt(torch.zeros(1, 3, 8, 8), "fgo", 1)
+    with pytest.raises(InputError, match=r"float of shape \(B, C, H, W\)"):
+        corrupt(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "fog", 1)

@@ -44,7 +44,7 @@ TUTORIAL = ("getting-started.md", "reading-the-report.md", "extending.md", "gati
 STANDALONE = ("README.md", "exporting.md", "corruption-plugins.md")  # each run by a test of its own below
 # Pages whose blocks run as they stand in a fresh checkout, checked only by their exit codes: a new
 # page with command blocks goes here (or gets a test of its own with the files it should make).
-FRESH_CHECKOUT: tuple[str, ...] = ("report.md",)
+FRESH_CHECKOUT: tuple[str, ...] = ("report.md", "imagenet-c.md")
 DEMO_PAGES = ("README.md", "getting-started.md")
 
 

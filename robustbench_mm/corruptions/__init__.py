@@ -1,6 +1,6 @@
 """Corruptions: the registry, the built-in catalog, condition families, modality removal and plug-in discovery."""
 
-from . import audio, image, noise, sequence, tokens, vector  # noqa: F401  (registers the built-in catalog)
+from . import audio, image, imagenet_c, noise, sequence, tokens, vector  # noqa: F401  (registers the built-in catalog)
 from .apply import affected_mask, apply_condition, condition_random, perturb_modalities
 from .condition import CLEAN, Condition
 from .conflict import DonorPool

@@ -439,22 +439,22 @@ def _next_power_of_two(n: int) -> int:
     return 1 if n <= 1 else 2 ** (n - 1).bit_length()
 
 
-def _plasma_fractal(rng: SampleRandom, size: int, decay: float) -> torch.Tensor:
-    """(B, size, size) diamond-square height maps in [0, 1], float64, one per sample.
+def _plasma_fractal(rng: SampleRandom, size: int, decay: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(B, size, size) diamond-square height maps in [0, 1], in `dtype` (the catalog's: float64), one per sample.
 
     Our batched reading of `plasma_fractal` in make_tinyimagenet_c.py: each step fills the square
     centres and then the diamond points of the whole batch at once (wrapping at the edges as its
     np.roll does), with noise wibble * U(-wibble, wibble) and wibble divided by `decay` per step.
     """
     b = len(rng)
-    heights = torch.zeros((b, size, size), dtype=torch.float64, device=rng.device)
+    heights = torch.zeros((b, size, size), dtype=dtype, device=rng.device)
     step, wibble = size, 100.0
     while step >= 2:
         half = step // 2
         n = size // step
 
         def noise() -> torch.Tensor:
-            return rng.uniform(n, n, dtype=torch.float64).mul_(2.0).sub_(1.0).mul_(wibble * wibble)
+            return rng.uniform(n, n, dtype=dtype).mul_(2.0).sub_(1.0).mul_(wibble * wibble)
 
         corners = heights[:, 0::step, 0::step]
         square = corners + corners.roll(-1, dims=1)
@@ -472,11 +472,11 @@ def _plasma_fractal(rng: SampleRandom, size: int, decay: float) -> torch.Tensor:
     return heights / heights.amax(dim=(1, 2), keepdim=True).clamp_(min=1e-12)
 
 
-def _plasma_like(rng: SampleRandom, x: torch.Tensor, decay: float) -> torch.Tensor:
-    """(B, 1, H, W) plasma fractal cropped to x's size, in x's dtype."""
+def _plasma_like(rng: SampleRandom, x: torch.Tensor, decay: float, work: torch.dtype = torch.float64) -> torch.Tensor:
+    """(B, 1, H, W) plasma fractal cropped to x's size, in x's dtype (built in `work`)."""
     h, w = x.shape[-2:]
     size = _next_power_of_two(max(h, w))
-    return _plasma_fractal(rng, size, decay)[:, None, :h, :w].to(x.dtype)
+    return _plasma_fractal(rng, size, decay, work)[:, None, :h, :w].to(x.dtype)
 
 
 # make_imagenet_c.py `glass_blur` rows (sigma, max_delta, iterations); the same as imagecorruptions'.

@@ -23,7 +23,7 @@ import torch
 
 from ..datasets.batch import KINDS, ModalitySpec
 from ..errors import InputError, one_of
-from ..registry import Registry, source_of
+from ..registry import BUILTIN, Registry, source_of
 from .rng import SampleRandom
 
 CorruptionFn = Callable[[torch.Tensor, float, SampleRandom, ModalitySpec], torch.Tensor]
@@ -58,7 +58,7 @@ class CorruptionSpec:
     @property
     def source(self) -> str:
         """Where it came from ('builtin', a module, a plug-in file, an entry point): the registry's record."""
-        return CORRUPTIONS.source(self.name)
+        return BUILTIN if self.name in SUITE_CORRUPTIONS else CORRUPTIONS.source(self.name)
 
     def table(self, kind: str | None = None) -> tuple[float, ...]:
         """The severity table for levels 1-5 of `kind` (the default table when kind is None)."""
@@ -102,11 +102,22 @@ class CorruptionSpec:
 
 CORRUPTIONS: Registry[CorruptionSpec] = Registry("corruption")
 
-# ImageNet-C's names (hendrycks/robustness, ImageNet-C/create_c/make_imagenet_c.py, the keys of its
-# distortion table) for the corruptions we name otherwise, so its protocols and result files can be
-# read as written. Each maps to the same operation; ImageNet-C's `saturate` is not our `desaturate`
-# (it scales HSV saturation by 0.3 ... 20, over-saturating from level 3) and so is no alias.
-ALIASES: dict[str, str] = {"jpeg_compression": "jpeg", "elastic_transform": "elastic"}
+# ImageNet-C's kernels at ImageNet-C's parameters, one suite per image-size table (imagenet_c.py),
+# named `<suite>/<ImageNet-C name>`. Kept beside the catalog, not in it: the catalog's kernels of the
+# same ImageNet-C names keep their own tables (and the catalog's contract tests their own rules).
+SUITE_CORRUPTIONS: dict[str, CorruptionSpec] = {}
+
+# The two ImageNet-C names the catalog has no kernel of (hendrycks/robustness,
+# ImageNet-C/create_c/make_imagenet_c.py) mean ImageNet-C's own operation wherever they are used:
+# JPEG through a real codec, the reference's elastic transform. ImageNet-C's `saturate` is not our
+# `desaturate` (it scales HSV saturation by 0.3 ... 20, over-saturating from level 3) and so is no alias.
+ALIASES: dict[str, str] = {"jpeg_compression": "imagenet-c/jpeg_compression",
+                           "elastic_transform": "imagenet-c/elastic_transform"}
+
+
+def register_suite(spec: CorruptionSpec) -> None:
+    """Add one ImageNet-C suite kernel (`<suite>/<name>`)."""
+    SUITE_CORRUPTIONS[spec.name] = spec
 
 
 def corruption(
@@ -163,10 +174,13 @@ def corruption(
 
 
 def get_corruption(name: str) -> CorruptionSpec:
-    """The registered corruption `name`, or the one an ImageNet-C alias (`ALIASES`) stands for."""
+    """The registered corruption `name`, an ImageNet-C suite kernel (`imagenet-c/fog`), or the one an
+    ImageNet-C alias (`ALIASES`) stands for."""
     name = ALIASES.get(name, name)
+    if name in SUITE_CORRUPTIONS:
+        return SUITE_CORRUPTIONS[name]
     if name not in CORRUPTIONS:
-        raise one_of("corruption", name, CORRUPTIONS.names() + [a for a, n in ALIASES.items() if n in CORRUPTIONS])
+        raise one_of("corruption", name, CORRUPTIONS.names() + list(ALIASES) + list(SUITE_CORRUPTIONS))
     return CORRUPTIONS[name]
 
 
