@@ -72,3 +72,17 @@ def test_the_cli_refuses_in_one_line_and_the_flag_opts_in(layout, capsys, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lies outside the dataset folder" in err[0]
     assert main(["show", "protocol", "one.toml", "--data", "data", "--allow-outside-paths"]) == 0
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute"])
+def test_a_hugging_face_path_only_row_outside_the_table_folder_is_refused(layout, how):
+    """An Image() column row with no bytes reads its `path`: only inside the table's folder."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    data = layout / "data"
+    outside = {"dotdot": "../secret/s.png", "absolute": str(layout / "secret" / "s.png")}[how]
+    rows = [{"bytes": None, "path": p} for p in ("img0.png", "img1.png", outside)]
+    pq.write_table(pa.table({"image": rows, "label": [0, 1, 0]}), data / "t.parquet")
+    with pytest.raises(InputError, match="lies outside the dataset folder"):
+        load_dataset(str(data / "t.parquet"), "all")
+    assert load_dataset(str(data / "t.parquet"), "all", outside_paths=True).inputs["image"].shape[0] == 3

@@ -28,7 +28,7 @@ import numpy as np
 from ...errors import InputError
 from ..files import assemble
 from ..splits import SPLITS
-from .common import SPLIT_ALIASES, ReadOptions, few, optional_import
+from .common import SPLIT_ALIASES, ReadOptions, confined, few, optional_import
 from .media import IMAGE_SCALING, WAV_SCALING, decode_image, decode_wav, image_header, tokenize, wav_header
 
 SUFFIXES = (".parquet", ".pq")
@@ -107,9 +107,10 @@ def _media(where: str, name: str, blobs: list, kind: str | None) -> tuple[np.nda
     return np.stack([decode_image(b, mode, size) for b in blobs]).astype(np.uint8), "image", IMAGE_SCALING
 
 
-def _struct_bytes(where: str, name: str, column, base: Path | None) -> list[bytes]:
+def _struct_bytes(where: str, name: str, column, base: Path | None, options: ReadOptions) -> list[bytes]:
     """The files of a Hugging Face Image()/Audio() column, struct<bytes, path>: the bytes, or the
-    file at `path` (relative to the table's folder) where a row holds none."""
+    file at `path` (relative to the table's folder, and inside it: `common.confined`) where a row
+    holds none."""
     fields = {column.type.field(i).name for i in range(column.type.num_fields)}
     if "bytes" not in fields:
         raise InputError(f"{where}: column {name!r} is a struct of {', '.join(sorted(fields))}; expected Hugging Face Image()/Audio() storage, struct<bytes, path>")
@@ -119,6 +120,8 @@ def _struct_bytes(where: str, name: str, column, base: Path | None) -> list[byte
     for i, (blob, path) in enumerate(zip(blobs, paths)):
         if blob is None and path:
             file = Path(path) if base is None or Path(path).is_absolute() else base / path
+            if base is not None:
+                file = confined(base, file, f"{where}: column {name!r} row {i}", options)
             if not file.is_file():
                 raise InputError(f"{where}: column {name!r} row {i} has no bytes and its path {path!r} is not a file")
             blob = file.read_bytes()
@@ -173,7 +176,7 @@ def read_table(where: str, table, options: ReadOptions, name: str, features: dic
         column = table.column(column_name).combine_chunks()
         declared = _feature_kind(features.get(column_name))
         if pa.types.is_struct(column.type):
-            blobs = _struct_bytes(where, column_name, column, base)
+            blobs = _struct_bytes(where, column_name, column, base, options)
             raw[column_name], kind, scalings[column_name] = _media(where, column_name, blobs, declared)
         elif pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             raw[column_name], kind, scalings[column_name] = _media(where, column_name, column.to_pylist(), declared)
