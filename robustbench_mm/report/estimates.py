@@ -1,7 +1,7 @@
 """Intervals of the report's numbers and the one paired test between two models' cells.
 
 One replicate: percentile bootstrap intervals over the evaluation samples
-(`stats.bootstrap_counts`, the same resamples for every cell of a model, so summaries over cells
+(`stats.bootstrap_weights`, the same resamples for every cell of a model, so summaries over cells
 stay paired). Several: two-stage (cluster) bootstrap intervals of the mean across replicates: each
 resample draws the replicates with replacement and, within each, the samples' bootstrap resample.
 Every resample is a mean of metric values, so the interval stays within the metric's range (a t
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import resampled_metric
-from ..stats import bootstrap_counts, mcnemar_exact, paired_bootstrap
+from ..stats import bootstrap_weights, mcnemar_exact, paired_bootstrap
 from .load import Data
 
 N_RESAMPLES = 2000
@@ -28,24 +28,20 @@ CONFIDENCE = 0.95
 
 
 class Boot:
-    """Resampled metric values per cell, all cells sharing one set of bootstrap counts per n."""
+    """Resampled metric values per cell, all cells sharing one bootstrap weight matrix per n."""
 
     def __init__(self, data: Data, n_resamples: int = N_RESAMPLES, seed: int = 0):
         self.data = data
         self.n_resamples = n_resamples
         self.seed = seed
-        self._counts: dict[int, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}
 
     def values(self, row) -> np.ndarray:
         key = (row["run"], row["cell_id"])
         if key not in self._values:
             rec = self.data.record(row)
-            n = len(rec["target"])
-            if n not in self._counts:
-                self._counts[n] = bootstrap_counts(n, self.n_resamples, self.seed)
-            self._values[key] = resampled_metric(rec, self.data.metric, self.data.task, self.data.num_classes,
-                                                 self._counts[n])
+            weights = bootstrap_weights(len(rec["target"]), self.n_resamples, self.seed)
+            self._values[key] = resampled_metric(rec, self.data.metric, self.data.task, self.data.num_classes, weights)
         return self._values[key]
 
 
