@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .version import __version__
 from .errors import GateFailure, InputError, one_of
-from .runtime import keep_freed_memory
+from .runtime import keep_freed_memory, thread_policy
 
 TRUST_HELP = (
     "load full pickles, not only weights: a pickle can execute arbitrary code on this machine, "
@@ -575,6 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"robustbench-mm {__version__}", help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors (default: off)")
+    parser.add_argument(
+        "--threads", type=int, metavar="N",
+        help="CPU threads for torch (default: torch's choice, one per core; idle threads sleep instead of "
+        "spinning, OMP_WAIT_POLICY=PASSIVE, unless that variable is set: see docs/performance.md)",
+    )
     _add_plugins(parser)
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", help="what to do; `rbmm COMMAND --help` describes its options"
@@ -734,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
     try:
+        thread_policy(args.threads)
         plugins = args.plugins + getattr(args, "plugins_after", [])
         if plugins or Path("corruptions").is_dir():
             from .corruptions import load_plugins
