@@ -2,8 +2,8 @@
 
 The report of `rbmm demo` (3 runs, one per training seed, × 14 models, `standard` protocol on
 mfeat) is rebuilt stage by stage as `report.write_report` does it, each stage timed on its own:
-loading the runs, the bootstrap of every cell (`Boot.values`, which the sections would otherwise
-call lazily), each section (the calibration section holds the paired tests) and rendering.
+loading the runs, reading every cell's per-sample records, the bootstrap of every cell
+(`Boot.values`; the sections would otherwise do both lazily), each section (the calibration section holds the paired tests) and rendering.
 One torch/BLAS thread, pinned before numpy and torch load.
 
     rbmm demo --cache .cache/zoo --out .cache/bench/demo-runs --report .cache/bench/demo-report
@@ -70,7 +70,9 @@ def main() -> None:
         data = timed("load runs", lambda: load(args.runs))
         boot = Boot(data)
         cells = data.cells
-        timed(f"bootstrap of every cell ({len(cells)} cells)", lambda: [boot.values(row) for _, row in cells.iterrows()])
+        keys = [{"run": run, "cell_id": cell} for run, cell in zip(cells["run"], cells["cell_id"])]
+        timed(f"records of every cell ({len(cells)} cells)", lambda: [data.record(key) for key in keys])
+        timed("bootstrap of every cell", lambda: [boot.values(key) for key in keys])
         ctx = Context(data, boot, data.models[0], FigureSink(out / "figures"))
         built = [timed(f"section {spec.name}", lambda spec=spec: spec.build(ctx)) for spec in ordered_sections()]
         timed("render HTML + Markdown", lambda: render([s for s in built if s is not None], "bench", "bench", out))
