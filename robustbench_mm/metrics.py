@@ -24,6 +24,7 @@ live in `summaries.py`.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -79,9 +80,9 @@ def weighted_mean(w: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 # Row sums of read-only weight matrices (the bootstrap weights `stats.bootstrap_weights` shares
-# across every cell of a run), by identity: the entry holds the matrix, so its id stays its own.
-_ROW_SUMS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-_ROW_SUMS_KEPT = 8
+# across every cell of a run), by identity. A weak reference: the entry neither keeps a matrix alive
+# nor outlives it (its callback removes it before the id can be reused).
+_ROW_SUMS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 
 def row_sums(w) -> np.ndarray:
@@ -90,14 +91,13 @@ def row_sums(w) -> np.ndarray:
     since they may change between calls."""
     if not isinstance(w, np.ndarray) or w.flags.writeable or (w.base is not None and w.base.flags.writeable):
         return w.sum(axis=1)
-    kept = _ROW_SUMS.get(id(w))
-    if kept is not None and kept[0] is w:
+    key = id(w)
+    kept = _ROW_SUMS.get(key)
+    if kept is not None and kept[0]() is w:
         return kept[1]
     sums = w.sum(axis=1)
     sums.flags.writeable = False
-    if len(_ROW_SUMS) >= _ROW_SUMS_KEPT:
-        _ROW_SUMS.pop(next(iter(_ROW_SUMS)))
-    _ROW_SUMS[id(w)] = (w, sums)
+    _ROW_SUMS[key] = (weakref.ref(w, lambda _, key=key: _ROW_SUMS.pop(key, None)), sums)
     return sums
 
 

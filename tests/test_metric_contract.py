@@ -128,3 +128,17 @@ def test_leave_one_group_out_is_the_dense_mask_matrix():
     assert dense.shape == (3, 7) and np.array_equal(dense[1], [1, 0, 1, 1, 0, 1, 1])
     x = np.arange(14.0).reshape(7, 2)
     assert np.array_equal(w @ x, dense @ x) and np.array_equal(w.sum(axis=1), dense.sum(axis=1))
+
+
+def test_row_sums_are_remembered_only_for_read_only_weights():
+    """A shared (read-only) weight matrix is summed once; a writeable one may change, so its sums
+    are recomputed: weighted means must follow an edited matrix."""
+    from robustbench_mm.metrics import row_sums, weighted_mean
+
+    w = np.ones((2, 4))
+    assert np.array_equal(weighted_mean(w, np.arange(4.0)), [1.5, 1.5])
+    w[1] = [0, 0, 0, 2]
+    assert np.array_equal(weighted_mean(w, np.arange(4.0)), [1.5, 3.0])
+    shared = np.array([[1.0, 1, 0, 0], [0, 0, 1, 1]])
+    shared.flags.writeable = False
+    assert row_sums(shared) is row_sums(shared) and np.array_equal(row_sums(shared), [2, 2])
