@@ -64,10 +64,13 @@ def draws(data: Data, boot: Boot, rows: pd.DataFrame) -> tuple[float, np.ndarray
     """
     if rows.empty:
         return float("nan"), np.full(boot.n_resamples, np.nan)
-    if rows["replicate"].nunique() > 1:
-        groups = [g for _, g in rows.groupby("replicate", sort=False)]
-        value = float(np.mean([g[data.metric].mean() for g in groups]))
-        per_replicate = np.stack([np.mean([boot.values(r) for r in _cells(g)], axis=0) for g in groups])  # (k, R)
+    replicate = rows["replicate"].to_numpy()
+    if len(set(replicate)) > 1:
+        # the replicates' rows in order of appearance (groupby(sort=False)'s groups, without a frame each)
+        groups = [np.flatnonzero(replicate == r) for r in dict.fromkeys(replicate)]
+        metric, cells = rows[data.metric], _cells(rows)
+        value = float(np.mean([metric.iloc[g].mean() for g in groups]))
+        per_replicate = np.stack([np.mean([boot.values(cells[i]) for i in g], axis=0) for g in groups])  # (k, R)
         k, n_draws = per_replicate.shape
         picks = np.random.default_rng(boot.seed).integers(0, k, size=(n_draws, k))  # replicates per resample
         return value, per_replicate[picks, np.arange(n_draws)[:, None]].mean(axis=1)
