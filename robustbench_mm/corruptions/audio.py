@@ -27,7 +27,7 @@ def _add_at_snr(x: torch.Tensor, noise: torch.Tensor, snr_db: float, spec: Modal
     if math.isinf(snr_db) and snr_db > 0:
         return x.clone()
     gain = torch.sqrt(_power(x) / _power(noise).clamp(min=1e-12) * 10.0 ** (-snr_db / 10.0))
-    return clip_(x + gain * noise, spec)
+    return clip_(noise.mul_(gain).add_(x), spec)  # x + gain * noise, in the noise's buffer (callers' own)
 
 
 def _colored(rng: SampleRandom, n: int, exponent: float, dtype: torch.dtype) -> torch.Tensor:
@@ -37,7 +37,7 @@ def _colored(rng: SampleRandom, n: int, exponent: float, dtype: torch.dtype) -> 
     f = torch.arange(spectrum.shape[-1], device=white.device, dtype=torch.float64)
     shaping = f.clamp(min=1.0) ** (-exponent / 2)
     shaping[0] = 0.0
-    return torch.fft.irfft(spectrum * shaping, n=n, dim=-1).to(dtype)
+    return torch.fft.irfft(spectrum.mul_(shaping), n=n, dim=-1).to(dtype)
 
 
 @corruption(
