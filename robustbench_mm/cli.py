@@ -16,7 +16,7 @@ from pathlib import Path
 from .version import __version__
 from .errors import GateFailure, InputError, one_of
 from .imports import working_directory_last
-from .runtime import keep_freed_memory
+from .runtime import keep_freed_memory, thread_policy
 
 TRUST_HELP = (
     "load full pickles, not only weights: a pickle can execute arbitrary code on this machine, "
@@ -27,47 +27,19 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # model names become cell 
 
 
 def _registry_text(field: str) -> str:
-    """The valid choices a help text names, read from the registries when help is shown."""
-    if field == "fusions":
-        from .models import BACKBONES
-
-        return ", ".join(BACKBONES)
+    """The valid choices a help text names: the declared built-ins (catalog) and any plug-in
+    registered so far, read when help is shown, without importing torch or the kernels."""
     if field == "protocols":
-        from .protocols import list_protocols
+        from .protocol_files import list_protocols
 
         return ", ".join(list_protocols())
-    if field == "datasets":
-        from .datasets.loader import source_names
-
-        return ", ".join(source_names())
-    if field == "kinds":
-        from .datasets import KINDS
-
-        return ", ".join(KINDS)
-    if field == "metrics":
-        from .metrics import METRICS
-
-        return ", ".join(METRICS)
-    if field == "list_kinds":
-        return ", ".join(_list_kinds())
     if field == "devices":
-        import torch
+        return ", ".join(DEVICES)
+    from . import catalog
 
-        here = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
-        return f"{', '.join(DEVICES)}; this machine: {here}"
-    if field == "data_formats":
-        from .datasets.loader import FORMATS
-
-        return ", ".join(FORMATS)
-    if field == "export_formats":
-        from .export import FORMATS
-
-        return ", ".join(FORMATS)
     if field == "train_defaults":
-        from .models.training import TRAIN_DEFAULTS
-
-        return ", ".join(f"{k} {v:g}" for k, v in TRAIN_DEFAULTS.items())
-    raise KeyError(field)
+        return ", ".join(f"{k} {v:g}" for k, v in catalog.TRAIN_DEFAULTS.items())
+    return ", ".join(catalog.names(field))
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -421,18 +393,16 @@ def _list_kinds() -> list[str]:
 
 
 def _list_protocols() -> list[tuple[str, str, str]]:
-    """(name, first description line, source) of each protocol; an unreadable file is one warning."""
-    from .protocols import list_protocols, load_protocol
+    """(name, first description line, source) of each protocol, read from the files (no torch);
+    an unreadable file is one warning."""
+    from .protocol_files import list_protocols, summary
 
     rows = []
     for name in list_protocols():
         try:
-            protocol = load_protocol(name)
+            rows.append((name, *summary(name)))
         except InputError as e:
             print(f"rbmm: warning: {e}; skipped", file=sys.stderr)
-            continue
-        source = protocol.source if Path(protocol.source).is_absolute() else "builtin"
-        rows.append((name, protocol.description.splitlines()[0], source))
     return rows
 
 
@@ -471,6 +441,9 @@ def _print_kind(kind: str, registries: dict, indent: str = "") -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == PROTOCOLS:  # files, not a registry: nothing to import
+        _print_kind(PROTOCOLS, {})
+        return 0
     registries = _registries()
     kinds = [*registries, PROTOCOLS]
     if args.what is not None and args.what not in kinds:
@@ -750,6 +723,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"robustbench-mm {__version__}", help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors (default: off)")
+    parser.add_argument(
+        "--threads", type=int, metavar="N",
+        help="CPU threads for torch (default: torch's choice, one per core; idle threads sleep instead of "
+        "spinning, OMP_WAIT_POLICY=PASSIVE, unless that variable is set: see docs/performance.md)",
+    )
     _add_plugins(parser)
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", help="what to do; `rbmm COMMAND --help` describes its options"
@@ -964,8 +942,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     working_directory_last()  # `python -m` put it first, where a ./h5py.py would shadow h5py
     try:
+        thread_policy(args.threads)
         plugins = args.plugins + getattr(args, "plugins_after", [])
-        if plugins or Path("corruptions").is_dir():
+        lists_protocols = args.command == "list" and args.what == PROTOCOLS  # plug-ins add no protocol
+        if plugins or (Path("corruptions").is_dir() and not lists_protocols):
             from .corruptions import load_plugins
             from .corruptions.plugins import rejected_plugins
 

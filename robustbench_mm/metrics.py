@@ -8,9 +8,12 @@ A metric is one decorated function
 record : the cell's per-sample arrays (`results.RECORD_FIELDS[task]`): classification `target`,
     `pred`, `conf` (max probability), `p_true`, `sq_prob` (sum_k p_k^2), `entropy` (nats);
     regression `target`, `output`.
-w : array (R, n) float64 of sample weights, one row per evaluation of the metric: a row of ones
-    for the cell's value, resampling multiplicities for the paired bootstrap
-    (`stats.paired_bootstrap`), leave-a-group-out masks for the jackknife. Returns shape (R,).
+w : (R, n) float64 sample weights, one row per evaluation of the metric: a row of ones for the
+    cell's value, resampling multiplicities for the paired bootstrap (`stats.paired_bootstrap`),
+    leave-a-group-out masks for the jackknife. Returns shape (R,). A metric uses `w` through
+    `w @ x` (x of shape (n,) or (n, k)) and `w.sum(axis=1)` (or `weighted_mean`): for the jackknife
+    `w` is a `LeaveOneGroupOut`, which computes both from group totals instead of a dense matrix;
+    a metric that needs anything else takes `np.asarray(w)`, the dense matrix.
 num_classes : the dataset's class count (classification), None for regression.
 
 One function serves the cell value, the bootstrap and the jackknife, so an interval is always an
@@ -21,6 +24,7 @@ live in `summaries.py`.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,7 +76,71 @@ def metric(name: str, *, task: Task | str, higher_is_better: bool, description: 
 def weighted_mean(w: np.ndarray, values: np.ndarray) -> np.ndarray:
     """(R,) weighted means of per-sample `values` (n,) under each row of `w` (R, n)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (w @ np.asarray(values, dtype=np.float64)) / w.sum(axis=1)
+        return (w @ np.asarray(values, dtype=np.float64)) / row_sums(w)
+
+
+# Row sums of read-only weight matrices (the bootstrap weights `stats.bootstrap_weights` shares
+# across every cell of a run), by identity. A weak reference: the entry neither keeps a matrix alive
+# nor outlives it (its callback removes it before the id can be reused).
+_ROW_SUMS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def row_sums(w) -> np.ndarray:
+    """`w.sum(axis=1)`, computed once per read-only weight matrix: the shared bootstrap weights are
+    summed once per run, not once per cell and metric. Writeable matrices are summed every time,
+    since they may change between calls."""
+    if not isinstance(w, np.ndarray) or w.flags.writeable or (w.base is not None and w.base.flags.writeable):
+        return w.sum(axis=1)
+    key = id(w)
+    kept = _ROW_SUMS.get(key)
+    if kept is not None and kept[0]() is w:
+        return kept[1]
+    sums = w.sum(axis=1)
+    sums.flags.writeable = False
+    _ROW_SUMS[key] = (weakref.ref(w, lambda _, key=key: _ROW_SUMS.pop(key, None)), sums)
+    return sums
+
+
+class LeaveOneGroupOut:
+    """The jackknife's (G, n) weights without the matrix: row g is 1 for every sample outside group
+    g, where sample i belongs to group i mod G (G = n: leave-one-out).
+
+    `w @ x` is the column totals of x minus its G group sums and `w.sum(axis=1)` is n minus the
+    group sizes: O(n) work instead of O(G n). The values equal the dense product's up to float
+    rounding in the last bits (tests/test_metrics.py bounds the standard errors' difference).
+    Any other use sees the dense matrix through `np.asarray(w)`.
+    """
+
+    def __init__(self, n: int, groups: int):
+        if not 1 <= groups <= n:
+            raise InputError(f"leave-one-group-out weights need 1 <= groups <= n, got groups={groups}, n={n}")
+        self.n, self.groups = n, groups
+        self.shape = (groups, n)
+        self.ndim = 2
+
+    def _group_sums(self, x: np.ndarray) -> np.ndarray:
+        """(G, ...) sums of x's rows over each group: pad to whole rounds of G samples, add the rounds."""
+        rounds = -(-self.n // self.groups)
+        padded = np.zeros((rounds * self.groups,) + x.shape[1:], dtype=x.dtype)
+        padded[: self.n] = x
+        return padded.reshape((rounds, self.groups) + x.shape[1:]).sum(axis=0)
+
+    def __matmul__(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim not in (1, 2) or x.shape[0] != self.n:
+            return np.asarray(self) @ x  # numpy's own shape error
+        x = x.astype(np.result_type(x.dtype, np.float64), copy=False)
+        return x.sum(axis=0) - self._group_sums(x)
+
+    def sum(self, axis=None) -> np.ndarray:
+        if axis in (1, -1):
+            return self.n - self._group_sums(np.ones(self.n))
+        return np.asarray(self).sum(axis=axis)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        member = np.arange(self.n) % self.groups
+        dense = (member[None, :] != np.arange(self.groups)[:, None]).astype(dtype or np.float64)
+        return dense
 
 
 # what metrics need of a record (results.RECORD_FIELDS): the predictions, not which samples they are
@@ -116,12 +184,16 @@ def resampled_metric(
 ) -> np.ndarray:
     """The metric under each row of sample weights.
 
-    weights : array (R, n) of non-negative sample weights (bootstrap multiplicities, jackknife
-        leave-one-out masks, or a single row of ones). Returns an array of shape (R,).
+    weights : array (R, n) of non-negative sample weights (bootstrap multiplicities, a single row
+        of ones), or a `LeaveOneGroupOut` (the jackknife). Returns an array of shape (R,).
+        A float64 array is used as it is (no copy), so weights shared across cells
+        (`stats.bootstrap_weights`) are converted once.
     """
     _check_record(record, task)
     spec = metric_of(metric, task)
-    return spec.compute(record, np.atleast_2d(np.asarray(weights, dtype=np.float64)), num_classes)
+    if not isinstance(weights, LeaveOneGroupOut):
+        weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    return spec.compute(record, weights, num_classes)
 
 
 def cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:
@@ -139,20 +211,13 @@ def cell_metrics(record: dict[str, np.ndarray], task: str, num_classes: int | No
 
 SE_SUFFIX = "_se"
 JACKKNIFE_GROUPS = 1000
-# weights per jackknife product (8 MiB of float64, about twice that at the metric's peak): a
-# fixed block, so a cell's metrics take the same memory at 2,500 samples as at 20,000. At 2**22
-# the block grew to 32 MiB as n passed 4,194 and set the peak RSS of streamed evaluations (issue
-# 24). Smaller blocks cost time at large n, since macro-F1 and ECE rebuild an (n, K) design per
-# block: at 200,000 samples the standard errors of a cell took 6.0 s here against 2.9 s at 2**22
-# and 8.0 s at 2**19 (one run each, loaded 2-core machine).
-JACKKNIFE_BLOCK = 2**20
 
 
 def cell_standard_errors(record: dict[str, np.ndarray], task: str, num_classes: int | None) -> dict[str, float]:
     """`<metric>_se` for every metric of one cell: the jackknife standard error of the cell's value.
 
     Delete-a-group jackknife through `resampled_metric` (the same code as the cell value, so the SE
-    is the SE of the number in the table): samples go to G = min(n, 1000) groups by position
+    is the SE of the number in the table), its weights a `LeaveOneGroupOut` (group sums): samples go to G = min(n, 1000) groups by position
     (i mod G), theta_g is the metric without group g, and SE^2 = (G - 1) / G * sum_g (theta_g - mean)^2.
     With n <= 1000 this is the delete-one jackknife, which for a mean of per-sample values
     (accuracy, NLL, Brier, confidence, MAE) is exactly s / sqrt(n) with the n - 1 sample variance:
@@ -163,16 +228,10 @@ def cell_standard_errors(record: dict[str, np.ndarray], task: str, num_classes: 
     groups = min(n, JACKKNIFE_GROUPS)
     if groups < 2:
         return {name + SE_SUFFIX: float("nan") for name in task_metrics(task)}
-    member = np.arange(n) % groups
+    weights = LeaveOneGroupOut(n, groups)
     out = {}
     for name in task_metrics(task):
-        theta = []
-        rows = max(1, JACKKNIFE_BLOCK // n)  # weight rows per product
-        for start in range(0, groups, rows):
-            g = np.arange(start, min(groups, start + rows))
-            weights = (member[None, :] != g[:, None]).astype(np.float64)
-            theta.append(resampled_metric(record, name, task, num_classes, weights))
-        theta = np.concatenate(theta)
+        theta = resampled_metric(record, name, task, num_classes, weights)
         with np.errstate(invalid="ignore"):
             out[name + SE_SUFFIX] = float(np.sqrt((groups - 1) / groups * np.sum((theta - theta.mean()) ** 2)))
     return out

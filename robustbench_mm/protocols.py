@@ -90,7 +90,6 @@ import json
 import math
 import tomllib
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -107,6 +106,8 @@ from .datasets.batch import KINDS, ModalitySpec
 from .domain import Family
 from .errors import InputError
 from .metrics import METRICS
+from .protocol_files import builtin_dir as _builtin_dir, list_protocols, local_dir as _local_dir, names as _names
+from .protocol_files import read_text as _read_text
 from .registry import BUILTIN
 
 _TABLES = ("corruption", "removal", "conflict", "condition", "joint")  # the grid's tables, expanded in this order
@@ -122,24 +123,6 @@ _PART_KEYS = {"corruption", "targets", "params", "pixel_max", "spectrogram", "op
 SPECTROGRAM_SCALES = ("natural-log",)  # what a part's `spectrogram` key may ask the user to confirm
 CLIPPED_SUFFIX = ":clipped"
 _RETIRED_SUFFIX = ":faithful"  # the presets are faithful by default now
-
-
-def _builtin_dir():
-    return resources.files("robustbench_mm") / "protocols"
-
-
-def _local_dir() -> Path:
-    """The working directory's `protocols/` folder: the user's own protocols, found by name."""
-    return Path.cwd() / "protocols"
-
-
-def _names(folder) -> set[str]:
-    return {p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml")} if folder.is_dir() else set()
-
-
-def list_protocols() -> list[str]:
-    """Names of the shipped protocols and of those in ./protocols/, sorted."""
-    return sorted(_names(_builtin_dir()) | _names(_local_dir()))
 
 
 def load_protocol(name_or_path: str | Path) -> "Protocol":
@@ -164,16 +147,6 @@ def load_protocol(name_or_path: str | Path) -> "Protocol":
         local = _local_dir() / f"{text}.toml"
         return parse_protocol(_read_text(local, str(local)), source=str(local))
     raise InputError(f"unknown protocol {text!r}; expected a .toml path or one of: {', '.join(list_protocols())}")
-
-
-def _read_text(path, source: str) -> str:
-    """The file as UTF-8 text; a binary or unreadable file is one InputError naming it."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"protocol {source}: not a text file (byte {e.start} is not UTF-8); expected a TOML protocol") from None
-    except OSError as e:
-        raise InputError(f"protocol {source}: cannot read ({e.strerror or e})") from None
 
 
 def parse_protocol(text: str, source: str = "<string>") -> "Protocol":

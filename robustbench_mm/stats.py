@@ -18,6 +18,7 @@ NaN never turns into a count. Degenerate inputs give NaN with the reason in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 from typing import NamedTuple
 
@@ -25,10 +26,11 @@ import numpy as np
 from scipy import special, stats
 
 from .errors import InputError, one_of
-from .metrics import METRICS, resampled_metric
+from .metrics import METRICS, LeaveOneGroupOut, resampled_metric
 from .results import task_of
 
 _CHUNK_ELEMENTS = 4_000_000  # weight-matrix elements evaluated at once (bounds memory)
+_SHARED_ELEMENTS = 16_000_000  # largest shared bootstrap weight matrix kept (128 MB of float64)
 MIN_BOOTSTRAP_PAIRS = 3  # fewer shared samples give a NaN interval (see paired_bootstrap)
 
 
@@ -63,6 +65,28 @@ def bootstrap_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
     if n < 1 or n_resamples < 1:
         raise InputError(f"bootstrap needs n >= 1 samples and n_resamples >= 1, got n={n}, n_resamples={n_resamples}")
     return np.vstack(list(_count_chunks(n, n_resamples, seed)))
+
+
+@lru_cache(maxsize=4)
+def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """`bootstrap_counts` as a read-only float64 matrix, built once per (n, n_resamples, seed).
+
+    Every cell and every paired test of a run over n samples uses the same resamples, so they share
+    this one matrix: `resampled_metric` takes it without a conversion, and `metrics.row_sums`
+    sums its rows once.
+    """
+    weights = bootstrap_counts(n, n_resamples, seed).astype(np.float64)
+    weights.flags.writeable = False
+    return weights
+
+
+def _weight_chunks(n: int, n_resamples: int, seed: int):
+    """The bootstrap weights in row chunks: the shared matrix when it is small enough to keep,
+    else streamed from the same random stream (identical rows, bounded memory)."""
+    if n * n_resamples <= _SHARED_ELEMENTS:
+        yield bootstrap_weights(n, n_resamples, seed)
+    else:
+        yield from _count_chunks(n, n_resamples, seed)
 
 
 @dataclass(frozen=True)
@@ -107,14 +131,7 @@ def _diff(rec_a, rec_b, metric, task, num_classes, weights) -> np.ndarray:
 
 def _jackknife_acceleration(rec_a, rec_b, metric, task, num_classes, n: int) -> float:
     """BCa acceleration a = Σ U_i^3 / (6 (Σ U_i^2)^{3/2}), U_i = (n-1)(θ̄_(.) - θ_(i)) over leave-one-out pairs."""
-    theta = []
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        w = np.ones((stop - start, n))
-        w[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        theta.append(_diff(rec_a, rec_b, metric, task, num_classes, w))
-    theta = np.concatenate(theta)
+    theta = _diff(rec_a, rec_b, metric, task, num_classes, LeaveOneGroupOut(n, n))
     u = (n - 1) * (theta.mean() - theta)
     den = (u**2).sum()
     if not np.isfinite(den) or den == 0:
@@ -135,7 +152,8 @@ def paired_bootstrap(
     """Paired bootstrap of metric(a) - metric(b) over the samples both records share.
 
     Both models are resampled with the same multiplicities (pairs stay together), and the metric is
-    evaluated for all resamples at once from a weight matrix (see metrics.resampled_metric).
+    evaluated for all resamples at once from a weight matrix (see metrics.resampled_metric), the
+    one `bootstrap_weights` shares with every other test and cell over n samples.
     method : "percentile", or "bca" (bias-corrected and accelerated, Efron 1987: z0 from the share
         of resamples below the estimate, counting ties as half; acceleration from the jackknife
         over leave-one-pair-out samples), the same construction as scipy.stats.bootstrap.
@@ -169,7 +187,7 @@ def paired_bootstrap(
     if n < MIN_BOOTSTRAP_PAIRS:
         return BootstrapResult(metric, estimate, nan, nan, nan, confidence, "none", n, n_resamples)
     boot = np.concatenate(
-        [_diff(rec_a, rec_b, metric, task, num_classes, c) for c in _count_chunks(n, n_resamples, seed)]
+        [_diff(rec_a, rec_b, metric, task, num_classes, w) for w in _weight_chunks(n, n_resamples, seed)]
     )
     boot = boot[np.isfinite(boot)]
     if len(boot) == 0:

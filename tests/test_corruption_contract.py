@@ -228,3 +228,20 @@ def test_image_kernels_commute_with_the_value_range(name, value_range):
     on_range = spec(lo + (hi - lo) * u, param, SampleRandom(torch.arange(8), 0, name), range_spec)
     mapped_back = (on_range - lo) / (hi - lo)
     assert float((mapped_back - on_unit).abs().mean()) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("n", [8000, 1000, 20])
+def test_time_mask_clears_the_same_bits_as_a_per_sample_mask(dtype, n):
+    """time_mask clears equal segments through an integer view (fast path) and unequal ones with
+    torch.where; both must give the bits the per-sample mask gives (the kernel's definition),
+    -0.0 inputs and +0.0 fills included."""
+    x = (torch.rand(6, n, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dtype)
+    x[:, ::7] = -0.0
+    segments = min(32, n)
+    drop = SampleRandom(torch.arange(6), 3, "time-mask-test").uniform(segments, dtype=torch.float64) < 0.4
+    expected = torch.where(drop[:, torch.arange(n) * segments // n], torch.zeros_like(x), x)
+    got = get_corruption("time_mask")(x, 0.4, SampleRandom(torch.arange(6), 3, "time-mask-test"),
+                                      ModalitySpec("a", "audio", (n,)))
+    assert got.dtype == dtype and torch.equal(got, expected)
+    assert torch.equal(torch.signbit(got), torch.signbit(expected))

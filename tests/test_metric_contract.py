@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from robustbench_mm.domain import Task
-from robustbench_mm.metrics import METRICS, cell_metrics, resampled_metric
+from robustbench_mm.metrics import (
+    JACKKNIFE_GROUPS, METRICS, SE_SUFFIX, LeaveOneGroupOut, cell_metrics, cell_standard_errors, resampled_metric,
+)
 
 K = 4
 N = 60
@@ -94,3 +96,49 @@ def test_a_perfect_prediction_is_at_least_as_good_as_a_noisy_one(name, task):
                        sq_prob=(p**2).sum(1).astype(np.float32), entropy=(-(p * np.log(p)).sum(1)).astype(np.float32))
     good, noisy = cell_metrics(perfect, task, K)[name], cell_metrics(record, task, K)[name]
     assert (good >= noisy) if METRICS[name].higher_is_better else (good <= noisy), (good, noisy)
+
+
+def _dense_jackknife_se(record, name, task, groups) -> float:
+    """The jackknife as it was computed before the group sums: one dense leave-a-group-out mask per
+    row, through the metric's dense weight path (the definition the group sums must reproduce)."""
+    n = len(record["target"])
+    member = np.arange(n) % groups
+    masks = (member[None, :] != np.arange(groups)[:, None]).astype(np.float64)
+    theta = resampled_metric(record, name, task, K, masks)
+    return float(np.sqrt((groups - 1) / groups * np.sum((theta - theta.mean()) ** 2)))
+
+
+@pytest.mark.parametrize("name,task", CASES)
+@pytest.mark.parametrize("n", [N, 2500])
+def test_the_group_sum_jackknife_gives_the_dense_masks_standard_error(name, task, n):
+    """`cell_standard_errors` takes totals minus group sums (LeaveOneGroupOut) instead of G dense
+    masks: the same sums added in another order, so the SEs agree to rounding (1e-12), not bit
+    for bit. n = 2500 covers groups of several samples (G = 1000), n = 60 leave-one-out."""
+    rng = np.random.default_rng(7)
+    record = _rows(_record(task, 8), rng.integers(0, N, n))
+    groups = min(n, JACKKNIFE_GROUPS)
+    fast = cell_standard_errors(record, task, K)[name + SE_SUFFIX]
+    assert fast == pytest.approx(_dense_jackknife_se(record, name, task, groups), rel=1e-12, abs=1e-12, nan_ok=True)
+
+
+def test_leave_one_group_out_is_the_dense_mask_matrix():
+    """What a metric that needs more than `w @ x` and `w.sum(axis=1)` sees through np.asarray."""
+    w = LeaveOneGroupOut(7, 3)
+    dense = np.asarray(w)
+    assert dense.shape == (3, 7) and np.array_equal(dense[1], [1, 0, 1, 1, 0, 1, 1])
+    x = np.arange(14.0).reshape(7, 2)
+    assert np.array_equal(w @ x, dense @ x) and np.array_equal(w.sum(axis=1), dense.sum(axis=1))
+
+
+def test_row_sums_are_remembered_only_for_read_only_weights():
+    """A shared (read-only) weight matrix is summed once; a writeable one may change, so its sums
+    are recomputed: weighted means must follow an edited matrix."""
+    from robustbench_mm.metrics import row_sums, weighted_mean
+
+    w = np.ones((2, 4))
+    assert np.array_equal(weighted_mean(w, np.arange(4.0)), [1.5, 1.5])
+    w[1] = [0, 0, 0, 2]
+    assert np.array_equal(weighted_mean(w, np.arange(4.0)), [1.5, 3.0])
+    shared = np.array([[1.0, 1, 0, 0], [0, 0, 1, 1]])
+    shared.flags.writeable = False
+    assert row_sums(shared) is row_sums(shared) and np.array_equal(row_sums(shared), [2, 2])

@@ -152,7 +152,7 @@ def test_a_plugin_reregistering_a_builtin_exits_2(tmp_path, monkeypatch, capsys)
     # from ./corruptions/ too: skipping it would run the built-in where the user meant theirs
     (tmp_path / "corruptions").mkdir()
     local = _plugin(tmp_path / "corruptions", "gaussian_noise", "return x.clone()")
-    assert main(["list", "protocols"]) == 2
+    assert main(["list", "corruptions"]) == 2  # (`list protocols` loads no plug-in: they add no protocol)
     assert capsys.readouterr().err.strip() == f"rbmm: error: plug-in {local}: corruption 'gaussian_noise' is already registered by builtin"
     assert get_corruption("gaussian_noise").source == "builtin"
 
@@ -208,6 +208,6 @@ def test_rejections_are_those_of_the_latest_discovery(tmp_path, monkeypatch, cap
     assert list(rejected_plugins()) == [str(broken)]
     monkeypatch.chdir(clean_dir)
     capsys.readouterr()
-    assert main(["list", "protocols"]) == 0
+    assert main(["list", "corruptions"]) == 0  # a command that discovers plug-ins (`list protocols` does not)
     assert rejected_plugins() == {}
     assert "warning" not in capsys.readouterr().err

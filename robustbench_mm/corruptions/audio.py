@@ -27,7 +27,7 @@ def _add_at_snr(x: torch.Tensor, noise: torch.Tensor, snr_db: float, spec: Modal
     if math.isinf(snr_db) and snr_db > 0:
         return x.clone()
     gain = torch.sqrt(_power(x) / _power(noise).clamp(min=1e-12) * 10.0 ** (-snr_db / 10.0))
-    return clip_(x + gain * noise, spec)
+    return clip_(noise.mul_(gain).add_(x), spec)  # x + gain * noise, in the noise's buffer (callers' own)
 
 
 def _colored(rng: SampleRandom, n: int, exponent: float, dtype: torch.dtype) -> torch.Tensor:
@@ -37,7 +37,7 @@ def _colored(rng: SampleRandom, n: int, exponent: float, dtype: torch.dtype) -> 
     f = torch.arange(spectrum.shape[-1], device=white.device, dtype=torch.float64)
     shaping = f.clamp(min=1.0) ** (-exponent / 2)
     shaping[0] = 0.0
-    return torch.fft.irfft(spectrum * shaping, n=n, dim=-1).to(dtype)
+    return torch.fft.irfft(spectrum.mul_(shaping), n=n, dim=-1).to(dtype)
 
 
 @corruption(
@@ -96,11 +96,23 @@ def clipping(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpe
     description="dropouts: random segments set to silence",
 )
 def time_mask(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    """Segment k covers samples i with i * segments // n == k. When the segments are equal, the
+    dropped ones are cleared through an integer view of the bits in one pass over the batch
+    (the same bits, +0.0 included, as `torch.where` on a per-sample mask, 5x faster: docs/performance.md)."""
     n = x.shape[-1]
     segments = min(32, n)
     drop = rng.uniform(segments, dtype=torch.float64) < param
-    seg_of = torch.arange(n, device=x.device) * segments // n
-    return torch.where(drop[:, seg_of], torch.zeros_like(x), x)
+    bits = _SAME_SIZE_INT.get(x.dtype)
+    if n % segments or bits is None:
+        seg_of = torch.arange(n, device=x.device) * segments // n
+        return torch.where(drop[:, seg_of], torch.zeros_like(x), x)
+    keep = (~drop).to(bits).neg_()  # -1 keeps every bit of a segment, 0 clears them (+0.0)
+    cleared = x.contiguous().view(bits).view(x.shape[0], segments, n // segments) & keep[:, :, None]
+    return cleared.view(x.dtype).view(x.shape)
+
+
+_SAME_SIZE_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+                  torch.float64: torch.int64}
 
 
 @corruption(

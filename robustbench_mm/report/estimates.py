@@ -1,7 +1,7 @@
 """Intervals of the report's numbers and the one paired test between two models' cells.
 
 One replicate: percentile bootstrap intervals over the evaluation samples
-(`stats.bootstrap_counts`, the same resamples for every cell of a model, so summaries over cells
+(`stats.bootstrap_weights`, the same resamples for every cell of a model, so summaries over cells
 stay paired). Several: two-stage (cluster) bootstrap intervals of the mean across replicates: each
 resample draws the replicates with replacement and, within each, the samples' bootstrap resample.
 Every resample is a mean of metric values, so the interval stays within the metric's range (a t
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import resampled_metric
-from ..stats import bootstrap_counts, mcnemar_exact, paired_bootstrap
+from ..stats import bootstrap_weights, mcnemar_exact, paired_bootstrap
 from .load import Data
 
 N_RESAMPLES = 2000
@@ -28,24 +28,20 @@ CONFIDENCE = 0.95
 
 
 class Boot:
-    """Resampled metric values per cell, all cells sharing one set of bootstrap counts per n."""
+    """Resampled metric values per cell, all cells sharing one bootstrap weight matrix per n."""
 
     def __init__(self, data: Data, n_resamples: int = N_RESAMPLES, seed: int = 0):
         self.data = data
         self.n_resamples = n_resamples
         self.seed = seed
-        self._counts: dict[int, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}
 
     def values(self, row) -> np.ndarray:
         key = (row["run"], row["cell_id"])
         if key not in self._values:
             rec = self.data.record(row)
-            n = len(rec["target"])
-            if n not in self._counts:
-                self._counts[n] = bootstrap_counts(n, self.n_resamples, self.seed)
-            self._values[key] = resampled_metric(rec, self.data.metric, self.data.task, self.data.num_classes,
-                                                 self._counts[n])
+            weights = bootstrap_weights(len(rec["target"]), self.n_resamples, self.seed)
+            self._values[key] = resampled_metric(rec, self.data.metric, self.data.task, self.data.num_classes, weights)
         return self._values[key]
 
 
@@ -68,14 +64,23 @@ def draws(data: Data, boot: Boot, rows: pd.DataFrame) -> tuple[float, np.ndarray
     """
     if rows.empty:
         return float("nan"), np.full(boot.n_resamples, np.nan)
-    if rows["replicate"].nunique() > 1:
-        groups = [g for _, g in rows.groupby("replicate", sort=False)]
-        value = float(np.mean([g[data.metric].mean() for g in groups]))
-        per_replicate = np.stack([np.mean([boot.values(r) for _, r in g.iterrows()], axis=0) for g in groups])  # (k, R)
+    replicate = rows["replicate"].to_numpy()
+    if len(set(replicate)) > 1:
+        # the replicates' rows in order of appearance (groupby(sort=False)'s groups, without a frame each)
+        groups = [np.flatnonzero(replicate == r) for r in dict.fromkeys(replicate)]
+        metric, cells = rows[data.metric], _cells(rows)
+        value = float(np.mean([metric.iloc[g].mean() for g in groups]))
+        per_replicate = np.stack([np.mean([boot.values(cells[i]) for i in g], axis=0) for g in groups])  # (k, R)
         k, n_draws = per_replicate.shape
         picks = np.random.default_rng(boot.seed).integers(0, k, size=(n_draws, k))  # replicates per resample
         return value, per_replicate[picks, np.arange(n_draws)[:, None]].mean(axis=1)
-    return float(rows[data.metric].mean()), np.mean([boot.values(r) for _, r in rows.iterrows()], axis=0)
+    return float(rows[data.metric].mean()), np.mean([boot.values(r) for r in _cells(rows)], axis=0)
+
+
+def _cells(rows: pd.DataFrame) -> list[dict]:
+    """(run, cell_id) of each row, what `Boot.values` reads: `iterrows` would build a Series per
+    row from every column (a third of the report's time with Arrow-backed text columns)."""
+    return [{"run": run, "cell_id": cell} for run, cell in zip(rows["run"], rows["cell_id"])]
 
 
 def estimate(data: Data, boot: Boot, rows: pd.DataFrame) -> tuple[float, float, float]:

@@ -83,9 +83,10 @@ def gate_summary(samples: pd.DataFrame, by: tuple[str, ...] = ("model", "modalit
 
 def _gate_figure(samples: pd.DataFrame, models: list[str]) -> MplFigure:
     """One panel per modality: instance-gate boxes per input kind, one box per model."""
-    modalities = list(dict.fromkeys(samples["modality"]))
-    models = [m for m in models if m in set(samples["model"])]
-    inputs = [i for i in GATE_INPUTS if i in set(samples["input"])]
+    modalities = list(samples["modality"].unique())  # unique(), not a set per model: one row per sample
+    present_models, present_inputs = set(samples["model"].unique()), set(samples["input"].unique())
+    models = [m for m in models if m in present_models]
+    inputs = [i for i in GATE_INPUTS if i in present_inputs]
     colors = plots.model_colors(models)
     fig = plots.new_figure(figsize=(1.2 + 1.1 * len(inputs) * max(1, len(models)) ** 0.5 * len(modalities), 3.2),
                  dpi=plots.DPI, layout="constrained")

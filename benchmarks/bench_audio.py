@@ -1,0 +1,142 @@
+"""Audio kernels against audiomentations, as ratios measured in one run (not a timed test).
+
+Each pair does the same work on a batch of clips (default 256 clips x 8,000 samples at 8 kHz,
+float32, level 3 of our severity table): our batched kernel on the whole (B, N) tensor against
+audiomentations (installed, the `test` extra) called once per clip, as its API takes one clip.
+Times are the best of interleaved rounds (ours, theirs, ours, ...; at least `--repeat`, more
+for sub-millisecond pairs), one torch/BLAS
+thread pinned before torch loads, and `keep_freed_memory()` applied as `rbmm` does. A ratio
+> 1 means ours is faster.
+
+Pairs and what differs between the two sides:
+  white_noise  AddGaussianSNR (same SNR)             same work
+  pink_noise   AddColorNoise  (f_decay -3.01 dB/oct) same work; theirs shapes noise with an FFT per clip
+  brown_noise  AddColorNoise  (f_decay -6.02 dB/oct) same work
+  time_mask    TimeMask (fade 0, one band of the same share)  same share of the clip silenced
+  gain         Gain (same dB)                         same work
+  clipping     ClippingDistortion (percentile thresholds)     theirs also finds percentiles
+  reverb       ApplyImpulseResponse (our impulse responses written to WAV files, same length)
+  lowpass      LowPassFilter (Butterworth IIR; ours an ideal FFT filter)  different method: not same work
+
+    python benchmarks/bench_audio.py [--clips 256] [--samples 8000] [--repeat 5] [--level 3]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_name] = "1"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from robustbench_mm.corruptions import SampleRandom, get_corruption  # noqa: E402
+from robustbench_mm.datasets import ModalitySpec  # noqa: E402
+from robustbench_mm.runtime import describe_threads, keep_freed_memory  # noqa: E402
+
+SAME_WORK = ("white_noise", "pink_noise", "brown_noise", "time_mask", "gain", "clipping", "reverb")
+
+
+def _theirs(name: str, param: float, ir_folder: Path):
+    import audiomentations as am
+
+    if name == "white_noise":
+        return am.AddGaussianSNR(min_snr_db=param, max_snr_db=param, p=1.0)
+    if name in ("pink_noise", "brown_noise"):
+        decay = -3.01 if name == "pink_noise" else -6.02
+        return am.AddColorNoise(min_snr_db=param, max_snr_db=param, min_f_decay=decay, max_f_decay=decay, p=1.0)
+    if name == "time_mask":
+        return am.TimeMask(min_band_part=param, max_band_part=param, fade_duration=0.0, p=1.0)
+    if name == "gain":
+        return am.Gain(min_gain_db=-param, max_gain_db=-param, p=1.0)
+    if name == "clipping":
+        percent = int(round(100 * param / 2))  # both tails: the share of samples clipped
+        return am.ClippingDistortion(min_percentile_threshold=percent, max_percentile_threshold=percent, p=1.0)
+    if name == "reverb":
+        return am.ApplyImpulseResponse(ir_path=ir_folder, p=1.0)
+    if name == "lowpass":
+        cutoff = (1.0 - param) * 4000.0
+        return am.LowPassFilter(min_cutoff_freq=cutoff, max_cutoff_freq=cutoff, p=1.0)
+    raise KeyError(name)
+
+
+def _write_impulse_responses(folder: Path, n: int, rate: int, count: int = 8) -> None:
+    """Exponentially decaying noise bursts of our reverb's length (5 time constants of 5% of n)."""
+    import soundfile
+
+    tau = max(1.0, 0.05 * n)
+    length = min(n, max(2, math.ceil(5 * tau)))
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        ir = rng.normal(size=length) * np.exp(-np.arange(length) / tau)
+        ir[0] = 1.0
+        soundfile.write(folder / f"ir{i}.wav", (ir / np.abs(ir).max()).astype(np.float32), rate)
+
+
+def _best_interleaved(fns: dict[str, object], repeat: int, budget: float = 1.0) -> dict[str, float]:
+    """Best time of each function over interleaved rounds: at least `repeat` rounds, more for fast
+    pairs (up to `budget` seconds of the slower side, at most 200 rounds), since a best-of-few of
+    a sub-millisecond kernel on a loaded machine is mostly noise."""
+    first = {}
+    for k, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        first[k] = time.perf_counter() - start
+    rounds = int(min(200, max(repeat, budget / max(first.values()))))
+    best = dict(first)
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=8000)
+    parser.add_argument("--rate", type=int, default=8000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--level", type=int, default=3, choices=range(1, 6))
+    args = parser.parse_args()
+    print(f"keep_freed_memory applied: {keep_freed_memory()}; {describe_threads()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    gen = torch.Generator().manual_seed(0)
+    t = torch.arange(args.samples) / args.rate
+    x = (0.5 * torch.sin(2 * math.pi * 440 * t) + 0.1 * torch.randn(args.clips, args.samples, generator=gen)).clamp(-1, 1)
+    clips = x.numpy()
+    spec = ModalitySpec("audio", "audio", (args.samples,))
+    ratios = {}
+    print(f"{args.clips} clips x {args.samples} samples, float32, level {args.level}")
+    print(f"{'kernel':<13} {'param':>6} {'ours ms':>8} {'theirs ms':>10} {'ratio':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_impulse_responses(Path(tmp), args.samples, args.rate)
+        for name in (*SAME_WORK, "lowpass"):
+            kernel = get_corruption(name)
+            param = kernel.severity[args.level - 1]
+            theirs = _theirs(name, param, Path(tmp))
+            rng = SampleRandom(torch.arange(args.clips), 0, name)  # built once, as the engine does per batch
+            fns = {
+                "ours": lambda: kernel(x, param, rng, spec),
+                "theirs": lambda: [theirs(samples=c, sample_rate=args.rate) for c in clips],
+            }
+            best = _best_interleaved(fns, args.repeat)
+            ratios[name] = best["theirs"] / best["ours"]
+            note = "" if name in SAME_WORK else "  (different method)"
+            print(f"{name:<13} {param:>6g} {best['ours'] * 1e3:>8.2f} {best['theirs'] * 1e3:>10.2f} {ratios[name]:>6.1f}x{note}")
+    same = [ratios[n] for n in SAME_WORK]
+    print(f"same-work pairs: geometric mean {math.exp(np.mean(np.log(same))):.1f}x, min {min(same):.1f}x "
+          f"({min(SAME_WORK, key=ratios.get)})")
+
+
+if __name__ == "__main__":
+    main()
