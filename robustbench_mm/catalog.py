@@ -16,10 +16,10 @@ from .registry import all_registries
 DECLARED: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "fusions": ("backbone", ("concat", "transformer", "conv", "late", "uncertainty-late", "udml", "qmf", "cal", "unimodal")),
     "datasets": ("dataset", ("mfeat", "mfeat-all", "avdigits", "avdigits-all", "synthetic", "PATH.npz / PATH.pt",
-                             "module:factory", "hdf5", "csd", "affect-pickle", "parquet", "npy-folder", "media")),
+                             "module:factory", "hdf5", "csd", "affect-pickle", "parquet", "hf-arrow", "npy-folder", "media")),
     "metrics": ("metric", ("accuracy", "macro_f1", "nll", "ece", "brier", "confidence", "mae", "pearson", "sign_accuracy")),
     "kinds": (None, ("vector", "image", "sequence", "audio", "tokens")),
-    "data_formats": (None, ("npz", "pt", "hdf5", "csd", "affect-pickle", "parquet", "npy-folder", "media")),
+    "data_formats": (None, ("npz", "pt", "hdf5", "csd", "affect-pickle", "parquet", "hf-arrow", "npy-folder", "media")),
     "export_formats": (None, ("robustbench", "lm-eval")),
     "list_kinds": (None, ("corruptions", "metrics", "backbones", "datasets", "condition_families", "report_sections",
                    "protocols")),

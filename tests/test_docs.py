@@ -76,7 +76,7 @@ def test_pages_name_only_real_options():
             while at < len(argv) and argv[at].startswith("--"):  # options before the command (--plugins PATH)
                 assert argv[at] in top, f"{name}: rbmm has no option {argv[at]} before a command"
                 at += 2
-            if at == len(argv) or argv[at].isupper():
+            if at >= len(argv) or argv[at].isupper():
                 continue
             assert argv[at] in sub.choices, f"{name}: rbmm has no command {argv[at]!r} ({shlex.join(argv)})"
             options = {s for a in sub.choices[argv[at]]._actions for s in a.option_strings} | top
