@@ -524,13 +524,13 @@ def _show_inputs(args: argparse.Namespace) -> int:
 
     presence = {}
     if args.name is not None:
-        from .models.adapter import takes_present
+        from .models.adapter import receives_present
         from .models import load_model
 
         _cwd_importable()
         (weights,) = _weights_per_model([args.name], args.weights)
         model = load_model(args.name, trust=args.trust_checkpoint, weights=weights, random_weights=args.random_weights)
-        presence[model.name] = takes_present(model.module)
+        presence[model.name] = receives_present(model.module)
     data = _load_data(args, args.data, args.split)
     contract = input_contract(data, presence_mask=presence)
     print(f"inputs of {data.name} ({data.split}, {len(data)} samples) as a model receives them:")

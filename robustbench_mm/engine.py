@@ -37,7 +37,7 @@ from .datasets.batch import Batch, SplitData
 from .datasets.contract import input_contract
 from .errors import InputError
 from .models import FusionModel, Reencodable, check_inputs, check_tensors
-from .models.adapter import takes_present
+from .models.adapter import receives_present, takes_present
 from .protocols import Protocol, load_protocol
 from .domain import Family, Task
 from .results import (
@@ -542,7 +542,7 @@ def _manifest(job: _Job, options: EvalOptions, dist: _Dist) -> Manifest:
         ),
         inputs=input_contract(
             data, fills={c.name for c in job.conditions if c.family == Family.REMOVAL},
-            presence_mask={m.name: m.takes_present for m in job.models},
+            presence_mask={m.name: receives_present(m.module) for m in job.models},
         ).to_json(),
         seeds=job.seeds, rng=RNG_VERSION, amp=bool(options.amp), keep_probabilities=bool(options.keep_probabilities),
         nonfinite=options.nonfinite, limit=options.limit, plugins=tuple(getattr(protocol, "plugins", ())),

@@ -197,6 +197,8 @@ def test_cli_evaluates_a_card_and_records_it(field, capsys):
     assert model["config"]["card"]["inputs"] == ["audio", "visual"] and model["config"]["card"]["output"] == 2
     assert model["config"]["sources"] == {"fieldmodels": hashlib.sha256((field / "cards" / "fieldmodels.py").read_bytes()).hexdigest()}
     assert model["config"]["adapter"] == {"inputs": ["audio", "visual"], "output": 2, "preprocess": {"audio": "fieldmodels:log_spectrogram"}}
+    # forward(audio, visual) never sees the presence mask, and the input contract says so
+    assert json.loads((field / "run" / "manifest.json").read_text())["inputs"]["presence_mask"] == {"av": False}
 
 
 def test_cli_shortcuts_adapt_a_single_factory_model(field, capsys):

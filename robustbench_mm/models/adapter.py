@@ -27,6 +27,15 @@ def takes_present(module: nn.Module) -> bool:
         return False
 
 
+def receives_present(module: nn.Module) -> bool:
+    """Whether the user's model itself is given the presence mask: through an adapter only when the
+    adapter passes the dict on (no `inputs` mapping) to a forward that names `present`. What the
+    input contract states; the engine still calls an adapter with the mask, which it may drop."""
+    if isinstance(module, Adapter):
+        return module.inputs is None and module._model_takes_present
+    return takes_present(module)
+
+
 def parse_inputs(value: object, where: str) -> tuple[str, ...] | dict[str, str] | None:
     """A card's `inputs`: a list of modality names (positional order) or a table modality ->
     keyword name. Anything else is an InputError naming `where`."""
