@@ -24,6 +24,11 @@ DECLARED: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "list_kinds": (None, ("corruptions", "metrics", "backbones", "datasets", "condition_families", "report_sections",
                    "protocols")),
 }
+# `rbmm list KIND` -> the module whose import registers every built-in entry of that kind, so a listing
+# imports that one module (torch, not pandas, scipy or matplotlib, except for report sections) rather
+# than every registry's (tests/test_startup.py checks each against the full import)
+LIST_MODULES = {"corruptions": "corruptions", "metrics": "metrics", "backbones": "models", "datasets": "datasets",
+                "condition_families": "corruptions", "report_sections": "report"}
 TRAIN_DEFAULTS = {"epochs": 60, "batch_size": 64, "lr": 2e-3, "patience": 10, "weight_decay": 1e-4}
 
 
