@@ -87,11 +87,14 @@ def _floor(name: str, x: torch.Tensor, rng: SampleRandom):
     """The part of our kernel's work that its output bits fix, timed in the same rounds: a ratio
     theirs / floor below 3 means no same-bits kernel can reach 3x on this machine.
 
-    Memory-bound kernels (one pass over the batch): `x.clone()`. Noises: their random draws (and the
+    Memory-bound kernels (one pass over the batch): `x.clone()`, after time_mask's segment draws.
+    Noises: their random draws (and the
     colour's FFT pair). Reverb: its three float64 FFTs at the size its output bits depend on."""
     n = x.shape[-1]
-    if name in ("time_mask", "gain", "clipping"):
+    if name in ("gain", "clipping"):
         return lambda: x.clone()
+    if name == "time_mask":  # its per-clip segment draws (part of its definition), then one pass
+        return lambda: (rng.uniform(min(32, n), dtype=torch.float64), x.clone())
     if name == "white_noise":
         return lambda: rng.normal(n, dtype=x.dtype)
     if name in ("pink_noise", "brown_noise"):
