@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from .registry import all_registries
 
+# `rbmm list KIND` -> the module whose import registers every built-in entry of that kind, in listing
+# order: a listing imports that one module (torch, but not pandas, scipy or matplotlib, report sections
+# aside) rather than every registry's (tests/test_startup.py checks each against the full import)
+LIST_MODULES = {"corruptions": "corruptions", "metrics": "metrics", "backbones": "models", "datasets": "datasets",
+                "condition_families": "corruptions", "report_sections": "report"}
+
 # help field -> (registry kind, the built-in names in registration order)
 DECLARED: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "fusions": ("backbone", ("concat", "transformer", "conv", "late", "uncertainty-late", "udml", "qmf", "cal", "unimodal")),
@@ -21,8 +27,7 @@ DECLARED: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "kinds": (None, ("vector", "image", "sequence", "audio", "tokens")),
     "data_formats": (None, ("npz", "pt", "hdf5", "csd", "affect-pickle", "parquet", "hf-arrow", "npy-folder", "media")),
     "export_formats": (None, ("robustbench", "lm-eval")),
-    "list_kinds": (None, ("corruptions", "metrics", "backbones", "datasets", "condition_families", "report_sections",
-                   "protocols")),
+    "list_kinds": (None, (*LIST_MODULES, "protocols")),
 }
 TRAIN_DEFAULTS = {"epochs": 60, "batch_size": 64, "lr": 2e-3, "patience": 10, "weight_decay": 1e-4}
 

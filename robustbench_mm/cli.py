@@ -375,13 +375,14 @@ def _plural(kind: str) -> str:
     return word[:-1] + "ies" if word.endswith("y") else word + "s"
 
 
-def _registries() -> dict[str, object]:
-    """Plural kind ("metrics") -> its registry, every registry module imported."""
+def _registries(modules: tuple[str, ...] = _REGISTRY_MODULES) -> dict[str, object]:
+    """Plural kind ("metrics") -> its registry, once `modules` (default: every registry module) are
+    imported; registries made by other modules imported so far (plug-ins) come too."""
     import importlib
 
     from .registry import all_registries
 
-    for module in _REGISTRY_MODULES:
+    for module in modules:
         importlib.import_module(f"{__package__}.{module}")
     found = {_plural(kind): reg for kind, reg in all_registries().items()}
     ordered = [kind for kind in _LIST_ORDER if kind in found] + [kind for kind in found if kind not in _LIST_ORDER]
@@ -444,7 +445,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == PROTOCOLS:  # files, not a registry: nothing to import
         _print_kind(PROTOCOLS, {})
         return 0
-    registries = _registries()
+    from .catalog import LIST_MODULES
+
+    # one built-in kind: import only the module that registers it (the others cost seconds)
+    registries = _registries((LIST_MODULES[args.what],)) if args.what in LIST_MODULES else _registries()
     kinds = [*registries, PROTOCOLS]
     if args.what is not None and args.what not in kinds:
         raise one_of("thing to list", args.what, kinds)

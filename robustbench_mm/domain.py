@@ -8,10 +8,12 @@ plain string values, so cells.csv, manifests and baselines written with them are
 from __future__ import annotations
 
 from enum import StrEnum
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import one_of
+
+if TYPE_CHECKING:  # pandas loads where a table is selected: the registries import this module (rbmm list)
+    import pandas as pd
 
 
 class Family(StrEnum):
@@ -42,6 +44,8 @@ def parse_task(value: str, what: str = "task") -> Task:
 def cells(df: pd.DataFrame, family: Family | None = None, **equal: object) -> pd.DataFrame:
     """The rows of a cells table of one family (any when None) whose columns equal the given values:
     `cells(df, Family.REMOVAL, rate=1)`."""
+    import pandas as pd
+
     keep = pd.Series(True, index=df.index)
     if family is not None:
         keep &= df["family"] == family

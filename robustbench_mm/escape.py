@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import html
 import re
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads with the first table: the metric registry imports this chain (rbmm list)
+    import pandas as pd
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _QUOTE = "'"
@@ -35,6 +37,8 @@ def restore_csv_cell(value: object) -> object:
 
 
 def _holds_text(column: pd.Series) -> bool:
+    import pandas as pd
+
     return pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)
 
 

@@ -47,10 +47,9 @@ import zlib
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import pandas as pd
 
 from .atomic import atomic_write, disk_error, remove_stale_temporaries
 from .corruptions.condition import Condition
@@ -58,6 +57,9 @@ from .domain import Task, clean_cells, corrupted_cells, parse_task
 from .errors import InputError
 from .escape import csv_text, restore_csv_frame
 from .version import __version__
+
+if TYPE_CHECKING:  # pandas loads with the first table: the metric registry imports this module (rbmm list)
+    import pandas as pd
 
 CONDITION_COLUMNS = ["cell_id", "model", "seed", "condition", "family", "name", "modalities", "level", "param", "rate", "group", "n"]
 # Written only by a run that counts NaN/Inf outputs as wrong (`nonfinite="wrong"`): how many samples
@@ -86,6 +88,8 @@ def json_bytes(obj: object) -> bytes:
 def cells_frame(rows: list[dict]) -> pd.DataFrame:
     """The tidy cell table, condition columns first (then the `nonfinite` count, when written),
     metric columns next, seconds last."""
+    import pandas as pd
+
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=CONDITION_COLUMNS + ["seconds"])
@@ -366,6 +370,8 @@ class Run:
     """One run folder, read back: `.manifest` (`Manifest`), `.cells` (DataFrame), `.samples(cell_id)`."""
 
     def __init__(self, path: str | Path):
+        import pandas as pd
+
         self.path = Path(path)
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
@@ -418,6 +424,8 @@ class Runs:
     """Several runs as one table (`.cells` has a `run` column); `.samples(run, cell_id)`."""
 
     def __init__(self, runs: dict[str, Run]):
+        import pandas as pd
+
         self.runs = runs
         frames = [r.cells.assign(run=name) for name, r in runs.items()]
         self.cells = pd.concat(frames, ignore_index=True) if frames else cells_frame([]).assign(run=[])

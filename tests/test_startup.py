@@ -1,10 +1,13 @@
 """What `rbmm` imports before it has work to do: help texts and the protocol list name their
 choices from light declarations (robustbench_mm.catalog, protocol_files), so they load none of
-the heavy libraries. Bounded by the set of imported modules (`python -X importtime`), not by a time.
+the heavy libraries; `rbmm list KIND` imports the one module that registers KIND, which loads torch
+but not pandas, scipy or matplotlib (report sections aside: their module is the report's).
+Bounded by the set of imported modules (`python -X importtime`), not by a time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from robustbench_mm import catalog
-from robustbench_mm.cli import _registries, build_parser
+from robustbench_mm.cli import _plural, _registries, build_parser
 from robustbench_mm.datasets import KINDS
 from robustbench_mm.datasets.loader import FORMATS, source_names
 from robustbench_mm.export import FORMATS as EXPORT_FORMATS
@@ -44,6 +47,37 @@ def test_help_and_the_protocol_list_load_no_heavy_library(args):
     loaded = _imported(args, ROOT)
     assert "robustbench_mm" in loaded
     assert not loaded & set(HEAVY), f"rbmm {' '.join(args)} imported {sorted(loaded & set(HEAVY))}"
+
+
+@pytest.mark.parametrize("kind", [k for k in catalog.LIST_MODULES if k != "report_sections"])
+def test_listing_one_kind_loads_torch_alone_of_the_heavy_libraries(kind):
+    """From the repository root, whose corruptions/ plug-ins must still be listed."""
+    loaded = _imported(["list", kind], ROOT)
+    assert not loaded & {"pandas", "scipy", "matplotlib"}, f"rbmm list {kind} imported {sorted(loaded & set(HEAVY))}"
+
+
+_NAMES_AFTER = """
+import importlib, json, sys
+from robustbench_mm.registry import all_registries
+for module in sys.argv[1:]:
+    importlib.import_module("robustbench_mm." + module)
+print(json.dumps({kind: reg.names() for kind, reg in all_registries().items()}))
+"""
+
+
+def _names_after_importing(modules: list[str]) -> dict[str, list[str]]:
+    proc = subprocess.run([sys.executable, "-c", _NAMES_AFTER, *modules], capture_output=True, text=True,
+                          cwd=ROOT / "tests", env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    return {_plural(kind): names for kind, names in json.loads(proc.stdout).items()}
+
+
+def test_each_kinds_module_registers_all_of_its_entries():
+    """catalog.LIST_MODULES must name a module whose import alone registers every entry of the kind
+    (one registered elsewhere would be missing from `rbmm list KIND`)."""
+    everything = _names_after_importing(list(dict.fromkeys(catalog.LIST_MODULES.values())))
+    assert set(catalog.LIST_MODULES) == set(everything)
+    for kind, module in catalog.LIST_MODULES.items():
+        assert _names_after_importing([module])[kind] == everything[kind], kind
 
 
 def _builtin_names(registry) -> list[str]:

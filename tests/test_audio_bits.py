@@ -1,0 +1,111 @@
+"""The audio kernels' outputs, bit for bit, against their definitions as of issue 23.
+
+Speed work on robustbench_mm/corruptions/audio.py and rng.py must not move a single bit: the
+`standard` protocol applies every audio kernel and the run fingerprint is byte-exact. The functions
+below are the kernels as they were before that work (the definition); each registered kernel must
+give the same bits on random waveforms at every level, in float32 and float64, with equal and
+unequal time_mask segments.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import pytest
+import torch
+
+from robustbench_mm.corruptions import SampleRandom, get_corruption
+from robustbench_mm.datasets import ModalitySpec
+
+
+def _clip(y, spec):
+    return y if spec.value_range is None else y.clamp_(spec.value_range[0], spec.value_range[1])
+
+
+def _add_at_snr(x, noise, snr_db, spec):
+    if math.isinf(snr_db) and snr_db > 0:
+        return x.clone()
+    power_x = x.square().mean(dim=-1, keepdim=True)
+    power_n = noise.square().mean(dim=-1, keepdim=True)
+    gain = torch.sqrt(power_x / power_n.clamp(min=1e-12) * 10.0 ** (-snr_db / 10.0))
+    return _clip(noise.mul_(gain).add_(x), spec)
+
+
+def _colored(rng, n, exponent, dtype):
+    spectrum = torch.fft.rfft(rng.normal(n, dtype=torch.float64), dim=-1)
+    shaping = torch.arange(spectrum.shape[-1], dtype=torch.float64).clamp(min=1.0) ** (-exponent / 2)
+    shaping[0] = 0.0
+    return torch.fft.irfft(spectrum.mul_(shaping), n=n, dim=-1).to(dtype)
+
+
+def _clipping(x, param, rng, spec):
+    limit = x.abs().amax(dim=-1, keepdim=True) * (1.0 - param)
+    return torch.minimum(torch.maximum(x, -limit), limit)
+
+
+def _time_mask(x, param, rng, spec):
+    n = x.shape[-1]
+    segments = min(32, n)
+    drop = rng.uniform(segments, dtype=torch.float64) < param
+    seg_of = torch.arange(n) * segments // n
+    return torch.where(drop[:, seg_of], torch.zeros_like(x), x)
+
+
+def _lowpass(x, param, rng, spec):
+    if param <= 0:
+        return x.clone()
+    n = x.shape[-1]
+    spectrum = torch.fft.rfft(x, dim=-1)
+    keep = torch.arange(spectrum.shape[-1]) <= (1.0 - param) * (spectrum.shape[-1] - 1)
+    return _clip(torch.fft.irfft(spectrum * keep, n=n, dim=-1).to(x.dtype), spec)
+
+
+def _reverb(x, param, rng, spec):
+    if param <= 0:
+        return x.clone()
+    n = x.shape[-1]
+    tau = max(1.0, 0.05 * n)
+    length = min(n, max(2, math.ceil(5 * tau)))
+    k = torch.arange(length, dtype=torch.float64)
+    ir = rng.normal(length, dtype=torch.float64) * torch.exp(-k / tau)
+    ir[:, 0] = 0.0
+    ir = ir * torch.sqrt(param / ir.square().sum(dim=1, keepdim=True).clamp(min=1e-12))
+    ir[:, 0] = 1.0
+    size = n + length
+    wet = torch.fft.irfft(torch.fft.rfft(x.to(torch.float64), n=size) * torch.fft.rfft(ir, n=size), n=size)[..., :n]
+    peak_in = x.abs().amax(dim=-1, keepdim=True).to(torch.float64)
+    peak_out = wet.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+    return _clip((wet * (peak_in / peak_out)).to(x.dtype), spec)
+
+
+DEFINITIONS = {
+    "white_noise": lambda x, p, rng, spec: _add_at_snr(x, rng.normal(x.shape[-1], dtype=x.dtype), p, spec),
+    "pink_noise": lambda x, p, rng, spec: _add_at_snr(x, _colored(rng, x.shape[-1], 1.0, x.dtype), p, spec),
+    "brown_noise": lambda x, p, rng, spec: _add_at_snr(x, _colored(rng, x.shape[-1], 2.0, x.dtype), p, spec),
+    "clipping": _clipping,
+    "time_mask": _time_mask,
+    "gain": lambda x, p, rng, spec: x * 10.0 ** (-p / 20.0),
+    "lowpass": _lowpass,
+    "reverb": _reverb,
+}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view({torch.float32: torch.int32, torch.float64: torch.int64}[t.dtype])
+
+
+@pytest.mark.parametrize("name", sorted(DEFINITIONS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [4000, 1001])  # 4000: equal time_mask segments (the integer-view path)
+def test_audio_kernel_bits_match_the_definition(name, dtype, n):
+    kernel = get_corruption(name)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{name}|{n}".encode()))
+    x = (0.5 * torch.randn(9, n, generator=gen, dtype=torch.float64)).clamp(-1, 1).to(dtype)
+    x[0] = 0.0  # a silent clip: zero power, zero peak
+    spec = ModalitySpec("audio", "audio", (n,), value_range=(-1.0, 1.0))
+    for param in (*kernel.severity, kernel.identity):
+        ids = torch.arange(100, 109)
+        got = kernel(x, param, SampleRandom(ids, 7, f"{name}|{param}"), spec)
+        want = DEFINITIONS[name](x, param, SampleRandom(ids, 7, f"{name}|{param}"), spec)
+        assert got.dtype == want.dtype and torch.equal(_bits(got), _bits(want)), (name, param, dtype, n)
