@@ -146,12 +146,17 @@ def spectrogram_impulse_noise(
     x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec, layout: str = "time-major",
 ) -> torch.Tensor:
     """UDML's audio salt and pepper (audio-visual-classification/dataset/CramedDataset.py
-    add_salt_audio): on the uint8 view, 0 where u < param / 2 and 255 where param / 2 <= u < param
-    (`np.random.choice((0, 1, 2), p=(d/2, d/2, 1 - d))`), i.e. the sample's min and max magnitude."""
+    add_salt_audio): on the uint8 view, a fraction `param` of the values set to 0 or 255, half each
+    (`np.random.choice((0, 1, 2), p=(d/2, d/2, 1 - d))`), i.e. the sample's min and max magnitude.
+    The same law from two draws, not the original's one: which values are hit (u < param) and
+    whether a hit is 0 or 255 (a second uniform below 1/2) are separate, so a value hit at one level
+    keeps its value at every higher level and the distance to the input grows with the level (with
+    one draw, a value at 0 at level 2 became 255 at level 3, and the mean distance could fall)."""
 
     def salt(view: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        u = _to_layout(rng.uniform(*shape, dtype=torch.float64), layout)
-        return torch.where(u < param / 2, 0.0, torch.where(u < param, 255.0, view.double()))
+        hit = _to_layout(rng.uniform(*shape, dtype=torch.float64), layout) < param
+        low = _to_layout(rng.uniform(*shape, dtype=torch.float64), layout) < 0.5
+        return torch.where(hit & low, 0.0, torch.where(hit, 255.0, view.double()))
 
     return _through_uint8_view(x, spec, layout, salt, "spectrogram_impulse_noise", param == 0)
 
