@@ -407,6 +407,13 @@ def save_figure(fig: Figure, stem: str | Path) -> dict[str, Path]:
 
 GALLERY_LEVELS = (0, 1, 2, 3, 4, 5)
 _GALLERY_TOKENS = 48  # token ids shown per panel
+_GALLERY_TOKENS_PER_LINE = 8
+
+
+def _token_lines(n: int) -> int:
+    """Lines of text a panel of n token ids takes (an ellipsis line when some are left out)."""
+    shown = min(n, _GALLERY_TOKENS)
+    return -(-shown // _GALLERY_TOKENS_PER_LINE) + (n > _GALLERY_TOKENS)
 
 
 def _gallery_image(ax, x: torch.Tensor, spec, clean: torch.Tensor) -> None:
@@ -426,9 +433,9 @@ def _gallery_tokens(ax, x: torch.Tensor) -> None:
     """Token ids as text, eight per line: 0 (padding) as '·', 1 (unknown) as '?'."""
     ids = [int(i) for i in x[:_GALLERY_TOKENS]]
     words = ["·" if i == 0 else "?" if i == 1 else str(i) for i in ids]
-    lines = [" ".join(words[k:k + 8]) for k in range(0, len(words), 8)]
+    lines = [" ".join(words[k:k + _GALLERY_TOKENS_PER_LINE]) for k in range(0, len(words), _GALLERY_TOKENS_PER_LINE)]
     ax.text(0.02, 0.98, "\n".join(lines) + ("\n…" if len(x) > _GALLERY_TOKENS else ""), va="top", ha="left",
-            family="monospace", fontsize=7, transform=ax.transAxes)
+            family="monospace", fontsize=8.5, transform=ax.transAxes)
     ax.axis("off")
 
 
@@ -466,7 +473,9 @@ def corruption_gallery(data, corruption: str, *, levels: Sequence[float] = GALLE
     batch = next(data.subset(torch.tensor([sample])).batches(1))
     rows = [(m, "spectrogram" if part else "main") for m in modalities
             for part in ((0, 1) if data.specs[m].kind == "audio" else (0,))]
-    heights = [1.0 if data.specs[m].kind in ("image", "tokens") else 0.75 for m, _ in rows]
+    # a row as tall as its content: an image square, a plot a little flatter, tokens their lines of text
+    heights = [1.0 if data.specs[m].kind == "image" else 0.1 + 0.08 * _token_lines(len(batch.inputs[m][0]))
+               if data.specs[m].kind == "tokens" else 0.75 for m, _ in rows]
     with rc_context(_STYLE):
         fig = new_figure(figsize=(0.6 + 1.9 * len(levels), 0.7 + 1.9 * sum(heights)), dpi=DPI, layout="constrained")
         axes = fig.subplots(len(rows), len(levels), squeeze=False, gridspec_kw={"height_ratios": heights})
