@@ -367,14 +367,15 @@ def reliability_diagram(
                 conf_other = np.bincount(other, weights=other_conf, minlength=n_bins)
                 ax.plot(conf_other[hit] / n_other[hit], acc_other[hit] / n_other[hit], color=OKABE_ITO[1], marker="o",
                         ms=3, lw=1.4)
-                ax.text(0.03, 0.97, label, transform=ax.transAxes, va="top", fontsize=7.5, color="#7a5500", wrap=True)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_xlabel("confidence")
             text = f"{title}\nn = {len(conf)}"
             if ece is not None and title in ece:
                 text += f", ECE = {ece[title]:.3f}"
-            ax.set_title(text)
+            if overlay is not None and title in overlay:  # in the title: inside the axes it covered the bars
+                text += f"\n{overlay[title][0]}"
+            ax.set_title(text, fontsize=9)
         for ax in axes[:: min(ncols, len(panels))]:
             ax.set_ylabel("accuracy")
         handles, labels = axes[0].get_legend_handles_labels()
