@@ -107,3 +107,31 @@ def test_the_nav_wraps_onto_several_rows_at_1000_px(browser, page):
     """Twelve section links do not fit one row at 1000 px: they must wrap, not scroll or clip."""
     _open(browser, page, 1000)
     assert browser.execute_script(LAYOUT)["navRows"] >= 2
+
+
+UNBROKEN = """
+const found = [], split = [];
+for (const td of document.querySelectorAll('td')) {
+  const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    for (const m of n.data.matchAll(/\\[[^\\]]*\\]|< \\d[\\d.]*/g)) {
+      const r = document.createRange();
+      r.setStart(n, m.index);
+      r.setEnd(n, m.index + m[0].length);
+      const rows = new Set([...r.getClientRects()].map(c => Math.round(c.top)));
+      if (rows.size) found.push(m[0]);
+      if (rows.size > 1) split.push(m[0]);
+    }
+  }
+}
+return {found: found.length, split: split};
+"""
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_table_intervals_and_p_value_bounds_are_never_split_across_lines(browser, page, width):
+    """'0.980 [0.965, 0.993]' may wrap before the interval, never inside it; '< 0.001' stays whole."""
+    _open(browser, page, width)
+    got = browser.execute_script(UNBROKEN)
+    assert got["found"] > 20, got
+    assert not got["split"], f"split over two lines at {width} px: {got['split'][:5]}"
