@@ -77,10 +77,15 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise InputError(f"{what}: table lacks column(s) {', '.join(missing)}; expected {', '.join(columns)}")
 
 
-def _grid(n: int, ncols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+_LEGEND_ROW = 0.24  # inches a row of a figure-level legend takes
+
+
+def _grid(n: int, ncols: int, width: float, height: float, legend_rows: int = 0) -> tuple[Figure, np.ndarray]:
+    """n panels of width x height inches, plus room for a legend of `legend_rows` rows below them
+    (without it the legend's height is taken from the panels: 14 models left a 1-inch panel)."""
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig = new_figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
+    fig = new_figure(figsize=(width * ncols, height * nrows + _LEGEND_ROW * legend_rows), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=False, sharey=True)
     for ax in axes.flat[n:]:
         fig.delaxes(ax)
@@ -103,7 +108,7 @@ def level_curves(points: pd.DataFrame, *, ylabel: str = "accuracy", ncols: int =
     panels = list(dict.fromkeys(zip(points["name"], points["modalities"])))
     banded = {"low", "high"} <= set(points.columns)
     with rc_context(_STYLE):
-        fig, axes = _grid(len(panels), ncols, 3.1, 2.5)
+        fig, axes = _grid(len(panels), ncols, 3.1, 2.5, legend_rows=-(-len(models) // 4))
         for ax, (name, mods) in zip(axes, panels):
             panel = points[(points["name"] == name) & (points["modalities"] == mods)]
             for model in models:
