@@ -3,7 +3,7 @@
 also as CSV in tables/.
 
 HTML comes from the Jinja2 templates in templates/, with autoescape on: every value reaching the
-page is escaped unless a template says otherwise (only the `cell` filter returns markup, and it
+page is escaped unless a template says otherwise (only the `unbroken` filter returns markup, and it
 escapes the value first), so no caller has to remember `html.escape`. Markdown escapes the same way, per cell (`md_cell`), and a `|` cannot break a table.
 """
 
@@ -30,13 +30,14 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
-# an interval "[0.965, 0.993]" or a bound "< 0.001": text that must not wrap inside itself
-_UNBROKEN = re.compile(r"\[[^\[\]]*\]|< ?\d[\d.e+-]*")
+# an interval "[0.965, 0.993]" (short brackets only) or a bound "< 0.001": text that must not wrap inside itself
+_UNBROKEN = re.compile(r"\[[^\[\]]{1,40}\]|< ?\d[\d.e+-]*")
 
 
-def _cell(value: str) -> Markup:
-    """A table cell, escaped, whose intervals and p-value bounds are kept on one line: a narrow
-    column wraps between a value and its interval ("0.980" over "[0.965, 0.993]"), never inside one."""
+def _unbroken(value: str) -> Markup:
+    """A table cell, escaped, whose intervals and p-value bounds are kept on one
+    line: a narrow column wraps between a value and its interval ("0.980" over "[0.965, 0.993]"),
+    never inside one."""
     parts, last = [], 0
     for match in _UNBROKEN.finditer(value):
         parts += [escape(value[last:match.start()]), Markup('<span class="nw">'), escape(match.group()), Markup("</span>")]
@@ -45,7 +46,7 @@ def _cell(value: str) -> Markup:
     return Markup("").join(parts)
 
 
-_TEMPLATES.filters["cell"] = _cell
+_TEMPLATES.filters["unbroken"] = _unbroken
 
 
 def _write_tables(sections: list[Section], out: Path) -> None:
