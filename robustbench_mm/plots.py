@@ -515,8 +515,8 @@ def corruption_gallery(data, corruption: str, *, levels: Sequence[float] = GALLE
                 if j == 0:
                     ax.set_ylabel(f"{m} ({mspec.kind})" + ("\nspectrogram" if part == "spectrogram" else ""))
                 if part == "main" and float(level) != 0.0:  # the kernel's parameter for this modality's kind,
-                    # above the panel (inside it, it hid the data of waveforms and vectors)
-                    ax.set_title(f"p = {spec.param(float(level), mspec.kind):g}", loc="right", fontsize=7, color="0.35")
+                    # under the panel (inside it, it hid the data of waveforms and vectors; above, the level)
+                    ax.set_xlabel(f"p = {spec.param(float(level), mspec.kind):g}", fontsize=8, color="0.3")
             axes[0, j].set_title("clean (level 0)" if float(level) == 0.0 else f"level {level:g}", fontsize=9)
         fig.suptitle(f"{corruption} on {data.name}, sample id {int(batch.ids[0])}, seed {seed} "
                      f"(p: the parameter in the corruption's unit, `rbmm list corruptions`)", fontsize=9)
