@@ -77,10 +77,15 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise InputError(f"{what}: table lacks column(s) {', '.join(missing)}; expected {', '.join(columns)}")
 
 
-def _grid(n: int, ncols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+_LEGEND_ROW = 0.24  # inches a row of a figure-level legend takes
+
+
+def _grid(n: int, ncols: int, width: float, height: float, legend_rows: int = 0) -> tuple[Figure, np.ndarray]:
+    """n panels of width x height inches, plus room for a legend of `legend_rows` rows below them
+    (without it the legend's height is taken from the panels: 14 models left a 1-inch panel)."""
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig = new_figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
+    fig = new_figure(figsize=(width * ncols, height * nrows + _LEGEND_ROW * legend_rows), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=False, sharey=True)
     for ax in axes.flat[n:]:
         fig.delaxes(ax)
@@ -103,7 +108,7 @@ def level_curves(points: pd.DataFrame, *, ylabel: str = "accuracy", ncols: int =
     panels = list(dict.fromkeys(zip(points["name"], points["modalities"])))
     banded = {"low", "high"} <= set(points.columns)
     with rc_context(_STYLE):
-        fig, axes = _grid(len(panels), ncols, 3.1, 2.5)
+        fig, axes = _grid(len(panels), ncols, 3.1, 2.5, legend_rows=-(-len(models) // 4))
         for ax, (name, mods) in zip(axes, panels):
             panel = points[(points["name"] == name) & (points["modalities"] == mods)]
             for model in models:
@@ -367,14 +372,15 @@ def reliability_diagram(
                 conf_other = np.bincount(other, weights=other_conf, minlength=n_bins)
                 ax.plot(conf_other[hit] / n_other[hit], acc_other[hit] / n_other[hit], color=OKABE_ITO[1], marker="o",
                         ms=3, lw=1.4)
-                ax.text(0.03, 0.97, label, transform=ax.transAxes, va="top", fontsize=7.5, color="#7a5500", wrap=True)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_xlabel("confidence")
             text = f"{title}\nn = {len(conf)}"
             if ece is not None and title in ece:
                 text += f", ECE = {ece[title]:.3f}"
-            ax.set_title(text)
+            if overlay is not None and title in overlay:  # in the title: inside the axes it covered the bars
+                text += f"\n{overlay[title][0]}"
+            ax.set_title(text, fontsize=9)
         for ax in axes[:: min(ncols, len(panels))]:
             ax.set_ylabel("accuracy")
         handles, labels = axes[0].get_legend_handles_labels()
@@ -407,6 +413,13 @@ def save_figure(fig: Figure, stem: str | Path) -> dict[str, Path]:
 
 GALLERY_LEVELS = (0, 1, 2, 3, 4, 5)
 _GALLERY_TOKENS = 48  # token ids shown per panel
+_GALLERY_TOKENS_PER_LINE = 8
+
+
+def _token_lines(n: int) -> int:
+    """Lines of text a panel of n token ids takes (an ellipsis line when some are left out)."""
+    shown = min(n, _GALLERY_TOKENS)
+    return -(-shown // _GALLERY_TOKENS_PER_LINE) + (n > _GALLERY_TOKENS)
 
 
 def _gallery_image(ax, x: torch.Tensor, spec, clean: torch.Tensor) -> None:
@@ -426,9 +439,9 @@ def _gallery_tokens(ax, x: torch.Tensor) -> None:
     """Token ids as text, eight per line: 0 (padding) as '·', 1 (unknown) as '?'."""
     ids = [int(i) for i in x[:_GALLERY_TOKENS]]
     words = ["·" if i == 0 else "?" if i == 1 else str(i) for i in ids]
-    lines = [" ".join(words[k:k + 8]) for k in range(0, len(words), 8)]
+    lines = [" ".join(words[k:k + _GALLERY_TOKENS_PER_LINE]) for k in range(0, len(words), _GALLERY_TOKENS_PER_LINE)]
     ax.text(0.02, 0.98, "\n".join(lines) + ("\n…" if len(x) > _GALLERY_TOKENS else ""), va="top", ha="left",
-            family="monospace", fontsize=7, transform=ax.transAxes)
+            family="monospace", fontsize=8.5, transform=ax.transAxes)
     ax.axis("off")
 
 
@@ -466,7 +479,9 @@ def corruption_gallery(data, corruption: str, *, levels: Sequence[float] = GALLE
     batch = next(data.subset(torch.tensor([sample])).batches(1))
     rows = [(m, "spectrogram" if part else "main") for m in modalities
             for part in ((0, 1) if data.specs[m].kind == "audio" else (0,))]
-    heights = [1.0 if data.specs[m].kind in ("image", "tokens") else 0.75 for m, _ in rows]
+    # a row as tall as its content: an image square, a plot a little flatter, tokens their lines of text
+    heights = [1.0 if data.specs[m].kind == "image" else 0.1 + 0.08 * _token_lines(len(batch.inputs[m][0]))
+               if data.specs[m].kind == "tokens" else 0.75 for m, _ in rows]
     with rc_context(_STYLE):
         fig = new_figure(figsize=(0.6 + 1.9 * len(levels), 0.7 + 1.9 * sum(heights)), dpi=DPI, layout="constrained")
         axes = fig.subplots(len(rows), len(levels), squeeze=False, gridspec_kw={"height_ratios": heights})
@@ -499,9 +514,9 @@ def corruption_gallery(data, corruption: str, *, levels: Sequence[float] = GALLE
                     ax.set_ylim(-1.6 * span if float(clean.min()) < 0 else 0, 1.6 * span)
                 if j == 0:
                     ax.set_ylabel(f"{m} ({mspec.kind})" + ("\nspectrogram" if part == "spectrogram" else ""))
-                if part == "main" and float(level) != 0.0:  # the kernel's parameter for this modality's kind
-                    ax.text(0.98, 0.02, f"p = {spec.param(float(level), mspec.kind):g}", transform=ax.transAxes,
-                            ha="right", va="bottom", fontsize=7, bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+                if part == "main" and float(level) != 0.0:  # the kernel's parameter for this modality's kind,
+                    # under the panel (inside it, it hid the data of waveforms and vectors; above, the level)
+                    ax.set_xlabel(f"p = {spec.param(float(level), mspec.kind):g}", fontsize=8, color="0.3")
             axes[0, j].set_title("clean (level 0)" if float(level) == 0.0 else f"level {level:g}", fontsize=9)
         fig.suptitle(f"{corruption} on {data.name}, sample id {int(batch.ids[0])}, seed {seed} "
                      f"(p: the parameter in the corruption's unit, `rbmm list corruptions`)", fontsize=9)

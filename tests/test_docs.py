@@ -28,16 +28,44 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert (tmp_path / "site" / "catalogue.html").is_file()
 
 
-def test_corruption_catalogue_is_generated_from_the_registry():
+def _build_docs():
     spec = importlib.util.spec_from_file_location("build_docs", ROOT / "tools" / "build_docs.py")
     build_docs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_docs)
+    return build_docs
+
+
+def test_corruption_catalogue_is_generated_from_the_registry():
+    build_docs = _build_docs()
     text = build_docs.catalogue()
     assert (DOCS / "catalogue.md").read_text(encoding="utf-8") == text, "run python tools/build_docs.py"
     from robustbench_mm.corruptions import list_corruptions
 
     for corruption in (s for s in list_corruptions() if s.source == "builtin"):
         assert f"## `{corruption.name}`" in text
+
+
+def test_every_built_in_corruption_has_its_gallery_picture_on_the_catalogue_page():
+    """Each built-in corruption and each of ImageNet-C's kernels has a committed picture, small
+    enough to commit, shown on the page; one is redrawn to prove the pictures are what
+    `python tools/build_docs.py --gallery` makes (the script's output is the same bytes on every run)."""
+    build_docs = _build_docs()
+    from robustbench_mm.corruptions import list_corruptions
+
+    names = [s.name for s in list_corruptions() if s.source == "builtin"]
+    names += [f"imagenet-c/{name}" for name in ("fog", "frost", "glass_blur", "jpeg_compression", "pixelate")]
+    assert set(names) <= set(build_docs.gallery_names())
+    text = (DOCS / "catalogue.md").read_text(encoding="utf-8")
+    pictures = sorted((DOCS / "gallery").rglob("*.png"))
+    missing = [n for n in build_docs.gallery_names() if not (DOCS / "gallery" / f"{n}.png").is_file()]
+    assert not missing, f"run python tools/build_docs.py --gallery: no picture for {missing}"
+    unshown = [n for n in build_docs.gallery_names() if f"![{n} at each level](gallery/{n}.png)" not in text]
+    assert not unshown, f"docs/catalogue.md does not show {unshown}"
+    assert len(pictures) == len(build_docs.gallery_names()), "docs/gallery holds a picture of no corruption"
+    assert max(p.stat().st_size for p in pictures) < 64_000 and sum(p.stat().st_size for p in pictures) < 1_500_000
+    for name in ("pixelate", "imagenet-c/contrast"):  # a digit and the photograph: cheap kernels
+        assert build_docs.gallery_png(name, {}) == (DOCS / "gallery" / f"{name}.png").read_bytes(), \
+            f"docs/gallery/{name}.png is not what tools/build_docs.py --gallery draws; rerun it"
 
 
 def test_every_page_with_blocks_to_run_is_run_by_a_test():

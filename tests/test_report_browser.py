@@ -107,3 +107,48 @@ def test_the_nav_wraps_onto_several_rows_at_1000_px(browser, page):
     """Twelve section links do not fit one row at 1000 px: they must wrap, not scroll or clip."""
     _open(browser, page, 1000)
     assert browser.execute_script(LAYOUT)["navRows"] >= 2
+
+
+UNBROKEN = """
+const found = [], split = [];
+for (const td of document.querySelectorAll('td')) {
+  const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    for (const m of n.data.matchAll(/\\[[^\\]]*\\]|< \\d[\\d.]*/g)) {
+      const r = document.createRange();
+      r.setStart(n, m.index);
+      r.setEnd(n, m.index + m[0].length);
+      const rows = new Set([...r.getClientRects()].map(c => Math.round(c.top)));
+      if (rows.size) found.push(m[0]);
+      if (rows.size > 1) split.push(m[0]);
+    }
+  }
+}
+return {found: found.length, split: split};
+"""
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_table_intervals_and_p_value_bounds_are_never_split_across_lines(browser, page, width):
+    """'0.980 [0.965, 0.993]' may wrap before the interval, never inside it; '< 0.001' stays whole."""
+    _open(browser, page, width)
+    got = browser.execute_script(UNBROKEN)
+    assert got["found"] > 20, got
+    assert not got["split"], f"split over two lines at {width} px: {got['split'][:5]}"
+
+
+def test_a_wide_table_keeps_its_row_labels_in_view_when_scrolled_sideways(browser, page):
+    """At 1000 px the 14-model removal table scrolls; its first column (the removed subset) stays put, on one line."""
+    _open(browser, page, 1000)
+    got = browser.execute_script("""
+      const box = document.querySelector('#removal .scroll');
+      box.scrollLeft = box.scrollWidth;
+      const label = box.querySelector('tbody td');
+      const other = box.querySelector('tbody td:nth-child(2)');
+      return {wide: box.scrollWidth > box.clientWidth, box: box.getBoundingClientRect().left,
+              label: label.getBoundingClientRect().left, other: other.getBoundingClientRect().left,
+              lines: (() => { const r = document.createRange(); r.selectNodeContents(label);
+                              return new Set([...r.getClientRects()].map(c => Math.round(c.top))).size; })()};""")
+    assert got["wide"], got
+    assert abs(got["label"] - got["box"]) < 1 and got["other"] < got["box"], got  # the label stayed, the rest moved
+    assert got["lines"] == 1, got  # 'none removed (clean)' on one line

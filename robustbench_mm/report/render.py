@@ -3,16 +3,18 @@
 also as CSV in tables/.
 
 HTML comes from the Jinja2 templates in templates/, with autoescape on: every value reaching the
-page is escaped unless a template says otherwise (none does), so no caller has to remember
-`html.escape`. Markdown escapes the same way, per cell (`md_cell`), and a `|` cannot break a table.
+page is escaped unless a template says otherwise (only the `unbroken` filter returns markup, and it
+escapes the value first), so no caller has to remember `html.escape`. Markdown escapes the same way, per cell (`md_cell`), and a `|` cannot break a table.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup, escape
 
 from ..atomic import atomic_write
 from ..errors import InputError
@@ -26,6 +28,25 @@ _TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+# an interval "[0.965, 0.993]" (short brackets only) or a bound "< 0.001": text that must not wrap inside itself
+_UNBROKEN = re.compile(r"\[[^\[\]]{1,40}\]|< ?\d[\d.e+-]*")
+
+
+def _unbroken(value: str) -> Markup:
+    """A table cell, escaped, whose intervals and p-value bounds are kept on one
+    line: a narrow column wraps between a value and its interval ("0.980" over "[0.965, 0.993]"),
+    never inside one."""
+    parts, last = [], 0
+    for match in _UNBROKEN.finditer(value):
+        parts += [escape(value[last:match.start()]), Markup('<span class="nw">'), escape(match.group()), Markup("</span>")]
+        last = match.end()
+    parts.append(escape(value[last:]))
+    return Markup("").join(parts)
+
+
+_TEMPLATES.filters["unbroken"] = _unbroken
 
 
 def _write_tables(sections: list[Section], out: Path) -> None:

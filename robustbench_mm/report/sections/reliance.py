@@ -81,6 +81,6 @@ def build(ctx: Context) -> Section | None:
         fills = same.pop()
         shap = shap[shap["fill"] == fills[0]].assign(fill=" = ".join(fills))
     caption = "Contribution: Shapley value" + (" and confidence alone" if data.task == Task.CLASSIFICATION else "")
-    sec.blocks.append(Table("contribution", shap, formatted(shap), caption))
+    sec.blocks.append(Table("contribution", shap, formatted(shap), caption, collapsed=len(shap) > 30))
     return sec
 
