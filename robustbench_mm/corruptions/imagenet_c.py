@@ -122,12 +122,25 @@ def _padded_index(n: int, before: int, after: int, mode: str, device) -> torch.T
     return torch.where(i < n, i, period - i)
 
 
+def _pad(u: torch.Tensor, rows: int, cols: int, mode: str) -> torch.Tensor:
+    """(B, C, H, W) padded by `rows` above and below and `cols` left and right, borders as `_padded_index`.
+
+    F.pad's "reflect" is reflect-101 and its "replicate" is "edge", the same copies as the index
+    gathers but 30-50x faster on CPU (measured at 224 px, benchmarks/bench_corruptions.py); the
+    gathers remain for scipy's "symmetric" (no F.pad mode) and for reflections that fold more than once.
+    """
+    h, w = u.shape[-2:]
+    if mode == "edge" or (mode == "reflect101" and rows < h and cols < w):
+        return F.pad(u, (cols, cols, rows, rows), mode="replicate" if mode == "edge" else "reflect")
+    padded = u.index_select(-2, _padded_index(h, rows, rows, mode, u.device)) if rows else u
+    return padded.index_select(-1, _padded_index(w, cols, cols, mode, u.device)) if cols else padded
+
+
 def _filter_axis(u: torch.Tensor, weights: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
     """Correlate every plane of (B, C, H, W) with a centred odd 1-D kernel along dim (-1 or -2)."""
     k = weights.numel()
     r = k // 2
-    n = u.shape[dim]
-    padded = u.index_select(dim, _padded_index(n, r, r, mode, u.device))
+    padded = _pad(u, r if dim == -2 else 0, r if dim == -1 else 0, mode)
     b, c = u.shape[:2]
     if dim == -1:
         planes = padded.reshape(b * c, 1, -1, padded.shape[-1])
@@ -210,9 +223,7 @@ def _defocus_blur(x, row, rng, spec):
     r = k // 2
     u = _unit(x, spec)
     b, c, h, w = u.shape
-    idx_h = _padded_index(h, r, r, "reflect101", u.device)
-    idx_w = _padded_index(w, r, r, "reflect101", u.device)
-    padded = u.index_select(-2, idx_h).index_select(-1, idx_w).reshape(1, b * c, h + 2 * r, w + 2 * r)
+    padded = _pad(u, r, r, "reflect101").reshape(1, b * c, h + 2 * r, w + 2 * r)
     y = F.conv2d(padded, kernel.expand(b * c, 1, k, k), groups=b * c).reshape(b, c, h, w)
     return _back(y, spec)
 
@@ -228,8 +239,7 @@ def _shift_sum(u: torch.Tensor, angle_deg: torch.Tensor, radius: int, sigma: flo
     weights = [v / sum(weights) for v in weights]
     rad = np.deg2rad(angle_deg.detach().cpu().double().numpy()) if angle_deg.device.type != "meta" else np.zeros(b)
     pad = width
-    padded = u.index_select(-2, _padded_index(h, pad, pad, "edge", u.device))
-    padded = padded.index_select(-1, _padded_index(w, pad, pad, "edge", u.device))
+    padded = _pad(u, pad, pad, "edge")
     out = torch.zeros_like(u)
     for s in range(b):
         sin, cos = math.sin(rad[s]), math.cos(rad[s])
