@@ -18,8 +18,9 @@ Throughput is images per second; the ratio is ours / reference. Timings are the 
 runs of the corruption call alone (inputs already in each library's native format), ours and the
 references timed in alternating rounds so that all see the machine in the same state.
 "floor ceiling" is the reference's time over the time of the one step our kernel cannot skip (the
-random-number draw for noise, one copy of the batch for pixelate): no kernel built on that step
-can beat that ratio here. "same work" marks pairs running the same operation at the same parameter.
+random-number draw for noise and ImageNet-C's fog, one copy of the batch for pixelate, the disk's
+depthwise convolution for defocus blur, Pillow's codec for JPEG; `floor_step`): no kernel built on
+that step can beat that ratio here. "same work" marks pairs running the same operation at the same parameter.
 Ours is also timed back to back (warm caches), once under glibc's default malloc and once after
 `robustbench_mm.runtime.keep_freed_memory()` (what `rbmm` applies), for the allocator line; the
 ratios against the references use the timings in rounds (ours after a reference: colder caches).
@@ -41,7 +42,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter
 from scipy import ndimage
 
-from robustbench_mm.corruptions import SampleRandom, get_corruption
+from robustbench_mm.corruptions import SampleRandom, get_corruption, imagenet_c
 from robustbench_mm.datasets import ModalitySpec
 from robustbench_mm.runtime import keep_freed_memory
 
@@ -123,15 +124,38 @@ for _name in IMAGENET_C:
     SAME_WORK.add(f"imagenet-c/{_name}")
 
 
-def floor_step(name: str, x: torch.Tensor):
+def floor_step(name: str, x: torch.Tensor, level: float):
     """The cheapest step our kernel cannot skip, as a zero-argument call (None if not named).
 
     Noise kernels must draw one common random number per value; pixelate must at least read
-    and write the batch once. Reference time / floor time bounds the ratio any kernel built on
+    and write the batch once; ImageNet-C's fog draws its plasma fractal's 65,535 common random
+    numbers per image (the next power of two's square, less one) and defocus blur runs its disk
+    as one depthwise convolution; JPEG is Pillow's encode and decode of the 8-bit images (the
+    reference's own work). Reference time / floor time bounds the ratio any kernel built on
     that step could reach here.
     """
     ids = torch.arange(x.shape[0], device=x.device)
-    name = name.split("/")[-1]  # a suite kernel has the catalog's floor
+    if name == "imagenet-c/fog":
+        side = 1 << (max(x.shape[-2:]) - 1).bit_length()
+        return lambda: SampleRandom(ids, 0, name).uniform(side, side)
+    if name == "imagenet-c/defocus_blur":
+        kernel = imagenet_c._disk(*imagenet_c._row("imagenet-c", "defocus_blur", level)).to(x)
+        k, planes = kernel.shape[-1], x.shape[0] * x.shape[1]
+        padded = torch.nn.functional.pad(x, (k // 2,) * 4, mode="reflect").reshape(1, planes, *[n + k - 1 for n in x.shape[-2:]])
+        return lambda: torch.nn.functional.conv2d(padded, kernel.expand(planes, 1, k, k), groups=planes)
+    if name == "imagenet-c/jpeg_compression":
+        quality = imagenet_c._row("imagenet-c", "jpeg_compression", level)
+        images = [Image.fromarray(im) for im in x.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()]
+
+        def codec():
+            for im in images:
+                buffer = io.BytesIO()
+                im.save(buffer, "JPEG", quality=quality)
+                buffer.seek(0)
+                np.asarray(Image.open(buffer))
+
+        return codec
+    name = name.split("/")[-1]  # another suite kernel has the catalog's floor
     if name in ("gaussian_noise", "speckle_noise", "shot_noise"):
         return lambda: SampleRandom(ids, 0, name).normal(*x.shape[1:])
     if name == "impulse_noise":
@@ -312,7 +336,7 @@ def compare(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repea
         fns = {"ours": our_kernel(x, name, spec, level, device)}
         if loop is not None:
             fns["loop"] = lambda: [loop(im, param, rs) for im in unit_np]
-        floor = floor_step(name, x.to(device))
+        floor = floor_step(name, x.to(device), level)
         if floor is not None:
             fns["floor"] = floor
         ic_text, floor_text = "-", ""

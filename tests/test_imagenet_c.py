@@ -153,6 +153,27 @@ def test_zoom_rows_are_scipy_zoom_of_the_centre_crop():
     assert np.abs(got - expected).max() < 1e-12
 
 
+@pytest.mark.parametrize("suite", imagenet_c.SUITES)
+def test_pixelate_is_pillows_box_down_then_up_for_every_size(suite):
+    """Pillow itself (float images, no 8-bit rounding) on images whose rows hold their own index, so
+    a box or a pick one pixel off shows: BOX down to int(n c), then NEAREST (imagecorruptions) or BOX
+    (make_tinyimagenet_c.py) back up, for every height 1-224 and severity, and the same on columns."""
+    from PIL import Image
+
+    up = Image.NEAREST if suite == "imagenet-c" else Image.BOX
+    kernel = get_corruption(f"{suite}/pixelate")
+    for severity, c in enumerate(imagenet_c.TABLES[suite]["pixelate"], start=1):
+        for n in range(1, 225):
+            rows = np.arange(n, dtype=np.float32)[:, None].repeat(3, axis=1)  # (n, 3): row i holds i
+            small = Image.fromarray(rows).resize((3, max(1, int(n * c))), Image.BOX)
+            expected = np.asarray(small.resize((3, n), up))
+            for image_ in (rows, rows.T.copy()):
+                x = torch.from_numpy(image_)[None, None].double() / 255.0
+                got = kernel(x, float(severity), SampleRandom(torch.arange(1), 0, "pixelate"), _spec(x))[0, 0] * 255.0
+                got = got.numpy() if image_ is rows else got.numpy().T
+                assert np.abs(got - expected).max() < 1e-3, (suite, severity, n)
+
+
 def test_glass_displacement_law_is_the_reference_loop_s():
     """Severity 1 at 224 px (d = 1, 2 passes). The reference's tuple "swap" on (H, W, 3) views copies
     x[h', w'] into x[h, w]; with offsets in {-1, 0} the source is never yet visited, so each pass adds
