@@ -288,6 +288,9 @@ def test_models_page_as_written(tmp_path, monkeypatch, capsys, user_modules):
     pd.testing.assert_frame_equal(cells["av"], cells["av-flags"])  # the flags say what the card says
     pd.testing.assert_frame_equal(cells["av"], cells["av-pt2"])  # the exported program is the same model
     pd.testing.assert_frame_equal(cells["rgbd"], cells["rgbd-flags"])
+    api = pd.read_csv("results/av-api/cells.csv").pivot(index="condition", columns="model", values="accuracy")
+    assert len(api) == len(cells["av"]) and (api["ogm-av"] == api["models.mymodels:build_av"]).all()  # adapt() is the card
+    assert cells["av"].set_index("name").loc["clean", "accuracy"] == 1.0  # the trained AV model reads its audio
     ab = pd.read_csv("results/ab/cells.csv")
     clean = ab[ab["family"] == "clean"].set_index("model")["accuracy"]
     assert clean["good"] > clean["bad"]  # per-model weights: the trained state dict is the better one
