@@ -7,7 +7,8 @@ docs/ (tests/test_docs.py fails if a page with such blocks is run by no test her
 - The tutorial, in order, each page building on the files the previous ones made:
   getting-started.md, reading-the-report.md, extending.md, gating.md (its GitHub Actions job runs
   in a test of its own, in a fresh checkout).
-- exporting.md from the models this repository ships; corruption-plugins.md on its own; the
+- exporting.md from the models this repository ships; corruption-plugins.md on its own;
+  models.md from an empty folder, with the module, data and weights files the page writes; the
   pages of FRESH_CHECKOUT each in a fresh checkout.
 
 Blocks are read from the pages, never paraphrased: a python or toml block whose first line is a
@@ -41,7 +42,7 @@ from robustbench_mm.cli import main
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 TUTORIAL = ("getting-started.md", "reading-the-report.md", "extending.md", "gating.md")
-STANDALONE = ("README.md", "exporting.md", "corruption-plugins.md")  # each run by a test of its own below
+STANDALONE = ("README.md", "exporting.md", "corruption-plugins.md", "models.md")  # each run by a test of its own below
 # Pages whose blocks run as they stand in a fresh checkout, checked only by their exit codes: a new
 # page with command blocks goes here (or gets a test of its own with the files it should make).
 FRESH_CHECKOUT: tuple[str, ...] = ("report.md", "imagenet-c.md")
@@ -265,6 +266,35 @@ def test_corruption_plugin_page_as_written(tmp_path, monkeypatch, capsys):
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "fraction of pixels where a drop starts"
+
+
+@pytest.fixture
+def user_modules():
+    """models.md imports the reader's own modules (`mymm`, `mymodels`, `models.mymodels`): forget them afterwards."""
+    yield
+    for name in ("mymm", "mymodels", "models.mymodels", "models"):
+        sys.modules.pop(name, None)
+
+
+def test_models_page_as_written(tmp_path, monkeypatch, capsys, user_modules):
+    """models.md from an empty folder: its own model module, data, weights and cards; the python
+    blocks import from that folder, as `python` run there does."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    Reader(capsys, fast=True).run(page("models.md"))
+    cells = {run: pd.read_csv(f"results/{run}/cells.csv").drop(columns=["cell_id", "seconds"])
+             for run in ("av", "av-flags", "av-pt2", "rgbd", "rgbd-flags")}
+    assert len(cells["av"]) > 10 and set(cells["av"]["model"]) == {"ogm-av"}
+    pd.testing.assert_frame_equal(cells["av"], cells["av-flags"])  # the flags say what the card says
+    pd.testing.assert_frame_equal(cells["av"], cells["av-pt2"])  # the exported program is the same model
+    pd.testing.assert_frame_equal(cells["rgbd"], cells["rgbd-flags"])
+    api = pd.read_csv("results/av-api/cells.csv").pivot(index="condition", columns="model", values="accuracy")
+    assert len(api) == len(cells["av"]) and (api["ogm-av"] == api["models.mymodels:build_av"]).all()  # adapt() is the card
+    assert cells["av"].set_index("name").loc["clean", "accuracy"] == 1.0  # the trained AV model reads its audio
+    ab = pd.read_csv("results/ab/cells.csv")
+    clean = ab[ab["family"] == "clean"].set_index("model")["accuracy"]
+    assert clean["good"] > clean["bad"]  # per-model weights: the trained state dict is the better one
+    assert set(pd.read_csv("results/mixed/cells.csv")["model"]) == {"baseline", "mine"}
 
 
 @pytest.mark.parametrize("name", FRESH_CHECKOUT)
