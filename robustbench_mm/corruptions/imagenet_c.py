@@ -468,6 +468,65 @@ def _frost(suite: str):
     return frost
 
 
+def _plasma_levels(rng: SampleRandom, size: int, decay: float, dtype: torch.dtype) -> torch.Tensor:
+    """(B, size + 1, size + 1) raw diamond-square heights, last row and column repeating the first.
+
+    The same values, bit for bit, as the catalog's `image._plasma_fractal` before its rescaling (a
+    test checks it): the same draws in the same order and the same float operations in the same
+    order. What differs is the layout. The catalog writes each step into strided views of the full
+    map and wraps with `roll` (a copy per neighbour); here each step's grid of corners is its own
+    contiguous tensor carrying one wrapped row and column, so every wrapped neighbour is a shifted
+    slice, and the next finer grid is the four interleaved results. At 256 px this is what the
+    fractal's time went to, not its arithmetic.
+    """
+    b = len(rng)
+    corners = torch.zeros((b, 2, 2), dtype=dtype, device=rng.device)  # one corner, wrapped
+    step, wibble = size, 100.0
+    while step >= 2:
+        n = size // step
+        inner = corners[:, :n, :n]
+
+        def noise() -> torch.Tensor:
+            return rng.uniform(n, n, dtype=dtype).mul_(2.0).sub_(1.0).mul_(wibble * wibble)
+
+        # centres: (C[i, j] + C[i+1, j]) + (C[i, j+1] + C[i+1, j+1]), as roll(-1) on rows then columns
+        rows = corners[:, :n, :] + corners[:, 1:, :]
+        centres = torch.empty((b, n + 1, n + 1), dtype=dtype, device=rng.device)  # wrapped at the front
+        middle = centres[:, 1:, 1:]
+        torch.add(rows[:, :, :n], rows[:, :, 1:], out=middle)
+        middle.div_(4).add_(noise())
+        centres[:, 0, 1:] = middle[:, -1]
+        centres[:, 1:, 0] = middle[:, :, -1]
+        finer = torch.empty((b, 2 * n + 1, 2 * n + 1), dtype=dtype, device=rng.device)
+        # across: S[i, j] + S[i-1, j] + C[i, j] + C[i, j+1]; down: S[i, j] + S[i, j-1] + C[i, j] + C[i+1, j]
+        across = finer[:, 0:2 * n:2, 1::2]
+        torch.add(middle, centres[:, :-1, 1:], out=across)
+        across.add_(inner).add_(corners[:, :n, 1:]).div_(4).add_(noise())
+        down = finer[:, 1::2, 0:2 * n:2]
+        torch.add(middle, centres[:, 1:, :-1], out=down)
+        down.add_(inner).add_(corners[:, 1:, :n]).div_(4).add_(noise())
+        finer[:, 0:2 * n:2, 0:2 * n:2] = inner
+        finer[:, 1::2, 1::2] = middle
+        finer[:, -1] = finer[:, 0]
+        finer[:, :, -1] = finer[:, :, 0]
+        corners = finer
+        step //= 2
+        wibble /= decay
+    return corners
+
+
+def _plasma_crop(rng: SampleRandom, h: int, w: int, decay: float, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, h, w): the catalog's plasma fractal (`image._plasma_like` in `dtype`) cropped, identical.
+
+    Rescaled to [0, 1] by the whole map's range, as the catalog does, but only on the crop.
+    """
+    size = image._next_power_of_two(max(h, w))
+    heights = _plasma_levels(rng, size, decay, dtype)[:, :size, :size]
+    low = heights.amin(dim=(1, 2), keepdim=True)
+    top = heights.amax(dim=(1, 2), keepdim=True).sub_(low).clamp_(min=1e-12)
+    return heights[:, None, :h, :w].sub(low[:, None]).div_(top[:, None])
+
+
 def _fog(x, row, rng, spec):
     """make_imagenet_c.py `fog`: (x + c p) max(x) / (max(x) + c), p a plasma fractal of the image's
     next power-of-two size, max over the whole image."""
@@ -476,7 +535,8 @@ def _fog(x, row, rng, spec):
     peak = u.amax(dim=(1, 2, 3), keepdim=True)
     # float32 unless the image is float64: the fractal is rescaled to [0, 1], 23-bit draws are plenty
     work = torch.float64 if u.dtype == torch.float64 else torch.float32
-    y = torch.add(u, image._plasma_like(rng, u, float(decay), work), alpha=float(strength))
+    plasma = _plasma_crop(rng, u.shape[-2], u.shape[-1], float(decay), work).to(u.dtype)
+    y = torch.add(u, plasma, alpha=float(strength))
     return _back(y.mul_(peak / (peak + strength)), spec)
 
 
