@@ -481,13 +481,15 @@ def _plasma_levels(rng: SampleRandom, size: int, decay: float, dtype: torch.dtyp
     """
     b = len(rng)
     corners = torch.zeros((b, 2, 2), dtype=dtype, device=rng.device)  # one corner, wrapped
+    widths = [size // 2**k for k in range(size.bit_length() - 1, 0, -1)]  # n per step, coarse to fine
+    draws = iter(rng.uniforms([(n, n) for n in widths for _ in range(3)], dtype=dtype))
     step, wibble = size, 100.0
     while step >= 2:
         n = size // step
         inner = corners[:, :n, :n]
 
         def noise() -> torch.Tensor:
-            return rng.uniform(n, n, dtype=dtype).mul_(2.0).sub_(1.0).mul_(wibble * wibble)
+            return next(draws).mul_(2.0).sub_(1.0).mul_(wibble * wibble)
 
         # centres: (C[i, j] + C[i+1, j]) + (C[i, j+1] + C[i+1, j+1]), as roll(-1) on rows then columns
         rows = corners[:, :n, :] + corners[:, 1:, :]
@@ -497,16 +499,17 @@ def _plasma_levels(rng: SampleRandom, size: int, decay: float, dtype: torch.dtyp
         middle.div_(4).add_(noise())
         centres[:, 0, 1:] = middle[:, -1]
         centres[:, 1:, 0] = middle[:, :, -1]
-        finer = torch.empty((b, 2 * n + 1, 2 * n + 1), dtype=dtype, device=rng.device)
         # across: S[i, j] + S[i-1, j] + C[i, j] + C[i, j+1]; down: S[i, j] + S[i, j-1] + C[i, j] + C[i+1, j]
-        across = finer[:, 0:2 * n:2, 1::2]
-        torch.add(middle, centres[:, :-1, 1:], out=across)
+        across = middle + centres[:, :-1, 1:]
         across.add_(inner).add_(corners[:, :n, 1:]).div_(4).add_(noise())
-        down = finer[:, 1::2, 0:2 * n:2]
-        torch.add(middle, centres[:, 1:, :-1], out=down)
+        down = middle + centres[:, 1:, :-1]
         down.add_(inner).add_(corners[:, 1:, :n]).div_(4).add_(noise())
-        finer[:, 0:2 * n:2, 0:2 * n:2] = inner
-        finer[:, 1::2, 1::2] = middle
+        finer = torch.empty((b, 2 * n + 1, 2 * n + 1), dtype=dtype, device=rng.device)
+        quads = finer[:, :-1, :-1].unflatten(1, (n, 2)).unflatten(3, (n, 2))  # [:, i, di, j, dj]
+        quads[:, :, 0, :, 0] = inner
+        quads[:, :, 0, :, 1] = across
+        quads[:, :, 1, :, 0] = down
+        quads[:, :, 1, :, 1] = middle
         finer[:, -1] = finer[:, 0]
         finer[:, :, -1] = finer[:, :, 0]
         corners = finer
