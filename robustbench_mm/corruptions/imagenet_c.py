@@ -472,8 +472,10 @@ def _plasma_levels(rng: SampleRandom, size: int, decay: float, dtype: torch.dtyp
     """(B, size + 1, size + 1) raw diamond-square heights, last row and column repeating the first.
 
     The same values, bit for bit, as the catalog's `image._plasma_fractal` before its rescaling (a
-    test checks it): the same draws in the same order and the same float operations in the same
-    order. What differs is the layout. The catalog writes each step into strided views of the full
+    test checks it): the same draws in the same order and the same sums in the same order; two
+    products are written in an equal form whose factors are exact (see `noise`, `quarter_plus_noise`;
+    only a subnormal sum could round differently, and only if the add were fused). What differs is
+    the layout. The catalog writes each step into strided views of the full
     map and wraps with `roll` (a copy per neighbour); here each step's grid of corners is its own
     contiguous tensor carrying one wrapped row and column, so every wrapped neighbour is a shifted
     slice, and the next finer grid is the four interleaved results. At 256 px this is what the
@@ -489,26 +491,29 @@ def _plasma_levels(rng: SampleRandom, size: int, decay: float, dtype: torch.dtyp
         inner = corners[:, :n, :n]
 
         def noise() -> torch.Tensor:
-            return next(draws).mul_(2.0).sub_(1.0).mul_(wibble * wibble)
+            # wibble^2 (2u - 1) as (2 wibble^2)(u - 0.5): both factors exact, so the product rounds alike
+            return next(draws).sub_(0.5).mul_(2.0 * (wibble * wibble))
+
+        def quarter_plus_noise(total: torch.Tensor, out: torch.Tensor) -> None:
+            # total / 4 + noise as noise + 0.25 total, one pass fewer: the same real quotient, rounded alike
+            torch.add(noise(), total, alpha=0.25, out=out)
 
         # centres: (C[i, j] + C[i+1, j]) + (C[i, j+1] + C[i+1, j+1]), as roll(-1) on rows then columns
         rows = corners[:, :n, :] + corners[:, 1:, :]
         centres = torch.empty((b, n + 1, n + 1), dtype=dtype, device=rng.device)  # wrapped at the front
         middle = centres[:, 1:, 1:]
         torch.add(rows[:, :, :n], rows[:, :, 1:], out=middle)
-        middle.div_(4).add_(noise())
+        quarter_plus_noise(middle, middle)
         centres[:, 0, 1:] = middle[:, -1]
         centres[:, 1:, 0] = middle[:, :, -1]
-        # across: S[i, j] + S[i-1, j] + C[i, j] + C[i, j+1]; down: S[i, j] + S[i, j-1] + C[i, j] + C[i+1, j]
-        across = middle + centres[:, :-1, 1:]
-        across.add_(inner).add_(corners[:, :n, 1:]).div_(4).add_(noise())
-        down = middle + centres[:, 1:, :-1]
-        down.add_(inner).add_(corners[:, 1:, :n]).div_(4).add_(noise())
         finer = torch.empty((b, 2 * n + 1, 2 * n + 1), dtype=dtype, device=rng.device)
         quads = finer[:, :-1, :-1].unflatten(1, (n, 2)).unflatten(3, (n, 2))  # [:, i, di, j, dj]
+        # across: S[i, j] + S[i-1, j] + C[i, j] + C[i, j+1]; down: S[i, j] + S[i, j-1] + C[i, j] + C[i+1, j]
+        total = middle + centres[:, :-1, 1:]
+        quarter_plus_noise(total.add_(inner).add_(corners[:, :n, 1:]), quads[:, :, 0, :, 1])
+        torch.add(middle, centres[:, 1:, :-1], out=total)
+        quarter_plus_noise(total.add_(inner).add_(corners[:, 1:, :n]), quads[:, :, 1, :, 0])
         quads[:, :, 0, :, 0] = inner
-        quads[:, :, 0, :, 1] = across
-        quads[:, :, 1, :, 0] = down
         quads[:, :, 1, :, 1] = middle
         finer[:, -1] = finer[:, 0]
         finer[:, :, -1] = finer[:, :, 0]
