@@ -239,3 +239,30 @@ def test_corrupt_refuses_bad_input_in_one_line():
         corrupt(torch.zeros(1, 3, 8, 8), "fgo", 1)
     with pytest.raises(InputError, match=r"float of shape \(B, C, H, W\)"):
         corrupt(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "fog", 1)
+
+
+@pytest.mark.parametrize("size", [64, 224])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_suite_fog_is_the_catalog_fractal_bit_for_bit(size, batch):
+    """The suite's fast fractal (imagenet_c._plasma_crop) must not move a single draw or rounding:
+    fog at every severity equals the formula run on the catalog's `image._plasma_like`."""
+    spec = ModalitySpec("img", "image", (3, size, size), value_range=(0.0, 1.0))
+    x = _images(batch, size, seed=batch)
+    for seed in (0, 11):
+        ids = torch.arange(batch, dtype=torch.int64) * 13 + seed
+        for severity in range(1, 6):
+            strength, decay = imagenet_c._row("imagenet-c", "fog", severity)
+            peak = x.amax(dim=(1, 2, 3), keepdim=True)
+            plasma = image._plasma_like(SampleRandom(ids, seed, "fog"), x, float(decay), torch.float32)
+            expected = torch.add(x, plasma, alpha=float(strength)).mul_(peak / (peak + strength)).clamp_(0, 1)
+            got = get_corruption("imagenet-c/fog")(x, severity, SampleRandom(ids, seed, "fog"), spec)
+            assert torch.equal(got, expected), (seed, severity)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_suite_plasma_equals_catalog_plasma_at_odd_sizes(dtype):
+    ids = torch.tensor([0, 9, 2**40 + 1])
+    for h, w in ((1, 1), (3, 5), (33, 17)):
+        like = torch.zeros(3, 1, h, w, dtype=dtype)
+        ref = image._plasma_like(SampleRandom(ids, 4, "p"), like, 1.75, dtype)
+        assert torch.equal(imagenet_c._plasma_crop(SampleRandom(ids, 4, "p"), h, w, 1.75, dtype), ref)

@@ -120,3 +120,16 @@ def test_integers_bernoulli_and_sample_mask():
     mask = rng.sample_mask(0.25)
     assert mask.shape == (4000,) and abs(mask.float().mean().item() - 0.25) < 0.03
     assert rng.sample_mask(1.0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_uniforms_are_the_successive_uniform_draws(dtype):
+    """`uniforms` (one pass over several streams) must give each shape exactly what `uniform` would."""
+    ids = torch.tensor([0, 5, 2**40 + 3, 77])
+    shapes = [(1, 1), (2, 3), (0,), (5,), (300, 300)]
+    one, many = SampleRandom(ids, 3, "x"), SampleRandom(ids, 3, "x")
+    one.normal(4), many.normal(4)  # start past stream 0
+    expected = [one.uniform(*shape, dtype=dtype) for shape in shapes]
+    for want, got in zip(expected, many.uniforms(shapes, dtype)):
+        assert torch.equal(want, got)
+    assert torch.equal(one.uniform(3), many.uniform(3))  # the same streams consumed

@@ -468,6 +468,72 @@ def _frost(suite: str):
     return frost
 
 
+def _quarter_plus_noise(total: torch.Tensor, u: torch.Tensor, scale: float, out: torch.Tensor) -> None:
+    """The catalog's `total / 4 + wibble^2 (2u - 1)` (scale = 2 wibble^2) into `out`, identically.
+
+    The noise is computed as scale (u - 0.5) and the sum as noise + 0.25 total, two passes fewer:
+    each product has the same real value as the catalog's and exact factors, so it rounds alike.
+    """
+    torch.add(u.sub_(0.5).mul_(scale), total, alpha=0.25, out=out)
+
+
+def _plasma_levels(rng: SampleRandom, size: int, decay: float, dtype: torch.dtype) -> torch.Tensor:
+    """(B, size + 1, size + 1) raw diamond-square heights, last row and column repeating the first.
+
+    The same values, bit for bit, as the catalog's `image._plasma_fractal` before its rescaling (a
+    test checks it): the same draws in the same order and the same sums in the same order; two
+    products are written in an equal form whose factors are exact (see `_quarter_plus_noise`;
+    only a subnormal sum could round differently, and only if the add were fused). What differs is
+    the layout. The catalog writes each step into strided views of the full map, wraps with `roll`
+    (a copy per neighbour) and draws its 24 noise grids one call each; here each step's grid of
+    corners is its own contiguous tensor carrying one wrapped row and column, so every wrapped
+    neighbour is a shifted slice, the next finer grid is the four interleaved results, and the draws are one pass
+    (`SampleRandom.uniforms`). At 256 px that, not the arithmetic, was the fractal's time.
+    """
+    b = len(rng)
+    corners = torch.zeros((b, 2, 2), dtype=dtype, device=rng.device)  # one corner, wrapped
+    widths = [size // 2**k for k in range(size.bit_length() - 1, 0, -1)]  # n per step, coarse to fine
+    draws = iter(rng.uniforms([(n, n) for n in widths for _ in range(3)], dtype=dtype))
+    wibble = 100.0
+    for n in widths:
+        inner = corners[:, :n, :n]
+        scale = 2.0 * (wibble * wibble)
+        # centres: (C[i, j] + C[i+1, j]) + (C[i, j+1] + C[i+1, j+1]), as roll(-1) on rows then columns
+        rows = corners[:, :n, :] + corners[:, 1:, :]
+        centres = torch.empty((b, n + 1, n + 1), dtype=dtype, device=rng.device)  # wrapped at the front
+        middle = centres[:, 1:, 1:]
+        torch.add(rows[:, :, :n], rows[:, :, 1:], out=middle)
+        _quarter_plus_noise(middle, next(draws), scale, out=middle)
+        centres[:, 0, 1:] = middle[:, -1]
+        centres[:, 1:, 0] = middle[:, :, -1]
+        finer = torch.empty((b, 2 * n + 1, 2 * n + 1), dtype=dtype, device=rng.device)
+        quads = finer[:, :-1, :-1].unflatten(1, (n, 2)).unflatten(3, (n, 2))  # [:, i, di, j, dj]
+        # across: S[i, j] + S[i-1, j] + C[i, j] + C[i, j+1]; down: S[i, j] + S[i, j-1] + C[i, j] + C[i+1, j]
+        total = middle + centres[:, :-1, 1:]
+        _quarter_plus_noise(total.add_(inner).add_(corners[:, :n, 1:]), next(draws), scale, out=quads[:, :, 0, :, 1])
+        torch.add(middle, centres[:, 1:, :-1], out=total)
+        _quarter_plus_noise(total.add_(inner).add_(corners[:, 1:, :n]), next(draws), scale, out=quads[:, :, 1, :, 0])
+        quads[:, :, 0, :, 0] = inner
+        quads[:, :, 1, :, 1] = middle
+        finer[:, -1] = finer[:, 0]
+        finer[:, :, -1] = finer[:, :, 0]
+        corners = finer
+        wibble /= decay
+    return corners
+
+
+def _plasma_crop(rng: SampleRandom, h: int, w: int, decay: float, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, h, w): the catalog's plasma fractal (`image._plasma_like` in `dtype`) cropped, identical.
+
+    Rescaled to [0, 1] by the whole map's range, as the catalog does, but only on the crop.
+    """
+    size = image._next_power_of_two(max(h, w))
+    heights = _plasma_levels(rng, size, decay, dtype)[:, :size, :size]
+    low = heights.amin(dim=(1, 2), keepdim=True)
+    top = heights.amax(dim=(1, 2), keepdim=True).sub_(low).clamp_(min=1e-12)
+    return heights[:, None, :h, :w].sub(low[:, None]).div_(top[:, None])
+
+
 def _fog(x, row, rng, spec):
     """make_imagenet_c.py `fog`: (x + c p) max(x) / (max(x) + c), p a plasma fractal of the image's
     next power-of-two size, max over the whole image."""
@@ -476,7 +542,8 @@ def _fog(x, row, rng, spec):
     peak = u.amax(dim=(1, 2, 3), keepdim=True)
     # float32 unless the image is float64: the fractal is rescaled to [0, 1], 23-bit draws are plenty
     work = torch.float64 if u.dtype == torch.float64 else torch.float32
-    y = torch.add(u, image._plasma_like(rng, u, float(decay), work), alpha=float(strength))
+    plasma = _plasma_crop(rng, u.shape[-2], u.shape[-1], float(decay), work).to(u.dtype)
+    y = torch.add(u, plasma, alpha=float(strength))
     return _back(y.mul_(peak / (peak + strength)), spec)
 
 

@@ -119,25 +119,44 @@ class SampleRandom:
         other._stream = 0
         return other
 
+    def _salts(self, sizes: tuple[int, ...]) -> torch.Tensor:
+        """int32 salts of the next len(sizes) streams, sizes[k] elements of stream k, concatenated.
+
+        Element i of a stream s is salted by hash(hash(i + s * golden) ^ s); computing several
+        streams' salts together gives each the values it would have alone.
+        """
+        first = self._stream
+        self._stream += len(sizes)
+        counts = torch.tensor(sizes, dtype=torch.int64, device=self.device)
+        streams = torch.arange(first, first + len(sizes), dtype=torch.int64, device=self.device)
+        starts = torch.cumsum(counts, 0) - counts
+        total = int(sum(sizes))
+        index = torch.arange(total, device=self.device, dtype=torch.int64)
+        index -= torch.repeat_interleave(starts - streams * _GOLDEN, counts, output_size=total)
+        stream_bits = torch.repeat_interleave(_int32_bits(streams & 0xFFFFFFFF), counts, output_size=total)
+        return _hash32_(_hash32_(_int32_bits(index & 0xFFFFFFFF)) ^ stream_bits)
+
     def _draw(self, shape: tuple[int, ...], dtype: torch.dtype, finish, combine=None, operands=()) -> torch.Tensor:
-        """Values of shape (B, *shape) from a fresh stream, built chunk by chunk.
+        """Values of shape (B, *shape) from a fresh stream (`_draw_streams` of one size)."""
+        b, n = len(self), math.prod(shape)
+        flat = [op.expand((b,) + tuple(shape)).reshape(b, n) for op in operands]
+        return self._draw_streams((n,), dtype, finish, combine, flat).reshape((b,) + tuple(shape))
+
+    def _draw_streams(self, sizes: tuple[int, ...], dtype: torch.dtype, finish, combine=None, flat=()) -> torch.Tensor:
+        """(B, sum(sizes)) values of len(sizes) fresh streams side by side, built chunk by chunk.
 
         Each chunk of int32 bit patterns is hashed and turned into values by `finish(bits, out)` in
         place. Chunks of ~2**19 elements stay in the CPU's L2 cache, which makes the dozen passes
         over them about three times faster than whole-tensor passes; values do not depend on
         the chunking (every op is elementwise), so batch independence is untouched. `combine`, if
-        given, then edits each chunk of values in place with the matching chunks of `operands`
-        (tensors broadcastable to (B, *shape)), while they are still in cache.
+        given, then edits each chunk of values in place with the matching chunks of `flat`
+        (tensors of shape (B, sum(sizes))), while they are still in cache.
         """
-        stream = self._stream
-        self._stream += 1
-        b, n = len(self), math.prod(shape)
+        b, n = len(self), sum(sizes)
+        salt = self._salts(sizes)
         work = dtype if dtype == torch.float64 else torch.float32
         out = torch.empty((b, n), dtype=work, device=self.device)
-        flat = [op.expand((b,) + tuple(shape)).reshape(b, n) for op in operands]
         if b and n:
-            counter = (torch.arange(n, device=self.device, dtype=torch.int64) + stream * _GOLDEN) & 0xFFFFFFFF
-            salt = _hash32_(_hash32_(_int32_bits(counter)) ^ _as_int32(stream))
             chunk = _CPU_CHUNK if self.device.type == "cpu" else _DEVICE_CHUNK
             cols = min(n, chunk)
             rows = max(1, chunk // n)
@@ -154,7 +173,7 @@ class SampleRandom:
                     finish(_hash32_(bits, scratch[:size].view_as(bits)), values)
                     if combine is not None:
                         combine(values, *(op[r0:r1, c0:c1] for op in flat))
-        return out.to(dtype).reshape((b,) + tuple(shape))
+        return out.to(dtype)
 
     def combine(self, distribution: str, fn, x: torch.Tensor, *operands: torch.Tensor) -> torch.Tensor:
         """`fn(values, x, *operands)` over fresh draws of x's shape, one cache-sized chunk at a time.
@@ -184,6 +203,18 @@ class SampleRandom:
             info = torch.finfo(dtype)
             u.clamp_(info.tiny, 1.0 - info.eps / 2)
         return u
+
+    def uniforms(self, shapes: list[tuple[int, ...]], dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+        """The values of `uniform(*shape, dtype=dtype)` called once per shape in turn, drawn in one pass.
+
+        For many small draws (a fractal's levels) the fixed cost of a draw is then paid once.
+        """
+        sizes = tuple(math.prod(shape) for shape in shapes)
+        u = self._draw_streams(sizes, dtype, _uniform_64 if dtype == torch.float64 else _uniform_32)
+        if dtype not in (torch.float32, torch.float64):
+            info = torch.finfo(dtype)
+            u.clamp_(info.tiny, 1.0 - info.eps / 2)
+        return [part.reshape((len(self),) + tuple(shape)) for part, shape in zip(u.split(sizes, dim=1), shapes)]
 
     def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """N(0, 1) by the inverse CDF, sqrt(2) erfinv(2u - 1), shape (B, *shape).
