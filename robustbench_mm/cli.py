@@ -253,13 +253,6 @@ def _adapt_from_flags(args: argparse.Namespace, models: list):
     return adapt(models[0], inputs, output, preprocess or None, where="--inputs/--output/--preprocess")
 
 
-def _cwd_importable() -> None:
-    """Put the working directory on sys.path, after the installed packages: a `module:factory`
-    there and the code a trusted pickle names import without PYTHONPATH=., and no file there
-    shadows an installed package (`imports.working_directory_last`)."""
-    working_directory_last()
-
-
 def _add_pixel_units(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--value-range", action="append", metavar="[NAME=]LO,HI",
@@ -531,7 +524,6 @@ def _show_inputs(args: argparse.Namespace) -> int:
         from .models.adapter import receives_present
         from .models import load_model
 
-        _cwd_importable()
         (weights,) = _weights_per_model([args.name], args.weights)
         model = load_model(args.name, trust=args.trust_checkpoint, weights=weights, random_weights=args.random_weights)
         presence[model.name] = receives_present(model.module)
@@ -593,7 +585,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     specs = _model_specs(args.models, args.name)
     weights = _weights_per_model([m for _, m in specs], args.weights)
     device = _device(args.device)
-    _cwd_importable()
     models = [
         load_model(m, trust=args.trust_checkpoint, weights=w, random_weights=args.random_weights, name=n)
         for (n, m), w in zip(specs, weights)
@@ -944,7 +935,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     keep_freed_memory()
-    working_directory_last()  # `python -m` put it first, where a ./h5py.py would shadow h5py
+    # the working directory importable, after the installed packages: a `module:factory` there and
+    # the classes a trusted pickle names import without PYTHONPATH=., and a ./h5py.py shadows
+    # nothing (`python -m` put it first)
+    working_directory_last()
     try:
         thread_policy(args.threads)
         plugins = args.plugins + getattr(args, "plugins_after", [])

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from robustbench_mm.cli import main
-from robustbench_mm.datasets import load_dataset, load_splits
+from robustbench_mm.datasets import load_splits
 from robustbench_mm.datasets.contract import parse_value_ranges, with_value_ranges
 
 # ------------------------------------------------------------------ affect pickles (MOSI, MOSEI...)

@@ -289,7 +289,7 @@ def test_blank_per_word_turns_a_whole_word_into_one_blank_token_as_qmf_before_to
     for row in y.tolist():
         row = [t for t in row if t != PAD_ID]
         # which words were blanked: walk the original words against the output
-        out, i, blanked = [], 1, []
+        i, blanked = 1, []
         for w in text:
             k = len(pieces[w])
             hit = row[i] == vocab.index("_")

@@ -232,7 +232,7 @@ def _read_arrow_split(where: str, folder: Path):
 
 def read_arrow_folder(path: Path, options: ReadOptions) -> dict:
     """A `Dataset.save_to_disk` folder, or a `DatasetDict.save_to_disk` one (its splits -> ours)."""
-    pa = optional_import("pyarrow", "Hugging Face Arrow folders")
+    optional_import("pyarrow", "Hugging Face Arrow folders")  # a missing pyarrow: one line naming the extra
     where = str(path)
     if not (path / HF_DICT).is_file():
         table = _read_arrow_split(where, path)
