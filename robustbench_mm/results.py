@@ -641,7 +641,9 @@ class RunWriter:
                 )
             self.seconds = dict(previous.cell_seconds)
             self.manifest = replace(self.manifest, started=previous.started or self.manifest.started)
-        remove_stale_temporaries(out)  # a killed run's half-written files
+        # a killed run's half-written files, once: the lock keeps other writers out from here on
+        # (the run's own writes skip the sweep)
+        remove_stale_temporaries(out)
         remove_stale_temporaries(self.samples)
         try:
             self.samples.mkdir(exist_ok=True)
@@ -690,17 +692,17 @@ class RunWriter:
 
     def write_cell(self, cid: str, record: dict[str, np.ndarray], seconds: float) -> None:
         row = cell_row(self.cells[cid], record, self.metrics(record))
-        atomic_write(self.samples / f"{cid}.npz", npz_bytes(record), self._kept(), durable=False)
+        atomic_write(self.samples / f"{cid}.npz", npz_bytes(record), self._kept(), durable=False, sweep=False)
         self.rows[cid] = row
         self.seconds[cid] = seconds
 
     def write_tables(self, *, complete: bool, wall_seconds: float | None = None) -> None:
         """cells.csv (grid order) and the manifest, both atomic."""
         rows = [dict(self.rows[cid], seconds=self.seconds.get(cid, np.nan)) for cid in self.cells if cid in self.rows]
-        atomic_write(self.out / "cells.csv", csv_bytes(rows), self._kept())
+        atomic_write(self.out / "cells.csv", csv_bytes(rows), self._kept(), sweep=False)
         self.manifest = replace(
             self.manifest, complete=bool(complete), cell_seconds={k: self.seconds[k] for k in sorted(self.seconds)},
             finished=datetime.now(timezone.utc).isoformat(timespec="seconds") if complete else None,
             wall_seconds=wall_seconds if complete else None,
         )
-        atomic_write(self.manifest_path, json_bytes(self.manifest.to_json()), self._kept())
+        atomic_write(self.manifest_path, json_bytes(self.manifest.to_json()), self._kept(), sweep=False)
