@@ -356,34 +356,7 @@ def _warn_kinds(specs) -> None:
         print(f"rbmm: warning: {line}", file=sys.stderr)
 
 
-# the modules whose import creates the registries `rbmm list` shows (others appear once imported)
-_REGISTRY_MODULES = ("corruptions", "metrics", "models", "datasets", "report")
-_LIST_ORDER = ("corruptions", "metrics", "backbones", "datasets")  # then any other registry, then protocols
 PROTOCOLS = "protocols"  # not a registry: shipped TOML files and those in ./protocols/
-
-
-def _plural(kind: str) -> str:
-    """'metric' -> 'metrics', 'condition family' -> 'condition_families' (a command-line word)."""
-    word = kind.replace(" ", "_")
-    return word[:-1] + "ies" if word.endswith("y") else word + "s"
-
-
-def _registries(modules: tuple[str, ...] = _REGISTRY_MODULES) -> dict[str, object]:
-    """Plural kind ("metrics") -> its registry, once `modules` (default: every registry module) are
-    imported; registries made by other modules imported so far (plug-ins) come too."""
-    import importlib
-
-    from .registry import all_registries
-
-    for module in modules:
-        importlib.import_module(f"{__package__}.{module}")
-    found = {_plural(kind): reg for kind, reg in all_registries().items()}
-    ordered = [kind for kind in _LIST_ORDER if kind in found] + [kind for kind in found if kind not in _LIST_ORDER]
-    return {kind: found[kind] for kind in ordered}
-
-
-def _list_kinds() -> list[str]:
-    return [*_registries(), PROTOCOLS]
 
 
 def _list_protocols() -> list[tuple[str, str, str]]:
@@ -400,63 +373,49 @@ def _list_protocols() -> list[tuple[str, str, str]]:
     return rows
 
 
-def _entry_line(kind: str, obj) -> str:
-    """One line on a registry entry: what it is, in the words its kind needs."""
-    if kind == "metrics":
-        return f"{obj.task}, {obj.direction} is better: {obj.description}"
-    if kind == "backbones":
-        calibration = "" if obj.calibration else "; no --calibration"
-        return f"{obj.description} ({'/'.join(obj.tasks)}{calibration})"
-    if kind == "report_sections":
-        doc = (obj.build.__doc__ or sys.modules[obj.build.__module__].__doc__ or "").strip()
-        return f"order {obj.order:g}" + (f": {doc.splitlines()[0]}" if doc else "")
-    if kind == "datasets" and obj.options:
-        return f"{obj.description} (options: {', '.join(obj.options)})"
-    description = str(getattr(obj, "description", "") or "")
-    return description.splitlines()[0] if description else ""
+def _print_lines(lines: list[str], indent: str = "") -> None:
+    for line in lines:
+        print(f"{indent}{line}")
 
 
-def _print_kind(kind: str, registries: dict, indent: str = "") -> None:
-    if kind == PROTOCOLS:
-        for name, text, source in _list_protocols():
-            print(f"{indent}{name:<16} {text}  [{source}]")
-        return
-    registry = registries[kind]
-    if kind == "corruptions":
-        from .corruptions import list_corruptions
+def _protocol_lines() -> list[str]:
+    return [f"{name:<16} {text}  [{source}]" for name, text, source in _list_protocols()]
 
-        for spec in list_corruptions():
-            levels = ", ".join(f"{v:g}" for v in spec.severity)
-            print(f"{indent}{spec.name:<22} {'/'.join(spec.kinds):<28} levels 1-5: {levels} ({spec.unit})  [{spec.source}]")
-            print(f"{indent}{'':<22} {spec.description}" + ("" if spec.catalog else " (by name only: not in 'all' or 'kind:K')"))
-        return
-    for name, obj in registry.items():
-        print(f"{indent}{name:<18} {_entry_line(kind, obj)}  [{registry.source(name)}]")
+
+def _listing(what: str | None) -> tuple[dict[str, list[str]], list[str]]:
+    """(each registry kind -> the lines `rbmm list` prints for it, the unregistered data sources'
+    lines) for `rbmm list [WHAT]`. The declared built-ins when nothing else can be registered (no
+    torch); else the registries, importing only the module that registers WHAT when it is one
+    built-in kind, with lines made for WHAT alone when it is named."""
+    from . import listing
+
+    declared = listing.declared()
+    if declared is not None:
+        return declared["kinds"], declared["unregistered_datasets"]
+    from .catalog import LIST_MODULES
+
+    registries = listing.registries((LIST_MODULES[what],)) if what in LIST_MODULES else listing.registries()
+    lines = {kind: listing.kind_lines(kind, reg) if what in (None, kind) else [] for kind, reg in registries.items()}
+    sources = listing.unregistered_source_lines(registries["datasets"]) if what == "datasets" else []
+    return lines, sources
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == PROTOCOLS:  # files, not a registry: nothing to import
-        _print_kind(PROTOCOLS, {})
+        _print_lines(_protocol_lines())
         return 0
-    from .catalog import LIST_MODULES
-
-    # one built-in kind: import only the module that registers it (the others cost seconds)
-    registries = _registries((LIST_MODULES[args.what],)) if args.what in LIST_MODULES else _registries()
-    kinds = [*registries, PROTOCOLS]
+    lines, unregistered_sources = _listing(args.what)
+    kinds = [*lines, PROTOCOLS]
     if args.what is not None and args.what not in kinds:
         raise one_of("thing to list", args.what, kinds)
     if args.what is not None:
-        _print_kind(args.what, registries)
+        _print_lines(lines[args.what])
         if args.what == "datasets":  # the sources that are not registered names
-            from .datasets import describe_sources
-
-            for name, text in describe_sources().items():
-                if name not in registries["datasets"]:
-                    print(f"{name:<18} {text}")
+            _print_lines(unregistered_sources)
         return 0
     for kind in kinds:
         print(f"{kind}:")
-        _print_kind(kind, registries, indent="  ")
+        _print_lines(_protocol_lines() if kind == PROTOCOLS else lines[kind], indent="  ")
     return 0
 
 
@@ -486,15 +445,15 @@ def _show_corruption(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .protocols import load_protocol
-
     if args.thing == "inputs":
         return _show_inputs(args)
-    if args.name is None:
+    if args.name is None:  # answered from the protocol files, before torch loads
         raise InputError(f"rbmm show {args.thing}: name the {args.thing}" + (
             ", one of " + ", ".join(n for n, _, _ in _list_protocols()) if args.thing == "protocol" else " (rbmm list corruptions)"))
     if args.thing == "corruption":
         return _show_corruption(args)
+    from .protocols import load_protocol
+
     protocol = load_protocol(args.name)
     data = _load_data(args, args.data, args.split)
     protocol = _apply_normalization(args, protocol)
