@@ -1,7 +1,7 @@
 """What `rbmm` imports before it has work to do: help texts and the protocol list name their
 choices from light declarations (robustbench_mm.catalog, protocol_files), so they load none of
 the heavy libraries; `rbmm list KIND` imports the one module that registers KIND, which loads torch
-but not pandas, scipy or matplotlib (report sections aside: their module is the report's).
+but not pandas, scipy, matplotlib or numba (report sections aside: their module is the report's).
 Bounded by the set of imported modules (`python -X importtime`), not by a time.
 """
 
@@ -26,7 +26,7 @@ from robustbench_mm.models.training import TRAIN_DEFAULTS
 from robustbench_mm.registry import BUILTIN
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "pandas", "scipy", "matplotlib")
+HEAVY = ("torch", "pandas", "scipy", "matplotlib", "numba")
 COMMANDS = sorted(next(a for a in build_parser()._actions if a.dest == "command").choices)
 
 
@@ -53,7 +53,7 @@ def test_help_and_the_protocol_list_load_no_heavy_library(args):
 def test_listing_one_kind_loads_torch_alone_of_the_heavy_libraries(kind):
     """From the repository root, whose corruptions/ plug-ins must still be listed."""
     loaded = _imported(["list", kind], ROOT)
-    assert not loaded & {"pandas", "scipy", "matplotlib"}, f"rbmm list {kind} imported {sorted(loaded & set(HEAVY))}"
+    assert not loaded & {"pandas", "scipy", "matplotlib", "numba"}, f"rbmm list {kind} imported {sorted(loaded & set(HEAVY))}"
 
 
 _NAMES_AFTER = """

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 
 import torch
+
+from ..errors import InputError
 
 RNG_VERSION = "lowbias32-int32-erfinv/2"  # recorded in runs and baselines: a change alters every draw
 _GOLDEN = 0x9E3779B9
@@ -73,11 +76,62 @@ def _uniform_64(bits: torch.Tensor, out: torch.Tensor) -> None:
 
 
 def _normal_32(bits: torch.Tensor, out: torch.Tensor) -> None:
-    out.copy_(bits.bitwise_and_(0x7FFFFF)).mul_(2.0**-22).add_(2.0**-23 - 1.0).erfinv_().mul_(math.sqrt(2.0))
+    _normal_from_signed_(out.copy_(bits.bitwise_and_(0x7FFFFF)).mul_(2.0**-22).add_(2.0**-23 - 1.0))
 
 
 def _normal_64(bits: torch.Tensor, out: torch.Tensor) -> None:
-    out.copy_(bits).add_(2.0**31 + 0.5).mul_(2.0**-31).sub_(1.0).erfinv_().mul_(math.sqrt(2.0))
+    _normal_from_signed_(out.copy_(bits).add_(2.0**31 + 0.5).mul_(2.0**-31).sub_(1.0))
+
+
+def _normal_from_signed_(v: torch.Tensor) -> None:
+    """2u - 1 -> sqrt(2) erfinv(2u - 1) in place: the normals' last step on both paths."""
+    v.erfinv_().mul_(math.sqrt(2.0))
+
+
+# The compiled path (corruptions/_rng_numba.py, numba): for each finisher, the loop that computes
+# the hash and the finisher's exact part, and the torch step left to run after it.
+_COMPILED_STEPS = {
+    _uniform_32: ("uniform_32", None),
+    _uniform_64: ("uniform_64", None),
+    _normal_32: ("signed_32", _normal_from_signed_),
+    _normal_64: ("signed_64", _normal_from_signed_),
+}
+RNG_PATHS = ("auto", "compiled", "torch")  # the values of RBMM_RNG
+# Loading numba and the loops costs ~0.55 s CPU (1 s when it compiles them the first time); torch's
+# hashing costs ~2.3 ns a value more than the loop's on one thread. By default the loops load once
+# a process has drawn this many values on torch's CPU path (~0.6 s of hashing): a short run never
+# pays for numba, a long one pays at most what it had already spent waiting for torch.
+_LOAD_AFTER = 2**28
+_torch_values = 0  # values drawn on torch's CPU path so far, until the loops load
+_loops = None  # the _rng_numba module once loaded, False where numba cannot be imported
+
+
+def _compiled(finish, count: int):
+    """(loop, torch step after it) for a CPU draw of `count` values through `finish`, or None for torch's path.
+
+    RBMM_RNG chooses: `auto` (the default) loads the loops after _LOAD_AFTER values, `compiled`
+    from the first draw, `torch` never. Both paths give the same bits (tests/test_rng_compiled.py).
+    """
+    global _loops, _torch_values
+    path = os.environ.get("RBMM_RNG") or "auto"
+    if path not in RNG_PATHS:
+        raise InputError(f"RBMM_RNG={path!r}; expected one of: {', '.join(RNG_PATHS)}")
+    if path == "torch" or finish not in _COMPILED_STEPS:
+        return None
+    if _loops is None:
+        if path == "auto" and _torch_values < _LOAD_AFTER:
+            _torch_values += count
+            return None
+        try:
+            from . import _rng_numba as _loops
+        except (ImportError, RuntimeError):  # numba not installed (the `fast` extra) or not fitting this
+            _loops = False  # numpy; RuntimeError: no writable place for its cache (NUMBA_CACHE_DIR sets one)
+    if _loops is False:
+        if path == "compiled":
+            raise InputError("RBMM_RNG=compiled needs numba: pip install 'robustbench-mm[fast]'")
+        return None
+    name, after = _COMPILED_STEPS[finish]
+    return getattr(_loops, name), after
 
 
 def key32(*parts: object) -> int:
@@ -160,17 +214,27 @@ class SampleRandom:
             chunk = _CPU_CHUNK if self.device.type == "cpu" else _DEVICE_CHUNK
             cols = min(n, chunk)
             rows = max(1, chunk // n)
-            buffer = torch.empty(min(rows, b) * cols, dtype=torch.int32, device=self.device)
-            scratch = torch.empty_like(buffer)
+            compiled = _compiled(finish, b * n) if self.device.type == "cpu" else None
+            if compiled is None:
+                buffer = torch.empty(min(rows, b) * cols, dtype=torch.int32, device=self.device)
+                scratch = torch.empty_like(buffer)
+            else:
+                loop, after = compiled
+                keys, salts, values_out = self.keys.numpy().view("uint32"), salt.numpy().view("uint32"), out.numpy()
             for r0 in range(0, b, rows):
                 r1 = min(b, r0 + rows)
                 for c0 in range(0, n, cols):
                     c1 = min(n, c0 + cols)
-                    size = (r1 - r0) * (c1 - c0)
-                    bits = buffer[:size].view(r1 - r0, c1 - c0)
-                    torch.bitwise_xor(self.keys[r0:r1, None], salt[None, c0:c1], out=bits)
                     values = out[r0:r1, c0:c1]
-                    finish(_hash32_(bits, scratch[:size].view_as(bits)), values)
+                    if compiled is None:
+                        size = (r1 - r0) * (c1 - c0)
+                        bits = buffer[:size].view(r1 - r0, c1 - c0)
+                        torch.bitwise_xor(self.keys[r0:r1, None], salt[None, c0:c1], out=bits)
+                        finish(_hash32_(bits, scratch[:size].view_as(bits)), values)
+                    else:
+                        loop(keys[r0:r1], salts[c0:c1], values_out[r0:r1, c0:c1])
+                        if after is not None:
+                            after(values)
                     if combine is not None:
                         combine(values, *(op[r0:r1, c0:c1] for op in flat))
         return out.to(dtype)
