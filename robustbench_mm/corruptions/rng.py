@@ -97,11 +97,11 @@ _COMPILED_STEPS = {
     _normal_64: ("signed_64", _normal_from_signed_),
 }
 RNG_PATHS = ("auto", "compiled", "torch")  # the values of RBMM_RNG
-# Loading numba and the loops costs ~0.55 s CPU (1 s when it compiles them the first time); torch's
-# hashing costs ~2.3 ns a value more than the loop's on one thread. By default the loops load once
-# a process has drawn this many values on torch's CPU path (~0.6 s of hashing): a short run never
-# pays for numba, a long one pays at most what it had already spent waiting for torch.
-_LOAD_AFTER = 2**28
+# Importing numba and loading the loops costs ~0.45 s CPU (~0.85 s the first time, when numba
+# compiles them), and the loops save ~1 ns a value (benchmarks/bench_rng.py, one thread). By default
+# they load once a process has drawn this many values on torch's CPU path (~0.5 s forgone): a short
+# run never pays for numba, and a long one pays for it at most once more than it has already lost.
+_LOAD_AFTER = 2**29
 _torch_values = 0  # values drawn on torch's CPU path so far, until the loops load
 _loops = None  # the _rng_numba module once loaded, False where numba cannot be imported
 
