@@ -134,3 +134,14 @@ def test_a_short_run_never_imports_numba():
     env = {k: v for k, v in os.environ.items() if k != "RBMM_RNG"} | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_an_installed_numba_that_fails_to_load_is_reported_as_such(monkeypatch):
+    """Not with "pip install": the import failed for another reason, which the message carries."""
+    monkeypatch.setitem(sys.modules, "robustbench_mm.corruptions._rng_numba", None)  # its import raises ModuleNotFoundError
+    monkeypatch.delattr(corruptions_package, "_rng_numba", raising=False)
+    monkeypatch.setattr(rng_module, "_loops", None)
+    monkeypatch.setenv("RBMM_RNG", "compiled")
+    with pytest.raises(InputError, match=r"numba is installed but the compiled loops did not load \(ModuleNotFoundError: import of ") as caught:
+        SampleRandom(IDS, 0, "k").uniform(3)
+    assert "pip install" not in str(caught.value)

@@ -21,6 +21,7 @@ CPU kernel has no separate vector path: a value does not change with its positio
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import os
 
@@ -103,7 +104,8 @@ RNG_PATHS = ("auto", "compiled", "torch")  # the values of RBMM_RNG
 # run never pays for numba, and a long one pays for it at most once more than it has already lost.
 _LOAD_AFTER = 2**29
 _torch_values = 0  # values drawn on torch's CPU path so far, until the loops load
-_loops = None  # the _rng_numba module once loaded, False where numba cannot be imported
+_loops = None  # the _rng_numba module once loaded, False where it could not be
+_loops_failure = ""  # why it could not
 
 
 def _compiled(finish, count: int):
@@ -112,7 +114,7 @@ def _compiled(finish, count: int):
     RBMM_RNG chooses: `auto` (the default) loads the loops after _LOAD_AFTER values, `compiled`
     from the first draw, `torch` never. Both paths give the same bits (tests/test_rng_compiled.py).
     """
-    global _loops, _torch_values
+    global _loops, _loops_failure, _torch_values
     path = os.environ.get("RBMM_RNG") or "auto"
     if path not in RNG_PATHS:
         raise InputError(f"RBMM_RNG={path!r}; expected one of: {', '.join(RNG_PATHS)}")
@@ -124,11 +126,14 @@ def _compiled(finish, count: int):
             return None
         try:
             from . import _rng_numba as _loops
-        except (ImportError, RuntimeError):  # numba not installed (the `fast` extra) or not fitting this
-            _loops = False  # numpy; RuntimeError: no writable place for its cache (NUMBA_CACHE_DIR sets one)
+        except (ImportError, RuntimeError) as exc:  # numba missing or not fitting this numpy; RuntimeError:
+            _loops = False  # no writable place for numba's cache (NUMBA_CACHE_DIR sets one)
+            _loops_failure = f"{type(exc).__name__}: {exc}"
     if _loops is False:
         if path == "compiled":
-            raise InputError("RBMM_RNG=compiled needs numba: pip install 'robustbench-mm[fast]'")
+            if importlib.util.find_spec("numba") is None:
+                raise InputError("RBMM_RNG=compiled needs numba: pip install 'robustbench-mm[fast]'")
+            raise InputError(f"RBMM_RNG=compiled: numba is installed but the compiled loops did not load ({_loops_failure})")
         return None
     name, after = _COMPILED_STEPS[finish]
     return getattr(_loops, name), after
