@@ -98,7 +98,7 @@ _COMPILED_STEPS = {
     _normal_64: ("signed_64", _normal_from_signed_),
 }
 RNG_PATHS = ("auto", "compiled", "torch")  # the values of RBMM_RNG
-# Importing numba and loading the loops costs ~0.45 s CPU (~0.85 s the first time, when numba
+# Importing numba and loading the loops costs ~0.5 s CPU (~0.95 s the first time, when numba
 # compiles them), and the loops save ~1 ns a value (benchmarks/bench_rng.py, one thread). By default
 # they load once a process has drawn this many values on torch's CPU path (~0.5 s forgone): a short
 # run never pays for numba, and a long one pays for it at most once more than it has already lost.
