@@ -16,6 +16,10 @@ block, in place, which is what makes it cheap: random numbers bound every noise 
 Floats are built from the bits with single-rounding ops only (no fused multiply-add that a
 compiler could contract differently in vector and scalar loops), and normals use `erfinv`, whose
 CPU kernel has no separate vector path: a value does not change with its position in the tensor.
+
+On CPU the hash and the float step can also run as one compiled loop per element (numba,
+`_rng_numba.py`, the `fast` extra), giving the same bits 1.2-3x faster; RBMM_RNG picks the path
+(`_compiled`), and by default numba loads only once a process has drawn enough values to repay it.
 """
 
 from __future__ import annotations
@@ -205,7 +209,7 @@ class SampleRandom:
         """(B, sum(sizes)) values of len(sizes) fresh streams side by side, built chunk by chunk.
 
         Each chunk of int32 bit patterns is hashed and turned into values by `finish(bits, out)` in
-        place. Chunks of ~2**19 elements stay in the CPU's L2 cache, which makes the dozen passes
+        place, or by the compiled loop that computes the same (`_chunk_filler`). Chunks of ~2**19 elements stay in the CPU's L2 cache, which makes the dozen passes
         over them about three times faster than whole-tensor passes; values do not depend on
         the chunking (every op is elementwise), so batch independence is untouched. `combine`, if
         given, then edits each chunk of values in place with the matching chunks of `flat`
@@ -219,30 +223,43 @@ class SampleRandom:
             chunk = _CPU_CHUNK if self.device.type == "cpu" else _DEVICE_CHUNK
             cols = min(n, chunk)
             rows = max(1, chunk // n)
-            compiled = _compiled(finish, b * n) if self.device.type == "cpu" else None
-            if compiled is None:
-                buffer = torch.empty(min(rows, b) * cols, dtype=torch.int32, device=self.device)
-                scratch = torch.empty_like(buffer)
-            else:
-                loop, after = compiled
-                keys, salts, values_out = self.keys.numpy().view("uint32"), salt.numpy().view("uint32"), out.numpy()
+            fill = self._chunk_filler(finish, salt, out, min(rows, b) * cols)
             for r0 in range(0, b, rows):
                 r1 = min(b, r0 + rows)
                 for c0 in range(0, n, cols):
                     c1 = min(n, c0 + cols)
-                    values = out[r0:r1, c0:c1]
-                    if compiled is None:
-                        size = (r1 - r0) * (c1 - c0)
-                        bits = buffer[:size].view(r1 - r0, c1 - c0)
-                        torch.bitwise_xor(self.keys[r0:r1, None], salt[None, c0:c1], out=bits)
-                        finish(_hash32_(bits, scratch[:size].view_as(bits)), values)
-                    else:
-                        loop(keys[r0:r1], salts[c0:c1], values_out[r0:r1, c0:c1])
-                        if after is not None:
-                            after(values)
+                    fill(r0, r1, c0, c1)
                     if combine is not None:
-                        combine(values, *(op[r0:r1, c0:c1] for op in flat))
+                        combine(out[r0:r1, c0:c1], *(op[r0:r1, c0:c1] for op in flat))
         return out.to(dtype)
+
+    def _chunk_filler(self, finish, salt: torch.Tensor, out: torch.Tensor, chunk: int):
+        """fill(r0, r1, c0, c1): out[r0:r1, c0:c1] = finish(hash(keys[r0:r1] ^ salt[c0:c1])).
+
+        On CPU, the compiled loop where `_compiled` offers it (the same bits); otherwise torch's
+        ops on int32 scratch of `chunk` elements.
+        """
+        compiled = _compiled(finish, out.numel()) if self.device.type == "cpu" else None
+        if compiled is not None:
+            loop, after = compiled
+            keys, salts, values = self.keys.numpy().view("uint32"), salt.numpy().view("uint32"), out.numpy()
+
+            def fill_compiled(r0: int, r1: int, c0: int, c1: int) -> None:
+                loop(keys[r0:r1], salts[c0:c1], values[r0:r1, c0:c1])
+                if after is not None:
+                    after(out[r0:r1, c0:c1])
+
+            return fill_compiled
+        buffer = torch.empty(chunk, dtype=torch.int32, device=self.device)
+        scratch = torch.empty_like(buffer)
+
+        def fill_torch(r0: int, r1: int, c0: int, c1: int) -> None:
+            size = (r1 - r0) * (c1 - c0)
+            bits = buffer[:size].view(r1 - r0, c1 - c0)
+            torch.bitwise_xor(self.keys[r0:r1, None], salt[None, c0:c1], out=bits)
+            finish(_hash32_(bits, scratch[:size].view_as(bits)), out[r0:r1, c0:c1])
+
+        return fill_torch
 
     def combine(self, distribution: str, fn, x: torch.Tensor, *operands: torch.Tensor) -> torch.Tensor:
         """`fn(values, x, *operands)` over fresh draws of x's shape, one cache-sized chunk at a time.
