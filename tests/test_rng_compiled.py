@@ -65,6 +65,13 @@ def test_compiled_draws_are_torchs_bit_for_bit(monkeypatch):
     assert rng_module._loops not in (None, False)
 
 
+def test_compiled_draws_under_inference_mode(monkeypatch):
+    """The engine draws inside torch.inference_mode(): the loops write through numpy views of inference tensors."""
+    with torch.inference_mode():
+        got = _on("compiled", monkeypatch)
+    _assert_same_bits(got, _on("torch", monkeypatch))
+
+
 @pytest.mark.parametrize("chunk", [7, 61, 1000, 2**12])
 def test_compiled_draws_match_torchs_across_chunk_boundaries(monkeypatch, chunk):
     """Ragged chunks, a chunk per row or several rows per chunk: the loops see views of every shape."""
