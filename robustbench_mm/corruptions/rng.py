@@ -209,11 +209,12 @@ class SampleRandom:
         """(B, sum(sizes)) values of len(sizes) fresh streams side by side, built chunk by chunk.
 
         Each chunk of int32 bit patterns is hashed and turned into values by `finish(bits, out)` in
-        place, or by the compiled loop that computes the same (`_chunk_filler`). Chunks of ~2**19 elements stay in the CPU's L2 cache, which makes the dozen passes
-        over them about three times faster than whole-tensor passes; values do not depend on
-        the chunking (every op is elementwise), so batch independence is untouched. `combine`, if
-        given, then edits each chunk of values in place with the matching chunks of `flat`
-        (tensors of shape (B, sum(sizes))), while they are still in cache.
+        place, or by the compiled loop that computes the same (`_chunk_filler`). Chunks of ~2**19
+        elements stay in the CPU's L2 cache, which makes the dozen passes over them about three
+        times faster than whole-tensor passes; values do not depend on the chunking (every op is
+        elementwise), so batch independence is untouched. `combine`, if given, then edits each
+        chunk of values in place with the matching chunks of `flat` (tensors of shape
+        (B, sum(sizes))), while they are still in cache.
         """
         b, n = len(self), sum(sizes)
         salt = self._salts(sizes)
