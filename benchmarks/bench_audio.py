@@ -25,11 +25,15 @@ Pairs and what differs between the two sides:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_name] = "1"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# one random-number path for the whole run (by default a process switches once it has drawn enough,
+# robustbench_mm/corruptions/rng.py): the compiled one where numba is installed; RBMM_RNG=torch for the other
+os.environ.setdefault("RBMM_RNG", "compiled" if importlib.util.find_spec("numba") else "torch")
 
 import argparse  # noqa: E402
 import math  # noqa: E402
@@ -135,7 +139,7 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=3, choices=range(1, 6))
     args = parser.parse_args()
     print(f"keep_freed_memory applied: {keep_freed_memory()}; {describe_threads()}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"RBMM_RNG={os.environ['RBMM_RNG']}; load average {os.getloadavg()[0]:.1f}")
     gen = torch.Generator().manual_seed(0)
     t = torch.arange(args.samples) / args.rate
     x = (0.5 * torch.sin(2 * math.pi * 440 * t) + 0.1 * torch.randn(args.clips, args.samples, generator=gen)).clamp(-1, 1)

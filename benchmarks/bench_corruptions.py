@@ -20,7 +20,8 @@ references timed in alternating rounds so that all see the machine in the same s
 "floor ceiling" is the reference's time over the time of the one step our kernel cannot skip (the
 random-number draw for noise and ImageNet-C's fog, one copy of the batch for pixelate, the disk's
 depthwise convolution for defocus blur, Pillow's codec for JPEG; `floor_step`): no kernel built on
-that step can beat that ratio here. "same work" marks pairs running the same operation at the same parameter.
+that step can beat that ratio here; the floors' draws take the kernels' path (--rng, RBMM_RNG). "same work"
+marks pairs running the same operation at the same parameter.
 Ours is also timed back to back (warm caches), once under glibc's default malloc and once after
 `robustbench_mm.runtime.keep_freed_memory()` (what `rbmm` applies), for the allocator line; the
 ratios against the references use the timings in rounds (ours after a reference: colder caches).
@@ -372,6 +373,9 @@ def compare(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repea
     return by_name
 
 
+_DEFAULT_RNG = "compiled" if importlib.util.find_spec("numba") is not None else "torch"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", choices=("imagenet-c", "catalog"), default="imagenet-c")
@@ -381,10 +385,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (pinned; default %(default)s)")
+    ap.add_argument("--rng", choices=("compiled", "torch"), default=_DEFAULT_RNG,
+                    help="path of the common random numbers on CPU, pinned as RBMM_RNG (default %(default)s: "
+                         "a long run's, numba present; the same bits either way)")
     ap.add_argument("--corruptions", nargs="+", metavar="NAME",
                     help="time only these (default: the suite's all; imagenet-c suite: ImageNet-C names)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["RBMM_RNG"] = args.rng  # the kernels' draws and the floors' alike
     cv2_threads = "no cv2"
     if importlib.util.find_spec("cv2") is not None:  # imagecorruptions' filters run in OpenCV's own pool
         import cv2
@@ -392,7 +400,8 @@ def main() -> None:
         cv2.setNumThreads(args.threads)
         cv2_threads = str(cv2.getNumThreads())
     print(f"torch threads: {torch.get_num_threads()} (--threads {args.threads}; OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), OpenCV threads {cv2_threads}, load average {os.getloadavg()[0]:.1f}")
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), OpenCV threads {cv2_threads}, random numbers RBMM_RNG={args.rng}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print("imagecorruptions:", "available" if ic_corrupt else f"NOT available ({IC_ERROR}); only the loop reference is timed",
           "(scikit-image's multichannel keyword mapped to channel_axis)" if IC_SKIMAGE_MAPPED else "")
     if args.suite == "imagenet-c":

@@ -2,8 +2,8 @@
 choices from light declarations (robustbench_mm.catalog, protocol_files), and `rbmm list [KIND]`
 without plug-ins prints the built-ins from robustbench_mm/catalog_listing.json, so they load none
 of the heavy libraries. With plug-ins present (the repository root's corruptions/), `rbmm list
-KIND` imports the one module that registers KIND, which loads torch but not pandas, scipy or
-matplotlib (report sections aside: their module is the report's). Bounded by the set of imported
+KIND` imports the one module that registers KIND, which loads torch but not pandas, scipy,
+matplotlib or numba (report sections aside: their module is the report's). Bounded by the set of imported
 modules (`python -X importtime`), not by a time.
 """
 
@@ -29,7 +29,7 @@ from robustbench_mm.models.training import TRAIN_DEFAULTS
 from robustbench_mm.registry import BUILTIN
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "pandas", "scipy", "matplotlib")
+HEAVY = ("torch", "pandas", "scipy", "matplotlib", "numba")
 COMMANDS = sorted(next(a for a in build_parser()._actions if a.dest == "command").choices)
 
 
@@ -71,7 +71,7 @@ def test_show_without_a_name_lists_the_choices_without_a_heavy_library(thing, tm
 def test_listing_one_kind_with_plug_ins_loads_torch_alone_of_the_heavy_libraries(kind):
     """From the repository root, whose corruptions/ plug-ins must still be listed."""
     loaded = _imported(["list", kind], ROOT)
-    assert not loaded & {"pandas", "scipy", "matplotlib"}, f"rbmm list {kind} imported {sorted(loaded & set(HEAVY))}"
+    assert not loaded & {"pandas", "scipy", "matplotlib", "numba"}, f"rbmm list {kind} imported {sorted(loaded & set(HEAVY))}"
 
 
 _NAMES_AFTER = """

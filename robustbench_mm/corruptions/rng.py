@@ -16,14 +16,22 @@ block, in place, which is what makes it cheap: random numbers bound every noise 
 Floats are built from the bits with single-rounding ops only (no fused multiply-add that a
 compiler could contract differently in vector and scalar loops), and normals use `erfinv`, whose
 CPU kernel has no separate vector path: a value does not change with its position in the tensor.
+
+On CPU the hash and the float step can also run as one compiled loop per element (numba,
+`_rng_numba.py`, the `fast` extra), giving the same bits 1.2-3x faster; RBMM_RNG picks the path
+(`_compiled`), and by default numba loads only once a process has drawn enough values to repay it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
+import os
 
 import torch
+
+from ..errors import InputError
 
 RNG_VERSION = "lowbias32-int32-erfinv/2"  # recorded in runs and baselines: a change alters every draw
 _GOLDEN = 0x9E3779B9
@@ -73,11 +81,66 @@ def _uniform_64(bits: torch.Tensor, out: torch.Tensor) -> None:
 
 
 def _normal_32(bits: torch.Tensor, out: torch.Tensor) -> None:
-    out.copy_(bits.bitwise_and_(0x7FFFFF)).mul_(2.0**-22).add_(2.0**-23 - 1.0).erfinv_().mul_(math.sqrt(2.0))
+    _normal_from_signed_(out.copy_(bits.bitwise_and_(0x7FFFFF)).mul_(2.0**-22).add_(2.0**-23 - 1.0))
 
 
 def _normal_64(bits: torch.Tensor, out: torch.Tensor) -> None:
-    out.copy_(bits).add_(2.0**31 + 0.5).mul_(2.0**-31).sub_(1.0).erfinv_().mul_(math.sqrt(2.0))
+    _normal_from_signed_(out.copy_(bits).add_(2.0**31 + 0.5).mul_(2.0**-31).sub_(1.0))
+
+
+def _normal_from_signed_(v: torch.Tensor) -> None:
+    """2u - 1 -> sqrt(2) erfinv(2u - 1) in place: the normals' last step on both paths."""
+    v.erfinv_().mul_(math.sqrt(2.0))
+
+
+# The compiled path (corruptions/_rng_numba.py, numba): for each finisher, the loop that computes
+# the hash and the finisher's exact part, and the torch step left to run after it.
+_COMPILED_STEPS = {
+    _uniform_32: ("uniform_32", None),
+    _uniform_64: ("uniform_64", None),
+    _normal_32: ("signed_32", _normal_from_signed_),
+    _normal_64: ("signed_64", _normal_from_signed_),
+}
+RNG_PATHS = ("auto", "compiled", "torch")  # the values of RBMM_RNG
+# Importing numba and loading the loops costs ~0.5 s CPU (~0.95 s the first time, when numba
+# compiles them), and the loops save ~1 ns a value (benchmarks/bench_rng.py, one thread). By default
+# they load once a process has drawn this many values on torch's CPU path (~0.5 s forgone): a short
+# run never pays for numba, and a long one pays for it at most once more than it has already lost.
+_LOAD_AFTER = 2**29
+_torch_values = 0  # values drawn on torch's CPU path so far, until the loops load
+_loops = None  # the _rng_numba module once loaded, False where it could not be
+_loops_failure = ""  # why it could not
+
+
+def _compiled(finish, count: int):
+    """(loop, torch step after it) for a CPU draw of `count` values through `finish`, or None for torch's path.
+
+    RBMM_RNG chooses: `auto` (the default) loads the loops after _LOAD_AFTER values, `compiled`
+    from the first draw, `torch` never. Both paths give the same bits (tests/test_rng_compiled.py).
+    """
+    global _loops, _loops_failure, _torch_values
+    path = os.environ.get("RBMM_RNG") or "auto"
+    if path not in RNG_PATHS:
+        raise InputError(f"RBMM_RNG={path!r}; expected one of: {', '.join(RNG_PATHS)}")
+    if path == "torch" or finish not in _COMPILED_STEPS:
+        return None
+    if _loops is None:
+        if path == "auto" and _torch_values < _LOAD_AFTER:
+            _torch_values += count
+            return None
+        try:
+            from . import _rng_numba as _loops
+        except (ImportError, RuntimeError) as exc:  # numba missing or not fitting this numpy; RuntimeError:
+            _loops = False  # no writable place for numba's cache (NUMBA_CACHE_DIR sets one)
+            _loops_failure = f"{type(exc).__name__}: {exc}"
+    if _loops is False:
+        if path == "compiled":
+            if importlib.util.find_spec("numba") is None:
+                raise InputError("RBMM_RNG=compiled needs numba: pip install 'robustbench-mm[fast]'")
+            raise InputError(f"RBMM_RNG=compiled: numba is installed but the compiled loops did not load ({_loops_failure})")
+        return None
+    name, after = _COMPILED_STEPS[finish]
+    return getattr(_loops, name), after
 
 
 def key32(*parts: object) -> int:
@@ -146,11 +209,12 @@ class SampleRandom:
         """(B, sum(sizes)) values of len(sizes) fresh streams side by side, built chunk by chunk.
 
         Each chunk of int32 bit patterns is hashed and turned into values by `finish(bits, out)` in
-        place. Chunks of ~2**19 elements stay in the CPU's L2 cache, which makes the dozen passes
-        over them about three times faster than whole-tensor passes; values do not depend on
-        the chunking (every op is elementwise), so batch independence is untouched. `combine`, if
-        given, then edits each chunk of values in place with the matching chunks of `flat`
-        (tensors of shape (B, sum(sizes))), while they are still in cache.
+        place, or by the compiled loop that computes the same (`_chunk_filler`). Chunks of ~2**19
+        elements stay in the CPU's L2 cache, which makes the dozen passes over them about three
+        times faster than whole-tensor passes; values do not depend on the chunking (every op is
+        elementwise), so batch independence is untouched. `combine`, if given, then edits each
+        chunk of values in place with the matching chunks of `flat` (tensors of shape
+        (B, sum(sizes))), while they are still in cache.
         """
         b, n = len(self), sum(sizes)
         salt = self._salts(sizes)
@@ -160,20 +224,43 @@ class SampleRandom:
             chunk = _CPU_CHUNK if self.device.type == "cpu" else _DEVICE_CHUNK
             cols = min(n, chunk)
             rows = max(1, chunk // n)
-            buffer = torch.empty(min(rows, b) * cols, dtype=torch.int32, device=self.device)
-            scratch = torch.empty_like(buffer)
+            fill = self._chunk_filler(finish, salt, out, min(rows, b) * cols)
             for r0 in range(0, b, rows):
                 r1 = min(b, r0 + rows)
                 for c0 in range(0, n, cols):
                     c1 = min(n, c0 + cols)
-                    size = (r1 - r0) * (c1 - c0)
-                    bits = buffer[:size].view(r1 - r0, c1 - c0)
-                    torch.bitwise_xor(self.keys[r0:r1, None], salt[None, c0:c1], out=bits)
-                    values = out[r0:r1, c0:c1]
-                    finish(_hash32_(bits, scratch[:size].view_as(bits)), values)
+                    fill(r0, r1, c0, c1)
                     if combine is not None:
-                        combine(values, *(op[r0:r1, c0:c1] for op in flat))
+                        combine(out[r0:r1, c0:c1], *(op[r0:r1, c0:c1] for op in flat))
         return out.to(dtype)
+
+    def _chunk_filler(self, finish, salt: torch.Tensor, out: torch.Tensor, chunk: int):
+        """fill(r0, r1, c0, c1): out[r0:r1, c0:c1] = finish(hash(keys[r0:r1] ^ salt[c0:c1])).
+
+        On CPU, the compiled loop where `_compiled` offers it (the same bits); otherwise torch's
+        ops on int32 scratch of `chunk` elements.
+        """
+        compiled = _compiled(finish, out.numel()) if self.device.type == "cpu" else None
+        if compiled is not None:
+            loop, after = compiled
+            keys, salts, values = self.keys.numpy().view("uint32"), salt.numpy().view("uint32"), out.numpy()
+
+            def fill_compiled(r0: int, r1: int, c0: int, c1: int) -> None:
+                loop(keys[r0:r1], salts[c0:c1], values[r0:r1, c0:c1])
+                if after is not None:
+                    after(out[r0:r1, c0:c1])
+
+            return fill_compiled
+        buffer = torch.empty(chunk, dtype=torch.int32, device=self.device)
+        scratch = torch.empty_like(buffer)
+
+        def fill_torch(r0: int, r1: int, c0: int, c1: int) -> None:
+            size = (r1 - r0) * (c1 - c0)
+            bits = buffer[:size].view(r1 - r0, c1 - c0)
+            torch.bitwise_xor(self.keys[r0:r1, None], salt[None, c0:c1], out=bits)
+            finish(_hash32_(bits, scratch[:size].view_as(bits)), out[r0:r1, c0:c1])
+
+        return fill_torch
 
     def combine(self, distribution: str, fn, x: torch.Tensor, *operands: torch.Tensor) -> torch.Tensor:
         """`fn(values, x, *operands)` over fresh draws of x's shape, one cache-sized chunk at a time.
