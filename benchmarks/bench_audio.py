@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from robustbench_mm.corruptions import SampleRandom, get_corruption  # noqa: E402
+from robustbench_mm.corruptions.audio import _fft_length  # noqa: E402
 from robustbench_mm.datasets import ModalitySpec  # noqa: E402
 from robustbench_mm.runtime import describe_threads, keep_freed_memory  # noqa: E402
 
@@ -90,7 +91,8 @@ def _floor(name: str, x: torch.Tensor, fresh):
 
     Memory-bound kernels (one pass over the batch): `x.clone()`, after time_mask's segment draws.
     Noises: their random draws (and the
-    colour's FFT pair). Reverb: its three float64 FFTs at the size its output bits depend on."""
+    colour's FFT pair). Reverb: its three FFTs, in the clips' precision (float32 here) at the length
+    its output bits depend on (revision 2: the smallest 2^a 5^b >= n + IR length - 1)."""
     n = x.shape[-1]
     if name in ("gain", "clipping"):
         return lambda: x.clone()
@@ -102,9 +104,9 @@ def _floor(name: str, x: torch.Tensor, fresh):
         return lambda: torch.fft.irfft(torch.fft.rfft(next(fresh).normal(n, dtype=torch.float64), dim=-1), n=n, dim=-1)
     if name == "reverb":
         length = min(n, max(2, math.ceil(5 * max(1.0, 0.05 * n))))
-        ir = torch.ones(x.shape[0], length, dtype=torch.float64)
-        size = n + length
-        return lambda: torch.fft.irfft(torch.fft.rfft(x.to(torch.float64), n=size) * torch.fft.rfft(ir, n=size), n=size)
+        ir = torch.ones(x.shape[0], length, dtype=x.dtype)
+        size = _fft_length(n + length - 1)
+        return lambda: torch.fft.irfft(torch.fft.rfft(x, n=size) * torch.fft.rfft(ir, n=size), n=size)
     return None
 
 
