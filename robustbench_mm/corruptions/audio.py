@@ -106,7 +106,7 @@ def time_mask(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySp
     if n % segments or bits is None:
         seg_of = torch.arange(n, device=x.device) * segments // n
         return torch.where(drop[:, seg_of], torch.zeros_like(x), x)
-    keep = (~drop).to(bits).neg_()  # -1 keeps every bit of a segment, 0 clears them (+0.0)
+    keep = drop.to(bits).sub_(1)  # -1 keeps every bit of a segment, 0 clears them (+0.0)
     cleared = x.contiguous().view(bits).view(x.shape[0], segments, n // segments) & keep[:, :, None]
     return cleared.view(x.dtype).view(x.shape)
 
