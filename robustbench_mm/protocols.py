@@ -80,6 +80,9 @@ Plug-in corruptions a protocol can select (named, or matched by "all"/"kind:K" w
 are part of what it means: `Protocol.plugins` lists them (name, source, SHA-256 of the file) and
 they enter its hash, so the same file read with other plug-ins loaded has another hash. So do the
 condition families from outside the package that its [[condition]] tables name ("family:NAME").
+A built-in kernel whose output bits changed on purpose carries a `revision` above 1
+(`CorruptionSpec.revision`); the revisions of those a protocol can select enter its hash too, so a
+run begun with the earlier kernel is refused on resume instead of mixing cells of both.
 """
 
 from __future__ import annotations
@@ -186,10 +189,15 @@ def parse_protocol(text: str, source: str = "<string>") -> "Protocol":
             raise err(kind, f"an array of tables ([[{kind}]])", tables)
         for i, table in enumerate(tables):
             groups.append(_check_group(kind, i, table, err))
-    plugins = plugin_records(_selectable_plugins(groups)) + family_records(_foreign_families(groups))
+    selectable = _selectable_corruptions(groups)
+    plugins = (plugin_records(sorted(s.name for s in selectable if s.source != BUILTIN))
+               + family_records(_foreign_families(groups)))
+    revisions = {s.name: s.revision for s in selectable if s.source == BUILTIN and s.revision > 1}
     content = {"name": doc["name"], "seed": seed, "seeds": seeds, "metrics": metrics, "groups": groups}
     if plugins:  # only then: a protocol of built-ins keeps the hash it always had
         content["plugins"] = [{"name": p["name"], "sha256": p["sha256"]} for p in plugins]
+    if revisions:  # likewise: only a protocol that can select a revised built-in kernel changes hash
+        content["revisions"] = revisions
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return Protocol(
         name=doc["name"],
@@ -232,17 +240,18 @@ def _foreign_families(groups: list[dict]) -> list[str]:
     return sorted(n for n in named if CONDITION_FAMILIES.source(n) != BUILTIN)
 
 
-def _selectable_plugins(groups: list[dict]) -> list[str]:
-    """Names of the registered plug-in corruptions the corruption and joint tables can select."""
-    names: set[str] = set()
+def _selectable_corruptions(groups: list[dict]) -> list:
+    """The registered corruptions (built-in and plug-in) the corruption and joint tables can select."""
+    specs: dict[str, object] = {}
     for g in groups:
         if g["kind"] == "joint":
-            names |= {s.name for s in (get_corruption(p["corruption"]) for p in g["parts"]) if s.source != "builtin"}
+            chosen = [get_corruption(p["corruption"]) for p in g["parts"]]
+        elif g["kind"] == "corruption":
+            chosen = _chosen(g["corruptions"])
+        else:
             continue
-        if g["kind"] != "corruption":
-            continue
-        names |= {s.name for s in _chosen(g["corruptions"]) if s.source != "builtin"}
-    return sorted(names)
+        specs.update((s.name, s) for s in chosen)
+    return [specs[name] for name in sorted(specs)]
 
 
 def _chosen(names: str | list[str]) -> list:

@@ -661,3 +661,24 @@ def test_regression_report_uses_regression_wording(tmp_path, protocol):
     md = (write_report(run, tmp_path / "report").parent / "report.md").read_text()  # a Run, not a path
     assert "1 − accuracy" not in md and "mCE (ref." not in md
     assert "with the highest mae (lower is better)" in md
+
+
+def test_a_run_begun_with_an_earlier_kernel_revision_is_refused_on_resume(tmp_path, monkeypatch):
+    """A built-in kernel whose bits changed on purpose (reverb, revision 2 in issue 23) must not
+    mix cells of both definitions in one run folder: a protocol that can select it hashes its
+    revision, so the run's identity differs and resuming is refused."""
+    from dataclasses import replace
+
+    from robustbench_mm.corruptions.registry import CORRUPTIONS
+
+    text = ('name = "r"\ndescription = "reverb where it applies"\nseed = 3\n[[corruption]]\n'
+            'corruptions = ["gaussian_noise", "reverb"]\nlevels = [2]\n')
+    data = tiny_data()
+    out = tmp_path / "run"
+    entry = CORRUPTIONS._entries["reverb"]
+    monkeypatch.setitem(CORRUPTIONS._entries, "reverb", replace(entry, obj=replace(entry.obj, revision=1)))
+    earlier = parse_protocol(text, source="r.toml")
+    evaluate(tiny_models(data), data, earlier, out=out, device="cpu", progress=False)
+    monkeypatch.undo()
+    with pytest.raises(InputError, match=r"holds a different run \(changed: protocol\)"):
+        evaluate(tiny_models(data), data, parse_protocol(text, source="r.toml"), out=out, device="cpu", progress=False)

@@ -242,3 +242,26 @@ def test_a_condition_table_of_a_builtin_family_expands_and_is_checked_by_the_fam
         bad.expand(MFEAT_LIKE)
     with pytest.raises(InputError, match="is in every grid already"):
         parse_protocol(BASE + '[[condition]]\nfamily = "clean"\n')
+
+
+def test_a_revised_builtin_kernel_enters_the_hash_of_the_protocols_that_can_select_it():
+    """reverb's bits changed in issue 23 (revision 2): a protocol that can select it, by name or
+    through "all", hashes {"revisions": {"reverb": 2}} beside its content, so a run begun with
+    revision 1 is refused on resume; a protocol that cannot keeps the hash it always had."""
+    import hashlib
+    import json
+
+    def content_hash(protocol, **extra):
+        content = {"name": protocol.name, "seed": protocol.seed, "seeds": list(protocol.seeds),
+                   "metrics": list(protocol.metrics), "groups": list(protocol.groups), **extra}
+        if protocol.plugins:  # "all" also takes plug-ins an earlier test left registered
+            content["plugins"] = [{"name": p["name"], "sha256": p["sha256"]} for p in protocol.plugins]
+        return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    assert get_corruption("reverb").revision == 2
+    for selection in ('["reverb", "gain"]', '"all"', '"kind:audio"'):
+        protocol = parse_protocol(BASE + f"[[corruption]]\ncorruptions = {selection}\nlevels = [1]\n")
+        assert protocol.hash == content_hash(protocol, revisions={"reverb": 2}), selection
+    for selection in ('["gain", "white_noise"]', '"kind:image"'):
+        protocol = parse_protocol(BASE + f"[[corruption]]\ncorruptions = {selection}\nlevels = [1]\n")
+        assert protocol.hash == content_hash(protocol), selection

@@ -133,3 +133,21 @@ def test_uniforms_are_the_successive_uniform_draws(dtype):
     for want, got in zip(expected, many.uniforms(shapes, dtype)):
         assert torch.equal(want, got)
     assert torch.equal(one.uniform(3), many.uniform(3))  # the same streams consumed
+
+
+def test_cached_salts_follow_the_formula_for_every_generator():
+    """Small draws share their salts through a cache (a fresh generator per condition repeats
+    them): each element i of stream s must still be salted by lowbias32(lowbias32(i + s * golden) ^ s),
+    for the generator that filled the cache and for the next one that reads it."""
+    ids = torch.tensor([0, 9, 2**33 + 1])
+    mask = 0xFFFFFFFF
+    for _ in range(2):
+        rng = SampleRandom(ids, 4, "salt-cache")
+        draws = [rng.uniform(5, dtype=torch.float64), rng.uniform(3, dtype=torch.float64)]
+        for stream, u in enumerate(draws):
+            for b, key in enumerate(rng.keys.tolist()):
+                for i in range(u.shape[1]):
+                    salt = _lowbias32_reference(_lowbias32_reference((i + stream * 0x9E3779B9) & mask) ^ stream)
+                    bits = _lowbias32_reference((key & mask) ^ salt)
+                    signed = bits - 2**32 if bits >= 2**31 else bits
+                    assert u[b, i].item() == (signed + 2**31 + 0.5) * 2**-32, (stream, b, i)

@@ -42,6 +42,8 @@ class CorruptionSpec:
     catalog : False for a preset's kernel that reads its data in units a protocol must state
         (spectrogram_noise: natural-log magnitudes): used by name only, so "all" and "kind:K"
         selections (the `standard` grid) leave it out.
+    revision : 1, raised when a built-in kernel's output bits change on purpose (reverb: 2); it
+        enters the hash of every protocol that can select the kernel, so runs of the two are not mixed.
     """
 
     name: str
@@ -54,6 +56,7 @@ class CorruptionSpec:
     tables: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     check: SpecCheck | None = None
     catalog: bool = True
+    revision: int = 1
 
     @property
     def source(self) -> str:
@@ -130,6 +133,7 @@ def corruption(
     identity: float = 0.0,
     check: SpecCheck | None = None,
     catalog: bool = True,
+    revision: int = 1,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
     """Register `fn` as corruption `name` for the given modality kinds and severity table (levels 1-5).
 
@@ -167,6 +171,7 @@ def corruption(
             tables=tables if distinct else {},
             check=check,
             catalog=catalog,
+            revision=revision,
         ), source)
         return fn
 

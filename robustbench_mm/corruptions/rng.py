@@ -24,6 +24,7 @@ On CPU the hash and the float step can also run as one compiled loop per element
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -149,6 +150,30 @@ def key32(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
+def _stream_salts(device: torch.device, first: int, sizes: tuple[int, ...]) -> torch.Tensor:
+    """int32 salts of streams first, first + 1, ..., sizes[k] elements of stream first + k, concatenated.
+
+    Element i of a stream s is salted by hash(hash(i + s * golden) ^ s); computing several
+    streams' salts together gives each the values it would have alone. They depend on no sample.
+    """
+    counts = torch.tensor(sizes, dtype=torch.int64, device=device)
+    streams = torch.arange(first, first + len(sizes), dtype=torch.int64, device=device)
+    starts = torch.cumsum(counts, 0) - counts
+    total = int(sum(sizes))
+    index = torch.arange(total, device=device, dtype=torch.int64)
+    index -= torch.repeat_interleave(starts - streams * _GOLDEN, counts, output_size=total)
+    stream_bits = torch.repeat_interleave(_int32_bits(streams & 0xFFFFFFFF), counts, output_size=total)
+    return _hash32_(_hash32_(_int32_bits(index & 0xFFFFFFFF)) ^ stream_bits)
+
+
+# The engine builds a fresh generator per condition and batch, so the same (first stream, sizes)
+# come back every batch; a small draw (time_mask's 32 values per clip) would otherwise spend
+# ~35 small torch ops on salts that never change. Big draws are not cached: their salts are
+# one row of a (B, n) hash pass, and an entry would hold n values.
+_SALT_CACHE_ELEMENTS = 2**14
+_cached_salts = functools.lru_cache(maxsize=256)(_stream_salts)
+
+
 class SampleRandom:
     """Random draws for a batch of samples, each sample's values a function of its id alone.
 
@@ -183,21 +208,13 @@ class SampleRandom:
         return other
 
     def _salts(self, sizes: tuple[int, ...]) -> torch.Tensor:
-        """int32 salts of the next len(sizes) streams, sizes[k] elements of stream k, concatenated.
-
-        Element i of a stream s is salted by hash(hash(i + s * golden) ^ s); computing several
-        streams' salts together gives each the values it would have alone.
-        """
+        """int32 salts of the next len(sizes) streams, sizes[k] elements of stream k, concatenated
+        (read-only: small ones are shared through `_cached_salts`)."""
         first = self._stream
         self._stream += len(sizes)
-        counts = torch.tensor(sizes, dtype=torch.int64, device=self.device)
-        streams = torch.arange(first, first + len(sizes), dtype=torch.int64, device=self.device)
-        starts = torch.cumsum(counts, 0) - counts
-        total = int(sum(sizes))
-        index = torch.arange(total, device=self.device, dtype=torch.int64)
-        index -= torch.repeat_interleave(starts - streams * _GOLDEN, counts, output_size=total)
-        stream_bits = torch.repeat_interleave(_int32_bits(streams & 0xFFFFFFFF), counts, output_size=total)
-        return _hash32_(_hash32_(_int32_bits(index & 0xFFFFFFFF)) ^ stream_bits)
+        if sum(sizes) <= _SALT_CACHE_ELEMENTS:
+            return _cached_salts(self.device, first, tuple(sizes))
+        return _stream_salts(self.device, first, tuple(sizes))
 
     def _draw(self, shape: tuple[int, ...], dtype: torch.dtype, finish, combine=None, operands=()) -> torch.Tensor:
         """Values of shape (B, *shape) from a fresh stream (`_draw_streams` of one size)."""
