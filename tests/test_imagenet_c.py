@@ -125,6 +125,37 @@ def test_non_integer_severity_and_four_channels_are_one_line_errors():
     assert "needs 1 or 3 colour channels" in get_corruption("imagenet-c/fog").supports(four)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_compression_is_pillows_codec_on_the_rounded_8_bit_image(dtype, channels):
+    """The definition, computed the reference's way (imagecorruptions' jpeg_compression: fromarray,
+    save, Image.open; greyscale through RGB): round(255 u) to even, clipped to 0..255, in the input's
+    dtype; the decoded levels over 255. Inputs below 0, above 1 and on exact halves (k + 0.5) / 255."""
+    import io
+
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(7)
+    shape = (3, channels, 40, 48)
+    u = (torch.rand(shape, generator=g, dtype=torch.float64) * 1.2 - 0.1).to(dtype)
+    halves = ((torch.randint(0, 255, shape, generator=g).to(dtype) + 0.5) / 255).to(dtype)
+    u = torch.where(torch.rand(shape, generator=g) < 0.25, halves, u)
+    assert bool((u * 255 % 1 == 0.5).any()), "the test must hold exact halves"
+    quality = imagenet_c.TABLES["imagenet-c"]["jpeg_compression"][2]
+    y = get_corruption("imagenet-c/jpeg_compression")(u, 3.0, SampleRandom(torch.arange(3), 0, "j"), _spec(u))
+    levels = np.clip(np.rint(u.numpy() * u.numpy().dtype.type(255)), 0, 255).astype(np.uint8)
+    expected = []
+    for image_levels in levels:
+        pil = Image.fromarray(image_levels[0]).convert("RGB") if channels == 1 else Image.fromarray(image_levels.transpose(1, 2, 0))
+        stream = io.BytesIO()
+        pil.save(stream, "JPEG", quality=quality)
+        decoded = Image.open(stream)
+        decoded = np.asarray(decoded.convert("L"))[None] if channels == 1 else np.asarray(decoded).transpose(2, 0, 1)
+        expected.append(decoded)
+    expected = torch.from_numpy(np.stack(expected)).to(dtype) / 255
+    assert y.dtype == dtype and torch.equal(y, expected)
+
+
 def test_disk_kernel_is_make_imagenet_c_s():
     """disk(radius 3, alias_blur 0.1): the aliased disk, normalised, then cv2.GaussianBlur 3x3 with
     sigma 0.1, whose side weights exp(-50) / (1 + 2 exp(-50)) ~ 2e-22 leave the disk as it was."""
