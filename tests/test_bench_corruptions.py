@@ -19,7 +19,7 @@ def test_the_suite_summary_names_only_the_references_timed(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_corruptions.py"), "--n", "2", "--n224", "2",
                            "--repeat", "1", "--corruptions", "jpeg_compression", "contrast"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     means = [line for line in proc.stdout.splitlines() if line.startswith("geometric mean ratio:")]
     assert len(means) == 2, proc.stdout
