@@ -289,6 +289,17 @@ def smooth_images(n: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor
     return (fine + 0.05 * torch.randn(n, c, h, w, generator=g)).clamp(0, 1)
 
 
+def reference_images(x: torch.Tensor, spec: ModalitySpec) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The batch as the references take it: (N, H, W, C) float64 in [0, 1] for the loops and a list of
+    (H, W, C) uint8 images (H, W for one channel) for imagecorruptions, each C-contiguous, as a
+    caller's own images would be. A strided (H, W, C) view of the planar batch made every reference
+    copy its input first (Image.fromarray transposes a strided array through tobytes)."""
+    lo, hi = spec.value_range
+    unit_np = ((x - lo) / (hi - lo)).permute(0, 2, 3, 1).contiguous().double().numpy()
+    uint8 = [(im * 255).round().astype(np.uint8) for im in unit_np]
+    return unit_np, [im.squeeze(-1) if x.shape[1] == 1 else im for im in uint8]
+
+
 def our_kernel(x: torch.Tensor, name: str, spec: ModalitySpec, level: float, device: str):
     """A zero-argument call of our kernel on the batch (warmed up once), or None if it refuses the spec."""
     spec_c = get_corruption(name)
@@ -319,10 +330,8 @@ def compare(label: str, x: torch.Tensor, spec: ModalitySpec, level: float, repea
             ours_default: dict[str, float], ours_kept: dict[str, float]) -> dict[str, float]:
     """Time ours (kept memory) and the references in alternating rounds, print the ratios and
     return them (imagecorruptions' time over ours, per corruption)."""
-    n, c = x.shape[0], x.shape[1]
-    lo, hi = spec.value_range
-    unit_np = ((x - lo) / (hi - lo)).permute(0, 2, 3, 1).double().numpy()  # (N, H, W, C) in [0, 1]
-    uint8 = [(im * 255).round().astype(np.uint8).squeeze(-1) if c == 1 else (im * 255).round().astype(np.uint8) for im in unit_np]
+    n = x.shape[0]
+    unit_np, uint8 = reference_images(x, spec)
     print(f"\n## {label}: {n} images {tuple(x.shape[1:])}, level {level}, device {device}, torch threads {torch.get_num_threads()}")
     print(f"{'':16s} {'ours img/s':>11s} {'back to back:':>26s}")
     print(f"{'corruption':16s} {'(rounds)':>11s} {'kept':>10s} {'glibc malloc':>15s} {'loop img/s':>11s} {'ratio':>7s} "
