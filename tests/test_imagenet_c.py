@@ -205,6 +205,32 @@ def test_pixelate_is_pillows_box_down_then_up_for_every_size(suite):
                 assert np.abs(got - expected).max() < 1e-3, (suite, severity, n)
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_snow_is_its_formula_bit_for_bit(channels, dtype):
+    """The suite's snow, written out as make_imagenet_c.py composes it from the kernel's parts (the
+    layer: normal draw, clipped zoom, zeroed below the threshold, clipped, shift sum, 8 bits; the
+    image: lerp from max(x, 1.5 grey + 0.5) towards x, plus the layer and its 180-degree turn):
+    speed work on the composition must not move a bit."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, channels, 48, 40, generator=g, dtype=dtype)
+    for suite in imagenet_c.SUITES:
+        for severity in (1, 3, 5):
+            row = imagenet_c._row(suite, "snow", severity)
+            loc, scale, zoom, threshold, radius, sigma, blend = row
+            got = imagenet_c._snow(x, row, SampleRandom(torch.arange(3), 0, "snow"), _spec(x))
+            rng = SampleRandom(torch.arange(3), 0, "snow")
+            layer = rng.normal(1, 48, 40, dtype=dtype) * scale + loc
+            if zoom != 1:
+                layer = imagenet_c._clipped_zoom(layer, float(zoom))
+            layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0.0, 1.0)
+            angle = rng.uniform(dtype=torch.float64) * 90.0 - 135.0
+            layer = torch.round(imagenet_c._shift_sum(layer, angle, int(radius), float(sigma)) * 255.0) / 255.0
+            grey = image._luma(x) if channels == 3 else x
+            expected = (torch.lerp(torch.maximum(x, grey * 1.5 + 0.5), x, blend) + layer + layer.flip(-1, -2)).clamp(0.0, 1.0)
+            assert torch.equal(got, expected), (suite, severity)
+
+
 def test_glass_displacement_law_is_the_reference_loop_s():
     """Severity 1 at 224 px (d = 1, 2 passes). The reference's tuple "swap" on (H, W, 3) views copies
     x[h', w'] into x[h, w]; with offsets in {-1, 0} the source is never yet visited, so each pass adds

@@ -377,11 +377,11 @@ def _snow(x, row, rng, spec):
     layer = rng.normal(1, *u.shape[-2:], dtype=u.dtype).mul_(scale).add_(loc)
     if zoom != 1:
         layer = _clipped_zoom(layer, float(zoom))
-    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp_(0.0, 1.0)
+    layer = layer.masked_fill_(layer < threshold, 0.0).clamp_(0.0, 1.0)
     angle = rng.uniform(dtype=torch.float64) * 90.0 - 135.0
     layer = _shift_sum(layer, angle, int(radius), float(sigma)).mul_(255.0).round_().div_(255.0)
-    grey = image._luma(u) if u.shape[1] == 3 else u
-    y = torch.lerp(torch.maximum(u, grey * 1.5 + 0.5), u, blend)
+    lifted = image._luma(u).mul_(1.5).add_(0.5) if u.shape[1] == 3 else u * 1.5 + 0.5
+    y = torch.maximum(u, lifted).lerp_(u, blend)
     return _back(y.add_(layer).add_(layer.flip(-1, -2)), spec)
 
 
