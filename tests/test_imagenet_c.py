@@ -125,6 +125,37 @@ def test_non_integer_severity_and_four_channels_are_one_line_errors():
     assert "needs 1 or 3 colour channels" in get_corruption("imagenet-c/fog").supports(four)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_compression_is_pillows_codec_on_the_rounded_8_bit_image(dtype, channels):
+    """The definition, computed the reference's way (imagecorruptions' jpeg_compression: fromarray,
+    save, Image.open; greyscale through RGB): round(255 u) to even, clipped to 0..255, in the input's
+    dtype; the decoded levels over 255. Inputs below 0, above 1 and on exact halves (k + 0.5) / 255."""
+    import io
+
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(7)
+    shape = (3, channels, 40, 48)
+    u = (torch.rand(shape, generator=g, dtype=torch.float64) * 1.2 - 0.1).to(dtype)
+    halves = ((torch.randint(0, 255, shape, generator=g).to(dtype) + 0.5) / 255).to(dtype)
+    u = torch.where(torch.rand(shape, generator=g) < 0.25, halves, u)
+    assert bool((u * 255 % 1 == 0.5).any()), "the test must hold exact halves"
+    quality = imagenet_c.TABLES["imagenet-c"]["jpeg_compression"][2]
+    y = get_corruption("imagenet-c/jpeg_compression")(u, 3.0, SampleRandom(torch.arange(3), 0, "j"), _spec(u))
+    levels = np.clip(np.rint(u.numpy() * u.numpy().dtype.type(255)), 0, 255).astype(np.uint8)
+    expected = []
+    for image_levels in levels:
+        pil = Image.fromarray(image_levels[0]).convert("RGB") if channels == 1 else Image.fromarray(image_levels.transpose(1, 2, 0))
+        stream = io.BytesIO()
+        pil.save(stream, "JPEG", quality=quality)
+        decoded = Image.open(stream)
+        decoded = np.asarray(decoded.convert("L"))[None] if channels == 1 else np.asarray(decoded).transpose(2, 0, 1)
+        expected.append(decoded)
+    expected = torch.from_numpy(np.stack(expected)).to(dtype) / 255
+    assert y.dtype == dtype and torch.equal(y, expected)
+
+
 def test_disk_kernel_is_make_imagenet_c_s():
     """disk(radius 3, alias_blur 0.1): the aliased disk, normalised, then cv2.GaussianBlur 3x3 with
     sigma 0.1, whose side weights exp(-50) / (1 + 2 exp(-50)) ~ 2e-22 leave the disk as it was."""
@@ -172,6 +203,32 @@ def test_pixelate_is_pillows_box_down_then_up_for_every_size(suite):
                 got = kernel(x, float(severity), SampleRandom(torch.arange(1), 0, "pixelate"), _spec(x))[0, 0] * 255.0
                 got = got.numpy() if image_ is rows else got.numpy().T
                 assert np.abs(got - expected).max() < 1e-3, (suite, severity, n)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_snow_is_its_formula_bit_for_bit(channels, dtype):
+    """The suite's snow, written out as make_imagenet_c.py composes it from the kernel's parts (the
+    layer: normal draw, clipped zoom, zeroed below the threshold, clipped, shift sum, 8 bits; the
+    image: lerp from max(x, 1.5 grey + 0.5) towards x, plus the layer and its 180-degree turn):
+    speed work on the composition must not move a bit."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, channels, 48, 40, generator=g, dtype=dtype)
+    for suite in imagenet_c.SUITES:
+        for severity in (1, 3, 5):
+            row = imagenet_c._row(suite, "snow", severity)
+            loc, scale, zoom, threshold, radius, sigma, blend = row
+            got = imagenet_c._snow(x, row, SampleRandom(torch.arange(3), 0, "snow"), _spec(x))
+            rng = SampleRandom(torch.arange(3), 0, "snow")
+            layer = rng.normal(1, 48, 40, dtype=dtype) * scale + loc
+            if zoom != 1:
+                layer = imagenet_c._clipped_zoom(layer, float(zoom))
+            layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0.0, 1.0)
+            angle = rng.uniform(dtype=torch.float64) * 90.0 - 135.0
+            layer = torch.round(imagenet_c._shift_sum(layer, angle, int(radius), float(sigma)) * 255.0) / 255.0
+            grey = image._luma(x) if channels == 3 else x
+            expected = (torch.lerp(torch.maximum(x, grey * 1.5 + 0.5), x, blend) + layer + layer.flip(-1, -2)).clamp(0.0, 1.0)
+            assert torch.equal(got, expected), (suite, severity)
 
 
 def test_glass_displacement_law_is_the_reference_loop_s():

@@ -377,11 +377,11 @@ def _snow(x, row, rng, spec):
     layer = rng.normal(1, *u.shape[-2:], dtype=u.dtype).mul_(scale).add_(loc)
     if zoom != 1:
         layer = _clipped_zoom(layer, float(zoom))
-    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp_(0.0, 1.0)
+    layer = layer.masked_fill_(layer < threshold, 0.0).clamp_(0.0, 1.0)
     angle = rng.uniform(dtype=torch.float64) * 90.0 - 135.0
     layer = _shift_sum(layer, angle, int(radius), float(sigma)).mul_(255.0).round_().div_(255.0)
-    grey = image._luma(u) if u.shape[1] == 3 else u
-    y = torch.lerp(torch.maximum(u, grey * 1.5 + 0.5), u, blend)
+    lifted = image._luma(u).mul_(1.5).add_(0.5) if u.shape[1] == 3 else u * 1.5 + 0.5
+    y = torch.maximum(u, lifted).lerp_(u, blend)
     return _back(y.add_(layer).add_(layer.flip(-1, -2)), spec)
 
 
@@ -736,10 +736,13 @@ def _jpeg_compression(x, quality, rng, spec):
     """make_imagenet_c.py `jpeg_compression`: Pillow's JPEG encoder at the quality, then decoded.
 
     Pixels are rounded to 8 bits first (the reference encodes 8-bit images); one channel goes through
-    RGB and back to L, as imagecorruptions does for greyscale. Runs on the host CPU, image by image.
-    The batch stays planar (B, C, H, W) on our side: Pillow interleaves the channel planes into RGB
-    (Image.merge) and splits them back, 4-6x cheaper than transposing the batch to (B, H, W, C)
-    and back (measured at 224 px), so the codec is most of the time.
+    RGB and back to L, as imagecorruptions does for greyscale. Runs on the host CPU, image by image
+    (rounding included), so that each image's planes stay in the cache between the steps. Pillow's
+    codec is most of the time; around it, measured at 224 px: the 8-bit planes enter through reused
+    `frombuffer` bands and `Image.merge` (4-6x cheaper than transposing the batch to (B, H, W, C));
+    the stream is decoded by `Image.frombytes` into one reused image, the decoder `Image.open` +
+    `load` run less the header parsing in Python (about 30% less time per image, same pixels); the
+    planes leave through one `tobytes` per band. Figures in the docs (ImageNet-C, Speed).
     """
     try:
         from PIL import Image
@@ -749,22 +752,32 @@ def _jpeg_compression(x, quality, rng, spec):
     u = _unit(x, spec)
     if x.device.type == "meta":
         return torch.empty_like(x)
-    planes = u.detach().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).contiguous().cpu().numpy()  # (B, C, H, W)
-    b, c, h, w = planes.shape
-    out = np.empty_like(planes)
+    u = u.detach().cpu()
+    b, c, h, w = u.shape
+    levels = torch.empty((c, h, w), dtype=u.dtype)
+    planes = np.empty((c, h, w), dtype=np.uint8)  # the image being encoded, shared with `bands`
+    bands = [Image.frombuffer("L", (w, h), planes[k], "raw", "L", 0, 1) for k in range(c)]
+    decoded = Image.new("RGB", (w, h))
+    out = np.empty((b, c, h, w), dtype=np.uint8)
     buffer = io.BytesIO()
     for i in range(b):
-        bands = [Image.frombuffer("L", (w, h), planes[i, k], "raw", "L", 0, 1) for k in range(c)]
-        pil = bands[0].convert("RGB") if c == 1 else Image.merge("RGB", bands)
+        # round(255 u) clamped to 0..255, as the clamp of the rounded value: 255 * 0 and 255 * 1 are exact
+        torch.clamp(u[i], 0.0, 1.0, out=levels).mul_(255.0).round_()
+        planes[...] = levels.to(torch.float32).numpy()  # whole numbers: exact in float32, cast by numpy (4x torch's)
+        rgb = bands[0].convert("RGB") if c == 1 else Image.merge("RGB", bands)
         buffer.seek(0)
         buffer.truncate()
-        pil.save(buffer, "JPEG", quality=int(quality))
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            for k, band in enumerate([decoded.convert("L")] if c == 1 else decoded.split()):
-                out[i, k] = np.asarray(band)
-    y = torch.from_numpy(out).to(device=x.device).to(x.dtype).div_(255.0)
-    return _back(y, spec)
+        rgb.save(buffer, "JPEG", quality=int(quality))
+        decoded.frombytes(buffer.getvalue(), "jpeg", "RGB", "")  # JpegImagePlugin's tile: (rawmode, "")
+        if c == 1:
+            out[i, 0] = np.frombuffer(decoded.convert("L").tobytes(), dtype=np.uint8).reshape(h, w)
+        else:
+            for k, band in enumerate("RGB"):
+                out[i, k] = np.frombuffer(decoded.tobytes("raw", band), dtype=np.uint8).reshape(h, w)
+    # one pass: a 0-dim divisor of the input's dtype sets the result's dtype (k / 255 computed in it)
+    y = torch.div(torch.from_numpy(out), torch.tensor(255.0, dtype=x.dtype)).to(x.device)
+    # k / 255 lies in [0, 1], so _back's clip changes nothing (3% of the time at 224 px): only its mapping to another range is needed
+    return y if image._range(spec) == (0.0, 1.0) else _back(y, spec)
 
 
 def suite_of(name: str) -> str | None:
