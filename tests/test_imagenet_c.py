@@ -266,3 +266,29 @@ def test_suite_plasma_equals_catalog_plasma_at_odd_sizes(dtype):
         like = torch.zeros(3, 1, h, w, dtype=dtype)
         ref = image._plasma_like(SampleRandom(ids, 4, "p"), like, 1.75, dtype)
         assert torch.equal(imagenet_c._plasma_crop(SampleRandom(ids, 4, "p"), h, w, 1.75, dtype), ref)
+
+
+@pytest.mark.parametrize("size", [64, 224])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elastic_transform_is_its_unfused_formula_bit_for_bit(size, dtype):
+    """imagecorruptions' elastic transform computes its sampling grid in place (imagenet_c.
+    _to_grid_coordinate_); it must not move a rounding: the same output as the plain formula, a
+    float64 draw mapped to U(-d, d) then stored in the image's dtype, the two smoothing products,
+    times alpha, plus the pixel index, (2 p + 1) / n - 1, grid_sample with reflection."""
+    x = _images(3, size, seed=size).to(dtype)
+    ids = torch.tensor([4, 0, 2**33 + 7])
+    h = w = size
+    for severity in range(1, 6):
+        alpha = imagenet_c._row("imagenet-c", "elastic_transform", severity)
+        rng = SampleRandom(ids, 3, "elastic")
+        shifts = []
+        for _ in range(2):
+            field = rng.uniform(h, w, dtype=torch.float64).mul_(2.0 * h * 0.005).add_(-h * 0.005).to(dtype)
+            field = imagenet_c._smoothing_matrix(h, h * 0.01).to(dtype) @ field
+            shifts.append(field @ imagenet_c._smoothing_matrix(w, w * 0.01).T.to(dtype) * alpha)
+        cols = torch.arange(w, dtype=dtype)[None, :] + shifts[0]
+        rows = torch.arange(h, dtype=dtype)[:, None] + shifts[1]
+        grid = torch.stack([(2.0 * cols + 1.0) / w - 1.0, (2.0 * rows + 1.0) / h - 1.0], dim=-1)
+        expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp_(0, 1)
+        got = get_corruption("imagenet-c/elastic_transform")(x, severity, SampleRandom(ids, 3, "elastic"), _spec(x))
+        assert torch.equal(got, expected), severity

@@ -572,6 +572,16 @@ def _contrast(x, c, rng, spec):
 # --- digital --------------------------------------------------------------------------------------------
 
 
+def _to_grid_coordinate_(pixel: torch.Tensor, n: int, out: torch.Tensor) -> None:
+    """grid_sample's normalised coordinate (align_corners False) of pixel coordinates along an axis
+    of n pixels into `out`, consuming `pixel`: the same floats as `_sample_bilinear`'s
+    (2 p + 1) / n - 1, in three in-place passes for its four. 2 p + 1 is 2 (p + 0.5), and doubling
+    is exact in binary floating point, so (2 p + 1) / n and (p + 0.5) / (n / 2) are the same real
+    number (n / 2 is exact too), rounded once.
+    """
+    torch.sub(pixel.add_(0.5).div_(n / 2), 1.0, out=out)
+
+
 def _sample_bilinear(u: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, align_corners: bool) -> torch.Tensor:
     """u at pixel coordinates (rows, cols), (B, H, W) each, bilinear, mirrored at the borders:
     about the edge pixels' centres (cv2 BORDER_REFLECT_101) with align_corners, else about their
@@ -598,8 +608,13 @@ def _smoothing_matrix(n: int, sigma: float) -> torch.Tensor:
 
 def _smooth_field(rng: SampleRandom, h: int, w: int, sigma_h: float, sigma_w: float, low: float, like: torch.Tensor):
     """skimage gaussian(np.random.uniform(low, -low, (h, w)), sigma, mode='reflect', truncate=3),
-    (B, H, W): the filter as two matrix products."""
-    field = rng.uniform(h, w, dtype=torch.float64).mul_(2.0 * -low).add_(low).to(like.dtype)
+    (B, H, W): the filter as two matrix products.
+
+    The draw is scaled and shifted in float64 and the sum stored in like's dtype by the add itself
+    (the same roundings as a float64 result then `.to`, one pass and one float64 tensor fewer).
+    """
+    draw = rng.uniform(h, w, dtype=torch.float64).mul_(2.0 * -low)
+    field = torch.add(draw, low, out=torch.empty(draw.shape, dtype=like.dtype, device=like.device))
     if sigma_h > 0:
         field = torch.matmul(_smoothing_matrix(h, float(sigma_h)).to(device=like.device, dtype=like.dtype), field)
     if sigma_w > 0:
@@ -611,13 +626,15 @@ def _elastic_imagecorruptions(x, alpha, rng, spec):
     """imagecorruptions `elastic_transform`: displacements gaussian(U(-d, d), sigma) alpha per axis, with
     d = 0.005 H and sigma = 0.01 x the image size, sampled by map_coordinates (order 1, mode 'reflect')."""
     u = _unit(x, spec)
-    h, w = u.shape[-2:]
+    b, h, w = u.shape[0], u.shape[-2], u.shape[-1]
     reach = h * 0.005
-    dx = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u) * alpha
-    dy = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u) * alpha
-    rows = torch.arange(h, device=u.device, dtype=u.dtype)[:, None] + dy
-    cols = torch.arange(w, device=u.device, dtype=u.dtype)[None, :] + dx
-    return _back(_sample_bilinear(u, rows, cols, align_corners=False), spec)
+    grid = torch.empty((b, h, w, 2), dtype=u.dtype, device=u.device)
+    for axis, n in ((0, w), (1, h)):  # dx (columns) is drawn first, then dy (rows)
+        shift = _smooth_field(rng, h, w, h * 0.01, w * 0.01, -reach, u).mul_(alpha)
+        position = torch.arange(n, device=u.device, dtype=u.dtype)
+        _to_grid_coordinate_(shift.add_(position[None, :] if axis == 0 else position[:, None]), n, out=grid[..., axis])
+    y = F.grid_sample(u, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return _back(y, spec)
 
 
 def _elastic_tiny(x, row, rng, spec):
