@@ -728,6 +728,11 @@ def _box_means_rows(u: torch.Tensor, inputs: torch.Tensor, starts: torch.Tensor)
     return means.reshape(*u.shape[:-2], starts.numel(), w)
 
 
+# Planes per pass of pixelate on the CPU: a pass's row means stay within about this many bytes, so the
+# transposes and copies that follow find them in the core's cache (L2: 1-2 MB on current x86).
+_PIXELATE_CHUNK_BYTES = 2 * 2**20
+
+
 def _pixelate(up: str):
     def pixelate(x, c, rng, spec):
         """make_imagenet_c.py `pixelate`: PIL resize to int(size c) with BOX (each small pixel the
@@ -735,16 +740,30 @@ def _pixelate(up: str):
         BOX (make_tinyimagenet_c.py), both of which read one small pixel per output. Box means along
         the rows, then along the columns as rows of the transposed result; the upscale gathers
         whole rows, the columns' while still transposed. In floats: Pillow rounds to 8 bits after
-        each pass, so 8-bit results can differ by one level."""
+        each pass, so 8-bit results can differ by one level.
+
+        On the CPU the planes go through in groups whose row means fit `_PIXELATE_CHUNK_BYTES`
+        (each plane's result depends on that plane alone, so the grouping changes no value): at
+        224 px the whole batch's intermediates are tens of MB, and the two transposes and the
+        upscale ran from main memory.
+        """
         u = _unit(x, spec)
         h, w = u.shape[-2:]
         rows_inputs, rows_starts, rows_pick = _pixelate_plan(h, float(c), up)
         cols_inputs, cols_starts, cols_pick = _pixelate_plan(w, float(c), up)
-        small = _box_means_rows(u, rows_inputs, rows_starts)  # (.., h', W)
-        small = _box_means_rows(small.transpose(-1, -2).contiguous(), cols_inputs, cols_starts)  # (.., w', h')
-        small = _back(small, spec)  # clipped and mapped before the upscale, which only copies
-        wide = small.index_select(-2, cols_pick.to(u.device)).transpose(-1, -2).contiguous()  # (.., h', W)
-        return wide.index_select(-2, rows_pick.to(u.device))
+        rows_pick, cols_pick = rows_pick.to(u.device), cols_pick.to(u.device)
+        planes = u.reshape(-1, h, w)
+        out = torch.empty(planes.shape, dtype=u.dtype, device=u.device)
+        per = len(planes)
+        if u.device.type == "cpu":
+            per = max(1, _PIXELATE_CHUNK_BYTES // (rows_starts.numel() * w * u.element_size()))
+        for first in range(0, len(planes), per):
+            small = _box_means_rows(planes[first : first + per], rows_inputs, rows_starts)  # (p, h', W)
+            small = _box_means_rows(small.transpose(-1, -2).contiguous(), cols_inputs, cols_starts)  # (p, w', h')
+            small = _back(small, spec)  # clipped and mapped before the upscale, which only copies
+            wide = small.index_select(-2, cols_pick).transpose(-1, -2).contiguous()  # (p, h', W)
+            torch.index_select(wide, -2, rows_pick, out=out[first : first + per])
+        return out.reshape(u.shape)
 
     return pixelate
 
