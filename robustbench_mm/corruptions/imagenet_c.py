@@ -756,7 +756,7 @@ def _pixelate(up: str):
         rows_pick, cols_pick = rows_pick.to(u.device), cols_pick.to(u.device)
         planes = u.reshape(-1, h, w)
         out = torch.empty(planes.shape, dtype=u.dtype, device=u.device)
-        per = len(planes)
+        per = max(1, len(planes))
         if u.device.type == "cpu":
             per = max(1, _PIXELATE_CHUNK_BYTES // (rows_starts.numel() * w * u.element_size()))
         for first in range(0, len(planes), per):
