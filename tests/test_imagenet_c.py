@@ -323,3 +323,67 @@ def test_suite_plasma_equals_catalog_plasma_at_odd_sizes(dtype):
         like = torch.zeros(3, 1, h, w, dtype=dtype)
         ref = image._plasma_like(SampleRandom(ids, 4, "p"), like, 1.75, dtype)
         assert torch.equal(imagenet_c._plasma_crop(SampleRandom(ids, 4, "p"), h, w, 1.75, dtype), ref)
+
+
+@pytest.mark.parametrize("size", [64, 224])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elastic_transform_is_its_unfused_formula_bit_for_bit(size, dtype):
+    """imagecorruptions' elastic transform computes its sampling grid in place (imagenet_c.
+    _to_grid_coordinate_); it must not move a rounding: the same output as the plain formula, a
+    float64 draw mapped to U(-d, d) then stored in the image's dtype, the two smoothing products,
+    times alpha, plus the pixel index, (2 p + 1) / n - 1, grid_sample with reflection."""
+    x = _images(3, size, seed=size).to(dtype)
+    ids = torch.tensor([4, 0, 2**33 + 7])
+    h = w = size
+    for severity in range(1, 6):
+        alpha = imagenet_c._row("imagenet-c", "elastic_transform", severity)
+        rng = SampleRandom(ids, 3, "elastic")
+        shifts = []
+        for _ in range(2):
+            field = rng.uniform(h, w, dtype=torch.float64).mul_(2.0 * h * 0.005).add_(-h * 0.005).to(dtype)
+            field = imagenet_c._smoothing_matrix(h, h * 0.01).to(dtype) @ field
+            shifts.append(field @ imagenet_c._smoothing_matrix(w, w * 0.01).T.to(dtype) * alpha)
+        cols = torch.arange(w, dtype=dtype)[None, :] + shifts[0]
+        rows = torch.arange(h, dtype=dtype)[:, None] + shifts[1]
+        grid = torch.stack([(2.0 * cols + 1.0) / w - 1.0, (2.0 * rows + 1.0) / h - 1.0], dim=-1)
+        expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False).clamp_(0, 1)
+        got = get_corruption("imagenet-c/elastic_transform")(x, severity, SampleRandom(ids, 3, "elastic"), _spec(x))
+        assert torch.equal(got, expected), severity
+
+
+def _pixelate_by_the_definition(u: torch.Tensor, suite: str, c: float) -> torch.Tensor:
+    """Pixelate as main's kernel computes it, written plainly: each box mean a sum from zero over the
+    box's inputs in order, divided by their count (embedding_bag's 'mean'), along the rows first and
+    then along the columns, clipped, then every output reads its small pixel. The boxes and picks
+    are the ones `test_pixelate_is_pillows_box_down_then_up_for_every_size` checks against Pillow."""
+    def means_along_rows(v: torch.Tensor) -> torch.Tensor:
+        n = v.shape[-2]
+        rows = []
+        for weights in imagenet_c._box_rows(n, max(1, int(n * c))):
+            inputs = torch.nonzero(weights > 0)[:, 0].tolist()
+            total = torch.zeros_like(v[..., 0, :])
+            for i in inputs:
+                total = total + v[..., i, :]
+            rows.append(total / len(inputs))
+        return torch.stack(rows, dim=-2)
+
+    up = "nearest" if suite == "imagenet-c" else "box"
+    small = means_along_rows(means_along_rows(u).transpose(-1, -2)).transpose(-1, -2).clamp(0, 1)
+    rows_pick = imagenet_c._pixelate_plan(u.shape[-2], c, up)[2]
+    cols_pick = imagenet_c._pixelate_plan(u.shape[-1], c, up)[2]
+    return small[..., rows_pick, :][..., cols_pick]
+
+
+@pytest.mark.parametrize("suite", imagenet_c.SUITES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pixelate_is_its_definition_bit_for_bit(suite, dtype):
+    """The kernel's grouping of planes (and any later rewrite) must not move a rounding: every
+    severity at 64 and 224 px, and at 224 x 160, on a batch that 224 px splits into groups. (In
+    float16, embedding_bag sums in float32 and rounds before dividing: not this definition.)"""
+    kernel = get_corruption(f"{suite}/pixelate")
+    for h, w in ((64, 64), (224, 224), (224, 160)):
+        x = torch.rand(12, 3, h, w, generator=torch.Generator().manual_seed(h + w)).to(dtype)
+        for severity, c in enumerate(imagenet_c.TABLES[suite]["pixelate"], start=1):
+            got = kernel(x, float(severity), SampleRandom(torch.arange(12), 0, "pixelate"), _spec(x))
+            expected = _pixelate_by_the_definition(x, suite, c)
+            assert got.dtype == dtype and torch.equal(got, expected), (h, w, severity)
