@@ -383,8 +383,8 @@ class Run:
             if cells.is_file()
             else cells_frame([])
         )
-        if "modalities" in self.cells:
-            self.cells["modalities"] = self.cells["modalities"].fillna("")
+        if "modalities" in self.cells:  # an all-empty column reads back as float NaN: text it is
+            self.cells["modalities"] = self.cells["modalities"].astype(object).fillna("").astype(str)
 
     def samples(self, cell_id: str) -> dict[str, np.ndarray]:
         """Per-sample records of one cell (see the module docstring for the arrays)."""
