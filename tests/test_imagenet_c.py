@@ -325,13 +325,76 @@ def test_suite_plasma_equals_catalog_plasma_at_odd_sizes(dtype):
         assert torch.equal(imagenet_c._plasma_crop(SampleRandom(ids, 4, "p"), h, w, 1.75, dtype), ref)
 
 
+def _smoothed_in_bands(field: torch.Tensor, sigma: float, dim: int) -> torch.Tensor:
+    """Elastic transform's smoothing since its revision 2, written plainly: the Gaussian's (n, n)
+    matrix (scipy's gaussian_filter1d, truncate 3, mode 'reflect') cut into blocks of output rows,
+    16 rows per block for each started 16 of the kernel's 2 radius + 1 taps, each block multiplied
+    by the inputs within `radius` of its rows, the blocks' outputs put side by side."""
+    n = field.shape[dim]
+    matrix = imagenet_c._smoothing_matrix(n, sigma).to(field.dtype)
+    radius = int(3.0 * sigma + 0.5)
+    rows = 16 * -(-(2 * radius + 1) // 16)
+    parts = []
+    for first in range(0, n, rows):
+        end = min(n, first + rows)
+        low, high = max(0, first - radius), min(n, end + radius)
+        block = matrix[first:end, low:high]
+        parts.append(block @ field[:, low:high] if dim == -2 else field[:, :, low:high] @ block.T)
+    return torch.cat(parts, dim=dim)
+
+
+def _elastic_sigmas() -> list[tuple[int, float]]:
+    """(image size, smoothing sigma) of every severity of both suites at their own image sizes."""
+    tiny = {(64, float(sigma)) for _, sigma, _ in imagenet_c.TABLES["tiny-imagenet-c"]["elastic_transform"] if sigma > 0}
+    return [(224, 224 * 0.01), *sorted(tiny)]
+
+
+@pytest.mark.parametrize("size,sigma", _elastic_sigmas())
+def test_elastic_smoothing_bands_hold_every_weight_of_the_gaussian(size, sigma):
+    """Revision 2 multiplies by bands of the smoothing matrix: the bands must hold every nonzero
+    weight (reflected borders included), so the filter is the same and only roundings move: in
+    float64 the banded and the dense products agree to 1e-15, in float32 to float32's rounding."""
+    covered = torch.zeros((size, size), dtype=torch.bool)
+    for first, end, low, high, _ in imagenet_c._smoothing_bands(size, sigma, torch.float64, torch.device("cpu")):
+        covered[first:end, low:high] = True
+    matrix = imagenet_c._smoothing_matrix(size, sigma)
+    assert not matrix[~covered].any()
+    field = torch.rand(3, size, size, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
+    dense = field @ matrix.T
+    assert float((imagenet_c._smooth_along_columns(field, sigma) - dense).abs().max()) < 1e-15
+    assert float((imagenet_c._smooth_along_columns(field.float(), sigma).double() - dense).abs().max()) < 1e-6
+    dense = matrix @ field
+    assert float((imagenet_c._smooth_along_rows(field, sigma) - dense).abs().max()) < 1e-15
+    assert float((imagenet_c._smooth_along_rows(field.float(), sigma).double() - dense).abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("size,sigma", _elastic_sigmas())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_elastic_smoothing_is_its_banded_definition_bit_for_bit(size, sigma, dtype):
+    """Both suites' elastic fields (`_smooth_field`) against `_smoothed_in_bands`: a draw mapped to
+    U(low, -low) in float64 and stored in the image's dtype, smoothed along the rows then the columns."""
+    ids = torch.tensor([4, 0, 2**33 + 7])
+    like = torch.zeros(1, dtype=dtype)
+    got = imagenet_c._smooth_field(SampleRandom(ids, 3, "f"), size, size, sigma, sigma, -1.0, like)
+    draw = SampleRandom(ids, 3, "f").uniform(size, size, dtype=torch.float64) * 2.0 - 1.0
+    expected = _smoothed_in_bands(_smoothed_in_bands(draw.to(dtype), sigma, -2), sigma, -1)
+    assert got.dtype == dtype and torch.equal(got, expected)
+
+
+def test_both_suites_elastic_transform_are_at_revision_2():
+    """The banded smoothing moved last bits (revision 2): the revision is what makes a run begun
+    with revision 1 refuse to resume (tests/test_engine.py: the protocol's hash names it)."""
+    for suite in imagenet_c.SUITES:
+        assert get_corruption(f"{suite}/elastic_transform").revision == 2
+
+
 @pytest.mark.parametrize("size", [64, 224])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_elastic_transform_is_its_unfused_formula_bit_for_bit(size, dtype):
     """imagecorruptions' elastic transform computes its sampling grid in place (imagenet_c.
     _to_grid_coordinate_); it must not move a rounding: the same output as the plain formula, a
-    float64 draw mapped to U(-d, d) then stored in the image's dtype, the two smoothing products,
-    times alpha, plus the pixel index, (2 p + 1) / n - 1, grid_sample with reflection."""
+    float64 draw mapped to U(-d, d) then stored in the image's dtype, the two smoothings (revision 2:
+    `_smoothed_in_bands`), times alpha, plus the pixel index, (2 p + 1) / n - 1, grid_sample with reflection."""
     x = _images(3, size, seed=size).to(dtype)
     ids = torch.tensor([4, 0, 2**33 + 7])
     h = w = size
@@ -341,8 +404,7 @@ def test_elastic_transform_is_its_unfused_formula_bit_for_bit(size, dtype):
         shifts = []
         for _ in range(2):
             field = rng.uniform(h, w, dtype=torch.float64).mul_(2.0 * h * 0.005).add_(-h * 0.005).to(dtype)
-            field = imagenet_c._smoothing_matrix(h, h * 0.01).to(dtype) @ field
-            shifts.append(field @ imagenet_c._smoothing_matrix(w, w * 0.01).T.to(dtype) * alpha)
+            shifts.append(_smoothed_in_bands(_smoothed_in_bands(field, h * 0.01, -2), w * 0.01, -1) * alpha)
         cols = torch.arange(w, dtype=dtype)[None, :] + shifts[0]
         rows = torch.arange(h, dtype=dtype)[:, None] + shifts[1]
         grid = torch.stack([(2.0 * cols + 1.0) / w - 1.0, (2.0 * rows + 1.0) / h - 1.0], dim=-1)
