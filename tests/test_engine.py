@@ -684,15 +684,16 @@ def test_a_run_begun_with_an_earlier_kernel_revision_is_refused_on_resume(tmp_pa
         evaluate(tiny_models(data), data, parse_protocol(text, source="r.toml"), out=out, device="cpu", progress=False)
 
 
-@pytest.mark.parametrize("name", ["elastic_transform", "tiny-imagenet-c/elastic_transform"])
-def test_a_run_begun_with_elastic_transform_revision_1_is_refused_on_resume(tmp_path, monkeypatch, name):
-    """ImageNet-C's elastic transform (both suites) moved last bits with its banded smoothing
-    (revision 2, issue 23): a run begun with revision 1 must not be resumed with revision 2."""
+@pytest.mark.parametrize("name", ["elastic_transform", "tiny-imagenet-c/elastic_transform", "imagenet-c/snow", "tiny-imagenet-c/snow"])
+def test_a_run_begun_with_an_imagenet_c_kernel_s_revision_1_is_refused_on_resume(tmp_path, monkeypatch, name):
+    """ImageNet-C's elastic transform and snow (both suites) moved bits in issue 23 (revision 2:
+    banded smoothing; the zoom of the centre crop alone): a run begun with revision 1 must not be
+    resumed with revision 2."""
     from dataclasses import replace
 
     from robustbench_mm.corruptions.registry import SUITE_CORRUPTIONS, get_corruption
 
-    text = f'name = "e"\ndescription = "elastic"\nseed = 3\n[[corruption]]\ncorruptions = ["{name}"]\nlevels = [2]\n'
+    text = f'name = "e"\ndescription = "one ImageNet-C kernel"\nseed = 3\n[[corruption]]\ncorruptions = ["{name}"]\nlevels = [2]\n'
     data = tiny_data()
     out = tmp_path / "run"
     spec = get_corruption(name)

@@ -205,13 +205,34 @@ def test_pixelate_is_pillows_box_down_then_up_for_every_size(suite):
                 assert np.abs(got - expected).max() < 1e-3, (suite, severity, n)
 
 
+def _zoom_of_the_crop(n: int, zoom: float) -> torch.Tensor:
+    """clipped_zoom along one axis as the (n, crop) matrix that reads the centre crop: `_zoom_rows`
+    (scipy's zoom by test_zoom_rows_are_scipy_zoom_of_the_centre_crop) without its other columns."""
+    crop = int(np.ceil(n / zoom))
+    top = (n - crop) // 2
+    return imagenet_c._zoom_rows(n, zoom)[:, top : top + crop]
+
+
+def test_clipped_zoom_reads_nothing_outside_the_centre_crop():
+    """Snow's revision 2 draws and multiplies only the crop: every weight outside it must be zero,
+    at every zoom of both suites' tables, at their sizes and an odd one."""
+    zooms = {float(r[2]) for suite in imagenet_c.SUITES for r in imagenet_c.TABLES[suite]["snow"] if r[2] != 1}
+    for n in (64, 224, 37):
+        for zoom in sorted(zooms):
+            matrix = imagenet_c._zoom_rows(n, zoom)
+            crop = _zoom_of_the_crop(n, zoom)
+            assert float(matrix.sum()) == pytest.approx(float(crop.sum()), abs=1e-9) == pytest.approx(n, abs=1e-9)
+            assert float(matrix.abs().sum()) == pytest.approx(float(crop.abs().sum()), abs=1e-9), (n, zoom)
+
+
 @pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_snow_is_its_formula_bit_for_bit(channels, dtype):
     """The suite's snow, written out as make_imagenet_c.py composes it from the kernel's parts (the
     layer: normal draw, clipped zoom, zeroed below the threshold, clipped, shift sum, 8 bits; the
     image: lerp from max(x, 1.5 grey + 0.5) towards x, plus the layer and its 180-degree turn):
-    speed work on the composition must not move a bit."""
+    speed work on the composition must not move a bit. Revision 2: where it zooms, only the centre
+    crop that clipped_zoom reads is drawn, and zoomed by `_zoom_of_the_crop` along each axis."""
     g = torch.Generator().manual_seed(5)
     x = torch.rand(3, channels, 48, 40, generator=g, dtype=dtype)
     for suite in imagenet_c.SUITES:
@@ -220,9 +241,12 @@ def test_snow_is_its_formula_bit_for_bit(channels, dtype):
             loc, scale, zoom, threshold, radius, sigma, blend = row
             got = imagenet_c._snow(x, row, SampleRandom(torch.arange(3), 0, "snow"), _spec(x))
             rng = SampleRandom(torch.arange(3), 0, "snow")
-            layer = rng.normal(1, 48, 40, dtype=dtype) * scale + loc
             if zoom != 1:
-                layer = imagenet_c._clipped_zoom(layer, float(zoom))
+                rows, cols = _zoom_of_the_crop(48, float(zoom)).to(dtype), _zoom_of_the_crop(40, float(zoom)).to(dtype)
+                crop = rng.normal(1, rows.shape[1], cols.shape[1], dtype=dtype) * scale + loc
+                layer = rows @ (crop @ cols.T)
+            else:
+                layer = rng.normal(1, 48, 40, dtype=dtype) * scale + loc
             layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0.0, 1.0)
             angle = rng.uniform(dtype=torch.float64) * 90.0 - 135.0
             layer = torch.round(imagenet_c._shift_sum(layer, angle, int(radius), float(sigma)) * 255.0) / 255.0
@@ -381,11 +405,13 @@ def test_elastic_smoothing_is_its_banded_definition_bit_for_bit(size, sigma, dty
     assert got.dtype == dtype and torch.equal(got, expected)
 
 
-def test_both_suites_elastic_transform_are_at_revision_2():
-    """The banded smoothing moved last bits (revision 2): the revision is what makes a run begun
-    with revision 1 refuse to resume (tests/test_engine.py: the protocol's hash names it)."""
+def test_both_suites_elastic_transform_and_snow_are_at_revision_2():
+    """Elastic's banded smoothing and snow's crop-only zoom moved bits (revision 2): the revision is
+    what makes a run begun with revision 1 refuse to resume (tests/test_engine.py: the protocol's
+    hash names it). The other kernels keep revision 1."""
     for suite in imagenet_c.SUITES:
-        assert get_corruption(f"{suite}/elastic_transform").revision == 2
+        for name in imagenet_c.NAMES:
+            assert get_corruption(f"{suite}/{name}").revision == (2 if name in ("elastic_transform", "snow") else 1)
 
 
 @pytest.mark.parametrize("size", [64, 224])
@@ -449,3 +475,17 @@ def test_pixelate_is_its_definition_bit_for_bit(suite, dtype):
             got = kernel(x, float(severity), SampleRandom(torch.arange(12), 0, "pixelate"), _spec(x))
             expected = _pixelate_by_the_definition(x, suite, c)
             assert got.dtype == dtype and torch.equal(got, expected), (h, w, severity)
+
+
+@pytest.mark.parametrize("name", ["imagenet-c/elastic_transform", "imagenet-c/snow"])
+def test_an_image_gets_the_same_bits_alone_and_in_a_batch_at_224_px(name):
+    """Common random numbers at ImageNet-C's size, where the revision-2 kernels' matrix products
+    (banded smoothing, the crop's zoom) are large enough for the matrix library to block them: each
+    image, alone, must get the bits it gets in the batch (the contract test's 32-px images are one block)."""
+    x = _images(4, 224, seed=1)
+    ids = torch.arange(10, 14)
+    spec = get_corruption(name)
+    whole = spec(x, 3.0, SampleRandom(ids, 2, name), _spec(x))
+    for i in range(4):
+        alone = spec(x[i : i + 1], 3.0, SampleRandom(ids[i : i + 1], 2, name), _spec(x))
+        assert torch.equal(alone[0], whole[i]), i

@@ -48,7 +48,7 @@ NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass
          "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
 # Kernels whose output bits changed on purpose (`CorruptionSpec.revision`, in both suites): what
 # changed is in the kernel's docstring; every protocol that can select one hashes its revision.
-REVISIONS = {"elastic_transform": 2}
+REVISIONS = {"elastic_transform": 2, "snow": 2}
 
 # Each corruption's rows for severities 1-5, per suite, as the cited function writes them.
 TABLES: dict[str, dict[str, tuple]] = {
@@ -365,21 +365,32 @@ def _zoom_blur(x, row, rng, spec):
 # --- weather --------------------------------------------------------------------------------------------
 
 
-def _clipped_zoom(layer: torch.Tensor, zoom: float) -> torch.Tensor:
-    h, w = layer.shape[-2:]
-    zr, zc = _zoom_rows(h, zoom), _zoom_rows(w, zoom)
-    return torch.matmul(zr.to(layer), torch.matmul(layer, zc.T.to(layer)))
+@functools.lru_cache(maxsize=32)
+def _zoom_of_crop(n: int, zoom: float) -> torch.Tensor:
+    """(n, ceil(n / zoom)): `_zoom_rows` without its columns outside the centre crop, all zero."""
+    crop = int(math.ceil(n / zoom))
+    top = (n - crop) // 2
+    return _zoom_rows(n, zoom)[:, top : top + crop].contiguous()
 
 
 def _snow(x, row, rng, spec):
     """make_imagenet_c.py `snow`: a layer N(loc, scale) per pixel, clipped_zoom'd, zeroed below the
     threshold, motion-blurred (`_shift_sum` at U(-135, -45) degrees), rounded to 8 bits; the image
-    blended with max(x, 1.5 grey + 0.5) (cv2 RGB2GRAY) and the layer and its 180-degree rotation added."""
+    blended with max(x, 1.5 grey + 0.5) (cv2 RGB2GRAY) and the layer and its 180-degree rotation added.
+
+    Revision 2 (issue 23): clipped_zoom reads only the layer's centre crop (ceil(n / zoom) pixels a
+    side), so only the crop is drawn and multiplied (`_zoom_of_crop`); revision 1 drew the whole
+    layer and multiplied by the whole (n, n) matrices, whose other columns are zero. The law is the
+    same; the bits are not (other draws, and the products' sums in another order)."""
     loc, scale, zoom, threshold, radius, sigma, blend = row
     u = _unit(x, spec)
-    layer = rng.normal(1, *u.shape[-2:], dtype=u.dtype).mul_(scale).add_(loc)
+    h, w = u.shape[-2:]
     if zoom != 1:
-        layer = _clipped_zoom(layer, float(zoom))
+        rows, cols = _zoom_of_crop(h, float(zoom)).to(u), _zoom_of_crop(w, float(zoom)).to(u)
+        crop = rng.normal(1, rows.shape[1], cols.shape[1], dtype=u.dtype).mul_(scale).add_(loc)
+        layer = torch.matmul(rows, torch.matmul(crop, cols.T))
+    else:
+        layer = rng.normal(1, h, w, dtype=u.dtype).mul_(scale).add_(loc)
     layer = layer.masked_fill_(layer < threshold, 0.0).clamp_(0.0, 1.0)
     angle = rng.uniform(dtype=torch.float64) * 90.0 - 135.0
     layer = _shift_sum(layer, angle, int(radius), float(sigma)).mul_(255.0).round_().div_(255.0)
