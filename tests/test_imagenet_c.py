@@ -489,3 +489,30 @@ def test_an_image_gets_the_same_bits_alone_and_in_a_batch_at_224_px(name):
     for i in range(4):
         alone = spec(x[i : i + 1], 3.0, SampleRandom(ids[i : i + 1], 2, name), _spec(x))
         assert torch.equal(alone[0], whole[i]), i
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shift_sum_is_its_loop_of_slices_bit_for_bit(channels):
+    """Motion blur's and snow's streak (`_shift_sum`) takes its windows by offset: the same bits as
+    the plain loop, each sample's weighted slices of the edge-padded image added in step order,
+    stopping at the first shift as long as the image (reached by 10-px images at radius 12); each
+    add is torch's `add_(window, alpha=weight)`, as the kernel has always added."""
+    import math
+
+    g = torch.Generator().manual_seed(channels)
+    for size, radius, sigma in ((10, 12, 8.0), (30, 10, 4.0), (64, 15, 12.0)):
+        u = torch.rand(5, channels, size, size + 3, generator=g)
+        angle = torch.rand(5, dtype=torch.float64, generator=g) * 360.0 - 180.0
+        weights = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(2 * radius + 1)]
+        weights = [v / sum(weights) for v in weights]
+        pad = 2 * radius + 1
+        padded = F.pad(u, (pad, pad, pad, pad), mode="replicate")
+        expected = torch.zeros_like(u)
+        for s in range(5):
+            rad = float(np.deg2rad(angle[s].item()))
+            for i, weight in enumerate(weights):
+                dy, dx = -math.ceil(i * math.sin(rad) - 0.5), -math.ceil(i * math.cos(rad) - 0.5)
+                if abs(dy) >= size or abs(dx) >= size + 3:
+                    break
+                expected[s].add_(padded[s, :, pad - dy : pad - dy + size, pad - dx : pad - dx + size + 3], alpha=weight)
+        assert torch.equal(imagenet_c._shift_sum(u, angle, radius, sigma), expected), size

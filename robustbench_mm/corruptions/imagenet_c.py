@@ -235,22 +235,28 @@ def _shift_sum(u: torch.Tensor, angle_deg: torch.Tensor, radius: int, sigma: flo
     """imagecorruptions `_motion_blur` (ImageMagick's MotionBlurImage as make_tinyimagenet_c.py calls
     it through Wand): the sum over i < 2 radius + 1 of copies shifted by i steps along the angle,
     weighted exp(-i^2 / (2 sigma^2)) normalised, borders replicated, stopping at the first shift
-    as long as the image. One slice of an edge-padded copy per (sample, step)."""
-    b, _, h, w = u.shape
+    as long as the image. One window of an edge-padded copy per (sample, step), taken by
+    `as_strided` at its offset: the 25 x batch adds are small, and slicing four dimensions per add
+    cost about 1 ms per 16 images of call overhead, at 64 px as at 224 px."""
+    b, c, h, w = u.shape
     width = 2 * radius + 1
     weights = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(width)]
     weights = [v / sum(weights) for v in weights]
     rad = np.deg2rad(angle_deg.detach().cpu().double().numpy()) if angle_deg.device.type != "meta" else np.zeros(b)
     pad = width
     padded = _pad(u, pad, pad, "edge")
+    sample_stride, channel_stride, row_stride, column_stride = padded.stride()
     out = torch.zeros_like(u)
     for s in range(b):
         sin, cos = math.sin(rad[s]), math.cos(rad[s])
+        target = out[s]
         for i in range(width):
             dy, dx = -math.ceil(i * sin - 0.5), -math.ceil(i * cos - 0.5)
             if abs(dy) >= h or abs(dx) >= w:
                 break
-            out[s].add_(padded[s, :, pad - dy : pad - dy + h, pad - dx : pad - dx + w], alpha=weights[i])
+            start = padded.storage_offset() + s * sample_stride + (pad - dy) * row_stride + (pad - dx) * column_stride
+            window = padded.as_strided((c, h, w), (channel_stride, row_stride, column_stride), start)
+            target.add_(window, alpha=weights[i])
     return out
 
 
