@@ -236,8 +236,8 @@ def _shift_sum(u: torch.Tensor, angle_deg: torch.Tensor, radius: int, sigma: flo
     it through Wand): the sum over i < 2 radius + 1 of copies shifted by i steps along the angle,
     weighted exp(-i^2 / (2 sigma^2)) normalised, borders replicated, stopping at the first shift
     as long as the image. One window of an edge-padded copy per (sample, step), taken by
-    `as_strided` at its offset: the 25 x batch adds are small, and slicing four dimensions per add
-    cost about 1 ms per 16 images of call overhead, at 64 px as at 224 px."""
+    `as_strided` at its offset: the (2 radius + 1) x batch adds are small, and slicing four
+    dimensions per add cost about 1 ms per 16 images of call overhead, at 64 px as at 224 px."""
     b, c, h, w = u.shape
     width = 2 * radius + 1
     weights = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(width)]
@@ -672,9 +672,9 @@ def _smooth_along_columns(field: torch.Tensor, sigma: float) -> torch.Tensor:
 def _smooth_field(rng: SampleRandom, h: int, w: int, sigma_h: float, sigma_w: float, low: float, like: torch.Tensor):
     """skimage gaussian(np.random.uniform(low, -low, (h, w)), sigma, mode='reflect', truncate=3),
     (B, H, W): the filter as two banded matrix products (revision 2 of both suites' elastic_transform,
-    issue 23; revision 1 multiplied by the whole (n, n) matrices, 3x the time at 224 px: the same
-    weights and sums, but the matrix library adds the terms in another order, which moved up to
-    4.5e-6 in 0.1-0.2% of the values at 224 px and no 8-bit level at severities 1-5).
+    issue 23; revision 1 multiplied by the whole (n, n) matrices, about 4x the time at 224 px: the
+    same weights, but the matrix library adds the terms in another order, which moved the output
+    by up to 9.5e-7 in 0.09-0.23% of its values at 224 px, float32, severities 1-5).
 
     The draw is scaled and shifted in float64 and the sum stored in like's dtype by the add itself
     (the same roundings as a float64 result then `.to`, one pass and one float64 tensor fewer).
