@@ -682,3 +682,27 @@ def test_a_run_begun_with_an_earlier_kernel_revision_is_refused_on_resume(tmp_pa
     monkeypatch.undo()
     with pytest.raises(InputError, match=r"holds a different run \(changed: protocol\)"):
         evaluate(tiny_models(data), data, parse_protocol(text, source="r.toml"), out=out, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("name", ["elastic_transform", "tiny-imagenet-c/elastic_transform", "imagenet-c/snow", "tiny-imagenet-c/snow"])
+def test_a_run_begun_with_an_imagenet_c_kernel_s_revision_1_is_refused_on_resume(tmp_path, monkeypatch, name):
+    """ImageNet-C's elastic transform and snow (both suites) moved bits in issue 23 (revision 2:
+    banded smoothing; the zoom of the centre crop alone): a run begun with revision 1 must not be
+    resumed with revision 2."""
+    from dataclasses import replace
+
+    from robustbench_mm.corruptions.registry import SUITE_CORRUPTIONS, get_corruption
+
+    text = f'name = "e"\ndescription = "one ImageNet-C kernel"\nseed = 3\n[[corruption]]\ncorruptions = ["{name}"]\nlevels = [2]\n'
+    data = tiny_data()
+    out = tmp_path / "run"
+    spec = get_corruption(name)
+    assert spec.revision == 2
+    monkeypatch.setitem(SUITE_CORRUPTIONS, spec.name, replace(spec, revision=1))
+    earlier = parse_protocol(text, source="e.toml")
+    evaluate(tiny_models(data), data, earlier, out=out, device="cpu", progress=False)
+    monkeypatch.undo()
+    now = parse_protocol(text, source="e.toml")
+    assert now.hash != earlier.hash
+    with pytest.raises(InputError, match=r"holds a different run \(changed: protocol\)"):
+        evaluate(tiny_models(data), data, now, out=out, device="cpu", progress=False)

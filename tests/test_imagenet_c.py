@@ -205,13 +205,34 @@ def test_pixelate_is_pillows_box_down_then_up_for_every_size(suite):
                 assert np.abs(got - expected).max() < 1e-3, (suite, severity, n)
 
 
+def _zoom_of_the_crop(n: int, zoom: float) -> torch.Tensor:
+    """clipped_zoom along one axis as the (n, crop) matrix that reads the centre crop: `_zoom_rows`
+    (scipy's zoom by test_zoom_rows_are_scipy_zoom_of_the_centre_crop) without its other columns."""
+    crop = int(np.ceil(n / zoom))
+    top = (n - crop) // 2
+    return imagenet_c._zoom_rows(n, zoom)[:, top : top + crop]
+
+
+def test_clipped_zoom_reads_nothing_outside_the_centre_crop():
+    """Snow's revision 2 draws and multiplies only the crop: every weight outside it must be zero,
+    at every zoom of both suites' tables, at their sizes and an odd one."""
+    zooms = {float(r[2]) for suite in imagenet_c.SUITES for r in imagenet_c.TABLES[suite]["snow"] if r[2] != 1}
+    for n in (64, 224, 37):
+        for zoom in sorted(zooms):
+            matrix = imagenet_c._zoom_rows(n, zoom)
+            crop = _zoom_of_the_crop(n, zoom)
+            assert float(matrix.sum()) == pytest.approx(float(crop.sum()), abs=1e-9) == pytest.approx(n, abs=1e-9)
+            assert float(matrix.abs().sum()) == pytest.approx(float(crop.abs().sum()), abs=1e-9), (n, zoom)
+
+
 @pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_snow_is_its_formula_bit_for_bit(channels, dtype):
     """The suite's snow, written out as make_imagenet_c.py composes it from the kernel's parts (the
     layer: normal draw, clipped zoom, zeroed below the threshold, clipped, shift sum, 8 bits; the
     image: lerp from max(x, 1.5 grey + 0.5) towards x, plus the layer and its 180-degree turn):
-    speed work on the composition must not move a bit."""
+    speed work on the composition must not move a bit. Revision 2: where it zooms, only the centre
+    crop that clipped_zoom reads is drawn, and zoomed by `_zoom_of_the_crop` along each axis."""
     g = torch.Generator().manual_seed(5)
     x = torch.rand(3, channels, 48, 40, generator=g, dtype=dtype)
     for suite in imagenet_c.SUITES:
@@ -220,9 +241,12 @@ def test_snow_is_its_formula_bit_for_bit(channels, dtype):
             loc, scale, zoom, threshold, radius, sigma, blend = row
             got = imagenet_c._snow(x, row, SampleRandom(torch.arange(3), 0, "snow"), _spec(x))
             rng = SampleRandom(torch.arange(3), 0, "snow")
-            layer = rng.normal(1, 48, 40, dtype=dtype) * scale + loc
             if zoom != 1:
-                layer = imagenet_c._clipped_zoom(layer, float(zoom))
+                rows, cols = _zoom_of_the_crop(48, float(zoom)).to(dtype), _zoom_of_the_crop(40, float(zoom)).to(dtype)
+                crop = rng.normal(1, rows.shape[1], cols.shape[1], dtype=dtype) * scale + loc
+                layer = rows @ (crop @ cols.T)
+            else:
+                layer = rng.normal(1, 48, 40, dtype=dtype) * scale + loc
             layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0.0, 1.0)
             angle = rng.uniform(dtype=torch.float64) * 90.0 - 135.0
             layer = torch.round(imagenet_c._shift_sum(layer, angle, int(radius), float(sigma)) * 255.0) / 255.0
@@ -325,13 +349,78 @@ def test_suite_plasma_equals_catalog_plasma_at_odd_sizes(dtype):
         assert torch.equal(imagenet_c._plasma_crop(SampleRandom(ids, 4, "p"), h, w, 1.75, dtype), ref)
 
 
+def _smoothed_in_bands(field: torch.Tensor, sigma: float, dim: int) -> torch.Tensor:
+    """Elastic transform's smoothing since its revision 2, written plainly: the Gaussian's (n, n)
+    matrix (scipy's gaussian_filter1d, truncate 3, mode 'reflect') cut into blocks of output rows,
+    16 rows per block for each started 16 of the kernel's 2 radius + 1 taps, each block multiplied
+    by the inputs within `radius` of its rows, the blocks' outputs put side by side."""
+    n = field.shape[dim]
+    matrix = imagenet_c._smoothing_matrix(n, sigma).to(field.dtype)
+    radius = int(3.0 * sigma + 0.5)
+    rows = 16 * -(-(2 * radius + 1) // 16)
+    parts = []
+    for first in range(0, n, rows):
+        end = min(n, first + rows)
+        low, high = max(0, first - radius), min(n, end + radius)
+        block = matrix[first:end, low:high]
+        parts.append(block @ field[:, low:high] if dim == -2 else field[:, :, low:high] @ block.T)
+    return torch.cat(parts, dim=dim)
+
+
+def _elastic_sigmas() -> list[tuple[int, float]]:
+    """(image size, smoothing sigma) of every severity of both suites at their own image sizes."""
+    tiny = {(64, float(sigma)) for _, sigma, _ in imagenet_c.TABLES["tiny-imagenet-c"]["elastic_transform"] if sigma > 0}
+    return [(224, 224 * 0.01), *sorted(tiny)]
+
+
+@pytest.mark.parametrize("size,sigma", _elastic_sigmas())
+def test_elastic_smoothing_bands_hold_every_weight_of_the_gaussian(size, sigma):
+    """Revision 2 multiplies by bands of the smoothing matrix: the bands must hold every nonzero
+    weight (reflected borders included), so the filter is the same and only roundings move: in
+    float64 the banded and the dense products agree to 1e-15, in float32 to float32's rounding."""
+    covered = torch.zeros((size, size), dtype=torch.bool)
+    for first, end, low, high, _ in imagenet_c._smoothing_bands(size, sigma, torch.float64, torch.device("cpu")):
+        covered[first:end, low:high] = True
+    matrix = imagenet_c._smoothing_matrix(size, sigma)
+    assert not matrix[~covered].any()
+    field = torch.rand(3, size, size, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
+    dense = field @ matrix.T
+    assert float((imagenet_c._smooth_along_columns(field, sigma) - dense).abs().max()) < 1e-15
+    assert float((imagenet_c._smooth_along_columns(field.float(), sigma).double() - dense).abs().max()) < 1e-6
+    dense = matrix @ field
+    assert float((imagenet_c._smooth_along_rows(field, sigma) - dense).abs().max()) < 1e-15
+    assert float((imagenet_c._smooth_along_rows(field.float(), sigma).double() - dense).abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("size,sigma", _elastic_sigmas())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_elastic_smoothing_is_its_banded_definition_bit_for_bit(size, sigma, dtype):
+    """Both suites' elastic fields (`_smooth_field`) against `_smoothed_in_bands`: a draw mapped to
+    U(low, -low) in float64 and stored in the image's dtype, smoothed along the rows then the columns."""
+    ids = torch.tensor([4, 0, 2**33 + 7])
+    like = torch.zeros(1, dtype=dtype)
+    got = imagenet_c._smooth_field(SampleRandom(ids, 3, "f"), size, size, sigma, sigma, -1.0, like)
+    draw = SampleRandom(ids, 3, "f").uniform(size, size, dtype=torch.float64) * 2.0 - 1.0
+    expected = _smoothed_in_bands(_smoothed_in_bands(draw.to(dtype), sigma, -2), sigma, -1)
+    assert got.dtype == dtype and torch.equal(got, expected)
+
+
+def test_both_suites_elastic_transform_and_snow_are_at_revision_2():
+    """Elastic's banded smoothing and snow's crop-only zoom moved bits (revision 2): the revision is
+    what makes a run begun with revision 1 refuse to resume (tests/test_engine.py: the protocol's
+    hash names it). The other kernels keep revision 1."""
+    for suite in imagenet_c.SUITES:
+        for name in imagenet_c.NAMES:
+            assert get_corruption(f"{suite}/{name}").revision == (2 if name in ("elastic_transform", "snow") else 1)
+
+
 @pytest.mark.parametrize("size", [64, 224])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_elastic_transform_is_its_unfused_formula_bit_for_bit(size, dtype):
     """imagecorruptions' elastic transform computes its sampling grid in place (imagenet_c.
     _to_grid_coordinate_); it must not move a rounding: the same output as the plain formula, a
-    float64 draw mapped to U(-d, d) then stored in the image's dtype, the two smoothing products,
-    times alpha, plus the pixel index, (2 p + 1) / n - 1, grid_sample with reflection."""
+    float64 draw mapped to U(-d, d) then stored in the image's dtype, the two smoothings (revision 2:
+    `_smoothed_in_bands`), times alpha, plus the pixel index, (2 p + 1) / n - 1, grid_sample with reflection."""
     x = _images(3, size, seed=size).to(dtype)
     ids = torch.tensor([4, 0, 2**33 + 7])
     h = w = size
@@ -341,8 +430,7 @@ def test_elastic_transform_is_its_unfused_formula_bit_for_bit(size, dtype):
         shifts = []
         for _ in range(2):
             field = rng.uniform(h, w, dtype=torch.float64).mul_(2.0 * h * 0.005).add_(-h * 0.005).to(dtype)
-            field = imagenet_c._smoothing_matrix(h, h * 0.01).to(dtype) @ field
-            shifts.append(field @ imagenet_c._smoothing_matrix(w, w * 0.01).T.to(dtype) * alpha)
+            shifts.append(_smoothed_in_bands(_smoothed_in_bands(field, h * 0.01, -2), w * 0.01, -1) * alpha)
         cols = torch.arange(w, dtype=dtype)[None, :] + shifts[0]
         rows = torch.arange(h, dtype=dtype)[:, None] + shifts[1]
         grid = torch.stack([(2.0 * cols + 1.0) / w - 1.0, (2.0 * rows + 1.0) / h - 1.0], dim=-1)
@@ -387,3 +475,44 @@ def test_pixelate_is_its_definition_bit_for_bit(suite, dtype):
             got = kernel(x, float(severity), SampleRandom(torch.arange(12), 0, "pixelate"), _spec(x))
             expected = _pixelate_by_the_definition(x, suite, c)
             assert got.dtype == dtype and torch.equal(got, expected), (h, w, severity)
+
+
+@pytest.mark.parametrize("name", ["imagenet-c/elastic_transform", "imagenet-c/snow"])
+def test_an_image_gets_the_same_bits_alone_and_in_a_batch_at_224_px(name):
+    """Common random numbers at ImageNet-C's size, where the revision-2 kernels' matrix products
+    (banded smoothing, the crop's zoom) are large enough for the matrix library to block them: each
+    image, alone, must get the bits it gets in the batch (the contract test's 32-px images are one block)."""
+    x = _images(4, 224, seed=1)
+    ids = torch.arange(10, 14)
+    spec = get_corruption(name)
+    whole = spec(x, 3.0, SampleRandom(ids, 2, name), _spec(x))
+    for i in range(4):
+        alone = spec(x[i : i + 1], 3.0, SampleRandom(ids[i : i + 1], 2, name), _spec(x))
+        assert torch.equal(alone[0], whole[i]), i
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shift_sum_is_its_loop_of_slices_bit_for_bit(channels):
+    """Motion blur's and snow's streak (`_shift_sum`) takes its windows by offset: the same bits as
+    the plain loop, each sample's weighted slices of the edge-padded image added in step order,
+    stopping at the first shift as long as the image (reached by 10-px images at radius 12); each
+    add is torch's `add_(window, alpha=weight)`, as the kernel has always added."""
+    import math
+
+    g = torch.Generator().manual_seed(channels)
+    for size, radius, sigma in ((10, 12, 8.0), (30, 10, 4.0), (64, 15, 12.0)):
+        u = torch.rand(5, channels, size, size + 3, generator=g)
+        angle = torch.rand(5, dtype=torch.float64, generator=g) * 360.0 - 180.0
+        weights = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(2 * radius + 1)]
+        weights = [v / sum(weights) for v in weights]
+        pad = 2 * radius + 1
+        padded = F.pad(u, (pad, pad, pad, pad), mode="replicate")
+        expected = torch.zeros_like(u)
+        for s in range(5):
+            rad = float(np.deg2rad(angle[s].item()))
+            for i, weight in enumerate(weights):
+                dy, dx = -math.ceil(i * math.sin(rad) - 0.5), -math.ceil(i * math.cos(rad) - 0.5)
+                if abs(dy) >= size or abs(dx) >= size + 3:
+                    break
+                expected[s].add_(padded[s, :, pad - dy : pad - dy + size, pad - dx : pad - dx + size + 3], alpha=weight)
+        assert torch.equal(imagenet_c._shift_sum(u, angle, radius, sigma), expected), size
