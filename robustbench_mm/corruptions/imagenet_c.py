@@ -468,57 +468,57 @@ def _frost(suite: str):
     return frost
 
 
-def _quarter_plus_noise(total: torch.Tensor, u: torch.Tensor, scale: float, out: torch.Tensor) -> None:
-    """The catalog's `total / 4 + wibble^2 (2u - 1)` (scale = 2 wibble^2) into `out`, identically.
-
-    The noise is computed as scale (u - 0.5) and the sum as noise + 0.25 total, two passes fewer:
-    each product has the same real value as the catalog's and exact factors, so it rounds alike.
-    """
-    torch.add(u.sub_(0.5).mul_(scale), total, alpha=0.25, out=out)
-
-
 def _plasma_levels(rng: SampleRandom, size: int, decay: float, dtype: torch.dtype) -> torch.Tensor:
     """(B, size + 1, size + 1) raw diamond-square heights, last row and column repeating the first.
 
     The same values, bit for bit, as the catalog's `image._plasma_fractal` before its rescaling (a
-    test checks it): the same draws in the same order and the same sums in the same order; two
-    products are written in an equal form whose factors are exact (see `_quarter_plus_noise`;
-    only a subnormal sum could round differently, and only if the add were fused). What differs is
-    the layout. The catalog writes each step into strided views of the full map, wraps with `roll`
-    (a copy per neighbour) and draws its 24 noise grids one call each; here each step's grid of
-    corners is its own contiguous tensor carrying one wrapped row and column, so every wrapped
-    neighbour is a shifted slice, the next finer grid is the four interleaved results, and the draws are one pass
-    (`SampleRandom.uniforms`). At 256 px that, not the arithmetic, was the fractal's time.
+    test checks it): the same draws in the same order and the same sums in the same order. The
+    catalog's `total / 4 + wibble (2u - 1) wibble` is written `noise + 0.25 total` with noise
+    2 wibble^2 (u - 0.5): each product has the same real value and exact factors, so it rounds
+    alike (only a subnormal sum could differ, and only if the add were fused). What differs is the
+    layout. The catalog writes each step into strided views of the full map, wraps with `roll` (a
+    copy per neighbour) and draws its 24 noise grids one call each; here each step's grid of
+    corners carries one wrapped row and column, so every wrapped neighbour is a shifted slice; the
+    noise grids are one pass, centred and scaled in cache (`SampleRandom.centred_uniforms`); and
+    the next finer grid is written as complex pairs (corner, across) and (down, centre): one
+    contiguous write per row parity instead of two stride-2 writes, which cost 4-5x a contiguous
+    one. `dtype` is float32 or float64 (complex64 or complex128 pairs).
     """
-    b = len(rng)
-    corners = torch.zeros((b, 2, 2), dtype=dtype, device=rng.device)  # one corner, wrapped
+    b, device = len(rng), rng.device
     widths = [size // 2**k for k in range(size.bit_length() - 1, 0, -1)]  # n per step, coarse to fine
-    draws = iter(rng.uniforms([(n, n) for n in widths for _ in range(3)], dtype=dtype))
-    wibble = 100.0
+    scales, wibble = [], 100.0
+    for _ in widths:
+        scales.append(2.0 * (wibble * wibble))
+        wibble /= decay
+    noises = iter(rng.centred_uniforms([(n, n) for n in widths for _ in range(3)],
+                                       [s for s in scales for _ in range(3)], dtype=dtype))
+    corners = torch.zeros((b, 2, 2), dtype=dtype, device=device)  # one corner, wrapped
     for n in widths:
         inner = corners[:, :n, :n]
-        scale = 2.0 * (wibble * wibble)
         # centres: (C[i, j] + C[i+1, j]) + (C[i, j+1] + C[i+1, j+1]), as roll(-1) on rows then columns
         rows = corners[:, :n, :] + corners[:, 1:, :]
-        centres = torch.empty((b, n + 1, n + 1), dtype=dtype, device=rng.device)  # wrapped at the front
+        centres = torch.empty((b, n + 1, n + 1), dtype=dtype, device=device)  # wrapped at the front
         middle = centres[:, 1:, 1:]
         torch.add(rows[:, :, :n], rows[:, :, 1:], out=middle)
-        _quarter_plus_noise(middle, next(draws), scale, out=middle)
+        torch.add(next(noises), middle, alpha=0.25, out=middle)
         centres[:, 0, 1:] = middle[:, -1]
         centres[:, 1:, 0] = middle[:, :, -1]
-        finer = torch.empty((b, 2 * n + 1, 2 * n + 1), dtype=dtype, device=rng.device)
-        quads = finer[:, :-1, :-1].unflatten(1, (n, 2)).unflatten(3, (n, 2))  # [:, i, di, j, dj]
+        # rows of an even length, so that each row's (value, value) pairs are complex numbers
+        store = torch.empty((b, 2 * n + 1, 2 * n + 2), dtype=dtype, device=device)
+        pairs = store[:, :-1, :-2].unflatten(1, (n, 2)).unflatten(3, (n, 2))  # [:, i, di, j, dj]
         # across: S[i, j] + S[i-1, j] + C[i, j] + C[i, j+1]; down: S[i, j] + S[i, j-1] + C[i, j] + C[i+1, j]
         total = middle + centres[:, :-1, 1:]
-        _quarter_plus_noise(total.add_(inner).add_(corners[:, :n, 1:]), next(draws), scale, out=quads[:, :, 0, :, 1])
+        total.add_(inner).add_(corners[:, :n, 1:])
+        torch.add(next(noises), total, alpha=0.25, out=total)
+        torch.complex(inner, total, out=torch.view_as_complex(pairs[:, :, 0]))
         torch.add(middle, centres[:, 1:, :-1], out=total)
-        _quarter_plus_noise(total.add_(inner).add_(corners[:, 1:, :n]), next(draws), scale, out=quads[:, :, 1, :, 0])
-        quads[:, :, 0, :, 0] = inner
-        quads[:, :, 1, :, 1] = middle
+        total.add_(inner).add_(corners[:, 1:, :n])
+        torch.add(next(noises), total, alpha=0.25, out=total)
+        torch.complex(total, middle, out=torch.view_as_complex(pairs[:, :, 1]))
+        finer = store[:, :, :-1]
         finer[:, -1] = finer[:, 0]
         finer[:, :, -1] = finer[:, :, 0]
         corners = finer
-        wibble /= decay
     return corners
 
 
