@@ -488,70 +488,86 @@ def _frost(suite: str):
     return frost
 
 
-def _quarter_plus_noise(total: torch.Tensor, u: torch.Tensor, scale: float, out: torch.Tensor) -> None:
-    """The catalog's `total / 4 + wibble^2 (2u - 1)` (scale = 2 wibble^2) into `out`, identically.
-
-    The noise is computed as scale (u - 0.5) and the sum as noise + 0.25 total, two passes fewer:
-    each product has the same real value as the catalog's and exact factors, so it rounds alike.
-    """
-    torch.add(u.sub_(0.5).mul_(scale), total, alpha=0.25, out=out)
-
-
-def _plasma_levels(rng: SampleRandom, size: int, decay: float, dtype: torch.dtype) -> torch.Tensor:
-    """(B, size + 1, size + 1) raw diamond-square heights, last row and column repeating the first.
+def _plasma_quarters(rng: SampleRandom, size: int, decay: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """The last diamond-square step's four (B, size / 2, size / 2) grids (corner, across, down,
+    centre): the height map is their interleave, `map[2i + di, 2j + dj]` (size >= 2).
 
     The same values, bit for bit, as the catalog's `image._plasma_fractal` before its rescaling (a
-    test checks it): the same draws in the same order and the same sums in the same order; two
-    products are written in an equal form whose factors are exact (see `_quarter_plus_noise`;
-    only a subnormal sum could round differently, and only if the add were fused). What differs is
-    the layout. The catalog writes each step into strided views of the full map, wraps with `roll`
-    (a copy per neighbour) and draws its 24 noise grids one call each; here each step's grid of
-    corners is its own contiguous tensor carrying one wrapped row and column, so every wrapped
-    neighbour is a shifted slice, the next finer grid is the four interleaved results, and the draws are one pass
-    (`SampleRandom.uniforms`). At 256 px that, not the arithmetic, was the fractal's time.
+    test checks it): the same draws in the same order and the same sums in the same order. The
+    catalog's `total / 4 + wibble (2u - 1) wibble` is written `noise + 0.25 total` with noise
+    2 wibble^2 (u - 0.5): each product has the same real value and exact factors, so it rounds
+    alike (only a subnormal sum could differ, and only if the add were fused). What differs is the
+    layout. The catalog writes each step into strided views of the full map, wraps with `roll` (a
+    copy per neighbour) and draws its 24 noise grids one call each; here each step's grid of
+    corners carries one wrapped row and column, so every wrapped neighbour is a shifted slice; the
+    noise grids are one pass (`SampleRandom.centred_uniforms`); and a finer grid is written by
+    `_interleave`. The last step's grids are returned unwritten, for `_plasma_crop` to write only
+    the crop. `dtype` is float32 or float64.
     """
-    b = len(rng)
-    corners = torch.zeros((b, 2, 2), dtype=dtype, device=rng.device)  # one corner, wrapped
+    b, device = len(rng), rng.device
     widths = [size // 2**k for k in range(size.bit_length() - 1, 0, -1)]  # n per step, coarse to fine
-    draws = iter(rng.uniforms([(n, n) for n in widths for _ in range(3)], dtype=dtype))
-    wibble = 100.0
+    scales, wibble = [], 100.0
+    for _ in widths:
+        scales.append(2.0 * (wibble * wibble))
+        wibble /= decay
+    noises = iter(rng.centred_uniforms([(n, n) for n in widths for _ in range(3)],
+                                       [s for s in scales for _ in range(3)], dtype=dtype))
+    corners = torch.zeros((b, 2, 2), dtype=dtype, device=device)  # one corner, wrapped
     for n in widths:
         inner = corners[:, :n, :n]
-        scale = 2.0 * (wibble * wibble)
         # centres: (C[i, j] + C[i+1, j]) + (C[i, j+1] + C[i+1, j+1]), as roll(-1) on rows then columns
         rows = corners[:, :n, :] + corners[:, 1:, :]
-        centres = torch.empty((b, n + 1, n + 1), dtype=dtype, device=rng.device)  # wrapped at the front
+        centres = torch.empty((b, n + 1, n + 1), dtype=dtype, device=device)  # wrapped at the front
         middle = centres[:, 1:, 1:]
         torch.add(rows[:, :, :n], rows[:, :, 1:], out=middle)
-        _quarter_plus_noise(middle, next(draws), scale, out=middle)
+        torch.add(next(noises), middle, alpha=0.25, out=middle)
         centres[:, 0, 1:] = middle[:, -1]
         centres[:, 1:, 0] = middle[:, :, -1]
-        finer = torch.empty((b, 2 * n + 1, 2 * n + 1), dtype=dtype, device=rng.device)
-        quads = finer[:, :-1, :-1].unflatten(1, (n, 2)).unflatten(3, (n, 2))  # [:, i, di, j, dj]
         # across: S[i, j] + S[i-1, j] + C[i, j] + C[i, j+1]; down: S[i, j] + S[i, j-1] + C[i, j] + C[i+1, j]
-        total = middle + centres[:, :-1, 1:]
-        _quarter_plus_noise(total.add_(inner).add_(corners[:, :n, 1:]), next(draws), scale, out=quads[:, :, 0, :, 1])
-        torch.add(middle, centres[:, 1:, :-1], out=total)
-        _quarter_plus_noise(total.add_(inner).add_(corners[:, 1:, :n]), next(draws), scale, out=quads[:, :, 1, :, 0])
-        quads[:, :, 0, :, 0] = inner
-        quads[:, :, 1, :, 1] = middle
-        finer[:, -1] = finer[:, 0]
-        finer[:, :, -1] = finer[:, :, 0]
-        corners = finer
-        wibble /= decay
-    return corners
+        across = middle + centres[:, :-1, 1:]
+        across.add_(inner).add_(corners[:, :n, 1:])
+        torch.add(next(noises), across, alpha=0.25, out=across)
+        down = middle + centres[:, 1:, :-1]
+        down.add_(inner).add_(corners[:, 1:, :n])
+        torch.add(next(noises), down, alpha=0.25, out=down)
+        if n == widths[-1]:
+            return inner, across, down, middle
+        # rows of an even length, so that a row's (value, value) pairs are complex numbers
+        store = torch.empty((b, 2 * n + 1, 2 * n + 2), dtype=dtype, device=device)
+        _interleave((inner, across, down, middle), store[:, :-1, :-2])
+        corners = store[:, :, :-1]
+        corners[:, -1] = corners[:, 0]
+        corners[:, :, -1] = corners[:, :, 0]
+    raise ValueError(f"the fractal needs size >= 2, got {size}")
+
+
+def _interleave(quarters: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    """out[:, 2i + di, 2j + dj] = (corner, across, down, centre)[2 di + dj][:, i, j], out (B, 2m, 2k).
+
+    As complex pairs (corner, across) and (down, centre): one contiguous write per row parity
+    instead of two stride-2 writes, which cost 4-5x a contiguous one."""
+    inner, across, down, middle = quarters
+    pairs = out.unflatten(1, (out.shape[1] // 2, 2)).unflatten(3, (out.shape[2] // 2, 2))  # [:, i, di, j, dj]
+    torch.complex(inner, across, out=torch.view_as_complex(pairs[:, :, 0]))
+    torch.complex(down, middle, out=torch.view_as_complex(pairs[:, :, 1]))
 
 
 def _plasma_crop(rng: SampleRandom, h: int, w: int, decay: float, dtype: torch.dtype) -> torch.Tensor:
     """(B, 1, h, w): the catalog's plasma fractal (`image._plasma_like` in `dtype`) cropped, identical.
 
-    Rescaled to [0, 1] by the whole map's range, as the catalog does, but only on the crop.
+    Rescaled to [0, 1] by the whole map's range, as the catalog does (the range of the four
+    quarter grids), but only the crop is written and rescaled.
     """
     size = image._next_power_of_two(max(h, w))
-    heights = _plasma_levels(rng, size, decay, dtype)[:, :size, :size]
-    low = heights.amin(dim=(1, 2), keepdim=True)
-    top = heights.amax(dim=(1, 2), keepdim=True).sub_(low).clamp_(min=1e-12)
-    return heights[:, None, :h, :w].sub(low[:, None]).div_(top[:, None])
+    if size == 1:  # the catalog's map is one zero, rescaled to 0
+        return torch.zeros((len(rng), 1, h, w), dtype=dtype, device=rng.device)
+    quarters = _plasma_quarters(rng, size, decay, dtype)
+    low = torch.stack([q.amin(dim=(1, 2)) for q in quarters]).amin(dim=0)[:, None, None]
+    top = torch.stack([q.amax(dim=(1, 2)) for q in quarters]).amax(dim=0)[:, None, None].sub_(low).clamp_(min=1e-12)
+    rows, cols = h + h % 2, w + w % 2  # even, for `_interleave`
+    crop = torch.empty((len(rng), rows, cols), dtype=dtype, device=rng.device)
+    _interleave(tuple(q[:, : rows // 2, : cols // 2] for q in quarters), crop)
+    return crop.sub_(low).div_(top)[:, None, :h, :w]
 
 
 def _fog(x, row, rng, spec):
