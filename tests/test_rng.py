@@ -135,18 +135,6 @@ def test_uniforms_are_the_successive_uniform_draws(dtype):
     assert torch.equal(one.uniform(3), many.uniform(3))  # the same streams consumed
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_centred_uniforms_are_the_scaled_uniforms_bit_for_bit(dtype):
-    """`centred_uniforms` (centred and scaled chunk by chunk) must be `uniforms`' draws, then (u - 0.5) * scale."""
-    ids = torch.tensor([0, 5, 2**40 + 3, 77])
-    shapes = [(1, 1), (2, 3), (0,), (5,), (300, 300), (700, 800)]  # the last spans several chunks
-    scales = [20000.0, 2.0 * (100.0 / 1.7) ** 2, 3.0, 0.1, 1e-3, 7.5]
-    plain, centred = SampleRandom(ids, 3, "x"), SampleRandom(ids, 3, "x")
-    expected = [(u - 0.5) * s for u, s in zip(plain.uniforms(shapes, dtype), scales)]
-    for want, got in zip(expected, centred.centred_uniforms(shapes, scales, dtype)):
-        assert got.dtype == dtype and torch.equal(want, got)
-    assert torch.equal(plain.uniform(3), centred.uniform(3))  # the same streams consumed
-
 
 def test_cached_salts_follow_the_formula_for_every_generator():
     """Small draws share their salts through a cache (a fresh generator per condition repeats

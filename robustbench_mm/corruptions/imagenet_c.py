@@ -500,7 +500,7 @@ def _plasma_quarters(rng: SampleRandom, size: int, decay: float, dtype: torch.dt
     layout. The catalog writes each step into strided views of the full map, wraps with `roll` (a
     copy per neighbour) and draws its 24 noise grids one call each; here each step's grid of
     corners carries one wrapped row and column, so every wrapped neighbour is a shifted slice; the
-    noise grids are one pass (`SampleRandom.centred_uniforms`); and a finer grid is written by
+    noise grids are one pass (`SampleRandom.uniforms`); and a finer grid is written by
     `_interleave`. The last step's grids are returned unwritten, for `_plasma_crop` to write only
     the crop. `dtype` is float32 or float64.
     """
@@ -510,8 +510,9 @@ def _plasma_quarters(rng: SampleRandom, size: int, decay: float, dtype: torch.dt
     for _ in widths:
         scales.append(2.0 * (wibble * wibble))
         wibble /= decay
-    noises = iter(rng.centred_uniforms([(n, n) for n in widths for _ in range(3)],
-                                       [s for s in scales for _ in range(3)], dtype=dtype))
+    draws = rng.uniforms([(n, n) for n in widths for _ in range(3)], dtype=dtype)  # one pass for all 24
+    # u - 0.5 is exact, so each noise value is the product rounded once
+    noises = (u.sub_(0.5).mul_(scale) for u, scale in zip(draws, (s for s in scales for _ in range(3))))
     corners = torch.zeros((b, 2, 2), dtype=dtype, device=device)  # one corner, wrapped
     for n in widths:
         inner = corners[:, :n, :n]

@@ -320,27 +320,6 @@ class SampleRandom:
             u.clamp_(info.tiny, 1.0 - info.eps / 2)
         return [part.reshape((len(self),) + tuple(shape)) for part, shape in zip(u.split(sizes, dim=1), shapes)]
 
-    def centred_uniforms(self, shapes: list[tuple[int, ...]], scales: list[float],
-                         dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
-        """`scales[k] * (u - 0.5)` for each draw u of `uniforms(shapes, dtype)`: U(-s/2, s/2), float32 or float64.
-
-        The centring and the scaling run on each chunk while it is in cache, two passes in all
-        instead of two per shape (a fractal's 24 small grids). u - 0.5 is exact, so every value is
-        the product rounded once, the same bits as scaling `uniforms`' values afterwards.
-        """
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"centred_uniforms draws float32 or float64, got {dtype}")
-        sizes = tuple(math.prod(shape) for shape in shapes)
-        per_value = torch.repeat_interleave(torch.tensor(scales, dtype=dtype), torch.tensor(sizes, dtype=torch.int64))
-        per_value = per_value.to(self.device).expand(len(self), -1)
-
-        def centre_and_scale(values: torch.Tensor, scale: torch.Tensor) -> None:
-            values.sub_(0.5).mul_(scale)
-
-        finish = _uniform_64 if dtype == torch.float64 else _uniform_32
-        u = self._draw_streams(sizes, dtype, finish, centre_and_scale, (per_value,))
-        return [part.reshape((len(self),) + tuple(shape)) for part, shape in zip(u.split(sizes, dim=1), shapes)]
-
     def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """N(0, 1) by the inverse CDF, sqrt(2) erfinv(2u - 1), shape (B, *shape).
 
