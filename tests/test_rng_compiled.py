@@ -152,3 +152,17 @@ def test_an_installed_numba_that_fails_to_load_is_reported_as_such(monkeypatch):
     with pytest.raises(InputError, match=r"numba is installed but the compiled loops did not load \(ModuleNotFoundError: import of ") as caught:
         SampleRandom(IDS, 0, "k").uniform(3)
     assert "pip install" not in str(caught.value)
+
+
+@pytest.mark.parametrize("first, sizes", [(0, (2**14 + 1,)), (3, (5, 2**15, 1, 7)), (2**33 + 5, (150_528,)), (0, (0, 2**16))])
+def test_compiled_salts_are_torchs_bit_for_bit(first, sizes):
+    """The large draws' salts (`_rng_numba.stream_salts`) against `rng._stream_salts`, including a
+    stream number past 2**32 (its bits and its golden multiple wrap) and an empty stream."""
+    import numpy as np
+
+    from robustbench_mm.corruptions import _rng_numba
+
+    want = rng_module._stream_salts(torch.device("cpu"), first, sizes)
+    got = np.empty(sum(sizes), dtype=np.uint32)
+    _rng_numba.stream_salts(first, np.asarray(sizes, dtype=np.int64), got)
+    assert torch.equal(torch.from_numpy(got.view(np.int32)), want)

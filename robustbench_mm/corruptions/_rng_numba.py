@@ -23,6 +23,7 @@ import numpy as np
 _MUL1 = np.uint32(0x7FEB352D)
 _MUL2 = np.uint32(0x846CA68B)
 _LOW23 = np.uint32(0x7FFFFF)
+_GOLDEN = 0x9E3779B9  # rng._GOLDEN
 _SIGNATURE32 = "void(uint32[::1], uint32[::1], float32[:, ::1])"
 _SIGNATURE64 = "void(uint32[::1], uint32[::1], float64[:, ::1])"
 
@@ -39,6 +40,21 @@ def _lowbias32(x):
 
 # Each loop writes what the finisher of the same name in rng.py computes from the hash, by the same
 # operations in the same order; every one of them is exact (see the module's docstring).
+
+
+@numba.njit("void(int64, int64[::1], uint32[::1])", cache=True, nogil=True)
+def stream_salts(first, sizes, out):
+    """rng._stream_salts: element i of stream s = first + k gets hash(hash(i + s * golden) ^ s),
+    modulo 2**32, streams side by side. Salts are a second hash pass over each draw's columns: in
+    torch, ~30 passes of int64 and int32 ops (0.7 ms for a 3x224x224 draw against the loop's ~0.05)."""
+    c = 0
+    for k in range(sizes.shape[0]):
+        s = first + k
+        stream_bits = np.uint32(s & 0xFFFFFFFF)
+        offset = (s * _GOLDEN) & 0xFFFFFFFF
+        for i in range(sizes[k]):
+            out[c] = _lowbias32(_lowbias32(np.uint32((i + offset) & 0xFFFFFFFF)) ^ stream_bits)
+            c += 1
 
 
 @numba.njit(_SIGNATURE32, cache=True, nogil=True)

@@ -30,6 +30,7 @@ import importlib.util
 import math
 import os
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -207,13 +208,18 @@ class SampleRandom:
         other._stream = 0
         return other
 
-    def _salts(self, sizes: tuple[int, ...]) -> torch.Tensor:
+    def _salts(self, sizes: tuple[int, ...], compiled: bool = False) -> torch.Tensor:
         """int32 salts of the next len(sizes) streams, sizes[k] elements of stream k, concatenated
-        (read-only: small ones are shared through `_cached_salts`)."""
+        (read-only: small ones are shared through `_cached_salts`; large ones come from the compiled
+        loop when the draw runs compiled, the same bits)."""
         first = self._stream
         self._stream += len(sizes)
         if sum(sizes) <= _SALT_CACHE_ELEMENTS:
             return _cached_salts(self.device, first, tuple(sizes))
+        if compiled:
+            salts = np.empty(sum(sizes), dtype=np.uint32)
+            _loops.stream_salts(first, np.asarray(sizes, dtype=np.int64), salts)
+            return torch.from_numpy(salts.view(np.int32))
         return _stream_salts(self.device, first, tuple(sizes))
 
     def _draw(self, shape: tuple[int, ...], dtype: torch.dtype, finish, combine=None, operands=()) -> torch.Tensor:
@@ -234,14 +240,15 @@ class SampleRandom:
         (B, sum(sizes))), while they are still in cache.
         """
         b, n = len(self), sum(sizes)
-        salt = self._salts(sizes)
+        compiled = _compiled(finish, b * n) if self.device.type == "cpu" else None
+        salt = self._salts(sizes, compiled=compiled is not None)
         work = dtype if dtype == torch.float64 else torch.float32
         out = torch.empty((b, n), dtype=work, device=self.device)
         if b and n:
             chunk = _CPU_CHUNK if self.device.type == "cpu" else _DEVICE_CHUNK
             cols = min(n, chunk)
             rows = max(1, chunk // n)
-            fill = self._chunk_filler(finish, salt, out, min(rows, b) * cols)
+            fill = self._chunk_filler(compiled, finish, salt, out, min(rows, b) * cols)
             for r0 in range(0, b, rows):
                 r1 = min(b, r0 + rows)
                 for c0 in range(0, n, cols):
@@ -251,13 +258,13 @@ class SampleRandom:
                         combine(out[r0:r1, c0:c1], *(op[r0:r1, c0:c1] for op in flat))
         return out.to(dtype)
 
-    def _chunk_filler(self, finish, salt: torch.Tensor, out: torch.Tensor, chunk: int):
+    def _chunk_filler(self, compiled, finish, salt: torch.Tensor, out: torch.Tensor, chunk: int):
         """fill(r0, r1, c0, c1): out[r0:r1, c0:c1] = finish(hash(keys[r0:r1] ^ salt[c0:c1])).
 
-        On CPU, the compiled loop where `_compiled` offers it (the same bits); otherwise torch's
-        ops on int32 scratch of `chunk` elements.
+        With `compiled` (what `_compiled` offered for this draw: a loop and the torch step after
+        it), the compiled loop (the same bits); otherwise torch's ops on int32 scratch of `chunk`
+        elements.
         """
-        compiled = _compiled(finish, out.numel()) if self.device.type == "cpu" else None
         if compiled is not None:
             loop, after = compiled
             keys, salts, values = self.keys.numpy().view("uint32"), salt.numpy().view("uint32"), out.numpy()
