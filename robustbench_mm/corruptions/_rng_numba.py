@@ -24,8 +24,8 @@ _MUL1 = np.uint32(0x7FEB352D)
 _MUL2 = np.uint32(0x846CA68B)
 _LOW23 = np.uint32(0x7FFFFF)
 _GOLDEN = 0x9E3779B9  # rng._GOLDEN
-_SIGNATURE32 = "void(uint32[::1], uint32[::1], float32[:, ::1])"
-_SIGNATURE64 = "void(uint32[::1], uint32[::1], float64[:, ::1])"
+_SIGNATURE32 = "void(uint32[::1], uint32[::1], float32[:, ::1], float32, float32)"
+_SIGNATURE64 = "void(uint32[::1], uint32[::1], float64[:, ::1], float64, float64)"
 
 
 @numba.njit(cache=True, nogil=True)
@@ -36,10 +36,6 @@ def _lowbias32(x):
     x ^= x >> np.uint32(15)
     x = np.uint32(x * _MUL2)
     return x ^ (x >> np.uint32(16))
-
-
-# Each loop writes what the finisher of the same name in rng.py computes from the hash, by the same
-# operations in the same order; every one of them is exact (see the module's docstring).
 
 
 @numba.njit("void(int64, int64[::1], uint32[::1])", cache=True, nogil=True)
@@ -57,41 +53,29 @@ def stream_salts(first, sizes, out):
             c += 1
 
 
+# The two loops below write what rng.py's finishers compute from the hash, by the same operations in
+# the same order, each exact (see the module's docstring): `rng._COMPILED_STEPS` gives each finisher
+# its loop, scale and offset.
+
+
 @numba.njit(_SIGNATURE32, cache=True, nogil=True)
-def uniform_32(keys, salt, out):
-    """rng._uniform_32: k * 2**-23 + 2**-24, k the low 23 bits of hash(keys[r] ^ salt[c])."""
+def low23_32(keys, salt, out, scale, offset):
+    """k * scale + offset, k the low 23 bits of hash(keys[r] ^ salt[c]): rng._uniform_32 (2**-23,
+    2**-24) and _normal_32 before its erfinv (2**-22, 2**-23 - 1)."""
     for r in range(out.shape[0]):
         key = keys[r]
         for c in range(out.shape[1]):
             k = np.float32(np.int32(_lowbias32(key ^ salt[c]) & _LOW23))
-            out[r, c] = k * np.float32(2.0**-23) + np.float32(2.0**-24)
+            out[r, c] = k * scale + offset
 
 
 @numba.njit(_SIGNATURE64, cache=True, nogil=True)
-def uniform_64(keys, salt, out):
-    """rng._uniform_64: (s + 2**31 + 0.5) * 2**-32, s the hash read as a signed 32-bit value."""
+def signed_64(keys, salt, out, scale, offset):
+    """(s + 2**31 + 0.5) * scale + offset, s the hash read as a signed 32-bit value: rng._uniform_64
+    (2**-32, 0: the product is positive, so adding 0 changes no bit) and _normal_64 before its erfinv
+    (2**-31, -1)."""
     for r in range(out.shape[0]):
         key = keys[r]
         for c in range(out.shape[1]):
             s = np.float64(np.int32(_lowbias32(key ^ salt[c])))
-            out[r, c] = (s + (2.0**31 + 0.5)) * 2.0**-32
-
-
-@numba.njit(_SIGNATURE32, cache=True, nogil=True)
-def signed_32(keys, salt, out):
-    """rng._normal_32 before its erfinv: 2u - 1 = k * 2**-22 + (2**-23 - 1)."""
-    for r in range(out.shape[0]):
-        key = keys[r]
-        for c in range(out.shape[1]):
-            k = np.float32(np.int32(_lowbias32(key ^ salt[c]) & _LOW23))
-            out[r, c] = k * np.float32(2.0**-22) + np.float32(2.0**-23 - 1.0)
-
-
-@numba.njit(_SIGNATURE64, cache=True, nogil=True)
-def signed_64(keys, salt, out):
-    """rng._normal_64 before its erfinv: 2u - 1 = (s + 2**31 + 0.5) * 2**-31 - 1."""
-    for r in range(out.shape[0]):
-        key = keys[r]
-        for c in range(out.shape[1]):
-            s = np.float64(np.int32(_lowbias32(key ^ salt[c])))
-            out[r, c] = (s + (2.0**31 + 0.5)) * 2.0**-31 - 1.0
+            out[r, c] = (s + (2.0**31 + 0.5)) * scale + offset

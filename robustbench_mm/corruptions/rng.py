@@ -96,12 +96,13 @@ def _normal_from_signed_(v: torch.Tensor) -> None:
 
 
 # The compiled path (corruptions/_rng_numba.py, numba): for each finisher, the loop that computes
-# the hash and the finisher's exact part, and the torch step left to run after it.
+# the hash and the finisher's exact part (its scale and offset, the finisher's constants), and the
+# torch step left to run after it.
 _COMPILED_STEPS = {
-    _uniform_32: ("uniform_32", None),
-    _uniform_64: ("uniform_64", None),
-    _normal_32: ("signed_32", _normal_from_signed_),
-    _normal_64: ("signed_64", _normal_from_signed_),
+    _uniform_32: ("low23_32", 2.0**-23, 2.0**-24, None),
+    _uniform_64: ("signed_64", 2.0**-32, 0.0, None),
+    _normal_32: ("low23_32", 2.0**-22, 2.0**-23 - 1.0, _normal_from_signed_),
+    _normal_64: ("signed_64", 2.0**-31, -1.0, _normal_from_signed_),
 }
 RNG_PATHS = ("auto", "compiled", "torch")  # the values of RBMM_RNG
 # Importing numba and loading the loops costs ~0.5 s CPU (~0.95 s the first time, when numba
@@ -141,8 +142,8 @@ def _compiled(finish, count: int):
                 raise InputError("RBMM_RNG=compiled needs numba: pip install 'robustbench-mm[fast]'")
             raise InputError(f"RBMM_RNG=compiled: numba is installed but the compiled loops did not load ({_loops_failure})")
         return None
-    name, after = _COMPILED_STEPS[finish]
-    return getattr(_loops, name), after
+    name, scale, offset, after = _COMPILED_STEPS[finish]
+    return functools.partial(getattr(_loops, name), scale=scale, offset=offset), after
 
 
 def key32(*parts: object) -> int:
