@@ -42,7 +42,8 @@ def _lowbias32(x):
 def stream_salts(first, sizes, out):
     """rng._stream_salts: element i of stream s = first + k gets hash(hash(i + s * golden) ^ s),
     modulo 2**32, streams side by side. Salts are a second hash pass over each draw's columns: in
-    torch, ~30 passes of int64 and int32 ops (0.7 ms for a 3x224x224 draw against the loop's ~0.05)."""
+    torch, ~30 passes of int64 and int32 ops: 0.70 ms for a 3x224x224 stream against the loop's
+    0.08 ms (one thread, freed memory kept, best of 50)."""
     c = 0
     for k in range(sizes.shape[0]):
         s = first + k
