@@ -14,13 +14,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_SIGNATURES = [
-    "void(float32[:, ::1], float32[::1], float32[:, :, :, ::1])",
-    "void(float64[:, ::1], float64[::1], float64[:, :, :, ::1])",
-]
 
-
-@numba.njit(_SIGNATURES, cache=True, nogil=True)
+# Compiled on first use per dtype (4.3 s CPU for float32 here, 1.7 s more for float64), then loaded
+# from numba's disk cache beside the draws' loops (0.03 s).
+@numba.njit(cache=True, nogil=True)
 def plasma_quarters(draws, scales, out):
     """out[:, b] = the last step's (corner, across, down, centre) grids of map b, (4, B, n, n).
 
