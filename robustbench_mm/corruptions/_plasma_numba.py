@@ -1,7 +1,7 @@
 """The diamond-square steps of ImageNet-C fog's plasma fractal as one compiled loop per map (numba).
 
-`imagenet_c._plasma_quarters` runs them as ~200 torch calls, each a trip through memory for the
-finer grids; this loop keeps one map's grids in cache and computes every value from the same
+`imagenet_c._plasma_quarters` runs them as about 470 torch operations, each a trip through memory
+for the finer grids; this loop keeps one map's grids in cache and computes every value from the same
 operands in the same order, each sum, product and difference rounded once in the grid's dtype
 (no fastmath; the products by 0.25 and the differences u - 0.5 are exact), so it gives torch's
 bits (tests/test_imagenet_c.py compares both paths). Used exactly when the fractal's draws ran

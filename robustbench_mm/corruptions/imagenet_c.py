@@ -518,14 +518,15 @@ def _plasma_quarters(rng: SampleRandom, size: int, decay: float, dtype: torch.dt
     if runs_compiled(draws.device):
         from . import _plasma_numba
 
+        values = draws.numpy()
         quarters = torch.empty((4, b, size // 2, size // 2), dtype=dtype)
-        _plasma_numba.plasma_quarters(draws.numpy(), np.array(scales, dtype=draws.numpy().dtype), quarters.numpy())
+        _plasma_numba.plasma_quarters(values, np.array(scales, dtype=values.dtype), quarters.numpy())
         return tuple(quarters)
     # u - 0.5 is exact, so each noise value is the product rounded once
     noises, start = [], 0
     for n, scale in zip(widths, scales):
-        step = draws[:, start : start + 3 * n * n].sub_(0.5).mul_(scale)
-        noises += [part.view(b, n, n) for part in step.split(n * n, dim=1)]
+        grids = draws[:, start : start + 3 * n * n].sub_(0.5).mul_(scale)
+        noises += [part.view(b, n, n) for part in grids.split(n * n, dim=1)]
         start += 3 * n * n
     noises = iter(noises)
     corners = torch.zeros((b, 2, 2), dtype=dtype, device=device)  # one corner, wrapped
