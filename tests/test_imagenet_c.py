@@ -340,13 +340,39 @@ def test_suite_fog_is_the_catalog_fractal_bit_for_bit(size, batch):
             assert torch.equal(got, expected), (seed, severity)
 
 
+@pytest.mark.parametrize("path", ["torch", "compiled"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_suite_plasma_equals_catalog_plasma_at_odd_sizes(dtype):
+def test_suite_plasma_equals_catalog_plasma_at_odd_sizes(dtype, path, monkeypatch):
+    """On either random-number path (the compiled one also runs the fractal's steps compiled)."""
     ids = torch.tensor([0, 9, 2**40 + 1])
     for h, w in ((1, 1), (3, 5), (33, 17)):
         like = torch.zeros(3, 1, h, w, dtype=dtype)
+        monkeypatch.setenv("RBMM_RNG", "torch")
         ref = image._plasma_like(SampleRandom(ids, 4, "p"), like, 1.75, dtype)
+        monkeypatch.setenv("RBMM_RNG", path)
         assert torch.equal(imagenet_c._plasma_crop(SampleRandom(ids, 4, "p"), h, w, 1.75, dtype), ref)
+
+
+def _float_bits(x: torch.Tensor) -> torch.Tensor:
+    """The bytes of a float tensor (torch.equal calls -0.0 and 0.0 equal)."""
+    return x.contiguous().view(torch.uint8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_fractal_steps_give_torchs_bits(dtype, monkeypatch):
+    """_plasma_numba's loop must write the torch steps' quarter grids bit for bit, every map of a
+    batch (its scratch is reused from map to map) and at every size, including the whole map."""
+    from robustbench_mm.corruptions import rng as rng_module
+
+    ids = torch.tensor([0, 1, 9, 2**40 + 1, 123456])
+    for size, decay in ((2, 2.0), (4, 3.0), (16, 1.75), (256, 2.5)):
+        monkeypatch.setenv("RBMM_RNG", "torch")
+        expected = imagenet_c._plasma_quarters(SampleRandom(ids, 3, "q"), size, decay, dtype)
+        monkeypatch.setenv("RBMM_RNG", "compiled")
+        got = imagenet_c._plasma_quarters(SampleRandom(ids, 3, "q"), size, decay, dtype)
+        assert rng_module.runs_compiled(ids.device)  # the loop above ran, not torch's steps
+        for e, g in zip(expected, got, strict=True):
+            assert torch.equal(_float_bits(e), _float_bits(g)), (size, decay)
 
 
 def _smoothed_in_bands(field: torch.Tensor, sigma: float, dim: int) -> torch.Tensor:

@@ -36,7 +36,7 @@ from ..datasets.batch import ModalitySpec
 from ..errors import InputError
 from . import image, noise
 from .registry import CorruptionSpec, register_suite
-from .rng import SampleRandom
+from .rng import SampleRandom, runs_compiled
 
 SUITES = ("imagenet-c", "tiny-imagenet-c")
 IMAGE_SIZE = {"imagenet-c": 224, "tiny-imagenet-c": 64}
@@ -500,19 +500,35 @@ def _plasma_quarters(rng: SampleRandom, size: int, decay: float, dtype: torch.dt
     layout. The catalog writes each step into strided views of the full map, wraps with `roll` (a
     copy per neighbour) and draws its 24 noise grids one call each; here each step's grid of
     corners carries one wrapped row and column, so every wrapped neighbour is a shifted slice; the
-    noise grids are one pass (`SampleRandom.uniforms`); and a finer grid is written by
-    `_interleave`. The last step's grids are returned unwritten, for `_plasma_crop` to write only
-    the crop. `dtype` is float32 or float64.
+    noise grids are one pass (`SampleRandom.uniform_streams`) scaled one step at a time; and a finer
+    grid is written by `_interleave`. The last step's grids are returned unwritten, for
+    `_plasma_crop` to write only the crop. When the draws ran compiled (`rng.runs_compiled`), the
+    steps run as one compiled loop per map instead (`_plasma_numba.py`, the same bits). `dtype` is
+    float32 or float64.
     """
+    if size < 2:
+        raise ValueError(f"the fractal needs size >= 2, got {size}")
     b, device = len(rng), rng.device
     widths = [size // 2**k for k in range(size.bit_length() - 1, 0, -1)]  # n per step, coarse to fine
     scales, wibble = [], 100.0
     for _ in widths:
         scales.append(2.0 * (wibble * wibble))
         wibble /= decay
-    draws = rng.uniforms([(n, n) for n in widths for _ in range(3)], dtype=dtype)  # one pass for all 24
+    draws = rng.uniform_streams(tuple(n * n for n in widths for _ in range(3)), dtype=dtype)  # one pass for all 24
+    if runs_compiled(draws.device):
+        from . import _plasma_numba
+
+        values = draws.numpy()
+        quarters = torch.empty((4, b, size // 2, size // 2), dtype=dtype)
+        _plasma_numba.plasma_quarters(values, np.array(scales, dtype=values.dtype), quarters.numpy())
+        return tuple(quarters)
     # u - 0.5 is exact, so each noise value is the product rounded once
-    noises = (u.sub_(0.5).mul_(scale) for u, scale in zip(draws, (s for s in scales for _ in range(3))))
+    noises, start = [], 0
+    for n, scale in zip(widths, scales):
+        grids = draws[:, start : start + 3 * n * n].sub_(0.5).mul_(scale)
+        noises += [part.view(b, n, n) for part in grids.split(n * n, dim=1)]
+        start += 3 * n * n
+    noises = iter(noises)
     corners = torch.zeros((b, 2, 2), dtype=dtype, device=device)  # one corner, wrapped
     for n in widths:
         inner = corners[:, :n, :n]
@@ -539,7 +555,6 @@ def _plasma_quarters(rng: SampleRandom, size: int, decay: float, dtype: torch.dt
         corners = store[:, :, :-1]
         corners[:, -1] = corners[:, 0]
         corners[:, :, -1] = corners[:, :, 0]
-    raise ValueError(f"the fractal needs size >= 2, got {size}")
 
 
 def _interleave(quarters: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:

@@ -146,6 +146,13 @@ def _compiled(finish, count: int):
     return functools.partial(getattr(_loops, name), scale=scale, offset=offset), after
 
 
+def runs_compiled(device: torch.device) -> bool:
+    """Whether a CPU draw made now on `device` ran compiled: RBMM_RNG is not `torch` and the loops
+    are loaded (`_compiled`). A kernel with compiled steps of its own (fog's fractal,
+    `_plasma_numba.py`) takes them exactly when its draws did, so it never loads numba by itself."""
+    return device.type == "cpu" and bool(_loops) and os.environ.get("RBMM_RNG") != "torch"
+
+
 def key32(*parts: object) -> int:
     """A 32-bit key from any labels (protocol seed, condition, modality...), stable across runs."""
     text = "\x1f".join(str(p) for p in parts)
@@ -322,11 +329,17 @@ class SampleRandom:
         For many small draws (a fractal's levels) the fixed cost of a draw is then paid once.
         """
         sizes = tuple(math.prod(shape) for shape in shapes)
-        u = self._draw_streams(sizes, dtype, _uniform_64 if dtype == torch.float64 else _uniform_32)
+        u = self.uniform_streams(sizes, dtype)
+        return [part.reshape((len(self),) + tuple(shape)) for part, shape in zip(u.split(sizes, dim=1), shapes)]
+
+    def uniform_streams(self, sizes: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(B, sum(sizes)): `uniforms` of the 1-D shapes `sizes` side by side in one tensor, for a
+        kernel that walks them in one loop (fog's compiled fractal)."""
+        u = self._draw_streams(tuple(sizes), dtype, _uniform_64 if dtype == torch.float64 else _uniform_32)
         if dtype not in (torch.float32, torch.float64):
             info = torch.finfo(dtype)
             u.clamp_(info.tiny, 1.0 - info.eps / 2)
-        return [part.reshape((len(self),) + tuple(shape)) for part, shape in zip(u.split(sizes, dim=1), shapes)]
+        return u
 
     def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """N(0, 1) by the inverse CDF, sqrt(2) erfinv(2u - 1), shape (B, *shape).
