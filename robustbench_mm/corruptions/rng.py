@@ -146,6 +146,13 @@ def _compiled(finish, count: int):
     return functools.partial(getattr(_loops, name), scale=scale, offset=offset), after
 
 
+def compiled_loops_active() -> bool:
+    """Whether CPU draws run on the compiled path now (RBMM_RNG, and for `auto`, whether this process
+    has drawn enough to load it). Other exact compiled loops (reverb's spectra product) follow this
+    choice, so numba never loads for them alone; both of their paths give the same bits."""
+    return (os.environ.get("RBMM_RNG") or "auto") != "torch" and bool(_loops)
+
+
 def key32(*parts: object) -> int:
     """A 32-bit key from any labels (protocol seed, condition, modality...), stable across runs."""
     text = "\x1f".join(str(p) for p in parts)
