@@ -127,14 +127,17 @@ def test_audio_kernel_bits_match_the_definition(name, dtype, n, rng_path):
 
 
 @pytest.mark.parametrize("name", sorted(DEFINITIONS))
-def test_a_clip_gets_the_same_bits_alone_and_in_any_batch_at_full_length(name, rng_path):
-    """Common random numbers at a real clip length: at 10,000-point FFTs torch's CPU transform of a
-    lone row rounds differently from a batch's rows, which the contract tests' 128-sample clips
-    never reach. Each clip, alone or in another batch, must get the bits it gets in the whole batch."""
+@pytest.mark.parametrize("n", [8000, 16000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_clip_gets_the_same_bits_alone_and_in_any_batch_at_full_length(name, n, dtype, rng_path):
+    """Common random numbers at a real clip length: torch's CPU transform of a lone row rounds
+    differently from a batch's rows (float32 from 10,000 points: lowpass at 16,000 samples gave other
+    bits alone; float64 already at 8,000: pink noise on float64 clips), which the contract tests'
+    128-sample clips never reach.
+    Each clip, alone or in another batch, must get the bits it gets in the whole batch."""
     kernel = get_corruption(name)
-    n = 8000
     gen = torch.Generator().manual_seed(zlib.crc32(f"{name}|alone".encode()))
-    x = (0.5 * torch.randn(5, n, generator=gen)).clamp(-1, 1)
+    x = (0.5 * torch.randn(5, n, generator=gen)).clamp(-1, 1).to(dtype)
     spec = ModalitySpec("audio", "audio", (n,), value_range=(-1.0, 1.0))
     ids = torch.arange(40, 45)
     param = kernel.severity[2]
@@ -146,19 +149,22 @@ def test_a_clip_gets_the_same_bits_alone_and_in_any_batch_at_full_length(name, r
     assert torch.equal(_bits(kernel(x[order], param, SampleRandom(ids[order], 1, name), spec)), _bits(whole[order]))
 
 
+@pytest.mark.parametrize("name", ["reverb", "pink_noise", "brown_noise"])
 @pytest.mark.parametrize("clips_per_block", [None, 1, 3])  # None: the kernel's own block size
-def test_reverb_blocks_keep_the_bits(clips_per_block, rng_path, monkeypatch):
-    """reverb convolves a few clips at a time; blocks of 3 over 7 clips leave a lone last clip,
-    whose FFT (MKL's single-row path at 10,000 points) must still get the whole batch's bits."""
+def test_fft_kernels_in_blocks_keep_the_bits(name, clips_per_block, rng_path, monkeypatch):
+    """These kernels run a few clips at a time; blocks of 3 over 7 clips leave a lone last clip
+    (reverb's FFTs must still give it the whole batch's bits; the noises join it to the block before)."""
     n = 8000
     if clips_per_block is not None:
-        monkeypatch.setattr(audio, "_CPU_BLOCK", clips_per_block * audio._fft_length(n + 2000 - 1))
+        row_values = audio._fft_length(n + 2000 - 1) if name == "reverb" else n
+        monkeypatch.setattr(audio, "_CPU_BLOCK", clips_per_block * row_values)
     gen = torch.Generator().manual_seed(23)
     x = (0.5 * torch.randn(7, n, generator=gen)).clamp(-1, 1)
     spec = ModalitySpec("audio", "audio", (n,), value_range=(-1.0, 1.0))
     ids = torch.arange(3, 10)
-    got = audio.reverb(x, 3.0, SampleRandom(ids, 2, "blocks"), spec)
-    want = _reverb(x, 3.0, SampleRandom(ids, 2, "blocks"), spec)
+    param = get_corruption(name).severity[3]
+    got = get_corruption(name)(x, param, SampleRandom(ids, 2, "blocks"), spec)
+    want = DEFINITIONS[name](x, param, SampleRandom(ids, 2, "blocks"), spec)
     assert torch.equal(_bits(got), _bits(want))
 
 
