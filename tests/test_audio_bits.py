@@ -168,6 +168,15 @@ def test_fft_kernels_in_blocks_keep_the_bits(name, clips_per_block, rng_path, mo
     assert torch.equal(_bits(got), _bits(want))
 
 
+@pytest.mark.parametrize("name", ["reverb", "pink_noise", "brown_noise", "lowpass"])
+def test_fft_kernels_take_an_empty_batch(name):
+    """A batch of no clips comes back empty (MKL refuses an FFT of no rows; the blocks never ask)."""
+    x = torch.zeros(0, 8000)
+    spec = ModalitySpec("audio", "audio", (8000,), value_range=(-1.0, 1.0))
+    kernel = get_corruption(name)
+    assert kernel(x, kernel.severity[2], SampleRandom(torch.zeros(0, dtype=torch.int64), 0, name), spec).shape == (0, 8000)
+
+
 def test_compiled_spectra_product_has_the_torch_bits(monkeypatch):
     """The compiled product (_audio_numba) against torch's complex128 one, on values spread over
     2^-60 .. 2^60 with signed zeros; a product computed in float32 fails here."""

@@ -1,7 +1,8 @@
 """Waveform corruptions on (B, N) batches in [-1, 1] (the value range is kept).
 
 Noise levels are signal-to-noise ratios in dB relative to each sample's own power; filters work
-in the frequency domain on the whole batch with torch.fft.
+in the frequency domain with torch.fft (on CPU, reverb and the coloured noises in blocks of clips
+that stay in cache).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def gain(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -
     description="band-limiting: ideal low-pass filter in the frequency domain",
 )
 def lowpass(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
-    if param <= 0:
+    if param <= 0 or x.shape[0] == 0:  # MKL rejects an FFT of no rows
         return x.clone()
     n = x.shape[-1]
     spectrum = torch.fft.rfft(_batch_of_two(x), dim=-1)
@@ -223,11 +224,14 @@ def _reverb_blocks(x: torch.Tensor, ir: torch.Tensor, size: int):
     On CPU a block of clips (26 at 10,000 points, `_CPU_BLOCK`) and their impulse responses sit
     zero-padded in one buffer, transformed by one rfft and multiplied while in cache: the three FFTs
     of 256 clips took 10.1 ms against 12.1 ms on the whole batch (one thread, measured; kernels with
-    blocks of 13 to 32 clips were within 3% of each other). The buffer's padding is zeroed once and never written. The bits do not depend on the blocks: MKL gives each row of a batch of two or more rows
-    the same bits at any position (a last, shorter block leaves stale rows in the buffer, transformed
-    and unused), but a lone row other bits at long lengths (measured in float32 at 10,000 to 40,000
-    points, not at 5,000), so the irfft always transforms two rows or more."""
+    blocks of 13 to 32 clips were within 3% of each other). The buffer's padding is zeroed once and
+    never written. The bits do not depend on the blocks: MKL gives each row of a batch of two or more
+    rows the same bits at any position (a last, shorter block leaves stale rows in the buffer,
+    transformed and unused), but a lone row other bits at long lengths (`_batch_of_two`), so the
+    irfft always transforms two rows or more."""
     b, n = x.shape
+    if b == 0:
+        return
     length = ir.shape[1]
     blocks = math.ceil(b / max(1, _CPU_BLOCK // size)) if x.device.type == "cpu" else 1
     rows = math.ceil(b / blocks)
@@ -239,7 +243,6 @@ def _reverb_blocks(x: torch.Tensor, ir: torch.Tensor, size: int):
         spectra = torch.fft.rfft(buffer)
         _multiply_exactly_(spectra[:c], spectra[rows : rows + c])
         yield r0, r0 + c, torch.fft.irfft(spectra[: max(2, c)], n=size)[:c, :n]
-
 
 
 def _multiply_exactly_(spectrum: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
