@@ -94,9 +94,10 @@ def _floor(name: str, x: torch.Tensor, fresh):
     theirs / floor below 3 means no same-bits kernel can reach 3x on this machine.
 
     Memory-bound kernels (one pass over the batch): `x.clone()`, after time_mask's segment draws.
-    Noises: their random draws (and the colour's FFT pair, in the kernel's blocks of clips). Reverb: its three FFTs, in the clips' precision (float32 here) at the length
-    its output bits depend on (revision 2: the smallest 2^a 5^b >= n + IR length - 1), in the
-    kernel's blocks of clips (faster than on the whole batch)."""
+    Noises: their random draws (and the colour's FFT pair, in the kernel's blocks of clips). Reverb:
+    its three FFTs, in the clips' precision (float32 here) at the length its output bits depend on
+    (revision 2: the smallest 2^a 5^b >= n + IR length - 1), in the kernel's blocks of clips (faster
+    than on the whole batch)."""
     n = x.shape[-1]
     if name in ("gain", "clipping"):
         return lambda: x.clone()

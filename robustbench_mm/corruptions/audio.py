@@ -53,7 +53,7 @@ def _add_colored(x: torch.Tensor, rng: SampleRandom, exponent: float, snr_db: fl
     shaping = f.clamp(min=1.0) ** (-exponent / 2)
     shaping[0] = 0.0
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    for r0, r1 in _row_blocks(b, max(2, _CPU_BLOCK // n) if x.device.type == "cpu" else b):
+    for r0, r1 in _row_blocks(b, max(2, _CPU_BLOCK // n if x.device.type == "cpu" else b)):
         spectrum = torch.fft.rfft(_batch_of_two(white[r0:r1]), dim=-1)
         noise = torch.fft.irfft(spectrum.mul_(shaping), n=n, dim=-1)[: r1 - r0].to(x.dtype)
         _add_at_snr(x[r0:r1], noise, snr_db, spec, out=out[r0:r1])
