@@ -16,7 +16,7 @@ import zlib
 import pytest
 import torch
 
-from robustbench_mm.corruptions import SampleRandom, get_corruption
+from robustbench_mm.corruptions import SampleRandom, audio, get_corruption
 from robustbench_mm.datasets import ModalitySpec
 
 
@@ -102,10 +102,18 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view({torch.float32: torch.int32, torch.float64: torch.int64}[t.dtype])
 
 
+@pytest.fixture(params=["torch", "compiled"])
+def rng_path(request, monkeypatch):
+    """Both random-number paths (RBMM_RNG): with compiled draws, reverb's spectra product is a
+    compiled loop too (corruptions/_audio_numba.py); numba is in the test extra."""
+    monkeypatch.setenv("RBMM_RNG", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(DEFINITIONS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [4000, 1001])  # 4000: equal time_mask segments (the integer-view path)
-def test_audio_kernel_bits_match_the_definition(name, dtype, n):
+def test_audio_kernel_bits_match_the_definition(name, dtype, n, rng_path):
     kernel = get_corruption(name)
     gen = torch.Generator().manual_seed(zlib.crc32(f"{name}|{n}".encode()))
     x = (0.5 * torch.randn(9, n, generator=gen, dtype=torch.float64)).clamp(-1, 1).to(dtype)
@@ -119,14 +127,17 @@ def test_audio_kernel_bits_match_the_definition(name, dtype, n):
 
 
 @pytest.mark.parametrize("name", sorted(DEFINITIONS))
-def test_a_clip_gets_the_same_bits_alone_and_in_any_batch_at_full_length(name):
-    """Common random numbers at a real clip length: at 10,000-point FFTs torch's CPU transform of a
-    lone row rounds differently from a batch's rows, which the contract tests' 128-sample clips
-    never reach. Each clip, alone or in another batch, must get the bits it gets in the whole batch."""
+@pytest.mark.parametrize("n", [8000, 16000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_clip_gets_the_same_bits_alone_and_in_any_batch_at_full_length(name, n, dtype, rng_path):
+    """Common random numbers at a real clip length: torch's CPU transform of a lone row rounds
+    differently from a batch's rows (float32 from 10,000 points: lowpass at 16,000 samples gave other
+    bits alone; float64 already at 8,000: pink noise on float64 clips), which the contract tests'
+    128-sample clips never reach.
+    Each clip, alone or in another batch, must get the bits it gets in the whole batch."""
     kernel = get_corruption(name)
-    n = 8000
     gen = torch.Generator().manual_seed(zlib.crc32(f"{name}|alone".encode()))
-    x = (0.5 * torch.randn(5, n, generator=gen)).clamp(-1, 1)
+    x = (0.5 * torch.randn(5, n, generator=gen)).clamp(-1, 1).to(dtype)
     spec = ModalitySpec("audio", "audio", (n,), value_range=(-1.0, 1.0))
     ids = torch.arange(40, 45)
     param = kernel.severity[2]
@@ -136,3 +147,51 @@ def test_a_clip_gets_the_same_bits_alone_and_in_any_batch_at_full_length(name):
         assert torch.equal(_bits(alone[0]), _bits(whole[i])), (name, i)
     order = torch.tensor([4, 1, 3])
     assert torch.equal(_bits(kernel(x[order], param, SampleRandom(ids[order], 1, name), spec)), _bits(whole[order]))
+
+
+@pytest.mark.parametrize("name", ["reverb", "pink_noise", "brown_noise"])
+@pytest.mark.parametrize("clips_per_block", [None, 1, 3])  # None: the kernel's own block size
+def test_fft_kernels_in_blocks_keep_the_bits(name, clips_per_block, rng_path, monkeypatch):
+    """These kernels run a few clips at a time; blocks of 3 over 7 clips leave a lone last clip
+    (reverb's FFTs must still give it the whole batch's bits; the noises join it to the block before)."""
+    n = 8000
+    if clips_per_block is not None:
+        row_values = audio._fft_length(n + 2000 - 1) if name == "reverb" else n
+        monkeypatch.setattr(audio, "_CPU_BLOCK", clips_per_block * row_values)
+    gen = torch.Generator().manual_seed(23)
+    x = (0.5 * torch.randn(7, n, generator=gen)).clamp(-1, 1)
+    spec = ModalitySpec("audio", "audio", (n,), value_range=(-1.0, 1.0))
+    ids = torch.arange(3, 10)
+    param = get_corruption(name).severity[3]
+    got = get_corruption(name)(x, param, SampleRandom(ids, 2, "blocks"), spec)
+    want = DEFINITIONS[name](x, param, SampleRandom(ids, 2, "blocks"), spec)
+    assert torch.equal(_bits(got), _bits(want))
+
+
+@pytest.mark.parametrize("name", ["reverb", "pink_noise", "brown_noise", "lowpass"])
+def test_fft_kernels_take_an_empty_batch(name):
+    """A batch of no clips comes back empty (MKL refuses an FFT of no rows; the blocks never ask)."""
+    x = torch.zeros(0, 8000)
+    spec = ModalitySpec("audio", "audio", (8000,), value_range=(-1.0, 1.0))
+    kernel = get_corruption(name)
+    assert kernel(x, kernel.severity[2], SampleRandom(torch.zeros(0, dtype=torch.int64), 0, name), spec).shape == (0, 8000)
+
+
+def test_compiled_spectra_product_has_the_torch_bits(monkeypatch):
+    """The compiled product (_audio_numba) against torch's complex128 one, on values spread over
+    2^-60 .. 2^60 with signed zeros; a product computed in float32 fails here."""
+    from robustbench_mm.corruptions._audio_numba import multiply_exactly_
+
+    gen = torch.Generator().manual_seed(5)
+
+    def spectra():
+        parts = torch.randn(2, 37, 1001, generator=gen) * torch.exp2(torch.randint(-60, 61, (2, 37, 1001), generator=gen))
+        parts[:, 0, :8] = torch.tensor([0.0, -0.0, 0.0, -0.0, 1.0, -1.0, 0.0, -0.0])
+        return torch.complex(parts[0], parts[1])
+
+    spectrum, other = spectra(), spectra()
+    monkeypatch.setenv("RBMM_RNG", "torch")
+    want = audio._multiply_exactly_(spectrum.clone(), other)
+    got = spectrum.clone()
+    multiply_exactly_(got.numpy(), other.numpy())
+    assert torch.equal(torch.view_as_real(got).view(torch.int32), torch.view_as_real(want).view(torch.int32))

@@ -149,7 +149,8 @@ def _compiled(finish, count: int):
 def runs_compiled(device: torch.device) -> bool:
     """Whether a CPU draw made now on `device` ran compiled: RBMM_RNG is not `torch` and the loops
     are loaded (`_compiled`). A kernel with compiled steps of its own (fog's fractal,
-    `_plasma_numba.py`) takes them exactly when its draws did, so it never loads numba by itself."""
+    `_plasma_numba.py`; reverb's spectra product, `_audio_numba.py`) takes them exactly when its
+    draws did, so numba never loads for them alone; both paths of such a loop give the same bits."""
     return device.type == "cpu" and bool(_loops) and os.environ.get("RBMM_RNG") != "torch"
 
 
