@@ -663,20 +663,23 @@ def test_regression_report_uses_regression_wording(tmp_path, protocol):
     assert "with the highest mae (lower is better)" in md
 
 
-def test_a_run_begun_with_an_earlier_kernel_revision_is_refused_on_resume(tmp_path, monkeypatch):
-    """A built-in kernel whose bits changed on purpose (reverb, revision 2 in issue 23) must not
-    mix cells of both definitions in one run folder: a protocol that can select it hashes its
-    revision, so the run's identity differs and resuming is refused."""
+@pytest.mark.parametrize("name", ["reverb", "pink_noise", "brown_noise", "lowpass"])
+def test_a_run_begun_with_an_earlier_kernel_revision_is_refused_on_resume(tmp_path, monkeypatch, name):
+    """A built-in kernel whose bits changed on purpose (in issue 23, revision 2: reverb's float32
+    FFTs; a lone clip's bits in pink, brown and lowpass) must not mix cells of both definitions in
+    one run folder: a protocol that can select it hashes its revision, so the run's identity
+    differs and resuming is refused."""
     from dataclasses import replace
 
     from robustbench_mm.corruptions.registry import CORRUPTIONS
 
-    text = ('name = "r"\ndescription = "reverb where it applies"\nseed = 3\n[[corruption]]\n'
-            'corruptions = ["gaussian_noise", "reverb"]\nlevels = [2]\n')
+    text = (f'name = "r"\ndescription = "{name} where it applies"\nseed = 3\n[[corruption]]\n'
+            f'corruptions = ["gaussian_noise", "{name}"]\nlevels = [2]\n')
     data = tiny_data()
     out = tmp_path / "run"
-    entry = CORRUPTIONS._entries["reverb"]
-    monkeypatch.setitem(CORRUPTIONS._entries, "reverb", replace(entry, obj=replace(entry.obj, revision=1)))
+    entry = CORRUPTIONS._entries[name]
+    assert entry.obj.revision == 2
+    monkeypatch.setitem(CORRUPTIONS._entries, name, replace(entry, obj=replace(entry.obj, revision=1)))
     earlier = parse_protocol(text, source="r.toml")
     evaluate(tiny_models(data), data, earlier, out=out, device="cpu", progress=False)
     monkeypatch.undo()

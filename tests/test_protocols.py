@@ -245,9 +245,10 @@ def test_a_condition_table_of_a_builtin_family_expands_and_is_checked_by_the_fam
 
 
 def test_a_revised_builtin_kernel_enters_the_hash_of_the_protocols_that_can_select_it():
-    """reverb's bits changed in issue 23 (revision 2): a protocol that can select it, by name or
-    through "all", hashes {"revisions": {"reverb": 2}} beside its content, so a run begun with
-    revision 1 is refused on resume; a protocol that cannot keeps the hash it always had."""
+    """reverb's bits changed in issue 23 (revision 2; pink, brown and lowpass for a lone clip): a
+    protocol that can select them, by name or through "all", hashes {"revisions": {"reverb": 2, ...}}
+    beside its content, so a run begun with revision 1 is refused on resume; a protocol that cannot
+    keeps the hash it always had."""
     import hashlib
     import json
 
@@ -258,10 +259,12 @@ def test_a_revised_builtin_kernel_enters_the_hash_of_the_protocols_that_can_sele
             content["plugins"] = [{"name": p["name"], "sha256": p["sha256"]} for p in protocol.plugins]
         return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
-    assert get_corruption("reverb").revision == 2
-    for selection in ('["reverb", "gain"]', '"all"', '"kind:audio"'):
+    audio_revisions = {"brown_noise": 2, "lowpass": 2, "pink_noise": 2, "reverb": 2}
+    assert {name: get_corruption(name).revision for name in audio_revisions} == audio_revisions
+    for selection, revisions in (('["reverb", "gain"]', {"reverb": 2}), ('"all"', audio_revisions),
+                                 ('"kind:audio"', audio_revisions)):
         protocol = parse_protocol(BASE + f"[[corruption]]\ncorruptions = {selection}\nlevels = [1]\n")
-        assert protocol.hash == content_hash(protocol, revisions={"reverb": 2}), selection
+        assert protocol.hash == content_hash(protocol, revisions=revisions), selection
     for selection in ('["gain", "white_noise"]', '"kind:image"'):
         protocol = parse_protocol(BASE + f"[[corruption]]\ncorruptions = {selection}\nlevels = [1]\n")
         assert protocol.hash == content_hash(protocol), selection

@@ -96,8 +96,12 @@ def white_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: Modality
     identity=math.inf,
     unit="SNR in dB (per sample)",
     description="additive pink (1/f) noise at a target signal-to-noise ratio",
+    revision=2,
 )
 def pink_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    """Revision 2 (issue 23): a batch of one clip gets the bits the clip gets in any batch (its FFTs
+    run beside a copy of it, `_batch_of_two`); revision 1 gave a lone clip MKL's single-row bits,
+    which differ at long lengths (measured: float64 clips of 8,000 samples). Other batches keep their bits."""
     return _add_colored(x, rng, 1.0, param, spec)
 
 
@@ -108,8 +112,12 @@ def pink_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalityS
     identity=math.inf,
     unit="SNR in dB (per sample)",
     description="additive brown (1/f^2) noise at a target signal-to-noise ratio",
+    revision=2,
 )
 def brown_noise(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    """Revision 2 (issue 23): a batch of one clip gets the bits the clip gets in any batch (its FFTs
+    run beside a copy of it, `_batch_of_two`); revision 1 gave a lone clip MKL's single-row bits,
+    which differ at long lengths (measured: float64 clips of 8,000 samples). Other batches keep their bits."""
     return _add_colored(x, rng, 2.0, param, spec)
 
 
@@ -169,8 +177,13 @@ def gain(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -
     severity=(0.5, 0.7, 0.8, 0.9, 0.95),
     unit="fraction of the band removed (cutoff = (1 - param) x Nyquist)",
     description="band-limiting: ideal low-pass filter in the frequency domain",
+    revision=2,
 )
 def lowpass(x: torch.Tensor, param: float, rng: SampleRandom, spec: ModalitySpec) -> torch.Tensor:
+    """Revision 2 (issue 23): a batch of one clip gets the bits the clip gets in any batch (its FFTs
+    run beside a copy of it, `_batch_of_two`); revision 1 gave a lone clip MKL's single-row bits,
+    which differ at long lengths (measured: float64 clips of 8,000 samples, float32 ones of 16,000).
+    Other batches keep their bits."""
     if param <= 0 or x.shape[0] == 0:  # MKL rejects an FFT of no rows
         return x.clone()
     n = x.shape[-1]
