@@ -125,15 +125,22 @@ def test_non_integer_severity_and_four_channels_are_one_line_errors():
     assert "needs 1 or 3 colour channels" in get_corruption("imagenet-c/fog").supports(four)
 
 
+@pytest.mark.parametrize("path", ["torch", "compiled"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_jpeg_compression_is_pillows_codec_on_the_rounded_8_bit_image(dtype, channels):
+def test_jpeg_compression_is_pillows_codec_on_the_rounded_8_bit_image(dtype, channels, path, monkeypatch):
     """The definition, computed the reference's way (imagecorruptions' jpeg_compression: fromarray,
     save, Image.open; greyscale through RGB): round(255 u) to even, clipped to 0..255, in the input's
-    dtype; the decoded levels over 255. Inputs below 0, above 1 and on exact halves (k + 0.5) / 255."""
+    dtype; the decoded levels over 255. Inputs below 0, above 1 and on exact halves (k + 0.5) / 255.
+    On both paths (RBMM_RNG): with `compiled`, 3-channel images go through `_jpeg_numba`'s loops."""
     import io
 
     from PIL import Image
+
+    from robustbench_mm.corruptions.rng import runs_compiled
+
+    monkeypatch.setenv("RBMM_RNG", path)
+    assert runs_compiled(torch.device("cpu")) == (path == "compiled")
 
     g = torch.Generator().manual_seed(7)
     shape = (3, channels, 40, 48)

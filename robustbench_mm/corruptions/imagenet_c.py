@@ -26,6 +26,7 @@ import functools
 import importlib.util
 import io
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -875,12 +876,13 @@ def _jpeg_compression(x, quality, rng, spec):
 
     Pixels are rounded to 8 bits first (the reference encodes 8-bit images); one channel goes through
     RGB and back to L, as imagecorruptions does for greyscale. Runs on the host CPU, image by image
-    (rounding included), so that each image's planes stay in the cache between the steps. Pillow's
-    codec is most of the time; around it, measured at 224 px: the 8-bit planes enter through reused
-    `frombuffer` bands and `Image.merge` (4-6x cheaper than transposing the batch to (B, H, W, C));
-    the stream is decoded by `Image.frombytes` into one reused image, the decoder `Image.open` +
-    `load` run less the header parsing in Python (about 30% less time per image, same pixels); the
-    planes leave through one `tobytes` per band. Figures in the docs (ImageNet-C, Speed).
+    (rounding included), so that each image stays in the cache between the steps. Pillow's codec is
+    most of the time; the stream is decoded by `Image.frombytes` into one reused image, the decoder
+    `Image.open` + `load` run less the header parsing in Python (about 30% less time per image, same
+    pixels). The conversions around the codec take one of two paths with the same bits (a test
+    compares them): where the draws run compiled (`rng.runs_compiled`), two compiled loops between
+    the float image and RGBX buffers that Pillow's images share (`_jpeg_rgbx`); otherwise torch and
+    Pillow's own band operations (`_jpeg_planes`). Figures in the docs (ImageNet-C, Speed).
     """
     try:
         from PIL import Image
@@ -891,6 +893,28 @@ def _jpeg_compression(x, quality, rng, spec):
     if x.device.type == "meta":
         return torch.empty_like(x)
     u = u.detach().cpu()
+    compiled = u.shape[1] == 3 and u.dtype == x.dtype and x.dtype in (torch.float32, torch.float64)
+    if compiled and sys.byteorder == "little" and runs_compiled(u.device):
+        y = _jpeg_rgbx(Image, u.contiguous(), int(quality))
+    else:
+        y = _jpeg_planes(Image, u, int(quality), x.dtype)
+    y = y.to(x.device)
+    # k / 255 lies in [0, 1], so _back's clip changes nothing (3% of the time at 224 px): only its mapping to another range is needed
+    return y if image._range(spec) == (0.0, 1.0) else _back(y, spec)
+
+
+def _jpeg_through_codec(image_in, image_out, buffer: io.BytesIO, quality: int) -> None:
+    """Encode `image_in` with Pillow's JPEG encoder and decode the stream into `image_out`."""
+    buffer.seek(0)
+    buffer.truncate()
+    image_in.save(buffer, "JPEG", quality=quality)
+    image_out.frombytes(buffer.getvalue(), "jpeg", "RGB", "")  # JpegImagePlugin's tile: (rawmode, "")
+
+
+def _jpeg_planes(Image, u: torch.Tensor, quality: int, dtype: torch.dtype) -> torch.Tensor:
+    """The torch path: the 8-bit planes enter through reused `frombuffer` bands and `Image.merge`
+    (4-6x cheaper than transposing the batch to (B, H, W, C)) and leave through one `tobytes` per
+    band; k / 255 in `dtype` in one pass over the batch."""
     b, c, h, w = u.shape
     levels = torch.empty((c, h, w), dtype=u.dtype)
     planes = np.empty((c, h, w), dtype=np.uint8)  # the image being encoded, shared with `bands`
@@ -902,20 +926,36 @@ def _jpeg_compression(x, quality, rng, spec):
         # round(255 u) clamped to 0..255, as the clamp of the rounded value: 255 * 0 and 255 * 1 are exact
         torch.clamp(u[i], 0.0, 1.0, out=levels).mul_(255.0).round_()
         planes[...] = levels.to(torch.float32).numpy()  # whole numbers: exact in float32, cast by numpy (4x torch's)
-        rgb = bands[0].convert("RGB") if c == 1 else Image.merge("RGB", bands)
-        buffer.seek(0)
-        buffer.truncate()
-        rgb.save(buffer, "JPEG", quality=int(quality))
-        decoded.frombytes(buffer.getvalue(), "jpeg", "RGB", "")  # JpegImagePlugin's tile: (rawmode, "")
+        _jpeg_through_codec(bands[0].convert("RGB") if c == 1 else Image.merge("RGB", bands), decoded, buffer, quality)
         if c == 1:
             out[i, 0] = np.frombuffer(decoded.convert("L").tobytes(), dtype=np.uint8).reshape(h, w)
         else:
             for k, band in enumerate("RGB"):
                 out[i, k] = np.frombuffer(decoded.tobytes("raw", band), dtype=np.uint8).reshape(h, w)
     # one pass: a 0-dim divisor of the input's dtype sets the result's dtype (k / 255 computed in it)
-    y = torch.div(torch.from_numpy(out), torch.tensor(255.0, dtype=x.dtype)).to(x.device)
-    # k / 255 lies in [0, 1], so _back's clip changes nothing (3% of the time at 224 px): only its mapping to another range is needed
-    return y if image._range(spec) == (0.0, 1.0) else _back(y, spec)
+    return torch.div(torch.from_numpy(out), torch.tensor(255.0, dtype=dtype))
+
+
+def _jpeg_rgbx(Image, u: torch.Tensor, quality: int) -> torch.Tensor:
+    """The compiled path for 3-channel float32/float64 images on a little-endian host
+    (`_jpeg_numba`): each image's levels are written straight into the (H, W, 4) buffer of an RGBX image, which Pillow encodes as RGB
+    (Pillow keeps RGB pixels in 4 bytes: the same stream), and the stream is decoded into another
+    shared buffer, read straight into the output; no merge, no `tobytes`, no pass over the batch."""
+    from . import _jpeg_numba
+
+    b, c, h, w = u.shape
+    levels_in, levels_out = np.full((h, w, 4), 255, dtype=np.uint8), np.empty((h, w, 4), dtype=np.uint8)
+    image_in = Image.frombuffer("RGBX", (w, h), levels_in, "raw", "RGBX", 0, 1)
+    image_out = Image.frombuffer("RGBX", (w, h), levels_out, "raw", "RGBX", 0, 1)
+    y = torch.empty(u.shape, dtype=u.dtype)
+    images, out = u.numpy(), y.numpy()
+    pixels_in, pixels_out = levels_in.view(np.uint32).reshape(h, w), levels_out.view(np.uint32).reshape(h, w)
+    buffer = io.BytesIO()
+    for i in range(b):
+        _jpeg_numba.to_levels(images[i], pixels_in)
+        _jpeg_through_codec(image_in, image_out, buffer, quality)
+        _jpeg_numba.from_levels(pixels_out, out[i])
+    return y
 
 
 def suite_of(name: str) -> str | None:

@@ -121,37 +121,55 @@ def _compiled(finish, count: int):
     RBMM_RNG chooses: `auto` (the default) loads the loops after _LOAD_AFTER values, `compiled`
     from the first draw, `torch` never. Both paths give the same bits (tests/test_rng_compiled.py).
     """
-    global _loops, _loops_failure, _torch_values
-    path = os.environ.get("RBMM_RNG") or "auto"
-    if path not in RNG_PATHS:
-        raise InputError(f"RBMM_RNG={path!r}; expected one of: {', '.join(RNG_PATHS)}")
+    global _torch_values
+    path = _rng_path()
     if path == "torch" or finish not in _COMPILED_STEPS:
         return None
-    if _loops is None:
-        if path == "auto" and _torch_values < _LOAD_AFTER:
-            _torch_values += count
-            return None
-        try:
-            from . import _rng_numba as _loops
-        except (ImportError, RuntimeError) as exc:  # numba missing or not fitting this numpy; RuntimeError:
-            _loops = False  # no writable place for numba's cache (NUMBA_CACHE_DIR sets one)
-            _loops_failure = f"{type(exc).__name__}: {exc}"
-    if _loops is False:
-        if path == "compiled":
-            if importlib.util.find_spec("numba") is None:
-                raise InputError("RBMM_RNG=compiled needs numba: pip install 'robustbench-mm[fast]'")
-            raise InputError(f"RBMM_RNG=compiled: numba is installed but the compiled loops did not load ({_loops_failure})")
+    if _loops is None and path == "auto" and _torch_values < _LOAD_AFTER:
+        _torch_values += count
+        return None
+    if not _loaded_loops(path):
         return None
     name, scale, offset, after = _COMPILED_STEPS[finish]
     return functools.partial(getattr(_loops, name), scale=scale, offset=offset), after
 
 
+def _rng_path() -> str:
+    path = os.environ.get("RBMM_RNG") or "auto"
+    if path not in RNG_PATHS:
+        raise InputError(f"RBMM_RNG={path!r}; expected one of: {', '.join(RNG_PATHS)}")
+    return path
+
+
+def _loaded_loops(path: str) -> bool:
+    """Whether the compiled loops are loaded, loading them on the first call; under
+    RBMM_RNG=compiled, loops that cannot load are an error naming why."""
+    global _loops, _loops_failure
+    if _loops is None:
+        try:
+            from . import _rng_numba as _loops
+        except (ImportError, RuntimeError) as exc:  # numba missing or not fitting this numpy; RuntimeError:
+            _loops = False  # no writable place for numba's cache (NUMBA_CACHE_DIR sets one)
+            _loops_failure = f"{type(exc).__name__}: {exc}"
+    if _loops is False and path == "compiled":
+        if importlib.util.find_spec("numba") is None:
+            raise InputError("RBMM_RNG=compiled needs numba: pip install 'robustbench-mm[fast]'")
+        raise InputError(f"RBMM_RNG=compiled: numba is installed but the compiled loops did not load ({_loops_failure})")
+    return bool(_loops)
+
+
 def runs_compiled(device: torch.device) -> bool:
-    """Whether a CPU draw made now on `device` ran compiled: RBMM_RNG is not `torch` and the loops
-    are loaded (`_compiled`). A kernel with compiled steps of its own (fog's fractal,
-    `_plasma_numba.py`; reverb's spectra product, `_audio_numba.py`) takes them exactly when its
-    draws did, so numba never loads for them alone; both paths of such a loop give the same bits."""
-    return device.type == "cpu" and bool(_loops) and os.environ.get("RBMM_RNG") != "torch"
+    """Whether a kernel's own exact steps on `device` run compiled: on CPU, under RBMM_RNG=compiled
+    (loading the loops if no draw has yet), or under `auto` once the draws' loops are loaded. Fog's
+    fractal (`_plasma_numba.py`), reverb's spectra product (`_audio_numba.py`) and JPEG's conversions
+    (`_jpeg_numba.py`) follow this choice, so under `auto` numba never loads for them alone; both
+    paths of each give the same bits."""
+    if device.type != "cpu":
+        return False
+    path = _rng_path()
+    if path == "torch":
+        return False
+    return _loaded_loops(path) if path == "compiled" else bool(_loops)
 
 
 def key32(*parts: object) -> int:
