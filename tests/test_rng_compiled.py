@@ -131,12 +131,21 @@ def test_without_numba_auto_stays_on_torch_and_compiled_says_what_to_install(mon
     monkeypatch.setenv("RBMM_RNG", "compiled")
     with pytest.raises(InputError, match=r"RBMM_RNG=compiled needs numba: pip install 'robustbench-mm\[fast\]'"):
         SampleRandom(IDS, 0, "k").uniform(3)
+    with pytest.raises(InputError, match=r"RBMM_RNG=compiled needs numba"):  # a kernel without draws asks too (JPEG)
+        rng_module.runs_compiled(torch.device("cpu"))
 
 
 def test_a_short_run_never_imports_numba():
-    """By default a process loads numba only after _LOAD_AFTER values on torch's path."""
-    code = ("import sys, torch; from robustbench_mm.corruptions.rng import SampleRandom; "
+    """By default a process loads numba only after _LOAD_AFTER values on torch's path, and the
+    kernels with compiled steps of their own (fog's fractal, reverb's product, JPEG's conversions,
+    `rng.runs_compiled`) never load it by themselves."""
+    code = ("import sys, torch; from robustbench_mm.corruptions import SampleRandom, get_corruption; "
+            "from robustbench_mm.datasets import ModalitySpec; "
             "g = SampleRandom(torch.arange(64), 0, 'k'); [g.normal(3, 64, 64) for _ in range(4)]; "
+            "image, audio = ModalitySpec('i', 'image', (3, 32, 32)), ModalitySpec('a', 'audio', (4000,)); "
+            "[get_corruption(name)(torch.rand(2, 3, 32, 32), 3, SampleRandom(torch.arange(2), 0, name), image) "
+            " for name in ('imagenet-c/fog', 'imagenet-c/jpeg_compression')]; "
+            "get_corruption('reverb')(torch.rand(2, 4000) - 0.5, 1.0, SampleRandom(torch.arange(2), 0, 'r'), audio); "
             "print('numba' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k != "RBMM_RNG"} | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
