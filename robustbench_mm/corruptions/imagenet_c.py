@@ -893,8 +893,8 @@ def _jpeg_compression(x, quality, rng, spec):
     if x.device.type == "meta":
         return torch.empty_like(x)
     u = u.detach().cpu()
-    compiled = u.shape[1] == 3 and u.dtype == x.dtype and x.dtype in (torch.float32, torch.float64)
-    if compiled and sys.byteorder == "little" and runs_compiled(u.device):
+    fits_loops = u.shape[1] == 3 and u.dtype == x.dtype and x.dtype in (torch.float32, torch.float64)
+    if fits_loops and sys.byteorder == "little" and runs_compiled(u.device):
         y = _jpeg_rgbx(Image, u.contiguous(), int(quality))
     else:
         y = _jpeg_planes(Image, u, int(quality), x.dtype)
