@@ -123,15 +123,15 @@ def test_integers_bernoulli_and_sample_mask():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_uniforms_are_the_successive_uniform_draws(dtype):
-    """`uniforms` (one pass over several streams) must give each shape exactly what `uniform` would."""
+def test_uniform_streams_are_the_successive_uniform_draws(dtype):
+    """`uniform_streams` (one pass over several streams) must give each size exactly what `uniform` would."""
     ids = torch.tensor([0, 5, 2**40 + 3, 77])
-    shapes = [(1, 1), (2, 3), (0,), (5,), (300, 300)]
+    sizes = (1, 6, 0, 5, 90_000)
     one, many = SampleRandom(ids, 3, "x"), SampleRandom(ids, 3, "x")
     one.normal(4), many.normal(4)  # start past stream 0
-    expected = [one.uniform(*shape, dtype=dtype) for shape in shapes]
-    for want, got in zip(expected, many.uniforms(shapes, dtype)):
-        assert torch.equal(want, got)
+    expected = torch.cat([one.uniform(size, dtype=dtype) for size in sizes], dim=1)
+    got = many.uniform_streams(sizes, dtype)
+    assert got.shape == (4, sum(sizes)) and torch.equal(expected, got)
     assert torch.equal(one.uniform(3), many.uniform(3))  # the same streams consumed
 
 

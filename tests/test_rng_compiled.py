@@ -35,8 +35,7 @@ def _draws(ids: torch.Tensor) -> list[torch.Tensor]:
     draws = []
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         draws += [g.normal(3, 17, 19, dtype=dtype), g.uniform(1001, dtype=dtype), g.normal(dtype=dtype), g.uniform(0, 4, dtype=dtype)]
-    draws += g.uniforms([(1, 1), (2, 3), (0,), (5,), (300, 301)])
-    draws += g.uniforms([(4, 4), (9,)], dtype=torch.float64)
+    draws += [g.uniform_streams((1, 6, 0, 5, 300 * 301)), g.uniform_streams((16, 9), dtype=torch.float64)]
     draws += [g.combine("normal", add_scaled, x32, scale), g.combine("uniform", add_scaled, x32.double(), scale.double())]
     draws += [g.combine("normal", lambda v, xc: v.add_(xc), x32.half()), g.integers(7, 33), g.bernoulli(0.3, 40)]
     draws += [g.child("c").normal(2, 2), g.sample_mask(0.5)]

@@ -342,18 +342,10 @@ class SampleRandom:
             u.clamp_(info.tiny, 1.0 - info.eps / 2)
         return u
 
-    def uniforms(self, shapes: list[tuple[int, ...]], dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
-        """The values of `uniform(*shape, dtype=dtype)` called once per shape in turn, drawn in one pass.
-
-        For many small draws (a fractal's levels) the fixed cost of a draw is then paid once.
-        """
-        sizes = tuple(math.prod(shape) for shape in shapes)
-        u = self.uniform_streams(sizes, dtype)
-        return [part.reshape((len(self),) + tuple(shape)) for part, shape in zip(u.split(sizes, dim=1), shapes)]
-
     def uniform_streams(self, sizes: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(B, sum(sizes)): `uniforms` of the 1-D shapes `sizes` side by side in one tensor, for a
-        kernel that walks them in one loop (fog's compiled fractal)."""
+        """(B, sum(sizes)): the values of `uniform(size, dtype=dtype)` called once per size in turn,
+        side by side, drawn in one pass: for many small draws (a fractal's 24 grids) the fixed cost
+        of a draw is paid once, and a kernel can walk them in one loop (fog's compiled fractal)."""
         u = self._draw_streams(tuple(sizes), dtype, _uniform_64 if dtype == torch.float64 else _uniform_32)
         if dtype not in (torch.float32, torch.float64):
             info = torch.finfo(dtype)
